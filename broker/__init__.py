@@ -1,0 +1,1 @@
+"""Routing, intake, relay: the hub as an ISO 18626 broker over RabbitMQ."""

@@ -1,0 +1,93 @@
+"""The RabbitMQ management HTTP API: vhosts, users and permissions for agencies."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+
+
+class ManagementError(RuntimeError):
+    pass
+
+
+class Management:
+    """A small client for the few management endpoints the hub needs."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self._base = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}{parts.path or '/'}"
+        self._base = self._base.rstrip("/") + "/api"
+        self._auth = aiohttp.BasicAuth(parts.username or "guest", parts.password or "guest")
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Management:
+        self._session = aiohttp.ClientSession(auth=self._auth,
+                                              timeout=aiohttp.ClientTimeout(total=30))
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._session:
+            await self._session.close()
+
+    async def _call(self, method: str, path: str, body: Any = None,
+                    ok: tuple[int, ...] = (200, 201, 204)) -> Any:
+        assert self._session, "use `async with Management(url)`"
+        try:
+            async with self._session.request(method, self._base + path, json=body) as resp:
+                if resp.status not in ok:
+                    text = await resp.text()
+                    raise ManagementError(f"{method} {path}: HTTP {resp.status}: {text[:300]}")
+                if resp.status == 200 and resp.content_type == "application/json":
+                    return await resp.json()
+                return None
+        except aiohttp.ClientConnectionError as exc:
+            raise ManagementError(
+                f"RabbitMQ management API unreachable at {self._base} ({exc}); "
+                "is the rabbitmq_management plugin enabled?"
+            ) from exc
+
+    @staticmethod
+    def _q(name: str) -> str:
+        return quote(name, safe="")
+
+    async def put_vhost(self, vhost: str) -> None:
+        await self._call("PUT", f"/vhosts/{self._q(vhost)}")
+
+    async def delete_vhost(self, vhost: str) -> None:
+        await self._call("DELETE", f"/vhosts/{self._q(vhost)}", ok=(204, 404))
+
+    async def put_user(self, user: str, password: str, tags: str = "") -> None:
+        await self._call("PUT", f"/users/{self._q(user)}", {"password": password, "tags": tags})
+
+    async def get_user(self, user: str) -> dict[str, Any] | None:
+        try:
+            return await self._call("GET", f"/users/{self._q(user)}")
+        except ManagementError as exc:
+            if "HTTP 404" in str(exc):
+                return None
+            raise
+
+    async def delete_user(self, user: str) -> None:
+        await self._call("DELETE", f"/users/{self._q(user)}", ok=(204, 404))
+
+    async def set_permissions(self, vhost: str, user: str, *, configure: str, write: str,
+                              read: str) -> None:
+        await self._call("PUT", f"/permissions/{self._q(vhost)}/{self._q(user)}",
+                         {"configure": configure, "write": write, "read": read})
+
+    async def clear_permissions(self, vhost: str, user: str) -> None:
+        await self._call("DELETE", f"/permissions/{self._q(vhost)}/{self._q(user)}",
+                         ok=(204, 404))
+
+    async def close_connections_of(self, user: str) -> None:
+        conns = await self._call("GET", "/connections") or []
+        for c in conns:
+            if c.get("user") == user:
+                await self._call("DELETE", f"/connections/{self._q(c['name'])}", ok=(204, 404))
+
+    async def users(self) -> list[dict[str, Any]]:
+        return await self._call("GET", "/users") or []

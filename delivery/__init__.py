@@ -1,0 +1,1 @@
+"""FTP drop, document store, download links and e-mail."""

@@ -1,0 +1,1 @@
+"""The contracts: ISO 18626 message models (JSON form), settings, SQL migrations."""

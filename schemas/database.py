@@ -1,0 +1,95 @@
+"""PostgreSQL: connection pools and the numbered SQL migrations in schemas/migrations/."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+# One fixed advisory-lock key ("ILLHUBMG") so concurrent `migrate` runs queue up
+# behind each other instead of racing to create the same tables.
+MIGRATE_LOCK = 0x494C4C4855424D47
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    found: list[Migration] = []
+    for path in sorted(directory.glob("*.sql")):
+        m = _NAME.match(path.name)
+        if not m:
+            raise ValueError(f"migration file {path.name!r} is not named NNNN_name.sql")
+        found.append(Migration(int(m.group(1)), m.group(2), path.read_text("utf-8")))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"two migration files share a version number: {versions}")
+    return found
+
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    return await asyncpg.connect(dsn)
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+    assert pool is not None
+    return pool
+
+
+async def migrate(dsn: str, *, report: Callable[[str], None] = print) -> list[int]:
+    """Apply missing migrations in order; safe to run twice or from two processes at once.
+
+    Returns the versions this call applied. A migration file edited after it was
+    applied is refused (checksum mismatch): write a new migration instead.
+    """
+    migrations = load_migrations()
+    conn = await asyncpg.connect(dsn)
+    applied_now: list[int] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK)
+        try:
+            await conn.execute(
+                """CREATE TABLE IF NOT EXISTS schema_migration (
+                       version    integer PRIMARY KEY,
+                       name       text NOT NULL,
+                       checksum   text NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            rows = await conn.fetch("SELECT version, checksum FROM schema_migration")
+            done = {r["version"]: r["checksum"] for r in rows}
+            for mig in migrations:
+                if mig.version in done:
+                    if done[mig.version] != mig.checksum:
+                        raise RuntimeError(
+                            f"migration {mig.version:04d}_{mig.name} was changed after it "
+                            "was applied; add a new migration instead"
+                        )
+                    continue
+                report(f"applying migration {mig.version:04d}_{mig.name}")
+                async with conn.transaction():
+                    await conn.execute(mig.sql)
+                    await conn.execute(
+                        "INSERT INTO schema_migration (version, name, checksum) VALUES ($1,$2,$3)",
+                        mig.version, mig.name, mig.checksum,
+                    )
+                applied_now.append(mig.version)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK)
+    finally:
+        await conn.close()
+    return applied_now

@@ -1,0 +1,1 @@
+"""Fees, subsidies, the ledger and periodic netting runs."""

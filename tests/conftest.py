@@ -1,0 +1,115 @@
+"""Fixtures: every test run gets its own PostgreSQL database and RabbitMQ vhost.
+
+The servers are real (see README): PostgreSQL and RabbitMQ on loopback, reached
+through ILLHUB_TEST_PG_ADMIN_URL / ILLHUB_TEST_AMQP_BASE / ILLHUB_TEST_MANAGEMENT_URL.
+Within a run, each test that needs broker objects gets its own name prefix, and
+agency symbols carry the run id, so neither runs nor tests ever collide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import quote
+
+import asyncpg
+import pytest
+
+from broker.management import Management
+from schemas.database import create_pool, migrate
+from schemas.settings import Settings
+
+PG_ADMIN = os.environ.get("ILLHUB_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_BASE = os.environ.get("ILLHUB_TEST_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672")
+MANAGEMENT = os.environ.get("ILLHUB_TEST_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672/")
+
+RUN_ID = secrets.token_hex(3)
+_counter = itertools.count(1)
+
+
+def unique(label: str = "x") -> str:
+    return f"{label}{next(_counter)}"
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return RUN_ID
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    name = f"illhub_test_{RUN_ID}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' TEMPLATE template0')
+    finally:
+        await admin.close()
+    base = PG_ADMIN.rsplit("/", 1)[0]
+    url = f"{base}/{name}"
+    await migrate(url, report=lambda _m: None)
+    yield url
+    admin = await asyncpg.connect(PG_ADMIN)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def vhost() -> AsyncIterator[str]:
+    name = f"illhub-test-{RUN_ID}"
+    async with Management(MANAGEMENT) as mgmt:
+        await mgmt.put_vhost(name)
+        await mgmt.set_permissions(name, "guest", configure=".*", write=".*", read=".*")
+    yield name
+    async with Management(MANAGEMENT) as mgmt:
+        await mgmt.delete_vhost(name)
+        for user in await mgmt.users():
+            if f"T{RUN_ID}" in user["name"]:
+                await mgmt.delete_user(user["name"])
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"{unique('t')}."
+
+
+@pytest.fixture
+def settings(database_url: str, vhost: str, prefix: str, tmp_path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        amqp_url=f"{AMQP_BASE}/{quote(vhost, safe='')}",
+        amqp_management_url=MANAGEMENT,
+        name_prefix=prefix,
+        hub_symbol=f"T{RUN_ID}:HUB",
+        http_port=0,
+        ftp_port=0,
+        data_dir=str(tmp_path / "var"),
+    )
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await create_pool(database_url, max_size=8)
+    yield p
+    await p.close()
+
+
+def agency_symbol(label: str | None = None) -> str:
+    """A symbol unique to this run, shaped like a real one (`SCHEME:VALUE`)."""
+    return f"T{RUN_ID}:{label or unique('LIB')}"
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0,
+                     interval: float = 0.05) -> None:
+    """Wait for a condition on real servers; fails the test with a clear message."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        if await check():
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {check.__name__}")
+        await asyncio.sleep(interval)
