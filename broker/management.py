@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
 
@@ -20,11 +21,12 @@ class Management:
         parts = urlsplit(url)
         self._base = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}{parts.path or '/'}"
         self._base = self._base.rstrip("/") + "/api"
-        self._auth = aiohttp.BasicAuth(parts.username or "guest", parts.password or "guest")
+        user, password = unquote(parts.username or "guest"), unquote(parts.password or "guest")
+        self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Management:
-        self._session = aiohttp.ClientSession(auth=self._auth,
+        self._session = aiohttp.ClientSession(headers={"Authorization": self._auth},
                                               timeout=aiohttp.ClientTimeout(total=30))
         return self
 

@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -51,6 +52,25 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
     return pool
 
 
+async def ensure_database(dsn: str, report: Callable[[str], None] = print) -> None:
+    """Create the database named in `dsn` if it does not exist (first run on a new server)."""
+    try:
+        conn = await asyncpg.connect(dsn)
+    except asyncpg.InvalidCatalogNameError:
+        parts = urlsplit(dsn)
+        name = parts.path.lstrip("/")
+        admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+        try:
+            report(f"creating database {name}")
+            await admin.execute(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' TEMPLATE template0')
+        except asyncpg.DuplicateDatabaseError:
+            pass  # another process created it meanwhile
+        finally:
+            await admin.close()
+    else:
+        await conn.close()
+
+
 async def migrate(dsn: str, *, report: Callable[[str], None] = print) -> list[int]:
     """Apply missing migrations in order; safe to run twice or from two processes at once.
 
@@ -58,6 +78,7 @@ async def migrate(dsn: str, *, report: Callable[[str], None] = print) -> list[in
     applied is refused (checksum mismatch): write a new migration instead.
     """
     migrations = load_migrations()
+    await ensure_database(dsn, report)
     conn = await asyncpg.connect(dsn)
     applied_now: list[int] = []
     try:

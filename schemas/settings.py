@@ -43,7 +43,7 @@ class Settings(BaseSettings):
 
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     amqp_management_url: SecretStr = SecretStr("http://guest:guest@127.0.0.1:15672/")
-    database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/postgres")
+    database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/illhub")
     name_prefix: str = ""
     hub_symbol: str = "ILLHUB:CENTRE"
     timezone: str = "Asia/Shanghai"
@@ -79,7 +79,8 @@ class Settings(BaseSettings):
         secrets_dir = _secrets_dir()
         sources = [init_settings, env_settings, dotenv_settings]
         if secrets_dir:
-            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir))
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir,
+                                                 env_prefix=""))
         return tuple(sources)
 
     def name(self, base: str) -> str:

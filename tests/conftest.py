@@ -113,3 +113,33 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s: {check.__name__}")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture
+def make_agency(settings: Settings, pool: asyncpg.Pool):
+    """Register a real agency (DB row, broker user, queue); returns (symbol, password)."""
+    from broker.agencies import NewAgency, add
+
+    async def _make(label: str | None = None, *, name: str = "测试图书馆 Test Library",
+                    roles: tuple[str, ...] = ("requester", "supplier"),
+                    province: str | None = "北京", city: str | None = "北京",
+                    email: str | None = None) -> tuple[str, str]:
+        symbol = agency_symbol(label)
+        password = secrets.token_urlsafe(12)
+        await add(settings, pool, NewAgency(symbol=symbol, name=name, roles=roles,
+                                            password=password, province=province, city=city,
+                                            email=email, finance_email=email))
+        return symbol, password
+
+    return _make
+
+
+@pytest.fixture
+async def hub(settings: Settings, database_url: str):
+    """A hub process's machinery running in this event loop."""
+    from broker.hub import Hub
+
+    h = Hub(settings)
+    await h.start()
+    yield h
+    await h.stop()

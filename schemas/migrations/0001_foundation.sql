@@ -48,3 +48,17 @@ CREATE TABLE outbox (
     published_at   timestamptz
 );
 CREATE INDEX outbox_pending ON outbox (id) WHERE published_at IS NULL;
+
+-- Poison messages: everything the hub could not process, with the reason. Also
+-- published to ill.dead; this table is what `run.py dead list/replay` reads.
+CREATE TABLE dead_letter (
+    id          bigserial PRIMARY KEY,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    sender      text,
+    message_id  text,
+    routing_key text,
+    reason      text NOT NULL,
+    properties  jsonb NOT NULL DEFAULT '{}',
+    body        bytea NOT NULL,
+    replayed_at timestamptz
+);

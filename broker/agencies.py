@@ -1,0 +1,122 @@
+"""Agencies: the consortium's members, each with its own broker user and queue.
+
+An agency's broker user name is exactly its symbol (ARCHITECTURE §3.1), with
+permissions: configure nothing, write only `ill.inbound`, read only its own queue.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import aio_pika
+import asyncpg
+
+from broker.credentials import hash_password
+from broker.management import Management
+from broker.topology import INBOUND, agency_queue, declare_agency_queue
+from schemas.settings import Settings
+from schemas.symbols import split_symbol
+
+ROLES = ("requester", "supplier")
+
+
+class AgencyError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class NewAgency:
+    symbol: str
+    name: str
+    roles: tuple[str, ...]
+    password: str
+    province: str | None = None
+    city: str | None = None
+    email: str | None = None
+    finance_email: str | None = None
+
+    def check(self) -> None:
+        try:
+            split_symbol(self.symbol)
+        except ValueError as exc:
+            raise AgencyError(f"symbol {self.symbol!r}: {exc}") from exc
+        if not self.name.strip():
+            raise AgencyError("--name must not be empty")
+        bad = [r for r in self.roles if r not in ROLES]
+        if bad or not self.roles:
+            raise AgencyError(f"--roles must be a comma list of {', '.join(ROLES)}; got "
+                              f"{','.join(self.roles) or 'nothing'}")
+        if len(self.password) < 8:
+            raise AgencyError("--password must have at least 8 characters")
+        for label, addr in (("--email", self.email), ("--finance-email", self.finance_email)):
+            if addr and not re.fullmatch(r"[^@\s]+@[^@\s]+", addr):
+                raise AgencyError(f"{label} {addr!r} is not an e-mail address")
+
+
+def parse_region(region: str | None) -> tuple[str | None, str | None]:
+    """`PROVINCE/CITY` (city optional), e.g. `上海/上海` or `广东/广州`."""
+    if not region:
+        return None, None
+    province, _, city = region.partition("/")
+    return province.strip() or None, city.strip() or None
+
+
+def permissions(settings: Settings, symbol: str) -> dict[str, str]:
+    return {
+        "configure": "^$",
+        "write": f"^{re.escape(settings.name(INBOUND))}$",
+        "read": f"^{re.escape(settings.name(agency_queue(symbol)))}$",
+    }
+
+
+async def add(settings: Settings, pool: asyncpg.Pool, agency: NewAgency) -> None:
+    """Register in PostgreSQL and in RabbitMQ; all or nothing."""
+    agency.check()
+    async with pool.acquire() as conn, conn.transaction():
+        if await conn.fetchval("SELECT true FROM agency WHERE symbol = $1", agency.symbol):
+            raise AgencyError(f"agency {agency.symbol} already exists; "
+                              "use `agency list` to see it")
+        await conn.execute(
+            """INSERT INTO agency (symbol, name, roles, province, city, email, finance_email,
+                                   password_hash)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+            agency.symbol, agency.name, list(agency.roles), agency.province, agency.city,
+            agency.email, agency.finance_email, hash_password(agency.password),
+        )
+        # The broker side is created inside the DB transaction, so a broker failure
+        # leaves no agency row; a DB failure after it is undone below.
+        async with Management(settings.amqp_management_url.get_secret_value()) as mgmt:
+            if await mgmt.get_user(agency.symbol) is not None:
+                raise AgencyError(f"broker user {agency.symbol} already exists in RabbitMQ "
+                                  "but not in the hub's database; remove it first")
+            try:
+                await mgmt.put_user(agency.symbol, agency.password)
+                await mgmt.set_permissions(settings.vhost, agency.symbol,
+                                           **permissions(settings, agency.symbol))
+                connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+                async with connection:
+                    await declare_agency_queue(await connection.channel(), settings,
+                                               agency.symbol)
+            except BaseException:
+                await mgmt.delete_user(agency.symbol)
+                raise
+
+
+async def disable(settings: Settings, pool: asyncpg.Pool, symbol: str) -> None:
+    """Revoke broker access now; keep the agency's history and queue."""
+    async with pool.acquire() as conn, conn.transaction():
+        found = await conn.fetchval(
+            "UPDATE agency SET enabled = false, disabled_at = now() WHERE symbol = $1 "
+            "RETURNING true", symbol)
+        if not found:
+            raise AgencyError(f"no agency {symbol}")
+        async with Management(settings.amqp_management_url.get_secret_value()) as mgmt:
+            await mgmt.clear_permissions(settings.vhost, symbol)
+            await mgmt.close_connections_of(symbol)
+
+
+async def listing(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    return await pool.fetch(
+        """SELECT symbol, name, roles, province, city, email, finance_email, enabled, created_at
+           FROM agency ORDER BY symbol""")

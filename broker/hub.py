@@ -1,0 +1,132 @@
+"""The hub process: consume `hub.inbound`, relay the outbox, run scheduled jobs.
+
+Shutdown on SIGTERM/SIGINT: stop consuming, finish the message in hand, let the
+relay publish what is committed, then close. Messages prefetched but not yet
+processed are not acked and go back to the queue when the channel closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import suppress
+
+import aio_pika
+import asyncpg
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from broker import topology
+from broker.intake import Handler, Inbound, Intake, accept_only
+from broker.outbox import Relay
+from schemas.database import create_pool
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def to_inbound(message: AbstractIncomingMessage) -> Inbound:
+    return Inbound(
+        body=message.body,
+        sender=message.user_id,
+        message_id=message.message_id,
+        routing_key=message.routing_key or "",
+        content_type=message.content_type,
+        message_type=message.type,
+        correlation_id=message.correlation_id,
+        headers=dict(message.headers or {}),
+    )
+
+
+class Hub:
+    def __init__(self, settings: Settings, handler: Handler = accept_only) -> None:
+        self.settings = settings
+        self.intake = Intake(settings, handler)
+        self.scheduler = AsyncIOScheduler(timezone=settings.timezone)
+        self.pool: asyncpg.Pool | None = None
+        self.connection: AbstractRobustConnection | None = None
+        self.relay: Relay | None = None
+        self.processed = 0
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        s = self.settings
+        self.pool = await create_pool(s.database_url.get_secret_value(), max_size=10)
+        self.connection = await aio_pika.connect_robust(s.amqp_url.get_secret_value())
+        setup = await self.connection.channel()
+        agencies = [r["symbol"] for r in await self.pool.fetch(
+            "SELECT symbol FROM agency WHERE enabled ORDER BY symbol")]
+        await topology.declare(setup, s, agencies)
+        await setup.close()
+        relay_channel = await self.connection.channel(publisher_confirms=True,
+                                                      on_return_raises=True)
+        self.relay = Relay(self.pool, relay_channel, s)
+        self._tasks = [asyncio.create_task(self.relay.run(), name="outbox-relay"),
+                       asyncio.create_task(self._consume(), name="intake")]
+        self.scheduler.start()
+        log.info("hub started: vhost %s, prefix %r, %d agencies", s.vhost, s.name_prefix,
+                 len(agencies))
+
+    async def _consume(self) -> None:
+        assert self.connection and self.pool
+        channel = await self.connection.channel()
+        await channel.set_qos(prefetch_count=self.settings.prefetch)
+        queue = await channel.get_queue(self.settings.name(topology.HUB_INBOUND), ensure=False)
+        # One message at a time, in delivery order: that is what keeps a sender's
+        # messages about one transaction in the order they were published.
+        async with queue.iterator() as messages:
+            stop = asyncio.create_task(self._stop.wait())
+            while not self._stop.is_set():
+                nxt = asyncio.create_task(anext(messages))
+                done, _ = await asyncio.wait({nxt, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if nxt not in done:
+                    nxt.cancel()
+                    with suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await nxt
+                    break
+                message = nxt.result()
+                try:
+                    await self.intake.process(self.pool, to_inbound(message))
+                except Exception:
+                    # Nothing committed: hand the message back. The queue's delivery
+                    # limit dead-letters one that fails every time.
+                    log.exception("processing failed; message %s returned to the queue",
+                                  message.message_id)
+                    await message.nack(requeue=True)
+                    await asyncio.sleep(1.0)
+                    continue
+                await message.ack()
+                self.processed += 1
+            stop.cancel()
+        await channel.close()
+
+    async def stop(self) -> None:
+        """Graceful stop; safe to call more than once."""
+        self._stop.set()
+        if self._tasks:
+            with suppress(asyncio.CancelledError):
+                await self._tasks[1]
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        if self.relay:
+            with suppress(Exception):
+                await self.relay.drain()
+            self.relay.stop()
+            with suppress(asyncio.CancelledError):
+                await self._tasks[0]
+        if self.connection:
+            await self.connection.close()
+        if self.pool:
+            await self.pool.close()
+        self._tasks = []
+        log.info("hub stopped after %d messages", self.processed)
+
+    async def run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        await self.start()
+        await self._stop.wait()
+        await self.stop()

@@ -1,0 +1,295 @@
+"""Intake: every inbound message is checked, recorded and answered in one DB transaction.
+
+Order of checks, each answered specifically (ARCHITECTURE §3.4 rule 2):
+size (before any parsing) -> sender (AMQP `user_id`, validated by the broker) ->
+`message_id` -> duplicate (inbox) -> content type -> UTF-8 JSON -> ISO 18626 schema ->
+AMQP `type` agrees with the body -> the header names the sender -> the handler (state
+model). Messages with no one to answer go to the dead letters with their reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+from pydantic import BaseModel
+
+from broker.outbox import Outgoing, enqueue
+from broker.topology import DEAD, OUTBOUND
+from schemas.iso18626 import (
+    CONFIRMATION_OF,
+    ErrorType,
+    MessageError,
+    MessageType,
+    confirmation,
+    dump_message,
+    parse_message,
+)
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INBOUND_KINDS = frozenset(CONFIRMATION_OF)
+# Which header field must name the sender, per inbound message type.
+SENDER_FIELD = {
+    MessageType.REQUEST: "requesting_agency_id",
+    MessageType.REQUESTING_AGENCY_MESSAGE: "requesting_agency_id",
+    MessageType.SUPPLYING_AGENCY_MESSAGE: "supplying_agency_id",
+}
+HEADER_WIRE = {"requesting_agency_id": "requestingAgencyId",
+               "supplying_agency_id": "supplyingAgencyId"}
+
+
+@dataclass
+class Inbound:
+    """An AMQP delivery reduced to what intake needs (and what a dead letter keeps)."""
+
+    body: bytes
+    sender: str | None
+    message_id: str | None
+    routing_key: str = ""
+    content_type: str | None = None
+    message_type: str | None = None
+    correlation_id: str | None = None
+    headers: dict[str, Any] = field(default_factory=dict)
+
+    def properties(self) -> dict[str, Any]:
+        return {"user_id": self.sender, "message_id": self.message_id,
+                "content_type": self.content_type, "type": self.message_type,
+                "correlation_id": self.correlation_id, "routing_key": self.routing_key,
+                "headers": {k: str(v) for k, v in self.headers.items()}}
+
+
+@dataclass
+class Context:
+    """A valid ISO 18626 message from a known agency, handed to the handler."""
+
+    sender: str
+    message_id: str
+    kind: MessageType
+    message: BaseModel
+    raw: dict[str, Any]
+
+
+@dataclass
+class Outcome:
+    """What a handler decided: more messages to send, and the hub transaction id."""
+
+    outgoing: list[Outgoing] = field(default_factory=list)
+    transaction_id: str | None = None
+    # Set by handlers that answer with a confirmation of their own making (e.g. a
+    # duplicate request gets the original confirmation again).
+    confirmation: tuple[MessageType, BaseModel] | None = None
+
+
+class Refusal(Exception):
+    """A handler's ISO 18626 ERROR answer; the handler's effects are rolled back."""
+
+    def __init__(self, error_type: ErrorType, error_value: str,
+                 transaction_id: str | None = None) -> None:
+        super().__init__(f"{error_type}: {error_value}")
+        self.error_type = error_type
+        self.error_value = error_value
+        self.transaction_id = transaction_id
+
+
+class Handler(Protocol):
+    async def __call__(self, conn: asyncpg.Connection, ctx: Context) -> Outcome: ...
+
+
+async def accept_only(conn: asyncpg.Connection, ctx: Context) -> Outcome:
+    """The handler when no business logic is plugged in: valid messages are confirmed OK."""
+    return Outcome()
+
+
+def reply(settings: Settings, to: str, kind: MessageType, model: BaseModel,
+          correlation_id: str | None, transaction_id: str | None = None) -> Outgoing:
+    headers = {"hub-transaction-id": transaction_id} if transaction_id else {}
+    return Outgoing(exchange=OUTBOUND, routing_key=to, body=dump_message(kind, model),
+                    message_type=str(kind), correlation_id=correlation_id, headers=headers)
+
+
+class Intake:
+    def __init__(self, settings: Settings, handler: Handler = accept_only,
+                 on_commit: Callable[[Inbound, str], Awaitable[None]] | None = None) -> None:
+        self.settings = settings
+        self.handler = handler
+        self.on_commit = on_commit
+
+    async def process(self, pool: asyncpg.Pool, inbound: Inbound) -> str:
+        """Process one delivery in its own DB transaction; returns the outcome recorded.
+
+        The caller acks only after this returns (the transaction has committed).
+        """
+        async with pool.acquire() as conn, conn.transaction():
+            outcome = await self.process_in(conn, inbound)
+        if self.on_commit:
+            await self.on_commit(inbound, outcome)
+        return outcome
+
+    async def process_in(self, conn: asyncpg.Connection, inbound: Inbound) -> str:
+        """Process one delivery inside the caller's transaction (batches share one)."""
+        limit = self.settings.max_message_bytes
+        sender = inbound.sender
+        if sender is None or not await _is_agency(conn, sender):
+            why = ("no user_id property: the sender is unknown" if sender is None
+                   else f"user_id {sender!r} is not a registered, enabled agency")
+            await self._dead(conn, inbound, why)
+            return "dead"
+        guess = _guess_kind(inbound)
+        if len(inbound.body) > limit:
+            return await self._refuse(conn, inbound, guess, None, ErrorType.BADLY_FORMED_MESSAGE,
+                                      f"message body is {len(inbound.body)} bytes; "
+                                      f"the limit is {limit}", dead=True)
+        if not inbound.message_id:
+            return await self._refuse(conn, inbound, guess, None, ErrorType.BADLY_FORMED_MESSAGE,
+                                      "AMQP property message_id is missing; it is required "
+                                      "as the idempotency key", record=False)
+        if not await conn.fetchval(
+            """INSERT INTO inbox (sender, message_id, message_type, outcome)
+               VALUES ($1, $2, $3, 'ok') ON CONFLICT DO NOTHING RETURNING true""",
+            sender, inbound.message_id, inbound.message_type,
+        ):
+            return "duplicate"  # the first delivery's effects have committed already
+        if (inbound.content_type or "").split(";")[0].strip().lower() != "application/json":
+            return await self._refuse(conn, inbound, guess, None, ErrorType.BADLY_FORMED_MESSAGE,
+                                      f"content_type is {inbound.content_type!r}; "
+                                      "it must be 'application/json'", dead=True)
+        try:
+            raw = json.loads(inbound.body.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            return await self._refuse(conn, inbound, guess, None, ErrorType.BADLY_FORMED_MESSAGE,
+                                      f"body is not valid UTF-8 (byte {exc.start})", dead=True)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            return await self._refuse(conn, inbound, guess, None, ErrorType.BADLY_FORMED_MESSAGE,
+                                      f"body is not JSON: {exc}", dead=True)
+        if isinstance(raw, dict) and len(raw) == 1:
+            key = next(iter(raw))
+            if key in INBOUND_KINDS:
+                guess = MessageType(key)
+        try:
+            kind, message = parse_message(raw)
+        except MessageError as exc:
+            return await self._refuse(conn, inbound, guess, _header_of(raw), exc.error_type,
+                                      exc.error_value, body=raw)
+        except RecursionError:
+            return await self._refuse(conn, inbound, guess, None, ErrorType.BADLY_FORMED_MESSAGE,
+                                      "body is nested too deeply", dead=True)
+        header = getattr(message, "header", None)
+        if inbound.message_type and inbound.message_type != kind:
+            return await self._refuse(conn, inbound, guess, header,
+                                      ErrorType.BADLY_FORMED_MESSAGE,
+                                      f"AMQP type property {inbound.message_type!r} does not "
+                                      f"match the body's message type {str(kind)!r}", body=raw)
+        if kind not in INBOUND_KINDS:
+            # Confirmations from agencies are receipts: recorded, never answered.
+            await _set_outcome(conn, inbound, "ok", body=raw)
+            return "ok"
+        named = getattr(header, SENDER_FIELD[kind]).symbol
+        if named != sender:
+            path = f"{kind}.header.{HEADER_WIRE[SENDER_FIELD[kind]]}"
+            return await self._refuse(conn, inbound, kind, header,
+                                      ErrorType.UNRECOGNISED_DATA_VALUE,
+                                      f"{path}: {named!r} is not the sending agency "
+                                      f"{sender!r} (AMQP user_id)", body=raw)
+        ctx = Context(sender=sender, message_id=inbound.message_id, kind=kind,
+                      message=message, raw=raw)
+        try:
+            async with conn.transaction():  # a savepoint: a refusal undoes the handler
+                result = await self.handler(conn, ctx)
+        except Refusal as refusal:
+            return await self._refuse(conn, inbound, kind, header, refusal.error_type,
+                                      refusal.error_value, body=raw,
+                                      transaction_id=refusal.transaction_id)
+        answer = result.confirmation or confirmation(
+            kind, header, ok=True, **_echo(kind, message))
+        await enqueue(conn, [reply(self.settings, sender, answer[0], answer[1],
+                                   inbound.correlation_id, result.transaction_id),
+                             *result.outgoing])
+        await _set_outcome(conn, inbound, "ok", body=raw)
+        return "ok"
+
+    async def _refuse(self, conn: asyncpg.Connection, inbound: Inbound, kind: MessageType,
+                      header: Any, error_type: ErrorType, error_value: str, *,
+                      body: Any = None, dead: bool = False, record: bool = True,
+                      transaction_id: str | None = None) -> str:
+        assert inbound.sender is not None
+        log.info("refused %s from %s: %s: %s", kind, inbound.sender, error_type, error_value)
+        answer = confirmation(kind, header, ok=False, error_type=error_type,
+                              error_value=error_value)
+        await enqueue(conn, [reply(self.settings, inbound.sender, answer[0], answer[1],
+                                   inbound.correlation_id, transaction_id)])
+        if dead:
+            await self._dead(conn, inbound, f"{error_type}: {error_value}")
+        if record:
+            await _set_outcome(conn, inbound, "dead" if dead else "error", body=body,
+                               error=(str(error_type), error_value))
+        return "dead" if dead else "error"
+
+    async def _dead(self, conn: asyncpg.Connection, inbound: Inbound, reason: str) -> None:
+        log.warning("dead letter from %s (message_id %s): %s",
+                    inbound.sender, inbound.message_id, reason)
+        props = inbound.properties()
+        await conn.execute(
+            """INSERT INTO dead_letter (sender, message_id, routing_key, reason, properties, body)
+               VALUES ($1, $2, $3, $4, $5::jsonb, $6)""",
+            inbound.sender, inbound.message_id, inbound.routing_key, reason,
+            json.dumps(props, ensure_ascii=False), inbound.body,
+        )
+        await enqueue(conn, [Outgoing(
+            exchange=DEAD, routing_key=inbound.routing_key or "unknown", body=inbound.body,
+            message_type=inbound.message_type, correlation_id=inbound.correlation_id,
+            headers={"x-illhub-reason": reason[:1000], "x-illhub-sender": inbound.sender or "",
+                     "x-illhub-original-message-id": inbound.message_id or ""},
+        )])
+
+
+async def _is_agency(conn: asyncpg.Connection, symbol: str) -> bool:
+    return bool(await conn.fetchval(
+        "SELECT true FROM agency WHERE symbol = $1 AND enabled", symbol))
+
+
+async def _set_outcome(conn: asyncpg.Connection, inbound: Inbound, outcome: str, *,
+                       body: Any = None, error: tuple[str, str] | None = None) -> None:
+    await conn.execute(
+        """UPDATE inbox SET outcome = $3, body = $4::jsonb, error_type = $5, error_value = $6
+           WHERE sender = $1 AND message_id = $2""",
+        inbound.sender, inbound.message_id, outcome,
+        json.dumps(body, ensure_ascii=False) if body is not None else None,
+        error[0] if error else None, error[1] if error else None,
+    )
+
+
+def _guess_kind(inbound: Inbound) -> MessageType:
+    """The confirmation type to answer with before the body could be read."""
+    for candidate in (inbound.message_type, inbound.routing_key):
+        if candidate in INBOUND_KINDS:
+            return MessageType(candidate)
+    return MessageType.REQUEST
+
+
+def _header_of(raw: Any) -> Any:
+    """Best effort: the inbound header, so an ERROR confirmation can echo its ids."""
+    from schemas.iso18626 import Header
+
+    if isinstance(raw, dict) and len(raw) == 1:
+        inner = next(iter(raw.values()))
+        if isinstance(inner, dict) and isinstance(inner.get("header"), dict):
+            try:
+                return Header.model_validate(inner["header"])
+            except Exception:  # a garbled header is simply not echoed
+                return None
+    return None
+
+
+def _echo(kind: MessageType, message: BaseModel) -> dict[str, Any]:
+    """What a confirmation repeats from the message it confirms (ISO 18626)."""
+    if kind is MessageType.SUPPLYING_AGENCY_MESSAGE:
+        return {"reason_for_message": message.message_info.reason_for_message}  # type: ignore[attr-defined]
+    if kind is MessageType.REQUESTING_AGENCY_MESSAGE:
+        return {"action": message.action}  # type: ignore[attr-defined]
+    return {}

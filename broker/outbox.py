@@ -1,0 +1,173 @@
+"""The transactional outbox: write messages with the state change, publish after commit.
+
+Delivery semantics (be honest with integrators): at least once. The relay marks
+a row published only after the broker confirmed it; a crash between the confirm
+and that mark publishes the row again, with the same `message_id`, so every
+receiver must de-duplicate on `message_id`. Only one relay publishes at a time
+across all hub processes (an advisory lock per batch), which keeps the messages
+to one agency in the order they were written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import asyncpg
+from aio_pika.abc import AbstractChannel, AbstractExchange
+from aio_pika.exceptions import DeliveryError, PublishError
+
+from broker.topology import EXCHANGES
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RELAY_LOCK = 0x494C4C484F555452  # "ILLHOUTR"
+NOTIFY_CHANNEL = "illhub_outbox"
+MAX_BACKOFF_SECONDS = 300
+
+
+@dataclass
+class Outgoing:
+    """One message the hub will send, not yet written to the outbox."""
+
+    exchange: str
+    routing_key: str
+    body: dict[str, Any] | bytes
+    message_type: str | None = None
+    correlation_id: str | None = None
+    headers: dict[str, Any] = field(default_factory=dict)
+    message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def encoded(self) -> bytes:
+        if isinstance(self.body, bytes):
+            return self.body
+        return json.dumps(self.body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+async def enqueue(conn: asyncpg.Connection, messages: list[Outgoing]) -> None:
+    """Write messages to the outbox inside the caller's transaction."""
+    if not messages:
+        return
+    await conn.executemany(
+        """INSERT INTO outbox (exchange, routing_key, message_id, message_type,
+                               correlation_id, headers, body)
+           VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)""",
+        [(m.exchange, m.routing_key, m.message_id, m.message_type, m.correlation_id,
+          json.dumps(m.headers, ensure_ascii=False), m.encoded()) for m in messages],
+    )
+    # Delivered at commit, so the relay wakes exactly when there is something to send.
+    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+
+
+class Relay:
+    """Publishes outbox rows with publisher confirms and mandatory routing."""
+
+    def __init__(self, pool: asyncpg.Pool, channel: AbstractChannel, settings: Settings) -> None:
+        self.pool = pool
+        self.channel = channel
+        self.settings = settings
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._listener: asyncpg.Connection | None = None
+
+    async def _exchange(self, base: str) -> AbstractExchange:
+        if base not in self._exchanges:
+            kind = EXCHANGES.get(base)
+            if kind is None:
+                raise ValueError(f"outbox row names unknown exchange {base!r}")
+            self._exchanges[base] = await self.channel.declare_exchange(
+                self.settings.name(base), kind, durable=True)
+        return self._exchanges[base]
+
+    async def run(self) -> None:
+        self._listener = await asyncpg.connect(self.settings.database_url.get_secret_value())
+        await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+        try:
+            while not self._stopping:
+                sent = await self.publish_batch()
+                if sent == 0:
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(),
+                                               self.settings.outbox_poll_seconds)
+                    except TimeoutError:
+                        pass
+        finally:
+            await self._listener.close()
+
+    async def drain(self) -> None:
+        """Publish until nothing is due (used at shutdown and in tests)."""
+        while await self.publish_batch():
+            pass
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def publish_batch(self) -> int:
+        """Publish one batch of due rows; returns how many were confirmed."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RELAY_LOCK):
+                return 0
+            rows = await conn.fetch(
+                """SELECT id, exchange, routing_key, message_id, message_type,
+                          correlation_id, headers, body, attempts
+                   FROM outbox
+                   WHERE published_at IS NULL AND available_at <= now()
+                   ORDER BY id LIMIT $1""",
+                self.settings.outbox_batch,
+            )
+            if not rows:
+                return 0
+            results = await asyncio.gather(*(self._publish(r) for r in rows),
+                                           return_exceptions=True)
+            done = [r["id"] for r, res in zip(rows, results, strict=True) if res is None]
+            failed = [(r, res) for r, res in zip(rows, results, strict=True) if res is not None]
+            if done:
+                await conn.execute(
+                    "UPDATE outbox SET published_at = now(), attempts = attempts + 1 "
+                    "WHERE id = ANY($1::bigint[])", done)
+            for row, exc in failed:
+                delay = min(MAX_BACKOFF_SECONDS, 2 ** min(row["attempts"], 12))
+                log.warning("outbox %s to %s/%s not delivered (%s); retry in %ss",
+                            row["message_id"], row["exchange"], row["routing_key"], exc, delay)
+                await conn.execute(
+                    """UPDATE outbox SET attempts = attempts + 1, last_error = $2,
+                              available_at = now() + make_interval(secs => $3)
+                       WHERE id = $1""",
+                    row["id"], _describe(exc), float(delay))
+            return len(done)
+
+    async def _publish(self, row: asyncpg.Record) -> None:
+        exchange = await self._exchange(row["exchange"])
+        headers = json.loads(row["headers"]) if row["headers"] else {}
+        message = aio_pika.Message(
+            body=bytes(row["body"]),
+            content_type="application/json",
+            content_encoding="utf-8",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=row["message_id"],
+            type=row["message_type"],
+            correlation_id=row["correlation_id"],
+            timestamp=datetime.now(UTC),
+            headers=headers,
+        )
+        await exchange.publish(message, routing_key=row["routing_key"], mandatory=True)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, DeliveryError):
+        frame = exc.frame
+        reply = getattr(frame, "reply_text", None) if frame is not None else None
+        return f"unroutable: {reply or 'no queue bound for this routing key'}"
+    if isinstance(exc, PublishError):
+        return f"broker refused: {exc}"
+    return f"{type(exc).__name__}: {exc}"

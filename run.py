@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""ILL Hub: the one entry point. `python run.py --help` lists the commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from schemas.settings import Settings
+
+EXIT_USAGE = 2
+
+Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+def fail(message: str, code: int = 1) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+async def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
+    print(json.dumps(settings.masked(), indent=2, ensure_ascii=False, default=str))
+    return 0
+
+
+async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from schemas.database import migrate
+
+    applied = await migrate(settings.database_url.get_secret_value())
+    print(f"database up to date ({len(applied)} migration(s) applied now)")
+    return 0
+
+
+async def cmd_topology(settings: Settings, args: argparse.Namespace) -> int:
+    from broker.topology import declare_all
+    from schemas.database import create_pool
+
+    pool = await create_pool(settings.database_url.get_secret_value(), max_size=1)
+    try:
+        agencies = [r["symbol"] for r in await pool.fetch(
+            "SELECT symbol FROM agency WHERE enabled")]
+    finally:
+        await pool.close()
+    await declare_all(settings, agencies)
+    print(f"topology declared in vhost {settings.vhost!r} with prefix "
+          f"{settings.name_prefix!r} ({len(agencies)} agency queues)")
+    return 0
+
+
+async def cmd_schemas(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from schemas.export import write_schemas
+
+    for path in write_schemas(Path(args.directory), settings):
+        print(path)
+    return 0
+
+
+async def cmd_hub(settings: Settings, args: argparse.Namespace) -> int:
+    from broker.hub import Hub
+
+    await Hub(settings).run_forever()
+    return 0
+
+
+async def cmd_agency(settings: Settings, args: argparse.Namespace) -> int:
+    from broker import agencies
+    from schemas.database import create_pool
+
+    pool = await create_pool(settings.database_url.get_secret_value(), max_size=2)
+    try:
+        if args.action == "add":
+            province, city = agencies.parse_region(args.region)
+            new = agencies.NewAgency(
+                symbol=args.symbol, name=args.name,
+                roles=tuple(r.strip() for r in args.roles.split(",") if r.strip()),
+                password=args.password, province=province, city=city,
+                email=args.email, finance_email=args.finance_email)
+            try:
+                await agencies.add(settings, pool, new)
+            except agencies.AgencyError as exc:
+                return fail(str(exc))
+            print(f"agency {args.symbol} added: broker user, queue "
+                  f"{settings.name('agency.' + args.symbol)}")
+        elif args.action == "disable":
+            try:
+                await agencies.disable(settings, pool, args.symbol)
+            except agencies.AgencyError as exc:
+                return fail(str(exc))
+            print(f"agency {args.symbol} disabled: broker access revoked, history kept")
+        else:
+            rows = await agencies.listing(pool)
+            for r in rows:
+                region = "/".join(x for x in (r["province"], r["city"]) if x) or "-"
+                state = "enabled" if r["enabled"] else "DISABLED"
+                print(f"{r['symbol']:<24} {state:<8} {','.join(r['roles']):<18} "
+                      f"{region:<12} {r['name']}")
+            print(f"{len(rows)} agencies")
+    finally:
+        await pool.close()
+    return 0
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
+    parser = argparse.ArgumentParser(
+        prog="run.py", description="ILL Hub: interlibrary loan dispatch and settlement centre")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands: dict[str, Command] = {}
+
+    def add(name: str, fn: Command, help_text: str) -> argparse.ArgumentParser:
+        commands[name] = fn
+        return sub.add_parser(name, help=help_text, description=help_text)
+
+    add("hub", cmd_hub, "run a hub process (intake, outbox relay, scheduled jobs)")
+    add("migrate", cmd_migrate, "apply missing database migrations (safe to repeat)")
+    add("topology", cmd_topology, "declare exchanges and queues in RabbitMQ (safe to repeat)")
+    p = add("agency", cmd_agency, "register, list and disable agencies")
+    asub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = asub.add_parser("add", help="register an agency and create its broker user and queue")
+    a.add_argument("symbol", help="SCHEME:VALUE, e.g. CALIS:100010")
+    a.add_argument("--name", required=True)
+    a.add_argument("--roles", required=True, help="requester,supplier")
+    a.add_argument("--region", help="PROVINCE/CITY, e.g. 上海/上海")
+    a.add_argument("--email")
+    a.add_argument("--finance-email")
+    a.add_argument("--password", required=True, help="broker and FTP password")
+    asub.add_parser("list", help="list agencies")
+    d = asub.add_parser("disable", help="revoke an agency's broker access, keep its history")
+    d.add_argument("symbol")
+    p = add("schemas", cmd_schemas, "write JSON Schemas and the AsyncAPI document of the contract")
+    p.add_argument("directory")
+    add("config", cmd_config, "print the effective settings (secrets masked)")
+    return parser, commands
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, commands = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiormq").setLevel(logging.WARNING)
+    logging.getLogger("aio_pika").setLevel(logging.WARNING)
+    try:
+        settings = Settings()
+    except Exception as exc:  # pydantic's message names the setting
+        return fail(f"invalid settings: {exc}", EXIT_USAGE)
+    try:
+        return asyncio.run(commands[args.command](settings, args))
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        return fail(f"cannot reach a server: {exc}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
