@@ -107,6 +107,64 @@ async def cmd_agency(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_holdings(settings: Settings, args: argparse.Namespace) -> int:
+    from broker.holdings import holdings_import_cli
+    from schemas.database import migrate
+
+    await migrate(settings.database_url.get_secret_value(), report=lambda _m: None)
+    return await holdings_import_cli(settings.database_url.get_secret_value(), args.file,
+                                     args.replace)
+
+
+async def cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from broker.dispatch import PolicyError, load_policy
+    from schemas.database import connect
+
+    conn = await connect(settings.database_url.get_secret_value())
+    try:
+        if args.action == "load":
+            try:
+                text = Path(args.file).read_text("utf-8")  # noqa: ASYNC240 - one small file
+            except (OSError, UnicodeDecodeError) as exc:
+                return fail(f"cannot read {args.file}: {exc}")
+            try:
+                version = await load_policy(conn, text, Path(args.file).name)
+            except PolicyError as exc:
+                return fail(f"{args.file}: {exc}")
+            print(f"policy version {version} loaded from {args.file}; hubs use it from their "
+                  "next request")
+        else:
+            row = await conn.fetchrow(
+                "SELECT version, loaded_at, file_name, source FROM policy_version "
+                "ORDER BY version DESC LIMIT 1")
+            if row is None:
+                print("no policy loaded: routing uses holdings, tiers and scorecards only")
+            else:
+                print(f"# policy version {row['version']} ({row['file_name']}), loaded "
+                      f"{row['loaded_at']:%Y-%m-%d %H:%M:%S %Z}")
+                print(row["source"])
+    finally:
+        await conn.close()
+    return 0
+
+
+async def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
+    from broker.dispatch import explain
+    from schemas.database import connect
+
+    conn = await connect(settings.database_url.get_secret_value())
+    try:
+        for line in await explain(conn, args.transaction):
+            print(line)
+    except LookupError as exc:
+        return fail(str(exc))
+    finally:
+        await conn.close()
+    return 0
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     parser = argparse.ArgumentParser(
         prog="run.py", description="ILL Hub: interlibrary loan dispatch and settlement centre")
@@ -136,6 +194,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     d.add_argument("symbol")
     p = add("schemas", cmd_schemas, "write JSON Schemas and the AsyncAPI document of the contract")
     p.add_argument("directory")
+    p = add("holdings", cmd_holdings, "load suppliers' holdings (CSV: symbol,id_type,id_value)")
+    hsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    h = hsub.add_parser("import", help="import a holdings CSV (merge by default)")
+    h.add_argument("file")
+    h.add_argument("--replace", action="store_true",
+                   help="replace all holdings of the symbols in the file")
+    p = add("policy", cmd_policy, "load and show the routing (and subsidy) policy")
+    psub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    pl = psub.add_parser("load", help="validate a TOML policy file and make it the active version")
+    pl.add_argument("file")
+    psub.add_parser("show", help="print the active policy version")
+    p = add("explain", cmd_explain, "print a transaction's rota, reasons and audit trail")
+    p.add_argument("transaction", help="hub transaction id, e.g. ILL-20261124-3F9A2C7B01")
     add("config", cmd_config, "print the effective settings (secrets masked)")
     return parser, commands
 

@@ -18,7 +18,8 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from broker import topology
-from broker.intake import Handler, Inbound, Intake, accept_only
+from broker.dispatch import Dispatcher
+from broker.intake import Inbound, Intake
 from broker.outbox import Relay
 from schemas.database import create_pool
 from schemas.settings import Settings
@@ -40,9 +41,10 @@ def to_inbound(message: AbstractIncomingMessage) -> Inbound:
 
 
 class Hub:
-    def __init__(self, settings: Settings, handler: Handler = accept_only) -> None:
+    def __init__(self, settings: Settings, dispatcher: Dispatcher | None = None) -> None:
         self.settings = settings
-        self.intake = Intake(settings, handler)
+        self.dispatcher = dispatcher or Dispatcher(settings)
+        self.intake = Intake(settings, self.dispatcher)
         self.scheduler = AsyncIOScheduler(timezone=settings.timezone)
         self.pool: asyncpg.Pool | None = None
         self.connection: AbstractRobustConnection | None = None
@@ -65,9 +67,20 @@ class Hub:
         self.relay = Relay(self.pool, relay_channel, s)
         self._tasks = [asyncio.create_task(self.relay.run(), name="outbox-relay"),
                        asyncio.create_task(self._consume(), name="intake")]
+        self.scheduler.add_job(self._sweep, "interval", seconds=s.sweep_seconds,
+                               id="deadline-sweep", max_instances=1, coalesce=True)
         self.scheduler.start()
         log.info("hub started: vhost %s, prefix %r, %d agencies", s.vhost, s.name_prefix,
                  len(agencies))
+
+    async def _sweep(self) -> None:
+        assert self.pool
+        try:
+            n = await self.dispatcher.sweep_deadlines(self.pool)
+            if n:
+                log.info("deadline sweep: %d silent supplier(s) cancelled and skipped", n)
+        except Exception:
+            log.exception("deadline sweep failed; next tick retries")
 
     async def _consume(self) -> None:
         assert self.connection and self.pool

@@ -91,5 +91,20 @@ class Management:
             if c.get("user") == user:
                 await self._call("DELETE", f"/connections/{self._q(c['name'])}", ok=(204, 404))
 
+    async def queue_names(self, vhost: str) -> list[str]:
+        rows = await self._call("GET", f"/queues/{self._q(vhost)}?columns=name") or []
+        return [r["name"] for r in rows]
+
+    async def delete_queue(self, vhost: str, name: str) -> None:
+        await self._call("DELETE", f"/queues/{self._q(vhost)}/{self._q(name)}", ok=(204, 404))
+
+    async def exchange_names(self, vhost: str) -> list[str]:
+        rows = await self._call("GET", f"/exchanges/{self._q(vhost)}?columns=name") or []
+        return [r["name"] for r in rows]
+
+    async def delete_exchange(self, vhost: str, name: str) -> None:
+        await self._call("DELETE", f"/exchanges/{self._q(vhost)}/{self._q(name)}",
+                         ok=(204, 404))
+
     async def users(self) -> list[dict[str, Any]]:
         return await self._call("GET", "/users") or []

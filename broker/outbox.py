@@ -23,7 +23,7 @@ import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from aio_pika.exceptions import DeliveryError, PublishError
 
-from broker.topology import EXCHANGES
+from broker.topology import DEAD, EXCHANGES, OUTBOUND
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 RELAY_LOCK = 0x494C4C484F555452  # "ILLHOUTR"
 NOTIFY_CHANNEL = "illhub_outbox"
 MAX_BACKOFF_SECONDS = 300
+MANDATORY = frozenset({OUTBOUND, DEAD})
 
 
 @dataclass
@@ -160,7 +161,10 @@ class Relay:
             timestamp=datetime.now(UTC),
             headers=headers,
         )
-        await exchange.publish(message, routing_key=row["routing_key"], mandatory=True)
+        # An agency's message with no queue to land in is an error to retry; an event or
+        # finance summary nobody subscribed to is simply not wanted by anyone yet.
+        mandatory = row["exchange"] in MANDATORY
+        await exchange.publish(message, routing_key=row["routing_key"], mandatory=mandatory)
 
 
 def _describe(exc: BaseException) -> str:

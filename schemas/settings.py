@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr
@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = 0.5
 
     deadlines: Deadlines = Field(default_factory=Deadlines)
+    # How often the hub looks for suppliers past their deadline.
+    sweep_seconds: float = 30.0
+    # A second open request from the same patron for the same item: refuse it with an
+    # error confirmation, or accept it and flag it in the audit log.
+    duplicate_requests: Literal["refuse", "accept"] = "refuse"
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: Any, init_settings: Any,

@@ -1,9 +1,12 @@
-"""Fixtures: every test run gets its own PostgreSQL database and RabbitMQ vhost.
+"""Fixtures: every test run gets its own PostgreSQL database and broker name prefix.
 
 The servers are real (see README): PostgreSQL and RabbitMQ on loopback, reached
 through ILLHUB_TEST_PG_ADMIN_URL / ILLHUB_TEST_AMQP_BASE / ILLHUB_TEST_MANAGEMENT_URL.
-Within a run, each test that needs broker objects gets its own name prefix, and
-agency symbols carry the run id, so neither runs nor tests ever collide.
+All runs share one RabbitMQ vhost (`illhub-test`, created once, never deleted):
+creating and deleting a vhost full of quorum queues on every run wedged RabbitMQ
+3.10 when runs overlapped. Instead each test gets its own name prefix
+(`r<run>.t<n>.`), agency symbols carry the run id, and each test deletes its own
+queues, exchanges and broker users when it ends, so runs and tests never collide.
 """
 
 from __future__ import annotations
@@ -58,23 +61,32 @@ async def database_url() -> AsyncIterator[str]:
         await admin.close()
 
 
+TEST_VHOST = os.environ.get("ILLHUB_TEST_VHOST", "illhub-test")
+
+
 @pytest.fixture(scope="session")
 async def vhost() -> AsyncIterator[str]:
-    name = f"illhub-test-{RUN_ID}"
     async with Management(MANAGEMENT) as mgmt:
-        await mgmt.put_vhost(name)
-        await mgmt.set_permissions(name, "guest", configure=".*", write=".*", read=".*")
-    yield name
+        await mgmt.put_vhost(TEST_VHOST)  # idempotent
+        await mgmt.set_permissions(TEST_VHOST, "guest", configure=".*", write=".*", read=".*")
+    yield TEST_VHOST
     async with Management(MANAGEMENT) as mgmt:
-        await mgmt.delete_vhost(name)
         for user in await mgmt.users():
-            if f"T{RUN_ID}" in user["name"]:
+            if user["name"].startswith(f"T{RUN_ID}:"):
                 await mgmt.delete_user(user["name"])
 
 
 @pytest.fixture
-def prefix() -> str:
-    return f"{unique('t')}."
+async def prefix(vhost: str) -> AsyncIterator[str]:
+    name = f"r{RUN_ID}.{unique('t')}."
+    yield name
+    async with Management(MANAGEMENT) as mgmt:
+        for queue in await mgmt.queue_names(vhost):
+            if queue.startswith(name):
+                await mgmt.delete_queue(vhost, queue)
+        for exchange in await mgmt.exchange_names(vhost):
+            if exchange.startswith(name):
+                await mgmt.delete_exchange(vhost, exchange)
 
 
 @pytest.fixture
@@ -116,9 +128,11 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0
 
 
 @pytest.fixture
-def make_agency(settings: Settings, pool: asyncpg.Pool):
+async def make_agency(settings: Settings, pool: asyncpg.Pool):
     """Register a real agency (DB row, broker user, queue); returns (symbol, password)."""
     from broker.agencies import NewAgency, add
+
+    made: list[str] = []
 
     async def _make(label: str | None = None, *, name: str = "测试图书馆 Test Library",
                     roles: tuple[str, ...] = ("requester", "supplier"),
@@ -129,9 +143,15 @@ def make_agency(settings: Settings, pool: asyncpg.Pool):
         await add(settings, pool, NewAgency(symbol=symbol, name=name, roles=roles,
                                             password=password, province=province, city=city,
                                             email=email, finance_email=email))
+        made.append(symbol)
         return symbol, password
 
-    return _make
+    yield _make
+    # Later tests share this database: take this test's agencies out of routing.
+    await pool.execute("UPDATE agency SET enabled = false WHERE symbol = ANY($1::text[])", made)
+    async with Management(MANAGEMENT) as mgmt:
+        for symbol in made:
+            await mgmt.delete_user(symbol)
 
 
 @pytest.fixture

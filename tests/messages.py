@@ -20,6 +20,7 @@ def request(requester: str, *, request_id: str | None = None, supplier: str | No
             service_type: str = "Copy", title: str = "中国图书馆学报",
             issn: str | None = "1001-8867", patron: str = "张三",
             max_cost: str | None = "50.00", service_level: str | None = "Normal",
+            patron_id: str = "P-0001",
             **extra: Any) -> dict[str, Any]:
     header: dict[str, Any] = {
         "requestingAgencyId": agency_id(requester),
@@ -40,7 +41,7 @@ def request(requester: str, *, request_id: str | None = None, supplier: str | No
         },
         "serviceInfo": {"serviceType": service_type,
                         **({"serviceLevel": service_level} if service_level else {})},
-        "patronInfo": {"patronId": "P-0001", "surname": patron[:1], "givenName": patron[1:],
+        "patronInfo": {"patronId": patron_id, "surname": patron[:1], "givenName": patron[1:],
                        "address": [{"electronicAddress": {
                            "electronicAddressType": "email",
                            "electronicAddressData": "zhangsan@example.edu.cn"}}]},

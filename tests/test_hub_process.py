@@ -45,15 +45,17 @@ async def test_sigterm_while_messages_flow_loses_nothing(settings: Settings,
         # Wait for the hub to answer before loading it.
         await lib.send("request", messages.request(symbol, request_id="warm-up"))
         await lib.receive(timeout=30)
+        await lib.receive(timeout=30)  # no supplier holds it: Unfilled follows
 
         async def publish() -> None:
             for i in range(total):
-                await lib.send("request", messages.request(symbol, request_id=f"R{i:04d}"))
+                await lib.send("request", messages.request(symbol, request_id=f"R{i:04d}",
+                                                           patron_id=f"P{i}"))
                 if i % 20 == 0:
                     await asyncio.sleep(0.01)
 
         publisher = asyncio.create_task(publish())
-        while lib.inbox.qsize() < 60:  # noqa: ASYNC110 - polling another process's effect
+        while lib.inbox.qsize() < 120:  # noqa: ASYNC110 - polling another process's effect
             await asyncio.sleep(0.01)
         first.send_signal(signal.SIGTERM)
         out, _ = await asyncio.wait_for(first.communicate(), 60)
@@ -65,6 +67,8 @@ async def test_sigterm_while_messages_flow_loses_nothing(settings: Settings,
             seen: dict[str, set[str]] = {}
             while len(seen) < total:
                 got = await lib.receive(timeout=60)
+                if got.kind != "requestConfirmation":
+                    continue
                 rid = got.content["confirmationHeader"]["requestingAgencyRequestId"]
                 assert got.content["confirmationHeader"]["messageStatus"] == "OK"
                 seen.setdefault(rid, set()).add(got.message_id)

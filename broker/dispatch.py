@@ -1,0 +1,626 @@
+"""Dispatch: the hub as ISO 18626 broker between requesters and a rota of suppliers.
+
+Everything here runs inside the intake's PostgreSQL transaction for one inbound
+message (or the deadline sweeper's): the transaction row is locked `FOR UPDATE`,
+state changes, audit rows and every outgoing message (outbox) commit together,
+so two hub processes never advance one transaction at once and nothing is sent
+for a change that did not commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from broker import states
+from broker.holdings import holders, identifiers_of
+from broker.intake import Context, Outcome, Refusal
+from broker.outbox import Outgoing, enqueue
+from broker.policy import Policy, PolicyError, RequestFacts, Rota, SupplierFacts
+from broker.topology import EVENTS, OUTBOUND
+from schemas.iso18626 import (
+    ErrorType,
+    MessageType,
+    Request,
+    RequestConfirmation,
+    RequestingAgencyMessage,
+    ServiceKind,
+    SupplyingAgencyMessage,
+    confirmation,
+    dump_message,
+)
+from schemas.money import Money
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SWEEP_LOCK = 0x494C4C4853574550  # "ILLHSWEP"
+DEFAULT_KIND = {"Copy": ServiceKind.DOCUMENT_DELIVERY, "Loan": ServiceKind.BOOK_LOAN,
+                "CopyOrLoan": ServiceKind.DOCUMENT_DELIVERY}
+RETURNABLE = {"Copy": False, "Loan": True, "CopyOrLoan": None}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def new_transaction_id(now: datetime) -> str:
+    return f"ILL-{now:%Y%m%d}-{secrets.token_hex(5).upper()}"
+
+
+def agency_id(symbol: str) -> dict[str, str]:
+    scheme, _, value = symbol.partition(":")
+    return {"agencyIdType": scheme, "agencyIdValue": value}
+
+
+@dataclass
+class Txn:
+    """The locked row of one ILL transaction."""
+
+    row: asyncpg.Record
+
+    def __getattr__(self, name: str) -> Any:
+        return self.row[name]
+
+
+class PolicyStore:
+    """The active routing policy, reloaded when an operator loads a new version."""
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.policy = Policy.default()
+
+    async def current(self, conn: asyncpg.Connection) -> tuple[Policy, int | None]:
+        row = await conn.fetchrow(
+            "SELECT version, normalised FROM policy_version ORDER BY version DESC LIMIT 1")
+        if row is None:
+            return Policy.default(), None
+        if row["version"] != self.version:
+            self.policy = Policy.from_dict(json.loads(row["normalised"]))
+            self.version = row["version"]
+        return self.policy, self.version
+
+
+async def load_policy(conn: asyncpg.Connection, text: str, file_name: str | None) -> int:
+    """Validate and store a new policy version; raises PolicyError with the rule and field."""
+    policy = Policy.from_toml(text)
+    return await conn.fetchval(
+        "INSERT INTO policy_version (source, normalised, file_name) VALUES ($1, $2::jsonb, $3) "
+        "RETURNING version", text, json.dumps(policy.to_dict(), ensure_ascii=False), file_name)
+
+
+class Dispatcher:
+    """The intake handler for request, supplyingAgencyMessage and requestingAgencyMessage."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], datetime] = utcnow) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.policies = PolicyStore()
+        self.zone = ZoneInfo(settings.timezone)
+
+    async def __call__(self, conn: asyncpg.Connection, ctx: Context) -> Outcome:
+        if ctx.kind is MessageType.REQUEST:
+            return await self.new_request(conn, ctx)
+        if ctx.kind is MessageType.SUPPLYING_AGENCY_MESSAGE:
+            return await self.from_supplier(conn, ctx)
+        return await self.from_requester(conn, ctx)
+
+    # ---- a new request -------------------------------------------------------
+
+    async def new_request(self, conn: asyncpg.Connection, ctx: Context) -> Outcome:
+        req: Request = ctx.message  # type: ignore[assignment]
+        raw = ctx.raw["request"]
+        request_id = req.header.requesting_agency_request_id
+        if not request_id.strip():
+            raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                          "request.header.requestingAgencyRequestId: must not be empty")
+        earlier = await conn.fetchrow(
+            "SELECT id, confirmation FROM ill_transaction WHERE requester = $1 AND request_id = $2",
+            ctx.sender, request_id)
+        if earlier is not None:
+            # A repeat of a request we already have: the same answer, no second transaction.
+            kind, model = MessageType.REQUEST_CONFIRMATION, json.loads(earlier["confirmation"])
+            return Outcome(transaction_id=earlier["id"], confirmation=(
+                kind, RequestConfirmation.model_validate(model["requestConfirmation"])))
+
+        service_type = req.service_info.service_type if req.service_info else None
+        if service_type is None:
+            raise Refusal(ErrorType.BADLY_FORMED_MESSAGE,
+                          "request.serviceInfo.serviceType: required element missing "
+                          "(the hub routes by it)")
+        service_type = str(service_type)
+        kind = (req.hub_extensions.service_kind if req.hub_extensions
+                and req.hub_extensions.service_kind else DEFAULT_KIND[service_type])
+        max_cost: Money | None = None
+        if req.billing_info and req.billing_info.maximum_costs:
+            try:
+                max_cost = Money.from_costs(req.billing_info.maximum_costs)
+            except ValueError as exc:
+                raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                              f"request.billingInfo.maximumCosts: {exc}") from exc
+        named = req.header.supplying_agency_id.symbol if (
+            req.header.supplying_agency_id and req.header.supplying_agency_id.agency_id_value
+        ) else None
+        ids = identifiers_of(ctx.raw)
+        item_key = next((f"{t}:{v}" for t, v in ids if t != "title_key"),
+                        next((f"{t}:{v}" for t, v in ids), None))
+        patron_key = _patron_key(raw)
+        now = self.clock()
+        txn_id = new_transaction_id(now)
+
+        duplicate_of = None
+        if patron_key and item_key:
+            duplicate_of = await conn.fetchval(
+                """SELECT id FROM ill_transaction WHERE requester = $1 AND patron_key = $2
+                   AND item_key = $3 AND closed_at IS NULL LIMIT 1""",
+                ctx.sender, patron_key, item_key)
+            if duplicate_of and self.settings.duplicate_requests == "refuse":
+                other = await conn.fetchval(
+                    "SELECT request_id FROM ill_transaction WHERE id = $1", duplicate_of)
+                raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                              f"request: duplicate of open request {other!r} (transaction "
+                              f"{duplicate_of}) for the same patron and item; cancel it "
+                              "or wait for it to finish")
+
+        requester = await conn.fetchrow(
+            "SELECT province, city FROM agency WHERE symbol = $1", ctx.sender)
+        policy, policy_version = await self.policies.current(conn)
+        facts = RequestFacts(
+            requester=ctx.sender, province=requester["province"], city=requester["city"],
+            service_type=service_type, service_kind=str(kind),
+            id_types=frozenset(t for t, _ in ids),
+            max_cost_minor=max_cost.minor if max_cost else None,
+            named_supplier=named, today=now.astimezone(self.zone).date())
+        rota = await self._rota(conn, policy, facts, ids, now)
+
+        answer = confirmation(MessageType.REQUEST, req.header, ok=True)
+        await conn.execute(
+            """INSERT INTO ill_transaction (id, requester, request_id, service_type, service_kind,
+                   service_level, returnable, state, request, confirmation, max_cost_minor,
+                   currency, patron_key, item_key, duplicate_of, policy_version, created_at,
+                   updated_at)
+               VALUES ($1,$2,$3,$4,$5,$6,$7,'New',$8::jsonb,$9::jsonb,$10,$11,$12,$13,$14,$15,
+                       $16,$16)""",
+            txn_id, ctx.sender, request_id, service_type, str(kind),
+            req.service_info.service_level if req.service_info else None,
+            RETURNABLE[service_type], json.dumps(ctx.raw, ensure_ascii=False),
+            json.dumps(dump_message(*answer), ensure_ascii=False),
+            max_cost.minor if max_cost else None,
+            max_cost.currency if max_cost else None, patron_key, item_key, duplicate_of,
+            policy_version, now)
+        await conn.executemany(
+            """INSERT INTO rota_entry (transaction_id, position, supplier, tier, score, reasons)
+               VALUES ($1, $2, $3, $4, $5, $6)""",
+            [(txn_id, i + 1, r.symbol, r.tier, r.score, list(r.reasons))
+             for i, r in enumerate(rota.ranked)])
+        await conn.executemany(
+            "INSERT INTO rota_excluded (transaction_id, supplier, reason) VALUES ($1, $2, $3)",
+            [(txn_id, e.symbol, e.reason) for e in rota.excluded])
+        detail: dict[str, Any] = {"rota": list(rota.symbols), "rules": list(rota.rules_applied),
+                                  "policyVersion": policy_version}
+        if duplicate_of:
+            detail["duplicateOf"] = duplicate_of
+        await self._audit(conn, txn_id, ctx.sender, "request", None, "New", ctx.message_id,
+                          detail)
+        txn = await self._lock(conn, txn_id)
+        out: list[Outgoing] = []
+        if rota.ranked:
+            out += await self._forward(conn, txn, 1, now, note=None, first=True)
+        else:
+            why = "; ".join(f"{e.symbol}: {e.reason}" for e in rota.excluded[:5])
+            out += await self._finish_unfilled(
+                conn, txn, now, "no supplier in the network can supply this item"
+                + (f" ({why})" if why else ""), actor="hub")
+        return Outcome(outgoing=out, transaction_id=txn_id, confirmation=answer)
+
+    async def _rota(self, conn: asyncpg.Connection, policy: Policy, facts: RequestFacts,
+                    ids: list[tuple[str, str]], now: datetime) -> Rota:
+        held = await holders(conn, ids)
+        symbols = set(held) | set(policy.extra_suppliers(facts))
+        symbols.discard(facts.requester)
+        rows = await conn.fetch(
+            """SELECT a.symbol, a.province, a.city,
+                      s.filled, s.unfilled, s.timed_out, s.turnaround_total,
+                      coalesce(s.open_requests, 0) AS open_requests,
+                      coalesce(d.forwarded, 0) AS forwarded_today
+               FROM agency a
+               LEFT JOIN scorecard s ON s.supplier = a.symbol
+               LEFT JOIN supplier_day d ON d.supplier = a.symbol AND d.day = $2
+               WHERE a.symbol = ANY($1::text[]) AND a.enabled AND 'supplier' = ANY(a.roles)""",
+            list(symbols), facts.today)
+        suppliers = []
+        for r in rows:
+            answered = (r["filled"] or 0) + (r["unfilled"] or 0) + (r["timed_out"] or 0)
+            suppliers.append(SupplierFacts(
+                symbol=r["symbol"], province=r["province"], city=r["city"],
+                holds=frozenset(held.get(r["symbol"], ())),
+                quote_minor=None,  # fee schedules arrive with the charges issue
+                fill_rate=(r["filled"] / answered) if answered else None,
+                turnaround_hours=(r["turnaround_total"] / r["filled"] / 3600)
+                if r["filled"] else None,
+                open_requests=r["open_requests"], forwarded_today=r["forwarded_today"]))
+        return policy.rota(facts, suppliers)
+
+    # ---- messages from the current supplier -----------------------------------
+
+    async def from_supplier(self, conn: asyncpg.Connection, ctx: Context) -> Outcome:
+        msg: SupplyingAgencyMessage = ctx.message  # type: ignore[assignment]
+        txn = await self._find(conn, msg.header.requesting_agency_id.symbol,
+                               msg.header.requesting_agency_request_id, "supplyingAgencyMessage")
+        if txn.supplier != ctx.sender:
+            raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                          "supplyingAgencyMessage.header.supplyingAgencyId: "
+                          f"{ctx.sender!r} is not the current supplier of request "
+                          f"{txn.request_id!r} (transaction {txn.id})", txn.id)
+        status = str(msg.status_info.status)
+        returnable = txn.returnable
+        if returnable is None and status in ("Loaned", "CopyCompleted"):
+            returnable = status == "Loaned"
+        target = states.next_state(returnable, txn.state, f"status:{status}")
+        if target is None:
+            allowed = [e.split(":")[1] for e in states.allowed_events(returnable, txn.state)
+                       if e.startswith("status:")]
+            raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                          f"supplyingAgencyMessage.statusInfo.status: {status!r} is not "
+                          f"allowed while the request is {txn.state} (allowed: "
+                          f"{', '.join(allowed) or 'none'})", txn.id)
+        now = self.clock()
+        if target == states.ADVANCE:
+            reason = msg.message_info.reason_unfilled or msg.message_info.note or "no reason given"
+            await self._close_entry(conn, txn, "unfilled", now)
+            await self._score(conn, ctx.sender, unfilled=1, open_requests=-1)
+            await self._audit(conn, txn.id, ctx.sender, f"status:{status}", txn.state,
+                              txn.state, ctx.message_id, {"reasonUnfilled": reason})
+            out = await self._advance(conn, txn, now, f"{ctx.sender} could not supply "
+                                      f"({reason})")
+            return Outcome(outgoing=out, transaction_id=txn.id)
+
+        delivered = target in ("CopyCompleted", "Loaned") and txn.state in (
+            "ExpectToSupply", "WillSupply")
+        if delivered:
+            forwarded_at = await self._close_entry(conn, txn, "supplied", now)
+            seconds = (now - forwarded_at).total_seconds() if forwarded_at else 0.0
+            await self._score(conn, ctx.sender, filled=1, open_requests=-1, turnaround=seconds)
+        if target == "Cancelled" and txn.state in states.AWAITING_SUPPLIER | {"RetryPossible"}:
+            await self._close_entry(conn, txn, "cancelled", now)
+            await self._score(conn, ctx.sender, open_requests=-1)
+        await self._set_state(conn, txn, target, now, returnable=returnable)
+        await self._audit(conn, txn.id, ctx.sender, f"status:{status}", txn.state, target,
+                          ctx.message_id, _brief(ctx.raw))
+        out = [self._to_requester_raw(txn, ctx.raw, ctx.message_id),
+               self._event(txn, txn.state, target, f"status:{status}", now)]
+        return Outcome(outgoing=out, transaction_id=txn.id)
+
+    # ---- actions from the requester --------------------------------------------
+
+    async def from_requester(self, conn: asyncpg.Connection, ctx: Context) -> Outcome:
+        msg: RequestingAgencyMessage = ctx.message  # type: ignore[assignment]
+        txn = await self._find(conn, ctx.sender, msg.header.requesting_agency_request_id,
+                               "requestingAgencyMessage")
+        action = str(msg.action)
+        target = states.next_state(txn.returnable, txn.state, f"action:{action}")
+        if target is None:
+            allowed = [e.split(":")[1] for e in states.allowed_events(txn.returnable, txn.state)
+                       if e.startswith("action:")]
+            raise Refusal(ErrorType.UNSUPPORTED_ACTION_TYPE,
+                          f"requestingAgencyMessage.action: {action!r} is not allowed while "
+                          f"the request is {txn.state} (allowed: {', '.join(allowed)})", txn.id)
+        now = self.clock()
+        out: list[Outgoing] = []
+        if action == "StatusRequest":
+            out.append(self._to_requester(txn, "StatusRequestResponse", states.iso_status(
+                txn.state), now, supplier=txn.supplier))
+            await self._audit(conn, txn.id, ctx.sender, "action:StatusRequest", txn.state,
+                              txn.state, ctx.message_id, {})
+            return Outcome(outgoing=out, transaction_id=txn.id)
+        if action == "Cancel" and txn.state == "RetryPossible":
+            # The supplier already stopped and waits for a retry: the hub closes it now.
+            await self._close_entry(conn, txn, "cancelled", now)
+            await self._score(conn, txn.supplier, open_requests=-1)
+            await self._set_state(conn, txn, "Cancelled", now)
+            out.append(self._to_supplier_action(txn, "Cancel", now, msg.note))
+            out.append(self._to_requester(txn, "CancelResponse", "Cancelled", now,
+                                          supplier=txn.supplier, answer="Y"))
+        else:
+            if action == "Cancel":
+                await conn.execute("UPDATE ill_transaction SET cancel_requested_at = $2 "
+                                   "WHERE id = $1", txn.id, now)
+            if target != txn.state:
+                await self._set_state(conn, txn, target, now)
+            out.append(self._relay_to_supplier(txn, ctx.raw, ctx.message_id))
+        out.append(self._event(txn, txn.state, target, f"action:{action}", now))
+        await self._audit(conn, txn.id, ctx.sender, f"action:{action}", txn.state, target,
+                          ctx.message_id, {"note": msg.note} if msg.note else {})
+        return Outcome(outgoing=out, transaction_id=txn.id)
+
+    # ---- deadlines -------------------------------------------------------------
+
+    async def sweep_deadlines(self, pool: asyncpg.Pool, now: datetime | None = None,
+                              batch: int = 100) -> int:
+        """Cancel silent suppliers past their deadline and move on; returns how many.
+
+        Safe with several hub processes: one sweeper per tick (advisory lock) and the
+        rows themselves taken with SKIP LOCKED, so a transaction an intake is working
+        on is left for the next tick.
+        """
+        now = now or self.clock()
+        handled = 0
+        while True:
+            async with pool.acquire() as conn, conn.transaction():
+                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SWEEP_LOCK):
+                    return handled
+                rows = await conn.fetch(
+                    """SELECT * FROM ill_transaction WHERE deadline_at <= $1
+                       ORDER BY deadline_at LIMIT $2 FOR UPDATE SKIP LOCKED""", now, batch)
+                out: list[Outgoing] = []
+                for row in rows:
+                    out += await self._deadline_passed(conn, Txn(row), now)
+                await enqueue(conn, out)
+            handled += len(rows)
+            if len(rows) < batch:
+                return handled
+
+    async def _deadline_passed(self, conn: asyncpg.Connection, txn: Txn,
+                               now: datetime) -> list[Outgoing]:
+        await self._close_entry(conn, txn, "cancelled" if txn.cancel_requested_at
+                                else "timed_out", now)
+        if txn.cancel_requested_at:
+            await self._score(conn, txn.supplier, open_requests=-1)
+            await self._set_state(conn, txn, "Cancelled", now)
+            await self._audit(conn, txn.id, "hub", "deadline", txn.state, "Cancelled", None,
+                              {"supplier": txn.supplier, "cancelRequested": True})
+            return [self._to_requester(txn, "CancelResponse", "Cancelled", now,
+                                       supplier=txn.supplier, answer="Y",
+                                       note=f"{txn.supplier} did not answer the cancellation "
+                                            "by its deadline; the hub cancelled the request"),
+                    self._event(txn, txn.state, "Cancelled", "deadline", now)]
+        await self._score(conn, txn.supplier, timed_out=1, open_requests=-1)
+        await self._audit(conn, txn.id, "hub", "deadline", txn.state, txn.state, None,
+                          {"supplier": txn.supplier, "deadline": iso(txn.deadline_at)})
+        out = [self._to_supplier_action(txn, "Cancel", now,
+                                        "deadline passed without an answer; the hub has "
+                                        "passed this request to another supplier")]
+        out += await self._advance(conn, txn, now, f"{txn.supplier} did not answer by "
+                                   f"{iso(txn.deadline_at)}")
+        return out
+
+    # ---- rota movement ---------------------------------------------------------
+
+    async def _advance(self, conn: asyncpg.Connection, txn: Txn, now: datetime,
+                       why: str) -> list[Outgoing]:
+        nxt = await conn.fetchrow(
+            """SELECT e.position FROM rota_entry e JOIN agency a ON a.symbol = e.supplier
+               WHERE e.transaction_id = $1 AND e.position > $2 AND e.outcome = 'pending'
+                 AND a.enabled
+               ORDER BY e.position LIMIT 1""", txn.id, txn.rota_position or 0)
+        if nxt is None:
+            return await self._finish_unfilled(conn, txn, now, f"{why}; no other supplier "
+                                               "left in the rota", actor="hub")
+        return await self._forward(conn, txn, nxt["position"], now, note=why)
+
+    async def _forward(self, conn: asyncpg.Connection, txn: Txn, position: int, now: datetime,
+                       note: str | None, first: bool = False) -> list[Outgoing]:
+        supplier = await conn.fetchval(
+            "SELECT supplier FROM rota_entry WHERE transaction_id = $1 AND position = $2",
+            txn.id, position)
+        hours = self._deadline_hours(txn.service_level)
+        deadline = now + timedelta(hours=hours)
+        await conn.execute(
+            """UPDATE rota_entry SET outcome = 'forwarded', forwarded_at = $3
+               WHERE transaction_id = $1 AND position = $2""", txn.id, position, now)
+        await conn.execute(
+            """UPDATE ill_transaction SET supplier = $2, rota_position = $3, deadline_at = $4,
+                      state = 'ExpectToSupply', updated_at = $5 WHERE id = $1""",
+            txn.id, supplier, position, deadline, now)
+        await self._score(conn, supplier, forwarded=1, open_requests=1)
+        await conn.execute(
+            """INSERT INTO supplier_day (supplier, day, forwarded) VALUES ($1, $2, 1)
+               ON CONFLICT (supplier, day) DO UPDATE SET forwarded = supplier_day.forwarded + 1""",
+            supplier, now.astimezone(self.zone).date())
+        await self._audit(conn, txn.id, "hub", "forward", txn.state, "ExpectToSupply", None,
+                          {"supplier": supplier, "position": position,
+                           "deadline": iso(deadline)})
+        request = json.loads(txn.request)
+        request["request"]["header"]["supplyingAgencyId"] = agency_id(supplier)
+        forward = Outgoing(
+            exchange=OUTBOUND, routing_key=supplier, body=request, message_type="request",
+            correlation_id=txn.request_id, headers={"hub-transaction-id": txn.id},
+            # Stable per (transaction, rota position): a re-sent forward is recognisable.
+            message_id=f"{txn.id}/forward/{position}")
+        tell = self._to_requester(
+            txn, "RequestResponse" if first else "Notification", "ExpectToSupply", now,
+            supplier=supplier, note=None if first else f"{note}; forwarded to {supplier}")
+        return [forward, tell, self._event(txn, txn.state, "ExpectToSupply", "forward", now,
+                                           supplier=supplier)]
+
+    async def _finish_unfilled(self, conn: asyncpg.Connection, txn: Txn, now: datetime,
+                               why: str, actor: str) -> list[Outgoing]:
+        await self._set_state(conn, txn, "Unfilled", now)
+        await self._audit(conn, txn.id, actor, "rota exhausted", txn.state, "Unfilled", None,
+                          {"why": why})
+        return [self._to_requester(txn, "StatusChange", "Unfilled", now, supplier=None,
+                                   note=why, reason_unfilled="NoSupplierAvailable"),
+                self._event(txn, txn.state, "Unfilled", "rota exhausted", now)]
+
+    def _deadline_hours(self, level: str | None) -> float:
+        d = self.settings.deadlines
+        return {"express": d.express, "rush": d.rush}.get((level or "").lower(), d.normal)
+
+    # ---- storage helpers --------------------------------------------------------
+
+    async def _lock(self, conn: asyncpg.Connection, txn_id: str) -> Txn:
+        return Txn(await conn.fetchrow(
+            "SELECT * FROM ill_transaction WHERE id = $1 FOR UPDATE", txn_id))
+
+    async def _find(self, conn: asyncpg.Connection, requester: str, request_id: str,
+                    kind: str) -> Txn:
+        row = await conn.fetchrow(
+            "SELECT * FROM ill_transaction WHERE requester = $1 AND request_id = $2 FOR UPDATE",
+            requester, request_id)
+        if row is None:
+            raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                          f"{kind}.header.requestingAgencyRequestId: no request {request_id!r} "
+                          f"from {requester} is known to the hub")
+        return Txn(row)
+
+    async def _set_state(self, conn: asyncpg.Connection, txn: Txn, state: str, now: datetime,
+                         returnable: bool | None = None) -> None:
+        await conn.execute(
+            """UPDATE ill_transaction SET state = $2::text, updated_at = $3::timestamptz,
+                      returnable = coalesce($4::boolean, returnable),
+                      deadline_at = CASE WHEN $2::text = ANY($5::text[]) THEN deadline_at END,
+                      closed_at = CASE WHEN $2::text = ANY($6::text[]) THEN $3::timestamptz
+                                  END
+               WHERE id = $1""",
+            txn.id, state, now, returnable, list(states.AWAITING_SUPPLIER),
+            list(states.TERMINAL))
+
+    async def _close_entry(self, conn: asyncpg.Connection, txn: Txn, outcome: str,
+                           now: datetime) -> datetime | None:
+        return await conn.fetchval(
+            """UPDATE rota_entry SET outcome = $3, answered_at = $4
+               WHERE transaction_id = $1 AND position = $2 RETURNING forwarded_at""",
+            txn.id, txn.rota_position, outcome, now)
+
+    async def _score(self, conn: asyncpg.Connection, supplier: str | None, *, forwarded: int = 0,
+                     filled: int = 0, unfilled: int = 0, timed_out: int = 0,
+                     open_requests: int = 0, turnaround: float = 0.0) -> None:
+        if supplier is None:
+            return
+        await conn.execute(
+            """INSERT INTO scorecard (supplier, forwarded, filled, unfilled, timed_out,
+                                      turnaround_total, open_requests)
+               VALUES ($1, $2, $3, $4, $5, $6, greatest($7, 0))
+               ON CONFLICT (supplier) DO UPDATE SET
+                   forwarded = scorecard.forwarded + $2, filled = scorecard.filled + $3,
+                   unfilled = scorecard.unfilled + $4, timed_out = scorecard.timed_out + $5,
+                   turnaround_total = scorecard.turnaround_total + $6,
+                   open_requests = greatest(scorecard.open_requests + $7, 0),
+                   updated_at = now()""",
+            supplier, forwarded, filled, unfilled, timed_out, turnaround, open_requests)
+
+    async def _audit(self, conn: asyncpg.Connection, txn_id: str, actor: str, event: str,
+                     from_state: str | None, to_state: str | None, message_id: str | None,
+                     detail: dict[str, Any]) -> None:
+        await conn.execute(
+            """INSERT INTO audit_log (transaction_id, at, actor, event, from_state, to_state,
+                                      message_id, detail)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)""",
+            txn_id, self.clock(), actor, event, from_state, to_state, message_id,
+            json.dumps(detail, ensure_ascii=False, default=str))
+
+    # ---- outgoing messages ------------------------------------------------------
+
+    def _header(self, txn: Txn, supplier: str | None, now: datetime) -> dict[str, Any]:
+        return {"supplyingAgencyId": agency_id(supplier or self.settings.hub_symbol),
+                "requestingAgencyId": agency_id(txn.requester), "timestamp": iso(now),
+                "requestingAgencyRequestId": txn.request_id}
+
+    def _to_requester(self, txn: Txn, reason: str, status: str, now: datetime, *,
+                      supplier: str | None, note: str | None = None, answer: str | None = None,
+                      reason_unfilled: str | None = None) -> Outgoing:
+        info: dict[str, Any] = {"reasonForMessage": reason}
+        for key, value in (("answerYesNo", answer), ("note", note),
+                           ("reasonUnfilled", reason_unfilled)):
+            if value:
+                info[key] = value
+        body = {"supplyingAgencyMessage": {
+            "header": self._header(txn, supplier, now), "messageInfo": info,
+            "statusInfo": {"status": status, "lastChange": iso(now)}}}
+        return Outgoing(exchange=OUTBOUND, routing_key=txn.requester, body=body,
+                        message_type="supplyingAgencyMessage", correlation_id=txn.request_id,
+                        headers={"hub-transaction-id": txn.id})
+
+    def _to_supplier_action(self, txn: Txn, action: str, now: datetime,
+                            note: str | None) -> Outgoing:
+        body: dict[str, Any] = {"requestingAgencyMessage": {
+            "header": self._header(txn, txn.supplier, now), "action": action}}
+        if note:
+            body["requestingAgencyMessage"]["note"] = note
+        return Outgoing(exchange=OUTBOUND, routing_key=txn.supplier, body=body,
+                        message_type="requestingAgencyMessage", correlation_id=txn.request_id,
+                        headers={"hub-transaction-id": txn.id})
+
+    def _to_requester_raw(self, txn: Txn, raw: dict[str, Any], message_id: str) -> Outgoing:
+        return Outgoing(exchange=OUTBOUND, routing_key=txn.requester, body=raw,
+                        message_type="supplyingAgencyMessage", correlation_id=txn.request_id,
+                        headers={"hub-transaction-id": txn.id,
+                                 "hub-original-message-id": message_id})
+
+    def _relay_to_supplier(self, txn: Txn, raw: dict[str, Any], message_id: str) -> Outgoing:
+        return Outgoing(exchange=OUTBOUND, routing_key=txn.supplier, body=raw,
+                        message_type="requestingAgencyMessage", correlation_id=txn.request_id,
+                        headers={"hub-transaction-id": txn.id,
+                                 "hub-original-message-id": message_id})
+
+    def _event(self, txn: Txn, from_state: str | None, to_state: str, event: str,
+               now: datetime, supplier: str | None = None) -> Outgoing:
+        return Outgoing(exchange=EVENTS, routing_key=f"transaction.{to_state}",
+                        message_type="transactionEvent", correlation_id=txn.request_id,
+                        headers={"hub-transaction-id": txn.id},
+                        body={"transactionId": txn.id, "requester": txn.requester,
+                              "supplier": supplier or txn.supplier, "event": event,
+                              "from": from_state, "to": to_state, "at": iso(now)})
+
+
+def _patron_key(raw: dict[str, Any]) -> str | None:
+    patron = raw.get("patronInfo") or {}
+    if not isinstance(patron, dict):
+        return None
+    if patron.get("patronId"):
+        return f"id:{patron['patronId']}"
+    name = f"{patron.get('surname') or ''}{patron.get('givenName') or ''}".strip()
+    return f"name:{name.casefold()}" if name else None
+
+
+def _brief(raw: dict[str, Any]) -> dict[str, Any]:
+    """What the audit keeps of a supplier message: its info, not the whole body."""
+    inner = next(iter(raw.values()))
+    return {k: inner[k] for k in ("messageInfo", "statusInfo", "deliveryInfo") if k in inner}
+
+
+async def explain(conn: asyncpg.Connection, txn_id: str) -> list[str]:
+    """A transaction's full path for operators: rota with reasons, exclusions, audit trail."""
+    txn = await conn.fetchrow("SELECT * FROM ill_transaction WHERE id = $1", txn_id)
+    if txn is None:
+        raise LookupError(f"no transaction {txn_id}")
+    lines = [f"transaction {txn['id']}: request {txn['request_id']!r} from {txn['requester']}",
+             f"  {txn['service_type']} / {txn['service_kind']}, level "
+             f"{txn['service_level'] or 'Normal'}; state {txn['state']}; current supplier "
+             f"{txn['supplier'] or '-'}; policy version {txn['policy_version'] or 'default'}"]
+    if txn["duplicate_of"]:
+        lines.append(f"  flagged: duplicate of open transaction {txn['duplicate_of']}")
+    lines.append("rota:")
+    for e in await conn.fetch("SELECT * FROM rota_entry WHERE transaction_id = $1 "
+                              "ORDER BY position", txn_id):
+        lines.append(f"  {e['position']}. {e['supplier']}  tier {e['tier']}  score "
+                     f"{e['score']:.3f}  [{e['outcome']}]")
+        lines += [f"       - {r}" for r in e["reasons"]]
+    excluded = await conn.fetch("SELECT supplier, reason FROM rota_excluded "
+                                "WHERE transaction_id = $1 ORDER BY supplier", txn_id)
+    if excluded:
+        lines.append("excluded:")
+        lines += [f"  {x['supplier']}: {x['reason']}" for x in excluded]
+    lines.append("audit trail:")
+    for a in await conn.fetch("SELECT * FROM audit_log WHERE transaction_id = $1 ORDER BY id",
+                              txn_id):
+        detail = json.loads(a["detail"]) if a["detail"] else {}
+        lines.append(f"  {iso(a['at'])}  {a['actor']:<20} {a['event']:<24} "
+                     f"{a['from_state'] or '-'} -> {a['to_state'] or '-'}"
+                     + (f"  {json.dumps(detail, ensure_ascii=False)}" if detail else ""))
+    return lines
+
+
+__all__ = ["Dispatcher", "PolicyError", "explain", "load_policy"]
