@@ -32,6 +32,7 @@ from schemas.iso18626 import (
     Request,
     RequestConfirmation,
     RequestingAgencyMessage,
+    RequestType,
     ServiceKind,
     SupplyingAgencyMessage,
     confirmation,
@@ -153,6 +154,9 @@ class Dispatcher:
         named = req.header.supplying_agency_id.symbol if (
             req.header.supplying_agency_id and req.header.supplying_agency_id.agency_id_value
         ) else None
+        retry_of = await self._retry_of(conn, ctx.sender, req)
+        if retry_of is not None:
+            named = retry_of.supplier  # the supplier that offered the retry goes first
         ids = identifiers_of(ctx.raw)
         item_key = next((f"{t}:{v}" for t, v in ids if t != "title_key"),
                         next((f"{t}:{v}" for t, v in ids), None))
@@ -164,8 +168,8 @@ class Dispatcher:
         if patron_key and item_key:
             duplicate_of = await conn.fetchval(
                 """SELECT id FROM ill_transaction WHERE requester = $1 AND patron_key = $2
-                   AND item_key = $3 AND closed_at IS NULL LIMIT 1""",
-                ctx.sender, patron_key, item_key)
+                   AND item_key = $3 AND closed_at IS NULL AND id <> $4 LIMIT 1""",
+                ctx.sender, patron_key, item_key, retry_of.id if retry_of else "")
             if duplicate_of and self.settings.duplicate_requests == "refuse":
                 other = await conn.fetchval(
                     "SELECT request_id FROM ill_transaction WHERE id = $1", duplicate_of)
@@ -216,6 +220,14 @@ class Dispatcher:
                           detail)
         txn = await self._lock(conn, txn_id)
         out: list[Outgoing] = []
+        if retry_of is not None:
+            await self._close_entry(conn, retry_of, "cancelled", now)
+            await self._score(conn, retry_of.supplier, open_requests=-1)
+            await self._set_state(conn, retry_of, "Cancelled", now)
+            await self._audit(conn, retry_of.id, ctx.sender, "retried", retry_of.state,
+                              "Cancelled", ctx.message_id, {"retriedAs": txn_id})
+            await self._audit(conn, txn_id, ctx.sender, "retry of", None, "New",
+                              ctx.message_id, {"previous": retry_of.id})
         if rota.ranked:
             out += await self._forward(conn, txn, 1, now, note=None, first=True)
         else:
@@ -224,6 +236,29 @@ class Dispatcher:
                 conn, txn, now, "no supplier in the network can supply this item"
                 + (f" ({why})" if why else ""), actor="hub")
         return Outcome(outgoing=out, transaction_id=txn_id, confirmation=answer)
+
+    async def _retry_of(self, conn: asyncpg.Connection, requester: str,
+                        req: Request) -> Txn | None:
+        """A `Retry` request answers a supplier's RetryPossible: it supersedes that request."""
+        info = req.service_info
+        if info is None or info.request_type != RequestType.RETRY:
+            return None
+        previous = info.requesting_agency_previous_request_id
+        field = "request.serviceInfo.requestingAgencyPreviousRequestId"
+        if not previous:
+            raise Refusal(ErrorType.BADLY_FORMED_MESSAGE,
+                          f"{field}: required element missing for requestType Retry")
+        row = await conn.fetchrow(
+            "SELECT * FROM ill_transaction WHERE requester = $1 AND request_id = $2 FOR UPDATE",
+            requester, previous)
+        if row is None:
+            raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                          f"{field}: no request {previous!r} from {requester} is known")
+        if row["state"] != "RetryPossible":
+            raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                          f"{field}: request {previous!r} is {row['state']}, not RetryPossible; "
+                          "only a request a supplier offered to retry can be retried")
+        return Txn(row)
 
     async def _rota(self, conn: asyncpg.Connection, policy: Policy, facts: RequestFacts,
                     ids: list[tuple[str, str]], now: datetime) -> Rota:

@@ -72,3 +72,47 @@ async def test_bad_input_gets_an_error_and_exit_code(settings: Settings) -> None
     assert code == 1 and "no agency" in err
     code, _, err = await run(settings, "agency")
     assert code == 2  # argparse usage error
+
+
+async def test_holdings_import_through_the_cli(settings: Settings, make_agency,
+                                               tmp_path: Path, pool) -> None:
+    symbol, _ = await make_agency(roles=("supplier",))
+    csv = tmp_path / "holdings.csv"
+    csv.write_text("\ufeffsymbol,id_type,id_value\n"
+                   f"{symbol},issn,0317-8471\n"
+                   f"{symbol},isbn,7-5013-1234-X\n"
+                   f"{symbol},issn,1234-5678\n"        # bad check digit: line 4
+                   f"{symbol},title_key,中国图书馆学报\n", encoding="utf-8")
+    code, out, err = await run(settings, "holdings", "import", str(csv))
+    assert code == 1  # good lines imported, one rejected
+    assert "line 4" in out + err
+    held = await pool.fetch("SELECT id_type, id_value FROM holding WHERE symbol = $1", symbol)
+    assert {r["id_type"] for r in held} == {"issn", "title_key"} or len(held) >= 2
+    code, _, err = await run(settings, "holdings", "import", str(tmp_path / "missing.csv"))
+    assert code == 2 and "missing.csv" in err
+
+
+async def test_policy_load_show_and_errors(settings: Settings, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rule]]\nname = "PPV"\nwhen = { service_kind = ["PayPerVeiw"] }\n'
+                   'include = ["VENDOR:X"]\n', encoding="utf-8")
+    code, _, err = await run(settings, "policy", "load", str(bad))
+    assert code == 1 and "rule[1] 'PPV'" in err and "PayPerVeiw" in err
+    good = tmp_path / "good.toml"
+    good.write_text('version = "cli-test"\n[[rule]]\nname = "国家图书馆优先"\n'
+                    'prefer = ["NLC:CN"]\n', encoding="utf-8")
+    code, out, err = await run(settings, "policy", "load", str(good))
+    assert code == 0, err
+    code, out, _ = await run(settings, "policy", "show")
+    assert code == 0 and "国家图书馆优先" in out
+    code, _, err = await run(settings, "policy", "load",
+                             str(ROOT / "docs" / "policy.example.toml"))
+    assert code == 0, err  # the documented example is a valid policy
+    reset = tmp_path / "reset.toml"
+    reset.write_text('version = "no rules"\n', encoding="utf-8")
+    assert (await run(settings, "policy", "load", str(reset)))[0] == 0
+
+
+async def test_explain_unknown_transaction(settings: Settings) -> None:
+    code, _, err = await run(settings, "explain", "ILL-00000000-NOPE")
+    assert code == 1 and "no transaction ILL-00000000-NOPE" in err

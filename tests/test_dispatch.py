@@ -386,3 +386,54 @@ async def test_events_go_out_on_ill_events(settings: Settings, network) -> None:
     _key, body = seen[-1]
     assert body["requester"] == network["req"].symbol
     assert body["supplier"] == network["sh"].symbol and body["event"] == "forward"
+
+
+async def test_retry_possible_then_retry_continues_with_that_supplier(network, pool) -> None:
+    req, sh = network["req"], network["sh"]
+    await start(network, "RT-1", max_cost="10.00")
+    await sh.next("request")
+    await sh.send("supplyingAgencyMessage", supplier_message(
+        sh.symbol, req.symbol, "RT-1", "RetryPossible", "RequestResponse", answerYesNo="N",
+        reasonRetry="CostExceedsMaxCost",
+        offeredCosts={"currencyCode": "CNY", "monetaryValue": "25.00"}))
+    await sh.confirmed()
+    offer = await req.status("RetryPossible")
+    assert offer.content["messageInfo"]["reasonRetry"] == "CostExceedsMaxCost"
+    # The requester accepts the higher cost with a Retry request.
+    retry = messages.request(req.symbol, request_id="RT-2", issn=ISSN, max_cost="30.00")
+    retry["request"]["serviceInfo"].update(
+        {"requestType": "Retry", "requestingAgencyPreviousRequestId": "RT-1"})
+    await req.send("request", retry)
+    await req.confirmed()
+    await req.status("ExpectToSupply")
+    fwd = await sh.next("request")  # the same supplier gets the retried request
+    assert fwd.content["header"]["requestingAgencyRequestId"] == "RT-2"
+    assert await state_of(pool, req.symbol, "RT-1") == "Cancelled"
+    assert await state_of(pool, req.symbol, "RT-2") == "ExpectToSupply"
+
+
+async def test_retry_possible_then_cancel(network, pool) -> None:
+    req, sh = network["req"], network["sh"]
+    await start(network, "RC-1")
+    await sh.next("request")
+    await sh.send("supplyingAgencyMessage", supplier_message(
+        sh.symbol, req.symbol, "RC-1", "RetryPossible", reasonRetry="NotCurrentlyAvailable"))
+    await sh.confirmed()
+    await req.status("RetryPossible")
+    await req.send("requestingAgencyMessage",
+                   requester_action(req.symbol, sh.symbol, "RC-1", "Cancel"))
+    await req.confirmed()
+    await req.status("Cancelled", "CancelResponse")
+    assert (await sh.next("requestingAgencyMessage")).content["action"] == "Cancel"
+    assert await state_of(pool, req.symbol, "RC-1") == "Cancelled"
+
+
+async def test_retry_of_a_request_not_waiting_for_one(network) -> None:
+    req = network["req"]
+    await start(network, "RN-1")
+    retry = messages.request(req.symbol, request_id="RN-2", issn=ISSN, patron_id="P-9")
+    retry["request"]["serviceInfo"].update(
+        {"requestType": "Retry", "requestingAgencyPreviousRequestId": "RN-1"})
+    await req.send("request", retry)
+    err = await req.confirmed(ok=False)
+    assert "is ExpectToSupply, not RetryPossible" in err.content["errorData"]["errorValue"]
