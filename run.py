@@ -11,6 +11,9 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import asyncpg
+
+from broker.management import ManagementError
 from schemas.settings import Settings
 
 EXIT_USAGE = 2
@@ -29,9 +32,12 @@ async def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from schemas.database import migrate
+    from schemas.database import MigrationError, migrate
 
-    applied = await migrate(settings.database_url.get_secret_value())
+    try:
+        applied = await migrate(settings.database_url.get_secret_value())
+    except MigrationError as exc:
+        return fail(str(exc))
     print(f"database up to date ({len(applied)} migration(s) applied now)")
     return 0
 
@@ -228,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as exc:
         return fail(f"cannot reach a server: {exc}")
+    except ManagementError as exc:
+        return fail(f"RabbitMQ management API: {exc}")
+    except asyncpg.PostgresError as exc:
+        return fail(f"database: {exc}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ MIGRATE_LOCK = 0x494C4C4855424D47
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
+class MigrationError(RuntimeError):
+    pass
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -96,7 +100,7 @@ async def migrate(dsn: str, *, report: Callable[[str], None] = print) -> list[in
             for mig in migrations:
                 if mig.version in done:
                     if done[mig.version] != mig.checksum:
-                        raise RuntimeError(
+                        raise MigrationError(
                             f"migration {mig.version:04d}_{mig.name} was changed after it "
                             "was applied; add a new migration instead"
                         )

@@ -6,7 +6,7 @@ import asyncio
 
 import asyncpg
 
-from schemas.database import load_migrations, migrate
+from schemas.database import MigrationError, load_migrations, migrate
 from tests.conftest import PG_ADMIN, RUN_ID
 
 
@@ -68,7 +68,7 @@ async def test_changed_migration_is_refused(monkeypatch) -> None:
             await conn.close()
         try:
             await migrate(url, report=lambda _m: None)
-        except RuntimeError as exc:
+        except MigrationError as exc:
             assert "was changed after it was applied" in str(exc)
         else:
             raise AssertionError("a changed migration must be refused")
