@@ -171,6 +171,35 @@ async def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_dead(settings: Settings, args: argparse.Namespace) -> int:
+    from broker import deadletters
+    from broker.dispatch import Dispatcher
+    from broker.intake import Intake
+    from schemas.database import create_pool
+
+    pool = await create_pool(settings.database_url.get_secret_value(), max_size=2)
+    try:
+        if args.action == "list":
+            rows = await deadletters.listing(pool, limit=args.limit, include_replayed=args.all)
+            for r in reversed(rows):
+                state = f"replayed {r['replayed_at']:%Y-%m-%d %H:%M}" if r["replayed_at"] else ""
+                print(f"{r['id']:>6}  {r['received_at']:%Y-%m-%d %H:%M:%S}  "
+                      f"{r['sender'] or '(no sender)':<20} {r['routing_key'] or '-':<24} "
+                      f"{r['size']:>7} B  {r['reason']}  {state}")
+            print(f"{len(rows)} dead letter(s) shown")
+        else:
+            try:
+                outcome = await deadletters.replay(pool, Intake(settings, Dispatcher(settings)),
+                                                   args.id)
+            except LookupError as exc:
+                return fail(str(exc))
+            print(f"dead letter {args.id} replayed: {outcome}")
+            return 0 if outcome in ("ok", "duplicate") else 1
+    finally:
+        await pool.close()
+    return 0
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     parser = argparse.ArgumentParser(
         prog="run.py", description="ILL Hub: interlibrary loan dispatch and settlement centre")
@@ -213,6 +242,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     psub.add_parser("show", help="print the active policy version")
     p = add("explain", cmd_explain, "print a transaction's rota, reasons and audit trail")
     p.add_argument("transaction", help="hub transaction id, e.g. ILL-20261124-3F9A2C7B01")
+    p = add("dead", cmd_dead, "list dead letters and replay one after a fix")
+    dsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dl = dsub.add_parser("list", help="list dead letters, newest last")
+    dl.add_argument("--limit", type=int, default=50)
+    dl.add_argument("--all", action="store_true", help="include replayed ones")
+    dr = dsub.add_parser("replay", help="process a dead letter again through intake")
+    dr.add_argument("id", type=int)
     add("config", cmd_config, "print the effective settings (secrets masked)")
     return parser, commands
 
@@ -224,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiormq").setLevel(logging.WARNING)
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     try:
         settings = Settings()
     except Exception as exc:  # pydantic's message names the setting
