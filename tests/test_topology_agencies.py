@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+
 import aio_pika
 import aiormq
 import pytest
@@ -11,6 +14,24 @@ from broker.agencies import AgencyError, NewAgency, add, disable
 from broker.management import Management
 from schemas.settings import Settings
 from tests.conftest import agency_symbol
+
+
+@pytest.fixture
+async def expected_refusals():
+    """The broker's refusals these tests provoke leave aiormq futures nobody awaits;
+    collect them here so asyncio does not print them as unexpected at exit."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        if isinstance(context.get("exception"), aiormq.exceptions.AMQPError):
+            return
+        (previous or loop.default_exception_handler.__func__)(loop, context)  # type: ignore[attr-defined]
+
+    loop.set_exception_handler(handler)
+    yield
+    gc.collect()
+    loop.set_exception_handler(previous)
 
 
 async def test_topology_declared_twice(settings: Settings) -> None:
@@ -24,7 +45,8 @@ async def test_topology_declared_twice(settings: Settings) -> None:
     assert q["durable"] is True
 
 
-async def test_agency_reads_only_its_own_queue(settings: Settings, make_agency) -> None:
+async def test_agency_reads_only_its_own_queue(settings: Settings, make_agency,
+                                               expected_refusals) -> None:
     await topology.declare_all(settings)
     alice, alice_pw = await make_agency()
     bob, _ = await make_agency()
@@ -50,7 +72,8 @@ async def test_agency_reads_only_its_own_queue(settings: Settings, make_agency) 
             await ch3.declare_queue(settings.name("sneaky"), durable=True)
 
 
-async def test_spoofed_user_id_is_refused_by_the_broker(settings: Settings, make_agency) -> None:
+async def test_spoofed_user_id_is_refused_by_the_broker(settings: Settings, make_agency,
+                                                       expected_refusals) -> None:
     await topology.declare_all(settings)
     alice, pw = await make_agency()
     conn = await aio_pika.connect(settings.amqp_url_for(alice, pw))
@@ -87,8 +110,8 @@ async def test_bad_agency_input(settings: Settings, pool, field, value, message)
             assert await mgmt.get_user(fields["symbol"]) is None
 
 
-async def test_disable_revokes_access_keeps_history(settings: Settings, pool,
-                                                    make_agency) -> None:
+async def test_disable_revokes_access_keeps_history(settings: Settings, pool, make_agency,
+                                                    expected_refusals) -> None:
     symbol, pw = await make_agency()
     await disable(settings, pool, symbol)
     row = await pool.fetchrow("SELECT enabled, disabled_at FROM agency WHERE symbol=$1", symbol)
