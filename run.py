@@ -200,6 +200,57 @@ async def cmd_dead(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_fees(settings: Settings, args: argparse.Namespace) -> int:
+    from settlement.fees import fees_load_cli
+
+    return await fees_load_cli(settings.database_url.get_secret_value(), args.file)
+
+
+async def cmd_subsidy(settings: Settings, args: argparse.Namespace) -> int:
+    from settlement.subsidy import subsidy_load_cli
+
+    return await subsidy_load_cli(settings.database_url.get_secret_value(), args.file)
+
+
+async def cmd_budgets(settings: Settings, args: argparse.Namespace) -> int:
+    from settlement.subsidy import budgets_cli
+
+    return await budgets_cli(settings.database_url.get_secret_value(), args.period,
+                             tz=settings.timezone)
+
+
+async def cmd_ledger(settings: Settings, args: argparse.Namespace) -> int:
+    from settlement import ledger
+
+    url = settings.database_url.get_secret_value()
+    if args.action == "check":
+        return await ledger.ledger_check_cli(url)
+    if args.action == "show":
+        return await ledger.ledger_show_cli(url, args.symbol, args.date_from, args.date_to)
+    from datetime import UTC, datetime
+
+    from schemas.database import connect
+
+    conn = await connect(url)
+    try:
+        async with conn.transaction():
+            done = await ledger.reverse_transaction(conn, transaction_id=args.transaction,
+                                                    reason=args.reason, on=datetime.now(UTC))
+    finally:
+        await conn.close()
+    if not done:
+        return fail(f"nothing to reverse: transaction {args.transaction} has no charges")
+    if all(p.duplicate for p in done):
+        return fail(f"nothing to reverse: the charges of {args.transaction} were reversed "
+                    "already")
+    from settlement.common import signed
+
+    for posting in done:
+        print(f"reversed {posting.event}: {signed(posting.fee)} {posting.fee.currency} "
+              f"({args.reason})")
+    return 0
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     parser = argparse.ArgumentParser(
         prog="run.py", description="ILL Hub: interlibrary loan dispatch and settlement centre")
@@ -249,6 +300,26 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     dl.add_argument("--all", action="store_true", help="include replayed ones")
     dr = dsub.add_parser("replay", help="process a dead letter again through intake")
     dr.add_argument("id", type=int)
+    p = add("fees", cmd_fees, "load suppliers' fee schedules")
+    fsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fsub.add_parser("load", help="validate and load a fee file (TOML; docs/fees.example.toml)"
+                    ).add_argument("file")
+    p = add("subsidy", cmd_subsidy, "load subsidy rules and budgets")
+    ssub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ssub.add_parser("load", help="validate and load a subsidy file "
+                    "(docs/subsidy.example.toml)").add_argument("file")
+    p = add("budgets", cmd_budgets, "show subsidy budgets: limit, spent, remaining")
+    p.add_argument("--period", help="YYYY-MM (default: the current month)")
+    p = add("ledger", cmd_ledger, "check, show and correct the ledger")
+    lsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    lsub.add_parser("check", help="verify the ledger's invariants (exit 1 on any problem)")
+    ls = lsub.add_parser("show", help="an agency's entries and balance (CENTRE for the centre)")
+    ls.add_argument("symbol")
+    ls.add_argument("--from", dest="date_from", help="YYYY-MM-DD")
+    ls.add_argument("--to", dest="date_to", help="YYYY-MM-DD")
+    lr = lsub.add_parser("reverse", help="refund a transaction's charges with reversing entries")
+    lr.add_argument("transaction")
+    lr.add_argument("--reason", required=True)
     add("config", cmd_config, "print the effective settings (secrets masked)")
     return parser, commands
 

@@ -40,6 +40,8 @@ from schemas.iso18626 import (
 )
 from schemas.money import Money
 from schemas.settings import Settings
+from settlement.fees import fee_to_charge, max_cost_problem, pages_of, quotes
+from settlement.ledger import ChargeRefused, billable_event, post_charge, record_flag
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +189,8 @@ class Dispatcher:
             id_types=frozenset(t for t, _ in ids),
             max_cost_minor=max_cost.minor if max_cost else None,
             named_supplier=named, today=now.astimezone(self.zone).date())
-        rota = await self._rota(conn, policy, facts, ids, now)
+        pages = pages_of(ctx.raw)
+        rota, quoted = await self._rota(conn, policy, facts, ids, pages)
 
         answer = confirmation(MessageType.REQUEST, req.header, ok=True)
         await conn.execute(
@@ -205,9 +208,12 @@ class Dispatcher:
             max_cost.currency if max_cost else None, patron_key, item_key, duplicate_of,
             policy_version, now)
         await conn.executemany(
-            """INSERT INTO rota_entry (transaction_id, position, supplier, tier, score, reasons)
-               VALUES ($1, $2, $3, $4, $5, $6)""",
-            [(txn_id, i + 1, r.symbol, r.tier, r.score, list(r.reasons))
+            """INSERT INTO rota_entry (transaction_id, position, supplier, tier, score, reasons,
+                                       quote_minor, quote_currency)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+            [(txn_id, i + 1, r.symbol, r.tier, r.score, list(r.reasons),
+              quoted[r.symbol].minor if r.symbol in quoted else None,
+              quoted[r.symbol].currency if r.symbol in quoted else None)
              for i, r in enumerate(rota.ranked)])
         await conn.executemany(
             "INSERT INTO rota_excluded (transaction_id, supplier, reason) VALUES ($1, $2, $3)",
@@ -221,14 +227,21 @@ class Dispatcher:
         txn = await self._lock(conn, txn_id)
         out: list[Outgoing] = []
         if retry_of is not None:
-            await self._close_entry(conn, retry_of, "cancelled", now)
-            await self._score(conn, retry_of.supplier, open_requests=-1)
+            if retry_of.rota_position is not None:
+                await self._close_entry(conn, retry_of, "cancelled", now)
+                await self._score(conn, retry_of.supplier, open_requests=-1)
             await self._set_state(conn, retry_of, "Cancelled", now)
             await self._audit(conn, retry_of.id, ctx.sender, "retried", retry_of.state,
                               "Cancelled", ctx.message_id, {"retriedAs": txn_id})
             await self._audit(conn, txn_id, ctx.sender, "retry of", None, "New",
                               ctx.message_id, {"previous": retry_of.id})
-        if rota.ranked:
+        too_dear = named and max_cost and named in quoted and named not in rota.symbols \
+            and max_cost_problem(quoted[named], max_cost)
+        if too_dear:
+            # Asked for by name but above the requester's limit: offer a retry at the
+            # supplier's price instead of silently routing elsewhere.
+            out += await self._offer_retry(conn, txn, named, quoted[named], now, too_dear)
+        elif rota.ranked:
             out += await self._forward(conn, txn, 1, now, note=None, first=True)
         else:
             why = "; ".join(f"{e.symbol}: {e.reason}" for e in rota.excluded[:5])
@@ -236,6 +249,22 @@ class Dispatcher:
                 conn, txn, now, "no supplier in the network can supply this item"
                 + (f" ({why})" if why else ""), actor="hub")
         return Outcome(outgoing=out, transaction_id=txn_id, confirmation=answer)
+
+    async def _offer_retry(self, conn: asyncpg.Connection, txn: Txn, supplier: str,
+                           price: Money, now: datetime, why: str) -> list[Outgoing]:
+        await conn.execute(
+            """UPDATE ill_transaction SET supplier = $2, state = 'RetryPossible',
+                      quote_minor = $3, quote_currency = $4, updated_at = $5 WHERE id = $1""",
+            txn.id, supplier, price.minor, price.currency, now)
+        await self._audit(conn, txn.id, "hub", "cost above maximumCosts", "New",
+                          "RetryPossible", None, {"supplier": supplier, "why": why})
+        message = self._to_requester(txn, "RequestResponse", "RetryPossible", now,
+                                     supplier=supplier, answer="N", note=why)
+        info = message.body["supplyingAgencyMessage"]["messageInfo"]  # type: ignore[index]
+        info["reasonRetry"] = "CostExceedsMaxCost"
+        info["offeredCosts"] = price.to_costs()
+        return [message, self._event(txn, "New", "RetryPossible", "cost above maximumCosts",
+                                     now, supplier=supplier)]
 
     async def _retry_of(self, conn: asyncpg.Connection, requester: str,
                         req: Request) -> Txn | None:
@@ -261,10 +290,12 @@ class Dispatcher:
         return Txn(row)
 
     async def _rota(self, conn: asyncpg.Connection, policy: Policy, facts: RequestFacts,
-                    ids: list[tuple[str, str]], now: datetime) -> Rota:
+                    ids: list[tuple[str, str]],
+                    pages: int | None) -> tuple[Rota, dict[str, Money]]:
         held = await holders(conn, ids)
         symbols = set(held) | set(policy.extra_suppliers(facts))
         symbols.discard(facts.requester)
+        quoted = await quotes(conn, symbols, facts.service_kind, pages=pages, on=facts.today)
         rows = await conn.fetch(
             """SELECT a.symbol, a.province, a.city,
                       s.filled, s.unfilled, s.timed_out, s.turnaround_total,
@@ -281,12 +312,12 @@ class Dispatcher:
             suppliers.append(SupplierFacts(
                 symbol=r["symbol"], province=r["province"], city=r["city"],
                 holds=frozenset(held.get(r["symbol"], ())),
-                quote_minor=None,  # fee schedules arrive with the charges issue
+                quote_minor=quoted[r["symbol"]].minor if r["symbol"] in quoted else None,
                 fill_rate=(r["filled"] / answered) if answered else None,
                 turnaround_hours=(r["turnaround_total"] / r["filled"] / 3600)
                 if r["filled"] else None,
                 open_requests=r["open_requests"], forwarded_today=r["forwarded_today"]))
-        return policy.rota(facts, suppliers)
+        return policy.rota(facts, suppliers), quoted
 
     # ---- messages from the current supplier -----------------------------------
 
@@ -325,6 +356,7 @@ class Dispatcher:
         delivered = target in ("CopyCompleted", "Loaned") and txn.state in (
             "ExpectToSupply", "WillSupply")
         if delivered:
+            await self._charge(conn, txn, msg, status, now)
             forwarded_at = await self._close_entry(conn, txn, "supplied", now)
             seconds = (now - forwarded_at).total_seconds() if forwarded_at else 0.0
             await self._score(conn, ctx.sender, filled=1, open_requests=-1, turnaround=seconds)
@@ -337,6 +369,38 @@ class Dispatcher:
         out = [self._to_requester_raw(txn, ctx.raw, ctx.message_id),
                self._event(txn, txn.state, target, f"status:{status}", now)]
         return Outcome(outgoing=out, transaction_id=txn.id)
+
+    async def _charge(self, conn: asyncpg.Connection, txn: Txn, msg: SupplyingAgencyMessage,
+                      status: str, now: datetime) -> None:
+        """Post the billable event's charge (settlement/ledger.py says which events bill)."""
+        event = billable_event(status)
+        if event is None:
+            return
+        quote = Money(txn.quote_minor, txn.quote_currency) if txn.quote_minor is not None \
+            else None
+        costs = msg.delivery_info.delivery_costs if msg.delivery_info else None
+        try:
+            sent = Money.from_costs(costs) if costs is not None else None
+        except ValueError as exc:
+            raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                          f"supplyingAgencyMessage.deliveryInfo.deliveryCosts: {exc}",
+                          txn.id) from exc
+        fee = fee_to_charge(sent, quote)
+        if fee is None:
+            return  # no fee schedule and no costs sent: the supply is free
+        max_cost = Money(txn.max_cost_minor, txn.currency) if txn.max_cost_minor is not None \
+            else None
+        title = (json.loads(txn.request)["request"].get("bibliographicInfo") or {}).get("title")
+        try:
+            await post_charge(conn, transaction_id=txn.id, event=event, requester=txn.requester,
+                              supplier=txn.supplier, service_kind=txn.service_kind, fee=fee,
+                              quote=quote, on=now, title=title, max_cost=max_cost,
+                              tz=self.settings.timezone)
+        except ChargeRefused as refused:
+            async def keep_flag(c: asyncpg.Connection, exc: ChargeRefused = refused) -> None:
+                await record_flag(c, exc)
+            raise Refusal(ErrorType(refused.error_type), refused.error_value, txn.id,
+                          after=keep_flag) from refused
 
     # ---- actions from the requester --------------------------------------------
 
@@ -362,10 +426,11 @@ class Dispatcher:
             return Outcome(outgoing=out, transaction_id=txn.id)
         if action == "Cancel" and txn.state == "RetryPossible":
             # The supplier already stopped and waits for a retry: the hub closes it now.
-            await self._close_entry(conn, txn, "cancelled", now)
-            await self._score(conn, txn.supplier, open_requests=-1)
             await self._set_state(conn, txn, "Cancelled", now)
-            out.append(self._to_supplier_action(txn, "Cancel", now, msg.note))
+            if txn.rota_position is not None:  # not when the hub itself offered the retry
+                await self._close_entry(conn, txn, "cancelled", now)
+                await self._score(conn, txn.supplier, open_requests=-1)
+                out.append(self._to_supplier_action(txn, "Cancel", now, msg.note))
             out.append(self._to_requester(txn, "CancelResponse", "Cancelled", now,
                                           supplier=txn.supplier, answer="Y"))
         else:
@@ -447,9 +512,10 @@ class Dispatcher:
 
     async def _forward(self, conn: asyncpg.Connection, txn: Txn, position: int, now: datetime,
                        note: str | None, first: bool = False) -> list[Outgoing]:
-        supplier = await conn.fetchval(
-            "SELECT supplier FROM rota_entry WHERE transaction_id = $1 AND position = $2",
-            txn.id, position)
+        entry = await conn.fetchrow(
+            "SELECT supplier, quote_minor, quote_currency FROM rota_entry "
+            "WHERE transaction_id = $1 AND position = $2", txn.id, position)
+        supplier = entry["supplier"]
         hours = self._deadline_hours(txn.service_level)
         deadline = now + timedelta(hours=hours)
         await conn.execute(
@@ -457,8 +523,10 @@ class Dispatcher:
                WHERE transaction_id = $1 AND position = $2""", txn.id, position, now)
         await conn.execute(
             """UPDATE ill_transaction SET supplier = $2, rota_position = $3, deadline_at = $4,
-                      state = 'ExpectToSupply', updated_at = $5 WHERE id = $1""",
-            txn.id, supplier, position, deadline, now)
+                      state = 'ExpectToSupply', updated_at = $5, quote_minor = $6,
+                      quote_currency = $7 WHERE id = $1""",
+            txn.id, supplier, position, deadline, now, entry["quote_minor"],
+            entry["quote_currency"])
         await self._score(conn, supplier, forwarded=1, open_requests=1)
         await conn.execute(
             """INSERT INTO supplier_day (supplier, day, forwarded) VALUES ($1, $2, 1)

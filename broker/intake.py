@@ -90,11 +90,15 @@ class Refusal(Exception):
     """A handler's ISO 18626 ERROR answer; the handler's effects are rolled back."""
 
     def __init__(self, error_type: ErrorType, error_value: str,
-                 transaction_id: str | None = None) -> None:
+                 transaction_id: str | None = None,
+                 after: Callable[[asyncpg.Connection], Awaitable[None]] | None = None) -> None:
         super().__init__(f"{error_type}: {error_value}")
         self.error_type = error_type
         self.error_value = error_value
         self.transaction_id = transaction_id
+        # Runs after the handler's effects were rolled back: what must be kept anyway
+        # (e.g. the flag on a refused charge).
+        self.after = after
 
 
 class Handler(Protocol):
@@ -202,6 +206,8 @@ class Intake:
             async with conn.transaction():  # a savepoint: a refusal undoes the handler
                 result = await self.handler(conn, ctx)
         except Refusal as refusal:
+            if refusal.after is not None:
+                await refusal.after(conn)
             return await self._refuse(conn, inbound, kind, header, refusal.error_type,
                                       refusal.error_value, body=raw,
                                       transaction_id=refusal.transaction_id)

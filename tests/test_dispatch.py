@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -76,8 +77,10 @@ async def network(settings: Settings, hub, make_agency, pool):
     clients: list[AgencyClient] = []
     layout = {"req": ("上海", "上海", ("requester",)), "sh": ("上海", "上海", ("supplier",)),
               "js": ("江苏", "南京", ("supplier",)), "bj": ("北京", "北京", ("supplier",))}
-    for key, (province, city, roles) in layout.items():
-        symbol, pw = await make_agency(province=province, city=city, roles=roles,
+    for order, (key, (province, city, roles)) in enumerate(layout.items()):
+        # Labels sort in layout order, so ties in the rota break the same way every run.
+        label = f"{order}{key.upper()}-{secrets.token_hex(3)}"
+        symbol, pw = await make_agency(label, province=province, city=city, roles=roles,
                                        name=f"{city}图书馆")
         client = AgencyClient(settings, symbol, pw)
         await client.connect()

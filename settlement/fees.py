@@ -1,0 +1,491 @@
+"""Fee schedules per supplier and service kind, and the quote made when dispatch picks a supplier.
+
+A fee file (TOML, documented with an example in docs/fees.example.toml) lists
+`[[fee]]` entries, each for one supplier, one service kind and one date range
+(`effective_from` .. `effective_to`, consortium-local dates, both inclusive;
+no `effective_to` = open-ended). What an entry charges depends on its kind:
+
+    DocumentDelivery  base + per_page * pages        (pages unknown: assumed_pages, default 10)
+    BookLoan          service_fee + courier_fee
+    PayPerView        per_article
+    EBookLoan         per_loan
+    ProxySearch       flat + per_hour * hours        (hours unknown: assumed_hours, default 1)
+
+Amounts are decimal strings in the entry's currency ("0.30"); the hub keeps integer
+minor units (fen) and never passes an amount through a float. Per-hour fees are
+rounded half up to the minor unit.
+
+Loading is all or nothing: every problem is an error naming the entry (fee[N],
+counted from 1 in file order, with its supplier and kind) and the field, and
+nothing is stored unless the whole file is valid. A load replaces the active
+schedules of every supplier the file names (all of its kinds); earlier rows are
+kept, marked superseded, for the record. Two entries of one supplier and kind may
+not overlap in time; a gap means "no schedule" on those days.
+
+Which fee is charged (ARCHITECTURE §3.4 rule 7): the quote is computed and frozen
+on the transaction when dispatch picks the supplier (`quote`, or `quotes` for a
+whole rota at once); a supplier whose quote is above the request's
+`billingInfo.maximumCosts` is not used (`max_cost_problem`). The fee charged is the
+supplier's `deliveryCosts` if it sent one, otherwise the quote (`fee_to_charge`);
+`settlement.ledger.post_charge` refuses a fee above the quote.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import json
+import re
+import sys
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from schemas.iso18626 import ServiceKind
+from schemas.money import DEFAULT_CURRENCY, Money
+from schemas.symbols import split_symbol
+from settlement.common import fail, parse_amount, parse_date, type_name, unknown_key
+
+SERVICE_KINDS: tuple[str, ...] = tuple(k.value for k in ServiceKind)
+# Serialises loads, so two operators loading at once cannot leave overlapping schedules.
+FEES_LOCK = 0x494C4C4846454553  # "ILLHFEES"
+DEFAULT_ASSUMED_PAGES = 10
+DEFAULT_ASSUMED_HOURS = Decimal(1)
+
+_TOP_KEYS = ("description", "currency", "fee")
+_COMMON_KEYS = ("supplier", "service_kind", "effective_from", "effective_to", "currency", "note")
+KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "DocumentDelivery": ("base", "per_page", "assumed_pages"),
+    "BookLoan": ("service_fee", "courier_fee"),
+    "PayPerView": ("per_article",),
+    "EBookLoan": ("per_loan",),
+    "ProxySearch": ("flat", "per_hour", "assumed_hours"),
+}
+# Of each kind's amount fields at least one must be given.
+_REQUIRED_ONE_OF: dict[str, tuple[str, ...]] = {
+    "DocumentDelivery": ("base", "per_page"),
+    "BookLoan": ("service_fee", "courier_fee"),
+    "PayPerView": ("per_article",),
+    "EBookLoan": ("per_loan",),
+    "ProxySearch": ("flat", "per_hour"),
+}
+
+
+class FeeError(ValueError):
+    """A fee file that cannot be loaded; the message names the entry and the field."""
+
+
+@dataclass(frozen=True)
+class FeeTerms:
+    """One schedule entry, in minor units."""
+
+    entry: int
+    supplier: str
+    service_kind: str
+    currency: str
+    effective_from: datetime.date
+    effective_to: datetime.date | None
+    fixed_minor: int = 0
+    per_page_minor: int = 0
+    per_hour_minor: int = 0
+    assumed_pages: int | None = None
+    assumed_hours: Decimal | None = None
+    terms: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def label(self) -> str:
+        return f"fee[{self.entry}] ({self.supplier} {self.service_kind})"
+
+    def applies_on(self, day: datetime.date) -> bool:
+        return self.effective_from <= day and (self.effective_to is None
+                                               or day <= self.effective_to)
+
+    def quote(self, *, pages: int | None = None, hours: float | Decimal | None = None) -> Money:
+        """The fee for one request; unknown pages or hours use the entry's assumption."""
+        total = self.fixed_minor
+        if self.per_page_minor:
+            if pages is not None and pages < 0:
+                raise ValueError(f"pages must not be negative, got {pages}")
+            n = pages if pages is not None else (self.assumed_pages or DEFAULT_ASSUMED_PAGES)
+            total += self.per_page_minor * n
+        if self.per_hour_minor:
+            h = _hours(hours) if hours is not None else (self.assumed_hours
+                                                         or DEFAULT_ASSUMED_HOURS)
+            total += int((self.per_hour_minor * h).to_integral_value(ROUND_HALF_UP))
+        return Money(total, self.currency)
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    load_id: int
+    entries: int
+    suppliers: tuple[str, ...]
+    superseded: int          # active schedules of those suppliers that this load replaced
+
+    def lines(self) -> list[str]:
+        return [f"fee load {self.load_id}: {self.entries} schedule entr"
+                f"{'y' if self.entries == 1 else 'ies'} for {len(self.suppliers)} supplier"
+                f"{'' if len(self.suppliers) == 1 else 's'} "
+                f"({self.superseded} earlier entr{'y' if self.superseded == 1 else 'ies'} "
+                "replaced)"]
+
+
+# --------------------------------------------------------------------------
+# Parsing (pure)
+# --------------------------------------------------------------------------
+
+def parse_fees(text: str) -> list[FeeTerms]:
+    """Validate a fee file; FeeError names the entry and field of the first problem."""
+    where = "top level"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise FeeError(f"not valid TOML: {exc}") from exc
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise FeeError(unknown_key(where, key, _TOP_KEYS))
+    if not isinstance(data.get("description", ""), str):
+        raise FeeError("description: must be a string")
+    default_currency = data.get("currency", DEFAULT_CURRENCY)
+    try:
+        Money.zero(default_currency)
+    except ValueError as exc:
+        raise FeeError(f"currency: {exc}") from exc
+    raw = data.get("fee")
+    if raw is None or raw == []:
+        raise FeeError("no [[fee]] entries")
+    if not isinstance(raw, list):
+        raise FeeError("fee: must be an array of tables, written [[fee]]")
+    entries = [_parse_entry(i, e, default_currency) for i, e in enumerate(raw, start=1)]
+    _check_overlaps(entries)
+    return entries
+
+
+def _parse_entry(i: int, raw: Any, default_currency: str) -> FeeTerms:
+    where = f"fee[{i}]"
+    if not isinstance(raw, Mapping):
+        raise FeeError(f"{where}: must be a table, not {type_name(raw)}")
+    supplier = raw.get("supplier")
+    if supplier is None:
+        raise FeeError(f"{where}: supplier: is required (the supplying agency's symbol)")
+    try:
+        split_symbol(supplier)
+    except ValueError as exc:
+        raise FeeError(f"{where}: supplier: {supplier!r} is not an agency symbol: {exc}") from exc
+    kind = raw.get("service_kind")
+    if kind is None:
+        raise FeeError(f"{where} ({supplier}): service_kind: is required "
+                       f"(one of {', '.join(SERVICE_KINDS)})")
+    if kind not in SERVICE_KINDS:
+        raise FeeError(f"{where} ({supplier}): service_kind: {kind!r} is not one of "
+                       f"{', '.join(SERVICE_KINDS)}")
+    where = f"fee[{i}] ({supplier} {kind})"
+    allowed = (*_COMMON_KEYS, *KIND_FIELDS[kind])
+    for key in raw:
+        if key not in allowed:
+            others = [k for k, fields in KIND_FIELDS.items() if key in fields]
+            if others:
+                raise FeeError(f"{where}: {key}: is a field of {', '.join(others)}, not of "
+                               f"{kind} (fields of {kind}: {', '.join(KIND_FIELDS[kind])})")
+            raise FeeError(unknown_key(where, key, allowed))
+    currency = raw.get("currency", default_currency)
+    try:
+        Money.zero(currency)
+    except ValueError as exc:
+        raise FeeError(f"{where}: currency: {exc}") from exc
+    if "effective_from" not in raw:
+        raise FeeError(f"{where}: effective_from: is required (the first day it applies, "
+                       "YYYY-MM-DD)")
+    try:
+        start = parse_date(raw["effective_from"])
+    except ValueError as exc:
+        raise FeeError(f"{where}: effective_from: {exc}") from exc
+    end = None
+    if "effective_to" in raw:
+        try:
+            end = parse_date(raw["effective_to"])
+        except ValueError as exc:
+            raise FeeError(f"{where}: effective_to: {exc}") from exc
+        if end < start:
+            raise FeeError(f"{where}: effective_to: {end} is before effective_from {start}")
+    if "note" in raw and not isinstance(raw["note"], str):
+        raise FeeError(f"{where}: note: must be a string, not {type_name(raw['note'])}")
+
+    if not any(k in raw for k in _REQUIRED_ONE_OF[kind]):
+        need = _REQUIRED_ONE_OF[kind]
+        raise FeeError(f"{where}: {need[0]}: is required" if len(need) == 1 else
+                       f"{where}: {' / '.join(need)}: give at least one of them")
+    amounts: dict[str, Money] = {}
+    for key in KIND_FIELDS[kind]:
+        if key in raw and not key.startswith("assumed_"):
+            try:
+                amounts[key] = parse_amount(raw[key], currency)
+            except ValueError as exc:
+                raise FeeError(f"{where}: {key}: {exc}") from exc
+
+    assumed_pages = assumed_hours = None
+    if "assumed_pages" in raw:
+        n = raw["assumed_pages"]
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise FeeError(f"{where}: assumed_pages: {n!r} must be a whole number of pages, "
+                           "1 or more")
+        assumed_pages = n
+    if "assumed_hours" in raw:
+        try:
+            assumed_hours = _hours(raw["assumed_hours"])
+        except ValueError as exc:
+            raise FeeError(f"{where}: assumed_hours: {exc}") from exc
+        if assumed_hours <= 0:
+            raise FeeError(f"{where}: assumed_hours: must be more than 0")
+
+    def minor(key: str) -> int:
+        return amounts[key].minor if key in amounts else 0
+
+    fixed = {"DocumentDelivery": minor("base"),
+             "BookLoan": minor("service_fee") + minor("courier_fee"),
+             "PayPerView": minor("per_article"), "EBookLoan": minor("per_loan"),
+             "ProxySearch": minor("flat")}[kind]
+    terms: dict[str, Any] = {"supplier": supplier, "service_kind": kind, "currency": currency,
+                             "effective_from": start.isoformat()}
+    if end is not None:
+        terms["effective_to"] = end.isoformat()
+    terms.update({k: v.amount_text() for k, v in amounts.items()})
+    if assumed_pages is not None:
+        terms["assumed_pages"] = assumed_pages
+    if assumed_hours is not None:
+        terms["assumed_hours"] = str(assumed_hours)
+    if raw.get("note"):
+        terms["note"] = raw["note"]
+    return FeeTerms(entry=i, supplier=supplier, service_kind=kind, currency=currency,
+                    effective_from=start, effective_to=end, fixed_minor=fixed,
+                    per_page_minor=minor("per_page"), per_hour_minor=minor("per_hour"),
+                    assumed_pages=assumed_pages, assumed_hours=assumed_hours, terms=terms)
+
+
+def _hours(value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ValueError(f"{value!r} is not a number of hours")
+    try:
+        # str() first: Decimal(0.1) would carry the float's binary error into the fee.
+        h = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise ValueError(f"{value!r} is not a number of hours") from exc
+    if not h.is_finite() or h < 0:
+        raise ValueError(f"{value!r} is not a number of hours (0 or more)")
+    return h
+
+
+def _check_overlaps(entries: Sequence[FeeTerms]) -> None:
+    by_key: dict[tuple[str, str], list[FeeTerms]] = {}
+    for e in entries:
+        by_key.setdefault((e.supplier, e.service_kind), []).append(e)
+    for same in by_key.values():
+        same.sort(key=lambda e: e.effective_from)
+        for prev, nxt in itertools.pairwise(same):
+            if prev.effective_to is None or nxt.effective_from <= prev.effective_to:
+                first, second = sorted((prev, nxt), key=lambda e: e.entry)
+                span = (f"{prev.effective_from} .. "
+                        f"{prev.effective_to or 'open-ended'}")
+                raise FeeError(f"{second.label}: effective_from: its dates overlap "
+                               f"{first.label} ({span} and {nxt.effective_from} .. "
+                               f"{nxt.effective_to or 'open-ended'}); one supplier and kind "
+                               "may have only one fee on any day")
+
+
+# --------------------------------------------------------------------------
+# Storage and quotes
+# --------------------------------------------------------------------------
+
+async def load_fees(conn: asyncpg.Connection, text: str, *,
+                    file_name: str | None = None) -> LoadReport:
+    """Validate and store a fee file, all or nothing; raises FeeError naming entry and field."""
+    entries = parse_fees(text)
+    suppliers = sorted({e.supplier for e in entries})
+    rows = await conn.fetch("SELECT symbol, 'supplier' = ANY(roles) AS supplies FROM agency "
+                            "WHERE symbol = ANY($1::text[])", suppliers)
+    known = {r["symbol"]: r["supplies"] for r in rows}
+    for e in entries:
+        if e.supplier not in known:
+            raise FeeError(f"{e.label}: supplier: no agency {e.supplier!r} is registered "
+                           "(add it with `run.py agency add` first)")
+        if not known[e.supplier]:
+            raise FeeError(f"{e.label}: supplier: agency {e.supplier!r} does not have the "
+                           "supplier role")
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", FEES_LOCK)
+        load_id = await conn.fetchval(
+            "INSERT INTO fee_load (file_name, source, entries) VALUES ($1, $2, $3) RETURNING id",
+            file_name, text, len(entries))
+        superseded = await conn.fetchval(
+            """WITH s AS (UPDATE fee_schedule SET superseded_by = $1
+                          WHERE supplier = ANY($2::text[]) AND superseded_by IS NULL
+                          RETURNING 1)
+               SELECT count(*) FROM s""", load_id, suppliers)
+        await conn.executemany(
+            """INSERT INTO fee_schedule (load_id, entry, supplier, service_kind, currency,
+                   effective_from, effective_to, fixed_minor, per_page_minor, per_hour_minor,
+                   assumed_pages, assumed_hours, terms)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb)""",
+            [(load_id, e.entry, e.supplier, e.service_kind, e.currency, e.effective_from,
+              e.effective_to, e.fixed_minor, e.per_page_minor, e.per_hour_minor,
+              e.assumed_pages, e.assumed_hours, _json(e.terms)) for e in entries])
+    return LoadReport(load_id=load_id, entries=len(entries), suppliers=tuple(suppliers),
+                      superseded=superseded)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+_ACTIVE = """SELECT * FROM fee_schedule
+             WHERE supplier = ANY($1::text[]) AND service_kind = $2 AND superseded_by IS NULL
+               AND effective_from <= $3 AND (effective_to IS NULL OR $3 <= effective_to)"""
+
+
+def _terms(row: asyncpg.Record) -> FeeTerms:
+    return FeeTerms(entry=row["entry"], supplier=row["supplier"],
+                    service_kind=row["service_kind"], currency=row["currency"],
+                    effective_from=row["effective_from"], effective_to=row["effective_to"],
+                    fixed_minor=row["fixed_minor"], per_page_minor=row["per_page_minor"],
+                    per_hour_minor=row["per_hour_minor"], assumed_pages=row["assumed_pages"],
+                    assumed_hours=row["assumed_hours"])
+
+
+async def schedule(conn: asyncpg.Connection, supplier: str, service_kind: str,
+                   on: datetime.date) -> FeeTerms | None:
+    """The schedule entry that applies on a consortium-local date, if any."""
+    row = await conn.fetchrow(_ACTIVE, [supplier], service_kind, on)
+    return _terms(row) if row else None
+
+
+async def quote(conn: asyncpg.Connection, supplier: str, service_kind: str, *,
+                pages: int | None = None, hours: float | None = None,
+                on: datetime.date) -> Money | None:
+    """The supplier's fee for one request on a consortium-local date; None = no schedule."""
+    terms = await schedule(conn, supplier, service_kind, on)
+    return terms.quote(pages=pages, hours=hours) if terms else None
+
+
+async def quotes(conn: asyncpg.Connection, suppliers: Iterable[str], service_kind: str, *,
+                 pages: int | None = None, hours: float | None = None,
+                 on: datetime.date) -> dict[str, Money]:
+    """`quote` for many suppliers in one query (a rota); suppliers without a schedule are absent."""
+    rows = await conn.fetch(_ACTIVE, list(suppliers), service_kind, on)
+    return {r["supplier"]: _terms(r).quote(pages=pages, hours=hours) for r in rows}
+
+
+# --------------------------------------------------------------------------
+# The request side: pages, maximumCosts, the fee to charge
+# --------------------------------------------------------------------------
+
+_DASHES = str.maketrans({"–": "-", "—": "-", "−": "-", "～": "-", "~": "-", "－": "-",
+                         "，": ",", "、": ",", ";": ",", "；": ","})
+_RANGE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
+_PREFIX = re.compile(r"^\s*(pp?\.?|pages?)\s*", re.IGNORECASE)
+
+
+def count_pages(text: str) -> int | None:
+    """Pages in an ISO 18626 `pagesRequested` value: "12-20" -> 9, "5" -> 1, "1-3,7" -> 4.
+
+    Overlapping ranges count once; anything unreadable (roman numerals, "20-12") is None.
+    """
+    if not isinstance(text, str):
+        return None
+    cleaned = _PREFIX.sub("", text.translate(_DASHES)).strip().rstrip(",")
+    if not cleaned:
+        return None
+    spans: list[tuple[int, int]] = []
+    for part in cleaned.split(","):
+        m = _RANGE.fullmatch(part)
+        if not m:
+            return None
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) else lo
+        if lo < 1 or hi < lo:
+            return None
+        spans.append((lo, hi))
+    spans.sort()
+    total, end = 0, 0
+    for lo, hi in spans:
+        lo = max(lo, end + 1)
+        if hi >= lo:
+            total += hi - lo + 1
+            end = hi
+    return total
+
+
+def pages_of(request_json: Mapping[str, Any]) -> int | None:
+    """Pages asked for by an ISO 18626 request (the message, or its `request` part).
+
+    `bibliographicInfo.pagesRequested` wins; otherwise `estimatedNoPages`; otherwise None.
+    """
+    req = request_json.get("request", request_json)
+    info = req.get("bibliographicInfo") if isinstance(req, Mapping) else None
+    if not isinstance(info, Mapping):
+        return None
+    pages = info.get("pagesRequested")
+    if isinstance(pages, str):
+        counted = count_pages(pages)
+        if counted is not None:
+            return counted
+    estimated = info.get("estimatedNoPages")
+    if isinstance(estimated, int) and not isinstance(estimated, bool):
+        return estimated if estimated > 0 else None
+    if isinstance(estimated, str) and estimated.strip().isdigit():
+        n = int(estimated.strip())
+        return n if n > 0 else None
+    return None
+
+
+def max_cost_problem(quote: Money | None, max_cost: Money | None) -> str | None:
+    """Why a quote cannot be used under a request's maximumCosts; None if it can.
+
+    No quote (no schedule) or no maximumCosts (no limit) is never a problem here;
+    a quote in another currency than maximumCosts cannot be compared and is refused.
+    """
+    if quote is None or max_cost is None:
+        return None
+    if quote.currency != max_cost.currency:
+        return (f"quote {quote} cannot be compared with maximumCosts {max_cost} "
+                "(different currencies)")
+    if quote.minor > max_cost.minor:
+        return f"quote {quote} is above maximumCosts {max_cost}"
+    return None
+
+
+def fee_to_charge(delivery_costs: Money | None, quote: Money | None) -> Money | None:
+    """The fee to post for a billable event: the supplier's deliveryCosts if it sent one,
+    otherwise the frozen quote; None = nothing to charge (no schedule, no costs sent).
+
+    A deliveryCosts above the quote is passed on as is, so that `post_charge` refuses
+    and flags it rather than silently charging the quote.
+    """
+    return delivery_costs if delivery_costs is not None else quote
+
+
+# --------------------------------------------------------------------------
+# run.py fees load FILE
+# --------------------------------------------------------------------------
+
+async def fees_load_cli(database_url: str, path: str) -> int:
+    """`run.py fees load FILE`: 0 loaded, 1 nothing loaded (error on stderr)."""
+    try:
+        text = Path(path).read_text("utf-8")  # noqa: ASYNC240 - one small file
+    except (OSError, UnicodeDecodeError) as exc:
+        return fail(f"cannot read {path}: {exc}")
+    conn = await asyncpg.connect(database_url)
+    try:
+        report = await load_fees(conn, text, file_name=Path(path).name)
+    except FeeError as exc:
+        return fail(f"{path}: {exc}; nothing loaded")
+    finally:
+        await conn.close()
+    for line in report.lines():
+        print(line)
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,689 @@
+"""Subsidy rules and budgets: what the centre pays of a reader's ILL fee, and from which pot.
+
+The rules live in their own TOML file (docs/subsidy.example.toml documents every
+key), loaded with `run.py subsidy load FILE` as a new version; postings use the
+latest version and record which one they used. (The routing policy file refuses
+unknown top-level keys, so the subsidy cannot be a section of it.)
+
+How a fee is subsidised (`grant`), for one billable event:
+
+1. Matching: a rule matches when every condition in its `when` holds: the
+   consortium-local date of the event lies in [date_from, date_to] (both
+   inclusive: promotions), and the service kind, the supplier and the requester
+   are in its lists (symbols or `group:NAME`, groups defined in the file). Only
+   fees in the file's currency are subsidised.
+2. Stacking: matching rules apply in file order, each on what is left of the
+   patron share after the rules before it:
+       wanted = min(floor(left * percent / 100) + fixed, cap, left)
+   so the patron share never goes below zero and a 100 % rule leaves nothing for
+   later rules. Percent is rounded down to the minor unit (fen).
+3. Budgets: a rule may name budgets. Each is `per = "requester"` (every requester
+   has its own) or `per = "global"` (one shared pot), and `period = "month"`
+   (renews every consortium-local calendar month, 'YYYY-MM') or `period = "total"`
+   (never renews: a promotion's pot). A rule's grant counts in full against every
+   budget it names, so it is limited by the smallest remainder among them: e.g.
+   "each library up to 300.00 a month, and all together up to 50,000.00". A rule
+   without budgets is not limited.
+4. Exhaustion: a budget that cannot cover the wanted amount gives what it has left
+   (a partial subsidy, spending the pot to the last fen), and once empty, nothing;
+   the request always continues, the patron share grows by the shortfall, and the
+   grant row records why ("budget 'x' ... has 3.00 left; granted 3.00 of 5.00").
+   Later rules still apply to what is left, so a promotion that runs dry falls
+   back to the ordinary subsidy.
+
+Budgets are never overdrawn, also under many concurrent postings: each posting
+locks the budget rows it draws on (INSERT .. ON CONFLICT DO UPDATE, one budget at a
+time in one global order, so no two postings deadlock), computes against the
+locked values and updates them before committing; a CHECK (0 <= spent <= limit)
+backs this up. Raising or lowering a budget's amount in a new version applies
+from the next draw (never below what was already spent). A reversal gives the
+subsidy back to the budget rows it came from.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from schemas.iso18626 import ServiceKind
+from schemas.money import DEFAULT_CURRENCY, Money
+from schemas.symbols import split_symbol
+from settlement.common import (
+    DEFAULT_TZ,
+    check_period,
+    fail,
+    parse_amount,
+    parse_date,
+    period_of,
+    table,
+    type_name,
+    unknown_key,
+)
+
+SERVICE_KINDS: tuple[str, ...] = tuple(k.value for k in ServiceKind)
+GROUP_PREFIX = "group:"
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_TOP_KEYS = ("version", "description", "currency", "groups", "budget", "rule")
+_BUDGET_KEYS = ("name", "per", "period", "amount", "note")
+_RULE_KEYS = ("name", "note", "when", "percent", "fixed", "cap", "budgets")
+_WHEN_KEYS = ("date_from", "date_to", "service_kind", "supplier", "requester")
+_PER = ("requester", "global")
+_PERIODS = ("month", "total")
+
+
+class SubsidyError(ValueError):
+    """A subsidy file that cannot be used; the message names the rule or budget and field."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    name: str
+    per: str            # requester | global
+    period: str         # month | total
+    amount_minor: int
+    note: str = ""
+
+    def key(self, requester: str, day: datetime.date) -> tuple[str, str, str]:
+        """(name, requester or '' for global, 'YYYY-MM' or 'total'): one row of subsidy_budget."""
+        return (self.name, requester if self.per == "requester" else "",
+                period_of(day) if self.period == "month" else "total")
+
+
+@dataclass(frozen=True)
+class Rule:
+    index: int
+    name: str
+    percent_bp: int = 0                 # basis points: 12.5 % = 1250
+    fixed_minor: int = 0
+    cap_minor: int | None = None
+    budgets: tuple[str, ...] = ()
+    date_from: datetime.date | None = None
+    date_to: datetime.date | None = None
+    service_kinds: frozenset[str] | None = None
+    suppliers: frozenset[str] | None = None
+    requesters: frozenset[str] | None = None
+    normalised: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def matches(self, *, requester: str, supplier: str, service_kind: str,
+                day: datetime.date) -> bool:
+        if self.date_from is not None and day < self.date_from:
+            return False
+        if self.date_to is not None and day > self.date_to:
+            return False
+        if self.service_kinds is not None and service_kind not in self.service_kinds:
+            return False
+        if self.suppliers is not None and supplier not in self.suppliers:
+            return False
+        return self.requesters is None or requester in self.requesters
+
+    def wanted(self, left: int) -> int:
+        """What this rule would give on a remaining patron share of `left` minor units."""
+        amount = left * self.percent_bp // 10_000 + self.fixed_minor
+        if self.cap_minor is not None:
+            amount = min(amount, self.cap_minor)
+        return max(0, min(amount, left))
+
+
+@dataclass(frozen=True)
+class SubsidyRules:
+    version_label: str
+    description: str
+    currency: str
+    groups: Mapping[str, tuple[str, ...]]
+    budgets: Mapping[str, Budget]
+    rules: tuple[Rule, ...]
+    normalised: Mapping[str, Any] = field(compare=False)
+
+    @classmethod
+    def from_toml(cls, text: str) -> SubsidyRules:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SubsidyError(f"not valid TOML: {exc}") from exc
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SubsidyRules:
+        return _Parser(data).parse()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.normalised)
+
+    def matching(self, *, requester: str, supplier: str, service_kind: str,
+                 day: datetime.date) -> list[Rule]:
+        return [r for r in self.rules if r.matches(requester=requester, supplier=supplier,
+                                                   service_kind=service_kind, day=day)]
+
+
+# --------------------------------------------------------------------------
+# Parsing and validation
+# --------------------------------------------------------------------------
+
+class _Parser:
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.data = data
+        self.raw_groups: dict[str, list[str]] = {}
+        self.groups: dict[str, tuple[str, ...]] = {}
+
+    def parse(self) -> SubsidyRules:
+        data = self.data
+        for key in data:
+            if key not in _TOP_KEYS:
+                raise SubsidyError(unknown_key("top level", key, _TOP_KEYS))
+        version = data.get("version")
+        if version is not None and (not isinstance(version, str) or not version.strip()):
+            raise SubsidyError("version: must be a non-empty string")
+        description = data.get("description", "")
+        if not isinstance(description, str):
+            raise SubsidyError(f"description: must be a string, not {type_name(description)}")
+        currency = data.get("currency", DEFAULT_CURRENCY)
+        try:
+            Money.zero(currency)
+        except ValueError as exc:
+            raise SubsidyError(f"currency: {exc}") from exc
+        self._parse_groups(data.get("groups", {}))
+
+        budgets: dict[str, Budget] = {}
+        budget_norm: list[dict[str, Any]] = []
+        raw_budgets = data.get("budget", [])
+        if not isinstance(raw_budgets, list):
+            raise SubsidyError("budget: must be an array of tables, written [[budget]]")
+        for i, raw in enumerate(raw_budgets, start=1):
+            b, norm = self._parse_budget(i, raw, currency)
+            if b.name in budgets:
+                raise SubsidyError(f"budget[{i}] '{b.name}': name: duplicate")
+            budgets[b.name] = b
+            budget_norm.append(norm)
+
+        rules: list[Rule] = []
+        raw_rules = data.get("rule", [])
+        if not isinstance(raw_rules, list):
+            raise SubsidyError("rule: must be an array of tables, written [[rule]]")
+        seen: dict[str, int] = {}
+        for i, raw in enumerate(raw_rules, start=1):
+            rule = self._parse_rule(i, raw, currency, budgets)
+            if rule.name in seen:
+                raise SubsidyError(f"rule[{i}] '{rule.name}': name: duplicate of "
+                                   f"rule[{seen[rule.name]}]")
+            seen[rule.name] = i
+            rules.append(rule)
+
+        content: dict[str, Any] = {
+            "description": description, "currency": currency,
+            "groups": {k: list(v) for k, v in self.raw_groups.items()},
+            "budget": budget_norm, "rule": [dict(r.normalised) for r in rules]}
+        if version is None:
+            canon = json.dumps(content, sort_keys=True, ensure_ascii=False)
+            version = "sha256:" + hashlib.sha256(canon.encode()).hexdigest()[:12]
+        normalised = {"version": version.strip(), **content}
+        return SubsidyRules(version_label=version.strip(), description=description,
+                            currency=currency, groups=dict(self.groups), budgets=budgets,
+                            rules=tuple(rules), normalised=normalised)
+
+    # ---- groups ------------------------------------------------------------
+
+    def _parse_groups(self, raw: Any) -> None:
+        if not isinstance(raw, Mapping):
+            raise SubsidyError(f"groups: must be a table of name = [symbols], "
+                               f"not {type_name(raw)}")
+        for name, members in raw.items():
+            if not _NAME.fullmatch(name):
+                raise SubsidyError(f"groups: {name}: a group name may contain only letters, "
+                                   "digits, '_', '.' and '-'")
+            if not isinstance(members, list):
+                raise SubsidyError(f"groups: {name}: must be a list of symbols, "
+                                   f"not {type_name(members)}")
+            self.raw_groups[name] = []
+        for name, members in raw.items():
+            self.raw_groups[name] = list(dict.fromkeys(self._ref(m, "groups", name)
+                                                       for m in members))
+        for name in self.raw_groups:
+            self._resolve(name, ())
+
+    def _resolve(self, name: str, stack: tuple[str, ...]) -> tuple[str, ...]:
+        if name in self.groups:
+            return self.groups[name]
+        if name in stack:
+            cycle = " -> ".join((*stack[stack.index(name):], name))
+            raise SubsidyError(f"groups: {name}: groups include each other in a cycle: "
+                               f"{cycle}")
+        out: list[str] = []
+        for ref in self.raw_groups[name]:
+            if ref.startswith(GROUP_PREFIX):
+                out.extend(self._resolve(ref[len(GROUP_PREFIX):], (*stack, name)))
+            else:
+                out.append(ref)
+        self.groups[name] = tuple(dict.fromkeys(out))
+        return self.groups[name]
+
+    def _ref(self, value: Any, where: str, fld: str) -> str:
+        if not isinstance(value, str):
+            raise SubsidyError(f"{where}: {fld}: {value!r} must be a string: an agency "
+                               "symbol or group:NAME")
+        if value.startswith(GROUP_PREFIX):
+            group = value[len(GROUP_PREFIX):]
+            if group not in self.raw_groups:
+                known = ", ".join(self.raw_groups) or "none defined"
+                raise SubsidyError(f"{where}: {fld}: unknown group '{group}' "
+                                   f"(known groups: {known})")
+            return value
+        try:
+            split_symbol(value)
+        except ValueError as exc:
+            raise SubsidyError(f"{where}: {fld}: {value!r} is not an agency symbol or "
+                               f"group:NAME: {exc}") from exc
+        return value
+
+    def _members(self, value: Any, where: str, fld: str) -> tuple[list[str], frozenset[str]]:
+        if not isinstance(value, list) or not value:
+            raise SubsidyError(f"{where}: {fld}: must be a non-empty list of symbols or "
+                               "group:NAME (leave the key out to match everyone)")
+        refs = list(dict.fromkeys(self._ref(v, where, fld) for v in value))
+        out: set[str] = set()
+        for ref in refs:
+            if ref.startswith(GROUP_PREFIX):
+                out.update(self.groups[ref[len(GROUP_PREFIX):]])
+            else:
+                out.add(ref)
+        return refs, frozenset(out)
+
+    # ---- budgets -----------------------------------------------------------
+
+    def _parse_budget(self, i: int, raw: Any, currency: str
+                      ) -> tuple[Budget, dict[str, Any]]:
+        where = f"budget[{i}]"
+        if not isinstance(raw, Mapping):
+            raise SubsidyError(f"{where}: must be a table, not {type_name(raw)}")
+        name = raw.get("name")
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise SubsidyError(f"{where}: name: is required: letters, digits, '_', '.' or '-'")
+        where = f"budget[{i}] '{name}'"
+        for key in raw:
+            if key not in _BUDGET_KEYS:
+                raise SubsidyError(unknown_key(where, key, _BUDGET_KEYS))
+        per = raw.get("per")
+        if per not in _PER:
+            raise SubsidyError(f"{where}: per: {per!r} must be \"requester\" (each requester "
+                               "has its own) or \"global\" (one shared pot)")
+        period = raw.get("period")
+        if period not in _PERIODS:
+            raise SubsidyError(f"{where}: period: {period!r} must be \"month\" (renews every "
+                               "calendar month) or \"total\" (never renews)")
+        if "amount" not in raw:
+            raise SubsidyError(f"{where}: amount: is required")
+        try:
+            amount = parse_amount(raw["amount"], currency)
+        except ValueError as exc:
+            raise SubsidyError(f"{where}: amount: {exc}") from exc
+        note = raw.get("note", "")
+        if not isinstance(note, str):
+            raise SubsidyError(f"{where}: note: must be a string")
+        norm: dict[str, Any] = {"name": name, "per": per, "period": period,
+                                "amount": amount.amount_text()}
+        if note:
+            norm["note"] = note
+        return Budget(name, per, period, amount.minor, note), norm
+
+    # ---- rules -------------------------------------------------------------
+
+    def _parse_rule(self, i: int, raw: Any, currency: str,
+                    budgets: Mapping[str, Budget]) -> Rule:
+        where = f"rule[{i}]"
+        if not isinstance(raw, Mapping):
+            raise SubsidyError(f"{where}: must be a table, not {type_name(raw)}")
+        name = raw.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise SubsidyError(f"{where}: name: is required (a non-empty string)")
+        where = f"rule[{i}] '{name}'"
+        for key in raw:
+            if key not in _RULE_KEYS:
+                raise SubsidyError(unknown_key(where, key, _RULE_KEYS))
+        norm: dict[str, Any] = {"name": name}
+        note = raw.get("note")
+        if note is not None:
+            if not isinstance(note, str):
+                raise SubsidyError(f"{where}: note: must be a string")
+            norm["note"] = note
+        kw: dict[str, Any] = {}
+
+        when = raw.get("when", {})
+        if not isinstance(when, Mapping):
+            raise SubsidyError(f"{where}: when: must be a table, e.g. "
+                               '{ service_kind = ["BookLoan"] }')
+        when_norm: dict[str, Any] = {}
+        for key in when:
+            if key not in _WHEN_KEYS:
+                raise SubsidyError(unknown_key(where, f"when.{key}",
+                                               [f"when.{k}" for k in _WHEN_KEYS]))
+        for key in ("date_from", "date_to"):
+            if key in when:
+                try:
+                    kw[key] = parse_date(when[key])
+                except ValueError as exc:
+                    raise SubsidyError(f"{where}: when.{key}: {exc}") from exc
+                when_norm[key] = kw[key].isoformat()
+        if "date_from" in kw and "date_to" in kw and kw["date_to"] < kw["date_from"]:
+            raise SubsidyError(f"{where}: when.date_to: {kw['date_to']} is before date_from "
+                               f"{kw['date_from']}")
+        if "service_kind" in when:
+            kinds = when["service_kind"]
+            if not isinstance(kinds, list) or not kinds:
+                raise SubsidyError(f"{where}: when.service_kind: must be a non-empty list")
+            for k in kinds:
+                if k not in SERVICE_KINDS:
+                    raise SubsidyError(f"{where}: when.service_kind: {k!r} is not one of "
+                                       f"{', '.join(SERVICE_KINDS)}")
+            kw["service_kinds"] = frozenset(kinds)
+            when_norm["service_kind"] = list(dict.fromkeys(kinds))
+        for key, attr in (("supplier", "suppliers"), ("requester", "requesters")):
+            if key in when:
+                refs, members = self._members(when[key], where, f"when.{key}")
+                kw[attr] = members
+                when_norm[key] = refs
+        if when_norm:
+            norm["when"] = when_norm
+
+        if "percent" not in raw and "fixed" not in raw:
+            raise SubsidyError(f"{where}: percent / fixed: give at least one of them")
+        if "percent" in raw:
+            kw["percent_bp"] = _percent(raw["percent"], where)
+            norm["percent"] = str(Decimal(kw["percent_bp"]) / 100)
+        for key in ("fixed", "cap"):
+            if key in raw:
+                try:
+                    kw[f"{key}_minor"] = parse_amount(raw[key], currency).minor
+                except ValueError as exc:
+                    raise SubsidyError(f"{where}: {key}: {exc}") from exc
+                norm[key] = Money(kw[f"{key}_minor"], currency).amount_text()
+        if "budgets" in raw:
+            names = raw["budgets"]
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise SubsidyError(f"{where}: budgets: must be a list of budget names")
+            for n in names:
+                if n not in budgets:
+                    known = ", ".join(budgets) or "none defined"
+                    raise SubsidyError(f"{where}: budgets: unknown budget '{n}' (known "
+                                       f"budgets: {known})")
+            kw["budgets"] = tuple(dict.fromkeys(names))
+            norm["budgets"] = list(kw["budgets"])
+        return Rule(index=i, name=name, normalised=norm, **kw)
+
+
+def _percent(value: Any, where: str) -> int:
+    """A percentage with at most 2 decimals, as basis points."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise SubsidyError(f"{where}: percent: {value!r} must be a number from 0 to 100")
+    try:
+        # str() first, so 12.5 stays exactly 12.5 and 0.1 does not drag binary noise in.
+        pct = Decimal(str(value).strip())
+    except InvalidOperation as exc:
+        raise SubsidyError(f"{where}: percent: {value!r} must be a number from 0 to 100") \
+            from exc
+    if not pct.is_finite() or pct < 0 or pct > 100:
+        raise SubsidyError(f"{where}: percent: {value!r} must be a number from 0 to 100")
+    bp = pct * 100
+    if bp != bp.to_integral_value():
+        raise SubsidyError(f"{where}: percent: {value!r} has more than 2 decimals")
+    return int(bp)
+
+
+# --------------------------------------------------------------------------
+# Versions
+# --------------------------------------------------------------------------
+
+async def load_subsidy(conn: asyncpg.Connection, text: str,
+                       file_name: str | None = None) -> int:
+    """Validate and store a new subsidy version; raises SubsidyError naming rule and field."""
+    rules = SubsidyRules.from_toml(text)
+    return await conn.fetchval(
+        "INSERT INTO subsidy_version (source, normalised, file_name) VALUES ($1, $2::jsonb, $3) "
+        "RETURNING version", text, json.dumps(rules.to_dict(), ensure_ascii=False), file_name)
+
+
+# Parsed versions by their stored text (a version never changes once stored; keyed by
+# the text rather than the number, so that two databases in one process cannot mix).
+_CACHE: dict[str, SubsidyRules] = {}
+
+
+async def rules_version(conn: asyncpg.Connection, version: int | None = None
+                        ) -> tuple[SubsidyRules | None, int | None]:
+    """The given subsidy version (None: the latest) and its number; (None, None) if none."""
+    if version is None:
+        row = await conn.fetchrow("SELECT version, normalised::text AS n FROM subsidy_version "
+                                  "ORDER BY version DESC LIMIT 1")
+        if row is None:
+            return None, None
+    else:
+        row = await conn.fetchrow("SELECT version, normalised::text AS n FROM subsidy_version "
+                                  "WHERE version = $1", version)
+        if row is None:
+            raise LookupError(f"no subsidy version {version}")
+    text = row["n"]
+    if text not in _CACHE:
+        if len(_CACHE) > 64:
+            _CACHE.clear()
+        _CACHE[text] = SubsidyRules.from_dict(json.loads(text))
+    return _CACHE[text], row["version"]
+
+
+# --------------------------------------------------------------------------
+# Granting and giving back
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Grant:
+    """What one rule gave to one posting (negative in a reversal)."""
+
+    position: int
+    rule: str
+    wanted: int
+    granted: int
+    budgets: tuple[int, ...]     # subsidy_budget ids, each drawn by `granted`
+    note: str | None = None
+
+
+def _scope(key: tuple[str, str, str]) -> str:
+    name, requester, period = key
+    return f"budget '{name}' ({requester or 'global'}, {period})"
+
+
+async def grant(conn: asyncpg.Connection, rules: SubsidyRules, *, requester: str,
+                supplier: str, service_kind: str, fee: Money,
+                day: datetime.date) -> tuple[list[Grant], list[str]]:
+    """Apply the matching rules to a fee and draw their budgets (inside the caller's
+    transaction); returns the grants and notes explaining any shortfall."""
+    if fee.minor <= 0:
+        return [], []
+    matched = rules.matching(requester=requester, supplier=supplier,
+                             service_kind=service_kind, day=day)
+    if not matched:
+        return [], []
+    if fee.currency != rules.currency:
+        return [], [f"no subsidy: the fee is in {fee.currency}, the subsidy rules "
+                    f"(version {rules.version_label}) in {rules.currency}"]
+
+    keys = sorted({rules.budgets[b].key(requester, day) for r in matched for b in r.budgets})
+    limits = {rules.budgets[b].key(requester, day): rules.budgets[b].amount_minor
+              for r in matched for b in r.budgets}
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for key in keys:
+        # One budget at a time in sorted order: concurrent postings queue on the same
+        # rows in the same order, so they never deadlock; the row stays locked until
+        # the caller commits, so what we read here is what we may spend.
+        row = await conn.fetchrow(
+            """INSERT INTO subsidy_budget (name, requester, period, currency, limit_minor)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (name, requester, period) DO UPDATE
+                   SET limit_minor = greatest(EXCLUDED.limit_minor, subsidy_budget.spent_minor)
+               RETURNING id, currency, limit_minor, spent_minor""",
+            *key, rules.currency, limits[key])
+        rows[key] = {"id": row["id"], "currency": row["currency"],
+                     "left": row["limit_minor"] - row["spent_minor"], "drawn": 0}
+
+    grants: list[Grant] = []
+    notes: list[str] = []
+    left = fee.minor
+    for rule in matched:
+        wanted = rule.wanted(left)
+        if wanted <= 0:
+            continue
+        got, note = wanted, None
+        rule_keys = [rules.budgets[b].key(requester, day) for b in rule.budgets]
+        for key in rule_keys:
+            state = rows[key]
+            avail = state["left"] if state["currency"] == fee.currency else 0
+            if avail < got:
+                got = avail
+                note = (f"rule '{rule.name}': {_scope(key)} has "
+                        f"{Money(max(state['left'], 0), fee.currency)} left; granted "
+                        f"{Money(avail, fee.currency)} of {Money(wanted, fee.currency)}")
+        for key in rule_keys:
+            rows[key]["left"] -= got
+            rows[key]["drawn"] += got
+        left -= got
+        if note:
+            notes.append(note)
+        grants.append(Grant(position=len(grants) + 1, rule=rule.name, wanted=wanted,
+                            granted=got, budgets=tuple(rows[k]["id"] for k in rule_keys),
+                            note=note))
+    for key in keys:
+        if rows[key]["drawn"]:
+            await conn.execute(
+                "UPDATE subsidy_budget SET spent_minor = spent_minor + $2, updated_at = now() "
+                "WHERE id = $1", rows[key]["id"], rows[key]["drawn"])
+    assert 0 <= left <= fee.minor
+    return grants, notes
+
+
+async def give_back(conn: asyncpg.Connection, grants: Iterable[Grant]) -> None:
+    """Return granted amounts to the budget rows they were drawn from (a reversal)."""
+    amounts: dict[int, int] = {}
+    for g in grants:
+        for b in g.budgets:
+            amounts[b] = amounts.get(b, 0) + g.granted
+    if not amounts:
+        return
+    # COLLATE "C" orders by code point, as Python's sorted() does in `grant`: the same
+    # lock order everywhere, so a reversal and a charge never deadlock on two budgets.
+    order = await conn.fetch(
+        """SELECT id FROM subsidy_budget WHERE id = ANY($1::bigint[])
+           ORDER BY name COLLATE "C", requester COLLATE "C", period COLLATE "C" """,
+        list(amounts))
+    for r in order:
+        if amounts[r["id"]]:
+            await conn.execute(
+                "UPDATE subsidy_budget SET spent_minor = spent_minor - $2, updated_at = now() "
+                "WHERE id = $1", r["id"], amounts[r["id"]])
+
+
+# --------------------------------------------------------------------------
+# Reports and CLI
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BudgetRow:
+    name: str
+    requester: str           # '' = global
+    requester_name: str | None
+    period: str
+    limit: Money
+    spent: Money
+
+    @property
+    def remaining(self) -> Money:
+        return self.limit - self.spent
+
+
+async def budgets_report(conn: asyncpg.Connection, period: str) -> list[BudgetRow]:
+    """Budgets drawn in a period ('YYYY-MM'), plus the never-renewing ('total') ones.
+
+    Global budgets of the current subsidy version appear even before their first draw;
+    a requester's own budget appears once that requester has drawn on it.
+    """
+    check_period(period)
+    rows = await conn.fetch(
+        """SELECT b.name, b.requester, a.name AS requester_name, b.period, b.currency,
+                  b.limit_minor, b.spent_minor
+           FROM subsidy_budget b LEFT JOIN agency a ON a.symbol = b.requester
+           WHERE b.period IN ($1, 'total')
+           ORDER BY b.name, b.requester, b.period""", period)
+    out = [BudgetRow(r["name"], r["requester"], r["requester_name"], r["period"],
+                     Money(r["limit_minor"], r["currency"]), Money(r["spent_minor"], r["currency"]))
+           for r in rows]
+    rules, _ = await rules_version(conn)
+    if rules is not None:
+        have = {(b.name, b.requester, b.period) for b in out}
+        for b in rules.budgets.values():
+            p = period if b.period == "month" else "total"
+            if b.per == "global" and (b.name, "", p) not in have:
+                out.append(BudgetRow(b.name, "", None, p, Money(b.amount_minor, rules.currency),
+                                     Money.zero(rules.currency)))
+    out.sort(key=lambda b: (b.name, b.requester, b.period))
+    return out
+
+
+async def budgets_cli(database_url: str, period: str | None, *,
+                      tz: str | ZoneInfo = DEFAULT_TZ) -> int:
+    """`run.py budgets [--period YYYY-MM]`: limit, spent and remaining of every budget."""
+    if period is None or period == "current":
+        period = period_of(datetime.datetime.now(ZoneInfo(str(tz))).date())
+    try:
+        check_period(period)
+    except ValueError as exc:
+        return fail(str(exc))
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await budgets_report(conn, period)
+    finally:
+        await conn.close()
+    if not rows:
+        print(f"no subsidy budgets in use for {period}")
+        return 0
+    print(f"subsidy budgets, period {period}")
+
+    def used(b: BudgetRow) -> str:
+        return f"{100 * b.spent.minor / b.limit.minor:.0f}%" if b.limit.minor else "-"
+
+    table(("budget", "requester", "period", "limit", "spent", "remaining", "used"),
+          [(b.name, (f"{b.requester} {b.requester_name or ''}".strip() if b.requester
+                     else "(global)"), b.period, str(b.limit), str(b.spent), str(b.remaining),
+            used(b)) for b in rows], right=(3, 4, 5, 6))
+    return 0
+
+
+async def subsidy_load_cli(database_url: str, path: str) -> int:
+    """`run.py subsidy load FILE`: 0 loaded, 1 nothing loaded (error on stderr)."""
+    try:
+        text = Path(path).read_text("utf-8")  # noqa: ASYNC240 - one small file
+    except (OSError, UnicodeDecodeError) as exc:
+        return fail(f"cannot read {path}: {exc}")
+    conn = await asyncpg.connect(database_url)
+    try:
+        version = await load_subsidy(conn, text, Path(path).name)
+        rules, _ = await rules_version(conn, version)
+    except SubsidyError as exc:
+        return fail(f"{path}: {exc}; nothing loaded")
+    finally:
+        await conn.close()
+    assert rules is not None
+    print(f"subsidy version {version} ({rules.version_label}) loaded from {path}: "
+          f"{len(rules.rules)} rule(s), {len(rules.budgets)} budget(s); postings use it "
+          "from now on")
+    return 0
+
+
+__all__: Sequence[str] = (
+    "Budget", "BudgetRow", "Grant", "Rule", "SubsidyError", "SubsidyRules", "budgets_cli",
+    "budgets_report", "give_back", "grant", "load_subsidy", "rules_version",
+    "subsidy_load_cli")
