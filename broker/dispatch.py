@@ -26,6 +26,10 @@ from broker.intake import Context, Outcome, Refusal
 from broker.outbox import Outgoing, enqueue
 from broker.policy import Policy, PolicyError, RequestFacts, Rota, SupplierFacts
 from broker.topology import EVENTS, OUTBOUND
+from delivery.config import DeliverySettings
+from delivery.grants import create_grant
+from delivery.intake import CopyProblem, accept_copy
+from delivery.mail import enqueue_patron_mail
 from schemas.iso18626 import (
     ErrorType,
     MessageType,
@@ -112,6 +116,9 @@ class Dispatcher:
         self.clock = clock
         self.policies = PolicyStore()
         self.zone = ZoneInfo(settings.timezone)
+        self.delivery = DeliverySettings()
+        self.base_url = (self.delivery.public_base_url
+                         or f"http://{settings.http_host}:{settings.http_port}")
 
     async def __call__(self, conn: asyncpg.Connection, ctx: Context) -> Outcome:
         if ctx.kind is MessageType.REQUEST:
@@ -355,8 +362,11 @@ class Dispatcher:
 
         delivered = target in ("CopyCompleted", "Loaned") and txn.state in (
             "ExpectToSupply", "WillSupply")
+        extensions: dict[str, Any] = {}
         if delivered:
             await self._charge(conn, txn, msg, status, now)
+            if target == "CopyCompleted" and _sent_via_ftp(msg):
+                extensions = await self._deliver_copy(conn, txn, msg, now)
             forwarded_at = await self._close_entry(conn, txn, "supplied", now)
             seconds = (now - forwarded_at).total_seconds() if forwarded_at else 0.0
             await self._score(conn, ctx.sender, filled=1, open_requests=-1, turnaround=seconds)
@@ -366,9 +376,57 @@ class Dispatcher:
         await self._set_state(conn, txn, target, now, returnable=returnable)
         await self._audit(conn, txn.id, ctx.sender, f"status:{status}", txn.state, target,
                           ctx.message_id, _brief(ctx.raw))
-        out = [self._to_requester_raw(txn, ctx.raw, ctx.message_id),
+        relayed = ctx.raw
+        if extensions:
+            # The requester learns the link's limits, never its token (the patron's mail has it).
+            relayed = json.loads(json.dumps(ctx.raw))
+            inner = relayed["supplyingAgencyMessage"]
+            inner.setdefault("hubExtensions", {}).update(extensions)
+        out = [self._to_requester_raw(txn, relayed, ctx.message_id),
                self._event(txn, txn.state, target, f"status:{status}", now)]
         return Outcome(outgoing=out, transaction_id=txn.id)
+
+    async def _deliver_copy(self, conn: asyncpg.Connection, txn: Txn,
+                            msg: SupplyingAgencyMessage, now: datetime) -> dict[str, Any]:
+        """Take the uploaded file from the supplier's FTP home, grant a link, mail the reader."""
+        assert msg.delivery_info is not None
+        item_id = msg.delivery_info.item_id
+        if not item_id:
+            raise Refusal(ErrorType.BADLY_FORMED_MESSAGE,
+                          "supplyingAgencyMessage.deliveryInfo.itemId: required when sentVia "
+                          "is FTP (the path of the uploaded file in your FTP home)", txn.id)
+        try:
+            document = await accept_copy(conn, self.settings, supplier=txn.supplier,
+                                         item_id=item_id, transaction_id=txn.id,
+                                         delivery=self.delivery)
+        except CopyProblem as problem:
+            raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                          f"supplyingAgencyMessage.{problem.field}: {problem.message}",
+                          txn.id) from problem
+        request = json.loads(txn.request)["request"]
+        email, name = _patron_contact(request)
+        d = self.delivery
+        grant = await create_grant(conn, document_id=document.id, transaction_id=txn.id,
+                                   patron_email=email, patron_name=name,
+                                   downloads=d.grant_downloads(), days=d.days, now=now)
+        names = dict(await conn.fetch("SELECT symbol, name FROM agency WHERE symbol = ANY($1)",
+                                      [txn.supplier, txn.requester]))
+        mailed = False
+        if email:
+            await enqueue_patron_mail(
+                conn, grant=grant, document=document,
+                title=(request.get("bibliographicInfo") or {}).get("title") or document.filename,
+                supplier_name=names.get(txn.supplier, txn.supplier),
+                requester_name=names.get(txn.requester, txn.requester),
+                base_url=self.base_url, settings=self.settings)
+            mailed = True
+        await self._audit(conn, txn.id, "hub", "document delivered", None, None, None,
+                          {"document": document.id, "sha256": document.sha256,
+                           "bytes": document.size, "grant": grant.id, "mailed": mailed,
+                           "expires": iso(grant.expires_at)})
+        return {"downloadExpires": iso(grant.expires_at),
+                "downloadLimit": grant.max_downloads, "patronMailed": mailed,
+                "documentSha256": document.sha256}
 
     async def _charge(self, conn: asyncpg.Connection, txn: Txn, msg: SupplyingAgencyMessage,
                       status: str, now: datetime) -> None:
@@ -676,6 +734,22 @@ class Dispatcher:
                         body={"transactionId": txn.id, "requester": txn.requester,
                               "supplier": supplier or txn.supplier, "event": event,
                               "from": from_state, "to": to_state, "at": iso(now)})
+
+
+def _sent_via_ftp(msg: SupplyingAgencyMessage) -> bool:
+    info = msg.delivery_info
+    return bool(info and (info.sent_via or "").strip().upper() == "FTP")
+
+
+def _patron_contact(request: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The reader's e-mail address and name from patronInfo (ISO 18626 addresses)."""
+    patron = request.get("patronInfo") or {}
+    name = f"{patron.get('surname') or ''}{patron.get('givenName') or ''}".strip() or None
+    for address in patron.get("address") or []:
+        electronic = (address or {}).get("electronicAddress") or {}
+        if str(electronic.get("electronicAddressType", "")).lower() in ("email", "e-mail"):
+            return electronic.get("electronicAddressData"), name
+    return None, name
 
 
 def _patron_key(raw: dict[str, Any]) -> str | None:

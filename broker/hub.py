@@ -21,6 +21,11 @@ from broker import topology
 from broker.dispatch import Dispatcher
 from broker.intake import Inbound, Intake
 from broker.outbox import Relay
+from delivery.ftp import FtpDrop, start_ftp
+from delivery.gateway import HttpServer, start_http
+from delivery.intake import release_drops
+from delivery.mail import MailSender
+from delivery.retention import schedule_retention
 from schemas.database import create_pool
 from schemas.settings import Settings
 
@@ -41,9 +46,16 @@ def to_inbound(message: AbstractIncomingMessage) -> Inbound:
 
 
 class Hub:
-    def __init__(self, settings: Settings, dispatcher: Dispatcher | None = None) -> None:
+    def __init__(self, settings: Settings, dispatcher: Dispatcher | None = None, *,
+                 delivery: bool = True) -> None:
         self.settings = settings
         self.dispatcher = dispatcher or Dispatcher(settings)
+        # The FTP drop, the download gateway and the mail sender run in every hub
+        # process unless turned off (a process dedicated to intake, or a unit test).
+        self.serve_delivery = delivery
+        self.ftp: FtpDrop | None = None
+        self.http: HttpServer | None = None
+        self.mailer: MailSender | None = None
         self.intake = Intake(settings, self.dispatcher)
         self.scheduler = AsyncIOScheduler(timezone=settings.timezone)
         self.pool: asyncpg.Pool | None = None
@@ -67,11 +79,32 @@ class Hub:
         self.relay = Relay(self.pool, relay_channel, s)
         self._tasks = [asyncio.create_task(self.relay.run(), name="outbox-relay"),
                        asyncio.create_task(self._consume(), name="intake")]
+        if self.serve_delivery:
+            await self._start_delivery()
         self.scheduler.add_job(self._sweep, "interval", seconds=s.sweep_seconds,
                                id="deadline-sweep", max_instances=1, coalesce=True)
         self.scheduler.start()
         log.info("hub started: vhost %s, prefix %r, %d agencies", s.vhost, s.name_prefix,
                  len(agencies))
+
+    async def _start_delivery(self) -> None:
+        assert self.pool
+        d = self.dispatcher.delivery
+        self.ftp = await start_ftp(self.settings, self.pool, d)
+        self.http = await start_http(self.settings, self.pool, delivery=d)
+        self.dispatcher.base_url = d.public_base_url or self.http.base_url
+        self.mailer = MailSender(self.pool, self.settings, d)
+        self._tasks.append(asyncio.create_task(self.mailer.run(), name="mail-sender"))
+        schedule_retention(self.scheduler, self.settings, self.pool, d)
+        self.scheduler.add_job(self._release_drops, "interval", seconds=30,
+                               id="delivery.release", max_instances=1, coalesce=True)
+
+    async def _release_drops(self) -> None:
+        assert self.pool
+        try:
+            await release_drops(self.pool, self.settings)
+        except Exception:
+            log.exception("releasing delivered uploads failed; next tick retries")
 
     async def _sweep(self) -> None:
         assert self.pool
@@ -123,12 +156,19 @@ class Hub:
                 await self._tasks[1]
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self.mailer:
+            self.mailer.stop()
+        for server in (self.ftp, self.http):
+            if server is not None:
+                with suppress(Exception):
+                    await server.stop()
         if self.relay:
             with suppress(Exception):
                 await self.relay.drain()
             self.relay.stop()
+        for task in (self._tasks[0], *self._tasks[2:]):
             with suppress(asyncio.CancelledError):
-                await self._tasks[0]
+                await task
         if self.connection:
             await self.connection.close()
         if self.pool:

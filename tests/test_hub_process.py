@@ -25,6 +25,9 @@ def hub_env(settings: Settings) -> dict[str, str]:
         "ILLHUB_NAME_PREFIX": settings.name_prefix,
         "ILLHUB_HUB_SYMBOL": settings.hub_symbol,
         "ILLHUB_OUTBOX_POLL_SECONDS": "0.2",
+        "ILLHUB_HTTP_PORT": "0",
+        "ILLHUB_FTP_PORT": "0",
+        "ILLHUB_DATA_DIR": str(settings.data_dir),
     })
     return env
 

@@ -1,0 +1,422 @@
+"""The suppliers' FTP drop (aioftp): agency logins, one confined home each, size limit.
+
+Confinement has two layers. aioftp maps the client's virtual path onto the home
+and clamps `..` at the home's root, so `..` and absolute paths cannot climb out
+lexically; `ConfinedPathIO` then resolves symlinks on every file-system call and
+refuses (or hides, for existence checks and listings) anything whose real path
+is outside the home. Each upload is recorded in `ftp_upload` so intake can tell a
+finished file from one still arriving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import secrets
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import aioftp
+import asyncpg
+from aioftp.server import (
+    ConnectionConditions,
+    PathConditions,
+    PathPermissions,
+    worker,
+)
+
+from broker.credentials import hash_password, verify_password
+from delivery.config import DeliverySettings
+from delivery.paths import ftp_root, home_of, is_inside
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BLOCK_SIZE = 64 * 1024
+_PASSWORD_REQUIRED = aioftp.AbstractUserManager.GetUserResponse.PASSWORD_REQUIRED
+
+
+class ConfinedPathIO(aioftp.PathIO):
+    """aioftp's blocking local path io, refusing real paths outside the user's home."""
+
+    def _root(self) -> Path:
+        assert self.connection is not None
+        return self.connection.user.base_path
+
+    def _allowed(self, path: Path) -> bool:
+        return is_inside(path, self._root())
+
+    def _check(self, path: Path, *, may_be_home: bool = True) -> None:
+        if not self._allowed(path) or (not may_be_home and
+                                       os.path.realpath(path) == os.path.realpath(self._root())):
+            # PathIOError is what aioftp's dispatcher turns into a 451 answer.
+            raise aioftp.PathIOError(reason=None)
+
+    async def exists(self, path: Path) -> bool:
+        return self._allowed(path) and await super().exists(path)
+
+    async def is_dir(self, path: Path) -> bool:
+        return self._allowed(path) and await super().is_dir(path)
+
+    async def is_file(self, path: Path) -> bool:
+        return self._allowed(path) and await super().is_file(path)
+
+    async def mkdir(self, path: Path, *, parents: bool = False, exist_ok: bool = False) -> None:
+        self._check(path, may_be_home=False)
+        await super().mkdir(path, parents=parents, exist_ok=exist_ok)
+
+    async def rmdir(self, path: Path) -> None:
+        self._check(path, may_be_home=False)
+        await super().rmdir(path)
+
+    async def unlink(self, path: Path) -> None:
+        self._check(path, may_be_home=False)
+        await super().unlink(path)
+
+    async def stat(self, path: Path) -> os.stat_result:
+        self._check(path)
+        return await super().stat(path)
+
+    async def rename(self, source: Path, destination: Path) -> Path:
+        self._check(source, may_be_home=False)
+        self._check(destination, may_be_home=False)
+        return await super().rename(source, destination)
+
+    async def _open(self, path: Path, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        self._check(path, may_be_home=False)
+        mode = kwargs.get("mode", args[0] if args else "rb")
+        try:
+            # O_NOFOLLOW closes the gap between the check above and the open.
+            return open(path, mode, opener=_no_follow)  # noqa: ASYNC230 - aioftp's PathIO is sync
+        except OSError as exc:
+            raise aioftp.PathIOError(reason=None) from exc
+
+    def list(self, path: Path) -> AsyncIterator[Path]:  # type: ignore[override]
+        inner = super().list(path)
+
+        async def confined() -> AsyncIterator[Path]:
+            async for child in inner:
+                if self._allowed(child):
+                    yield child
+        return confined()
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW, 0o640)
+
+
+class UploadTracker:
+    """Keeps `ftp_upload` in step with the transfers; intake reads it."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        # Two sessions may write one path at once; it is done only when both are.
+        self.active: Counter[tuple[str, str]] = Counter()
+
+    async def started(self, supplier: str, path: str) -> None:
+        await self.pool.execute(
+            """INSERT INTO ftp_upload (supplier, path, state, size, started_at, finished_at)
+               VALUES ($1, $2, 'uploading', NULL, now(), NULL)
+               ON CONFLICT (supplier, path) DO UPDATE
+               SET state = 'uploading', size = NULL, started_at = now(), finished_at = NULL""",
+            supplier, path)
+        self.active[(supplier, path)] += 1
+
+    async def ended(self, supplier: str, path: str, *, size: int | None, complete: bool) -> None:
+        key = (supplier, path)
+        self.active[key] -= 1
+        if self.active[key] > 0:
+            return
+        del self.active[key]
+        if size is None:
+            await self.removed(supplier, path)
+            return
+        await self.pool.execute(
+            """UPDATE ftp_upload SET state = $3, size = $4, finished_at = now()
+               WHERE supplier = $1 AND path = $2""",
+            supplier, path, "done" if complete else "partial", size)
+
+    async def renamed(self, supplier: str, old: str, new: str) -> None:
+        # A directory rename carries the uploads below it along.
+        await self.pool.execute(
+            """UPDATE ftp_upload SET path = $3 || substr(path, length($2) + 1)
+               WHERE supplier = $1 AND (path = $2 OR left(path, length($2) + 1) = $2 || '/')""",
+            supplier, old, new)
+
+    @staticmethod
+    async def safely(step: Awaitable[None]) -> bool:
+        """Run a bookkeeping step; a database hiccup must not kill the FTP session."""
+        try:
+            await step
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            log.exception("FTP upload bookkeeping failed")
+            return False
+        return True
+
+    async def removed(self, supplier: str, path: str) -> None:
+        await self.pool.execute("DELETE FROM ftp_upload WHERE supplier = $1 AND path = $2",
+                                supplier, path)
+
+
+class SupplierLogins(aioftp.AbstractUserManager):
+    """Agency symbol and password, checked against `agency` (enabled suppliers only)."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, delivery: DeliverySettings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.pool = pool
+        self.delivery = delivery
+        self.sessions: Counter[str] = Counter()
+        self._counted: set[int] = set()
+        self._dummy_hash: str | None = None
+
+    async def get_user(self, login: str) -> tuple[Any, aioftp.User | None, str]:
+        # Always ask for a password: the answer must not reveal which symbols exist.
+        user = aioftp.User(
+            login=login,
+            base_path=home_of(self.settings, login),
+            home_path="/",
+            permissions=[aioftp.Permission("/", readable=True, writable=True)],
+        )
+        return _PASSWORD_REQUIRED, user, "password required"
+
+    async def authenticate(self, user: aioftp.User, password: str) -> bool:
+        login = user.login or ""
+        row = await self.pool.fetchrow(
+            "SELECT password_hash, enabled, 'supplier' = ANY(roles) AS supplier "
+            "FROM agency WHERE symbol = $1", login)
+        if row is None:
+            # Same scrypt cost for unknown symbols, so timing does not tell them apart.
+            if self._dummy_hash is None:
+                self._dummy_hash = await asyncio.to_thread(hash_password,
+                                                           secrets.token_urlsafe(16))
+            stored = self._dummy_hash
+        else:
+            stored = row["password_hash"]
+        ok = await asyncio.to_thread(verify_password, password, stored)
+        ok = ok and row is not None and row["enabled"] and row["supplier"]
+        if ok and self.sessions[login] >= self.delivery.max_connections_per_supplier:
+            log.warning("FTP login for %s refused: %d sessions already open",
+                        login, self.sessions[login])
+            ok = False
+        if not ok:
+            log.info("FTP login refused for %r", login[:64])
+            await asyncio.sleep(self.delivery.login_failure_delay)
+            return False
+        await asyncio.to_thread(user.base_path.mkdir, mode=0o750, parents=True, exist_ok=True)
+        self.sessions[login] += 1
+        self._counted.add(id(user))
+        log.info("FTP login: %s", login)
+        return True
+
+    async def notify_logout(self, user: aioftp.User) -> None:
+        if id(user) in self._counted:
+            self._counted.discard(id(user))
+            self.sessions[user.login or ""] -= 1
+
+
+class DropServer(aioftp.Server):
+    """aioftp.Server with upload size limit and upload tracking."""
+
+    def __init__(self, logins: SupplierLogins, tracker: UploadTracker, max_bytes: int,
+                 **kwargs: Any) -> None:
+        super().__init__(logins, path_io_factory=ConfinedPathIO, block_size=BLOCK_SIZE,
+                         **kwargs)
+        self.tracker = tracker
+        self.max_bytes = max_bytes
+
+    async def parse_command(self, stream: Any,  # type: ignore[override]
+                            censor_commands: tuple[str] = ("pass",)) -> tuple[str, str] | bool:
+        # aioftp raises when the client hangs up; its dispatcher then logs an ERROR with
+        # a traceback, or (after QUIT) leaves the exception unretrieved in a dead task.
+        # A hang-up is how FTP sessions end: finish the session quietly instead.
+        try:
+            return await super().parse_command(stream, censor_commands)
+        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+            return False
+
+    async def response_writer(self, stream: Any, response_queue: asyncio.Queue[Any]) -> None:
+        try:
+            await super().response_writer(stream, response_queue)
+        except (ConnectionError, TimeoutError):
+            # The client is gone: keep emptying the queue so the dispatcher's join() returns.
+            while True:
+                await response_queue.get()
+                response_queue.task_done()
+
+    @staticmethod
+    def _relative(connection: Any, real_path: Path) -> str:
+        return real_path.relative_to(connection.user.base_path).as_posix()
+
+    @ConnectionConditions(ConnectionConditions.login_required,
+                          ConnectionConditions.passive_server_started)
+    @PathPermissions(PathPermissions.writable)
+    async def stor(self, connection: Any, rest: str | PurePosixPath, mode: str = "wb") -> bool:
+        real_path, virtual_path = self.get_paths(connection, rest)
+        path_io: ConfinedPathIO = connection.path_io
+        if virtual_path == PurePosixPath("/") or not is_inside(real_path,
+                                                               connection.user.base_path):
+            connection.response("550", "permission denied")
+            return True
+        if not await path_io.is_dir(real_path.parent) or await path_io.is_dir(real_path):
+            connection.response("550", "path unreachable")
+            return True
+        offset = connection.restart_offset
+        if mode == "ab" and await path_io.is_file(real_path):
+            offset = (await path_io.stat(real_path)).st_size
+        limit = self.max_bytes
+        if offset > limit:
+            connection.response("552", "file already at the size limit")
+            return True
+        supplier: str = connection.user.login
+        relative = self._relative(connection, real_path)
+
+        @ConnectionConditions(ConnectionConditions.data_connection_made, wait=True,
+                              fail_code="425", fail_info="Can't open data connection")
+        @worker
+        async def receive(server: DropServer, connection: Any, rest: Any) -> None:
+            stream = connection.data_connection
+            del connection.data_connection
+            if not await server.tracker.safely(server.tracker.started(supplier, relative)):
+                stream.close()
+                connection.response("451", "upload not possible now; try again later")
+                return
+            written = offset
+            too_big = False
+            try:
+                file_mode = "r+b" if connection.restart_offset else mode
+                async with path_io.open(real_path, mode=file_mode) as out, stream:
+                    if connection.restart_offset:
+                        await out.seek(connection.restart_offset)
+                    async for data in stream.iter_by_block(connection.block_size):
+                        written += len(data)
+                        if written > limit:
+                            # Closing the data connection is the abort the client sees.
+                            too_big = True
+                            break
+                        await out.write(data)
+            except asyncio.CancelledError:
+                size = await asyncio.to_thread(_size_or_none, real_path)
+                _background(server.tracker.safely(
+                    server.tracker.ended(supplier, relative, size=size, complete=False)))
+                raise
+            except aioftp.PathIOError:
+                await server.tracker.safely(
+                    server.tracker.ended(supplier, relative, size=None, complete=False))
+                connection.response("550", "cannot write there")
+                return
+            # Shielded: a QUIT right after the transfer cancels this worker, and the
+            # bookkeeping must not stop halfway (a file without its record, or the reverse).
+            await asyncio.shield(conclude(server, connection, too_big, written))
+
+        async def conclude(server: DropServer, connection: Any, too_big: bool,
+                           written: int) -> None:
+            if too_big:
+                await asyncio.to_thread(_unlink_quietly, real_path)
+                await server.tracker.safely(
+                    server.tracker.ended(supplier, relative, size=None, complete=False))
+                log.info("FTP upload %s of %s aborted above %d bytes", relative, supplier,
+                         limit)
+                connection.response(
+                    "552", f"file larger than {limit // (1024 * 1024)} MB; upload aborted")
+                return
+            if not await server.tracker.safely(
+                    server.tracker.ended(supplier, relative, size=written, complete=True)):
+                # Stored but not recorded: intake would wait for it forever, so say so.
+                connection.response("451", "file stored but not recorded; upload it again")
+                return
+            log.info("FTP upload %s of %s: %d bytes", relative, supplier, written)
+            connection.response("226", "data transfer done")
+
+        task = asyncio.create_task(receive(self, connection, rest))
+        connection.extra_workers.add(task)
+        connection.response("150", "data transfer started")
+        return True
+
+    @ConnectionConditions(ConnectionConditions.login_required,
+                          ConnectionConditions.rename_from_required)
+    @PathConditions(PathConditions.path_must_not_exists)
+    @PathPermissions(PathPermissions.writable)
+    async def rnto(self, connection: Any, rest: str | PurePosixPath) -> bool:
+        real_path, _virtual = self.get_paths(connection, rest)
+        rename_from: Path = connection.rename_from
+        del connection.rename_from
+        await connection.path_io.rename(rename_from, real_path)
+        await self.tracker.renamed(connection.user.login,
+                                   self._relative(connection, rename_from),
+                                   self._relative(connection, real_path))
+        connection.response("250", "")
+        return True
+
+    @ConnectionConditions(ConnectionConditions.login_required)
+    @PathConditions(PathConditions.path_must_exists, PathConditions.path_must_be_file)
+    @PathPermissions(PathPermissions.writable)
+    async def dele(self, connection: Any, rest: str | PurePosixPath) -> bool:
+        real_path, _virtual = self.get_paths(connection, rest)
+        await connection.path_io.unlink(real_path)
+        await self.tracker.removed(connection.user.login, self._relative(connection, real_path))
+        connection.response("250", "")
+        return True
+
+
+def _size_or_none(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            log.warning("cannot remove %s: %s", path, exc)
+
+
+_tasks: set[asyncio.Task[Any]] = set()
+
+
+def _background(coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+@dataclass
+class FtpDrop:
+    """A running FTP drop; `port` is the bound one (useful with ftp_port=0)."""
+
+    server: DropServer
+    host: str
+    port: int
+
+    async def stop(self) -> None:
+        await self.server.close()
+
+
+async def start_ftp(settings: Settings, pool: asyncpg.Pool,
+                    delivery: DeliverySettings | None = None) -> FtpDrop:
+    delivery = delivery or DeliverySettings()
+    ftp_root(settings).mkdir(parents=True, exist_ok=True)
+    server = DropServer(
+        SupplierLogins(settings, pool, delivery),
+        UploadTracker(pool),
+        delivery.max_upload_bytes,
+        data_ports=delivery.data_ports(),
+        ipv4_pasv_forced_response_address=delivery.announce_address,
+        idle_timeout=delivery.ftp_idle_timeout,
+        maximum_connections=delivery.ftp_max_connections,
+        socket_timeout=delivery.ftp_idle_timeout,
+        welcome_message="ILL Hub FTP drop: log in with your agency symbol and password",
+    )
+    await server.start(settings.ftp_host, settings.ftp_port)
+    host, port = server.address
+    log.info("FTP drop listening on %s:%s (passive ports %s, announced %s)", host, port,
+             delivery.passive_ports or "any", delivery.announce_address or "as bound")
+    return FtpDrop(server=server, host=host or settings.ftp_host, port=port)

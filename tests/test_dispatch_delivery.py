@@ -1,0 +1,97 @@
+"""A copy end to end through the hub: FTP upload, CopyCompleted, the reader's mail and link."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from broker.client import AgencyClient
+from broker.dispatch import Dispatcher
+from broker.hub import Hub
+from schemas.settings import Settings
+from tests import messages
+from tests.delivery_fixtures import ftp_upload, home, pdf_bytes, unique_email, with_smtp
+from tests.test_dispatch import ISSN, Party, supplier_message
+
+pytest_plugins = ("tests.delivery_fixtures",)
+
+LINK = re.compile(r"https?://\S+/d/[A-Za-z0-9_-]{32}")
+
+
+@pytest.fixture
+async def live(settings: Settings, make_agency, pool, dl_settings, dl_smtp
+               ) -> AsyncIterator[tuple[Hub, Party, Party, str]]:
+    await dl_smtp.start()
+    s = with_smtp(settings, dl_smtp)
+    dispatcher = Dispatcher(s)
+    dispatcher.delivery = dl_settings
+    hub = Hub(s, dispatcher)
+    req_symbol, req_pw = await make_agency(name="复旦大学图书馆", roles=("requester",),
+                                           province="上海", city="上海")
+    sup_symbol, sup_pw = await make_agency(name="国家图书馆", roles=("supplier",),
+                                           province="北京", city="北京")
+    await pool.execute("INSERT INTO holding (id_type, id_value, symbol) VALUES ('issn', $1, $2)",
+                       ISSN, sup_symbol)
+    await hub.start()
+    req = Party(req_symbol, AgencyClient(s, req_symbol, req_pw))
+    sup = Party(sup_symbol, AgencyClient(s, sup_symbol, sup_pw))
+    await req.client.connect()
+    await sup.client.connect()
+    yield hub, req, sup, sup_pw
+    await req.client.close()
+    await sup.client.close()
+    await hub.stop()
+
+
+async def test_copy_delivered_over_ftp_reaches_the_reader(live, dl_smtp, settings,
+                                                          pool) -> None:
+    hub, req, sup, sup_pw = live
+    reader = unique_email("patron")
+    body = messages.request(req.symbol, request_id="FTP-1", issn=ISSN, title="红楼梦研究")
+    body["request"]["patronInfo"]["address"][0]["electronicAddress"][
+        "electronicAddressData"] = reader
+    await req.send("request", body)
+    await req.confirmed()
+    await req.status("ExpectToSupply")
+    await sup.next("request")
+
+    # A missing file is refused, naming the field; the transaction does not advance.
+    done = supplier_message(sup.symbol, req.symbol, "FTP-1", "CopyCompleted")
+    done["supplyingAgencyMessage"]["deliveryInfo"] = {
+        "dateSent": messages.now(), "sentVia": "FTP", "itemId": "/红楼梦.pdf"}
+    await sup.send("supplyingAgencyMessage", done)
+    err = await sup.confirmed(ok=False)
+    assert "deliveryInfo.itemId" in err.content["errorData"]["errorValue"]
+
+    await asyncio.to_thread(ftp_upload, hub.ftp, sup.symbol, sup_pw, "红楼梦.pdf",
+                            pdf_bytes(300_000))
+    await sup.send("supplyingAgencyMessage", done)
+    await sup.confirmed()
+    relayed = await req.status("CopyCompleted")
+    ext = relayed.content["hubExtensions"]
+    assert ext["downloadLimit"] == 5 and ext["patronMailed"] is True
+    assert "downloadExpires" in ext and "/d/" not in str(relayed.body)  # never the token
+
+    for _ in range(100):  # the mail sender runs in the hub
+        if dl_smtp.catcher.messages_to(reader):
+            break
+        await asyncio.sleep(0.1)
+    [mail] = dl_smtp.catcher.messages_to(reader)
+    assert "红楼梦研究" in str(mail["Subject"])
+    [link] = set(LINK.findall(mail.get_body(("plain",)).get_content()))
+    assert link.startswith(hub.http.base_url)
+    async with aiohttp.ClientSession() as http:
+        for _ in range(5):
+            async with http.get(link) as resp:
+                assert resp.status == 200
+                assert (await resp.read()).startswith(b"%PDF-")
+        async with http.get(link) as resp:
+            assert resp.status == 410
+    await hub._release_drops()
+    assert not (home(settings, sup.symbol) / "红楼梦.pdf").exists()
+    assert await pool.fetchval("SELECT state FROM ill_transaction WHERE requester = $1 AND "
+                               "request_id = 'FTP-1'", req.symbol) == "CopyCompleted"
