@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -365,8 +366,9 @@ class Dispatcher:
         extensions: dict[str, Any] = {}
         if delivered:
             await self._charge(conn, txn, msg, status, now)
-            if target == "CopyCompleted" and _sent_via_ftp(msg):
-                extensions = await self._deliver_copy(conn, txn, msg, now)
+            ebook = target == "Loaned" and txn.service_kind == ServiceKind.E_BOOK_LOAN
+            if (target == "CopyCompleted" or ebook) and _sent_via_ftp(msg):
+                extensions = await self._deliver_copy(conn, txn, msg, now, ebook=ebook)
             forwarded_at = await self._close_entry(conn, txn, "supplied", now)
             seconds = (now - forwarded_at).total_seconds() if forwarded_at else 0.0
             await self._score(conn, ctx.sender, filled=1, open_requests=-1, turnaround=seconds)
@@ -387,8 +389,14 @@ class Dispatcher:
         return Outcome(outgoing=out, transaction_id=txn.id)
 
     async def _deliver_copy(self, conn: asyncpg.Connection, txn: Txn,
-                            msg: SupplyingAgencyMessage, now: datetime) -> dict[str, Any]:
-        """Take the uploaded file from the supplier's FTP home, grant a link, mail the reader."""
+                            msg: SupplyingAgencyMessage, now: datetime,
+                            ebook: bool = False) -> dict[str, Any]:
+        """Take the uploaded file from the supplier's FTP home, grant a link, mail the reader.
+
+        Limits come from the policy's `[[delivery]]` entries (per supplier and service
+        kind), else the delivery settings. An e-book loan is time-limited access: as many
+        downloads as the reader likes until the loan's due date.
+        """
         assert msg.delivery_info is not None
         item_id = msg.delivery_info.item_id
         if not item_id:
@@ -406,9 +414,18 @@ class Dispatcher:
         request = json.loads(txn.request)["request"]
         email, name = _patron_contact(request)
         d = self.delivery
+        policy, _ = await self.policies.current(conn)
+        downloads, days = policy.delivery_limits(txn.supplier, txn.service_kind) or (
+            d.grant_downloads(), d.days)
+        due = msg.status_info.due_date
+        if ebook:
+            downloads = None
+            if due is not None:
+                due = due if due.tzinfo else due.replace(tzinfo=UTC)
+                days = max(1, math.ceil((due - now).total_seconds() / 86400))
         grant = await create_grant(conn, document_id=document.id, transaction_id=txn.id,
                                    patron_email=email, patron_name=name,
-                                   downloads=d.grant_downloads(), days=d.days, now=now)
+                                   downloads=downloads, days=days, now=now)
         names = dict(await conn.fetch("SELECT symbol, name FROM agency WHERE symbol = ANY($1)",
                                       [txn.supplier, txn.requester]))
         mailed = False

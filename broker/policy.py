@@ -76,7 +76,8 @@ _GROUP_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _YUAN = re.compile(r"[0-9]+(?:\.[0-9]{1,2})?")
 _MAX_BONUS = 10.0
 
-_TOP_KEYS = ("version", "description", "groups", "scoring", "rule")
+_TOP_KEYS = ("version", "description", "groups", "scoring", "rule", "delivery")
+_DELIVERY_KEYS = ("supplier", "service_kind", "downloads", "days")
 _RULE_KEYS = ("name", "note", "when", "include", "exclude", "prefer", "prefer_bonus",
               "prefer_tier", "last_resort", "daily_cap", "closed", "max_candidates")
 _ACTION_KEYS = ("include", "exclude", "prefer", "last_resort", "daily_cap", "closed",
@@ -253,6 +254,21 @@ class _Rule:
     normalised: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class DeliveryLimit:
+    """`[[delivery]]`: download limit and days for copies of some suppliers / service kinds."""
+
+    suppliers: frozenset[str] | None   # None: any supplier
+    kinds: frozenset[str] | None       # None: any service kind
+    downloads: int | None              # None: unlimited (written as 0)
+    days: int
+    normalised: Mapping[str, Any] = field(default_factory=dict)
+
+    def matches(self, supplier: str, kind: str) -> bool:
+        return ((self.suppliers is None or supplier in self.suppliers)
+                and (self.kinds is None or kind in self.kinds))
+
+
 class Policy:
     """A validated routing policy. Build with `from_toml`, `from_dict` or `default`."""
 
@@ -261,13 +277,22 @@ class Policy:
     def __init__(self, *, version_label: str, description: str,
                  groups: Mapping[str, tuple[str, ...]],
                  group_refs: Mapping[str, tuple[str, ...]],
-                 scoring: Scoring, rules: Sequence[_Rule]) -> None:
+                 scoring: Scoring, rules: Sequence[_Rule],
+                 delivery: Sequence[DeliveryLimit] = ()) -> None:
         self.version_label = version_label
         self.description = description
         self._groups = dict(groups)
         self._group_refs = dict(group_refs)
         self.scoring = scoring
         self._rules = tuple(rules)
+        self._delivery = tuple(delivery)
+
+    def delivery_limits(self, supplier: str, service_kind: str) -> tuple[int | None, int] | None:
+        """(downloads, days) of the first `[[delivery]]` entry that matches, else None."""
+        for entry in self._delivery:
+            if entry.matches(supplier, service_kind):
+                return entry.downloads, entry.days
+        return None
 
     # ---- construction --------------------------------------------------
 
@@ -316,6 +341,8 @@ class Policy:
         if self.description:
             out["description"] = self.description
         out.update(_content_dict(self._group_refs, self.scoring, self._rules))
+        if self._delivery:
+            out["delivery"] = [dict(d.normalised) for d in self._delivery]
         # A deep copy: callers may edit what they get without touching this policy.
         return copy.deepcopy(out)
 
@@ -623,9 +650,44 @@ class _Parser:
             canon = json.dumps(_content_dict(self.raw_groups_t, scoring, rules),
                                sort_keys=True, ensure_ascii=False)
             version = "sha256:" + hashlib.sha256(canon.encode()).hexdigest()[:12]
+        delivery = self._parse_delivery(data.get("delivery", []))
         return Policy(version_label=version.strip(), description=description,
                       groups=self.groups, group_refs=self.raw_groups_t,
-                      scoring=scoring, rules=rules)
+                      scoring=scoring, rules=rules, delivery=delivery)
+
+    def _parse_delivery(self, raw: Any) -> list[DeliveryLimit]:
+        if not isinstance(raw, list):
+            raise PolicyError("policy: delivery: must be an array of tables, written "
+                              "[[delivery]]")
+        out: list[DeliveryLimit] = []
+        for i, entry in enumerate(raw, start=1):
+            where = f"delivery[{i}]"
+            if not isinstance(entry, Mapping):
+                raise PolicyError(f"{where}: must be a table, not {_type_name(entry)}")
+            for key in entry:
+                if key not in _DELIVERY_KEYS:
+                    raise _unknown_key(where, key, _DELIVERY_KEYS)
+            suppliers = None
+            if "supplier" in entry:
+                _, members = self._members(entry["supplier"], where, "supplier")
+                suppliers = frozenset(m.symbol for m in members)
+            kinds = None
+            if "service_kind" in entry:
+                kinds = frozenset(_str_list(entry["service_kind"], where, "service_kind"))
+                bad = sorted(k for k in kinds if k not in SERVICE_KINDS)
+                if bad:
+                    raise PolicyError(f"{where}: service_kind: {bad[0]!r} is not one of "
+                                      f"{', '.join(SERVICE_KINDS)}")
+            downloads, days = entry.get("downloads", 5), entry.get("days", 30)
+            if not _is_int(downloads) or not 0 <= downloads <= 1000:
+                raise PolicyError(f"{where}: downloads: must be an integer 0..1000 "
+                                  "(0 = unlimited)")
+            if not _is_int(days) or not 1 <= days <= 366:
+                raise PolicyError(f"{where}: days: must be an integer 1..366")
+            out.append(DeliveryLimit(suppliers=suppliers, kinds=kinds,
+                                     downloads=downloads or None, days=days,
+                                     normalised=dict(entry)))
+        return out
 
     @property
     def raw_groups_t(self) -> dict[str, tuple[str, ...]]:

@@ -95,3 +95,58 @@ async def test_copy_delivered_over_ftp_reaches_the_reader(live, dl_smtp, setting
     assert not (home(settings, sup.symbol) / "红楼梦.pdf").exists()
     assert await pool.fetchval("SELECT state FROM ill_transaction WHERE requester = $1 AND "
                                "request_id = 'FTP-1'", req.symbol) == "CopyCompleted"
+
+
+async def _deliver(hub: Hub, req: Party, sup: Party, sup_pw: str, request_id: str,
+                   status: str, service_kind: str, service_type: str,
+                   due: str | None = None) -> dict:
+    body = messages.request(req.symbol, request_id=request_id, issn=ISSN,
+                            service_type=service_type, patron_id=request_id)
+    body["request"]["hubExtensions"] = {"serviceKind": service_kind}
+    await req.send("request", body)
+    await req.confirmed()
+    await req.status("ExpectToSupply")
+    await sup.next("request")
+    name = f"{request_id}.pdf"
+    await asyncio.to_thread(ftp_upload, hub.ftp, sup.symbol, sup_pw, name, pdf_bytes(20_000))
+    done = supplier_message(sup.symbol, req.symbol, request_id, status)
+    if due:
+        done["supplyingAgencyMessage"]["statusInfo"]["dueDate"] = due
+    done["supplyingAgencyMessage"]["deliveryInfo"] = {
+        "dateSent": messages.now(), "sentVia": "FTP", "itemId": name}
+    await sup.send("supplyingAgencyMessage", done)
+    await sup.confirmed()
+    return (await req.status(status)).content["hubExtensions"]
+
+
+async def test_policy_sets_limits_per_supplier_and_kind(live, pool) -> None:
+    from broker.dispatch import load_policy
+
+    hub, req, sup, sup_pw = live
+    await load_policy(pool, f"""
+version = "delivery limits"
+[[delivery]]
+supplier = ["{sup.symbol}"]
+service_kind = ["PayPerView"]
+downloads = 2
+days = 7
+""", "limits.toml")
+    try:
+        ext = await _deliver(hub, req, sup, sup_pw, "PPV-1", "CopyCompleted", "PayPerView",
+                             "Copy")
+        assert ext["downloadLimit"] == 2
+        grant = await pool.fetchrow(
+            "SELECT g.max_downloads, g.expires_at - g.created_at AS span FROM download_grant g "
+            "JOIN ill_transaction t ON t.id = g.transaction_id WHERE t.request_id = 'PPV-1' "
+            "AND t.requester = $1", req.symbol)
+        assert grant["max_downloads"] == 2 and grant["span"].days == 7
+    finally:
+        await load_policy(pool, 'version = "no rules"', "reset.toml")
+
+
+async def test_ebook_loan_is_time_limited_access(live, pool) -> None:
+    hub, req, sup, sup_pw = live
+    ext = await _deliver(hub, req, sup, sup_pw, "EB-1", "Loaned", "EBookLoan", "Loan",
+                         due="2099-01-01T00:00:00Z")
+    assert ext["downloadLimit"] is None  # unlimited until the loan ends
+    assert ext["downloadExpires"].startswith("2099-01-01")
