@@ -54,6 +54,7 @@ from typing import Any
 from schemas.iso18626 import ServiceKind, ServiceType
 from schemas.money import Money
 from schemas.symbols import split_symbol
+from settlement.common import parse_date
 
 SERVICE_KINDS: tuple[str, ...] = tuple(k.value for k in ServiceKind)
 SERVICE_TYPES: tuple[str, ...] = tuple(t.value for t in ServiceType)
@@ -984,14 +985,7 @@ def _parse_yuan(value: Any, where: str, fld: str) -> int:
 
 
 def _parse_date(value: Any, where: str, fld: str) -> datetime.date:
-    if isinstance(value, datetime.datetime):
-        raise PolicyError(f"{where}: {fld}: {value.isoformat()} has a time of day; give a date "
-                          "(YYYY-MM-DD)")
-    if isinstance(value, datetime.date):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        try:
-            return datetime.date.fromisoformat(value)
-        except ValueError as exc:
-            raise PolicyError(f"{where}: {fld}: {value!r} is not a calendar date: {exc}") from exc
-    raise PolicyError(f"{where}: {fld}: {value!r} is not a date (YYYY-MM-DD)")
+    try:
+        return parse_date(value)
+    except ValueError as exc:
+        raise PolicyError(f"{where}: {fld}: {exc}") from None
