@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from broker import states
+from broker import observability, states
 from broker.holdings import holders, identifiers_of
 from broker.intake import Context, Outcome, Refusal
 from broker.outbox import Outgoing, enqueue
@@ -639,6 +639,7 @@ class Dispatcher:
     # ---- storage helpers --------------------------------------------------------
 
     async def _lock(self, conn: asyncpg.Connection, txn_id: str) -> Txn:
+        observability.transaction_id.set(txn_id)
         return Txn(await conn.fetchrow(
             "SELECT * FROM ill_transaction WHERE id = $1 FOR UPDATE", txn_id))
 
@@ -651,6 +652,7 @@ class Dispatcher:
             raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
                           f"{kind}.header.requestingAgencyRequestId: no request {request_id!r} "
                           f"from {requester} is known to the hub")
+        observability.transaction_id.set(row["id"])
         return Txn(row)
 
     async def _set_state(self, conn: asyncpg.Connection, txn: Txn, state: str, now: datetime,

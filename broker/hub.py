@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from contextlib import suppress
 
 import aio_pika
@@ -17,12 +18,12 @@ import asyncpg
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from broker import topology
+from broker import observability, topology
 from broker.dispatch import Dispatcher
 from broker.intake import Inbound, Intake
 from broker.outbox import Relay
 from delivery.ftp import FtpDrop, start_ftp
-from delivery.gateway import HttpServer, start_http
+from delivery.gateway import HttpServer, make_app, start_http
 from delivery.intake import release_drops
 from delivery.mail import MailSender
 from delivery.retention import schedule_retention
@@ -91,13 +92,18 @@ class Hub:
         assert self.pool
         d = self.dispatcher.delivery
         self.ftp = await start_ftp(self.settings, self.pool, d)
-        self.http = await start_http(self.settings, self.pool, delivery=d)
+        app = make_app(self.settings, self.pool, delivery=d)
+        observability.add_routes(app, self.pool, self._broker_up)
+        self.http = await start_http(self.settings, self.pool, delivery=d, app=app)
         self.dispatcher.base_url = d.public_base_url or self.http.base_url
         self.mailer = MailSender(self.pool, self.settings, d)
         self._tasks.append(asyncio.create_task(self.mailer.run(), name="mail-sender"))
         schedule_retention(self.scheduler, self.settings, self.pool, d)
         self.scheduler.add_job(self._release_drops, "interval", seconds=30,
                                id="delivery.release", max_instances=1, coalesce=True)
+
+    def _broker_up(self) -> bool:
+        return self.connection is not None and not self.connection.is_closed
 
     async def _release_drops(self) -> None:
         assert self.pool
@@ -133,8 +139,10 @@ class Hub:
                         await nxt
                     break
                 message = nxt.result()
+                started = time.perf_counter()
+                observability.transaction_id.set(None)
                 try:
-                    await self.intake.process(self.pool, to_inbound(message))
+                    outcome = await self.intake.process(self.pool, to_inbound(message))
                 except Exception:
                     # Nothing committed: hand the message back. The queue's delivery
                     # limit dead-letters one that fails every time.
@@ -145,6 +153,8 @@ class Hub:
                     continue
                 await message.ack()
                 self.processed += 1
+                observability.INTAKE_SECONDS.observe(time.perf_counter() - started)
+                observability.MESSAGES_IN.labels(message.type or "unknown", outcome).inc()
             stop.cancel()
         await channel.close()
 

@@ -23,6 +23,7 @@ import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from aio_pika.exceptions import DeliveryError, PublishError
 
+from broker.observability import MESSAGES_OUT
 from broker.topology import DEAD, EXCHANGES, OUTBOUND
 from schemas.settings import Settings
 
@@ -132,6 +133,9 @@ class Relay:
                                            return_exceptions=True)
             done = [r["id"] for r, res in zip(rows, results, strict=True) if res is None]
             failed = [(r, res) for r, res in zip(rows, results, strict=True) if res is not None]
+            for r, res in zip(rows, results, strict=True):
+                if res is None:
+                    MESSAGES_OUT.labels(r["exchange"], r["message_type"] or "-").inc()
             if done:
                 await conn.execute(
                     "UPDATE outbox SET published_at = now(), attempts = attempts + 1 "

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     outbox_batch: int = 200
     outbox_poll_seconds: float = 0.5
 
+    # "json": one JSON object per log line, with the hub transaction id (for log shippers).
+    log_format: Literal["text", "json"] = "text"
+
     deadlines: Deadlines = Field(default_factory=Deadlines)
     # How often the hub looks for suppliers past their deadline.
     sweep_seconds: float = 30.0
