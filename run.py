@@ -251,6 +251,24 @@ async def cmd_ledger(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_flags(settings: Settings, args: argparse.Namespace) -> int:
+    from broker import violations
+    from schemas.database import create_pool
+
+    if args.kind and args.kind not in violations.KINDS:
+        return fail(f"--kind must be one of {', '.join(violations.KINDS)}", EXIT_USAGE)
+    pool = await create_pool(settings.database_url.get_secret_value(), max_size=1)
+    try:
+        rows = await violations.listing(pool, kind=args.kind, limit=args.limit)
+    finally:
+        await pool.close()
+    for r in reversed(rows):
+        print(f"{r['raised_at']:%Y-%m-%d %H:%M}  {r['kind']:<24} {r['subject']:<20} "
+              f"{r['transaction_id'] or '-':<26} {r['detail']}")
+    print(f"{len(rows)} flag(s)")
+    return 0
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     parser = argparse.ArgumentParser(
         prog="run.py", description="ILL Hub: interlibrary loan dispatch and settlement centre")
@@ -320,6 +338,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     lr = lsub.add_parser("reverse", help="refund a transaction's charges with reversing entries")
     lr.add_argument("transaction")
     lr.add_argument("--reason", required=True)
+    p = add("flags", cmd_flags, "list violation and quality flags, newest last")
+    p.add_argument("--kind", help="charge_above_schedule, deadline_breaches, "
+                   "copy_without_valid_file, loan_overdue or cancellation_rate")
+    p.add_argument("--limit", type=int, default=100)
     add("config", cmd_config, "print the effective settings (secrets masked)")
     return parser, commands
 

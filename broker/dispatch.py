@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from broker import observability, states
+from broker import observability, states, violations
 from broker.holdings import holders, identifiers_of
 from broker.intake import Context, Outcome, Refusal
 from broker.outbox import Outgoing, enqueue
@@ -376,6 +376,10 @@ class Dispatcher:
             await self._close_entry(conn, txn, "cancelled", now)
             await self._score(conn, ctx.sender, open_requests=-1)
         await self._set_state(conn, txn, target, now, returnable=returnable)
+        if status == "Loaned" and msg.status_info.due_date is not None:
+            due = msg.status_info.due_date
+            await conn.execute("UPDATE ill_transaction SET due_at = $2 WHERE id = $1", txn.id,
+                               due if due.tzinfo else due.replace(tzinfo=UTC))
         await self._audit(conn, txn.id, ctx.sender, f"status:{status}", txn.state, target,
                           ctx.message_id, _brief(ctx.raw))
         relayed = ctx.raw
@@ -408,9 +412,14 @@ class Dispatcher:
                                          item_id=item_id, transaction_id=txn.id,
                                          delivery=self.delivery)
         except CopyProblem as problem:
+            async def flag(c: asyncpg.Connection, why: str = str(problem)) -> None:
+                await violations.raise_flag(
+                    c, "copy_without_valid_file", txn.supplier,
+                    f"CopyCompleted for {txn.id} without a valid file: {why}",
+                    key=f"{txn.id}:{item_id}", transaction_id=txn.id, now=now)
             raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
                           f"supplyingAgencyMessage.{problem.field}: {problem.message}",
-                          txn.id) from problem
+                          txn.id, after=flag) from problem
         request = json.loads(txn.request)["request"]
         email, name = _patron_contact(request)
         d = self.delivery
@@ -474,6 +483,9 @@ class Dispatcher:
         except ChargeRefused as refused:
             async def keep_flag(c: asyncpg.Connection, exc: ChargeRefused = refused) -> None:
                 await record_flag(c, exc)
+                await violations.raise_flag(
+                    c, "charge_above_schedule", txn.supplier, exc.detail,
+                    key=f"{txn.id}:{event}:{exc.fee.minor}", transaction_id=txn.id, now=now)
             raise Refusal(ErrorType(refused.error_type), refused.error_value, txn.id,
                           after=keep_flag) from refused
 
@@ -512,6 +524,7 @@ class Dispatcher:
             if action == "Cancel":
                 await conn.execute("UPDATE ill_transaction SET cancel_requested_at = $2 "
                                    "WHERE id = $1", txn.id, now)
+                await violations.check_cancellation_rate(conn, ctx.sender, now)
             if target != txn.state:
                 await self._set_state(conn, txn, target, now)
             out.append(self._relay_to_supplier(txn, ctx.raw, ctx.message_id))
@@ -545,6 +558,9 @@ class Dispatcher:
                 await enqueue(conn, out)
             handled += len(rows)
             if len(rows) < batch:
+                async with pool.acquire() as conn, conn.transaction():
+                    if await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SWEEP_LOCK):
+                        await violations.sweep_overdue_loans(conn, now)
                 return handled
 
     async def _deadline_passed(self, conn: asyncpg.Connection, txn: Txn,
@@ -562,6 +578,7 @@ class Dispatcher:
                                             "by its deadline; the hub cancelled the request"),
                     self._event(txn, txn.state, "Cancelled", "deadline", now)]
         await self._score(conn, txn.supplier, timed_out=1, open_requests=-1)
+        await violations.check_deadline_breaches(conn, txn.supplier, now)
         await self._audit(conn, txn.id, "hub", "deadline", txn.state, txn.state, None,
                           {"supplier": txn.supplier, "deadline": iso(txn.deadline_at)})
         out = [self._to_supplier_action(txn, "Cancel", now,
