@@ -91,6 +91,10 @@ class Management:
             if c.get("user") == user:
                 await self._call("DELETE", f"/connections/{self._q(c['name'])}", ok=(204, 404))
 
+    async def queues(self, vhost: str) -> list[dict[str, Any]]:
+        return await self._call(
+            "GET", f"/queues/{self._q(vhost)}?columns=name,consumers,idle_since") or []
+
     async def queue_names(self, vhost: str) -> list[str]:
         rows = await self._call("GET", f"/queues/{self._q(vhost)}?columns=name") or []
         return [r["name"] for r in rows]

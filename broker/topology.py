@@ -1,6 +1,7 @@
 """RabbitMQ topology of ARCHITECTURE §3.2, declared idempotently.
 
-Everything is durable; queues are quorum queues that dead-letter to `ill.dead`.
+Everything is durable; queues are quorum queues (setting `queue_type`) that
+dead-letter to `ill.dead`.
 A delivery limit on `hub.inbound` turns a message that keeps crashing the hub
 into a dead letter instead of an endless redelivery loop.
 """
@@ -36,8 +37,12 @@ def agency_queue(symbol: str) -> str:
     return f"agency.{symbol}"
 
 
-def quorum_args(settings: Settings, **extra: Any) -> dict[str, Any]:
-    return {"x-queue-type": "quorum", "x-dead-letter-exchange": settings.name(DEAD), **extra}
+def queue_args(settings: Settings, **extra: Any) -> dict[str, Any]:
+    args = {"x-queue-type": settings.queue_type, "x-dead-letter-exchange": settings.name(DEAD),
+            **extra}
+    if settings.queue_type != "quorum":
+        args.pop("x-delivery-limit", None)  # a quorum-queue feature
+    return args
 
 
 async def declare_exchanges(channel: AbstractChannel,
@@ -53,13 +58,13 @@ async def declare(channel: AbstractChannel, settings: Settings,
     """Declare the whole topology (and the given agencies' queues); safe to repeat."""
     exchanges = await declare_exchanges(channel, settings)
     dead = await channel.declare_queue(settings.name(HUB_DEAD), durable=True,
-                                       arguments={"x-queue-type": "quorum"})
+                                       arguments={"x-queue-type": settings.queue_type})
     await dead.bind(exchanges[DEAD], routing_key="#")
     # Single active consumer keeps inbound messages in publish order even when
     # several hub processes consume; the others stand by and take over at once.
     inbound = await channel.declare_queue(
         settings.name(HUB_INBOUND), durable=True,
-        arguments=quorum_args(settings, **{"x-single-active-consumer": True,
+        arguments=queue_args(settings, **{"x-single-active-consumer": True,
                                            "x-delivery-limit": DELIVERY_LIMIT}),
     )
     await inbound.bind(exchanges[INBOUND], routing_key="#")
@@ -74,7 +79,7 @@ async def declare_agency_queue(channel: AbstractChannel, settings: Settings, sym
         outbound = await channel.declare_exchange(settings.name(OUTBOUND),
                                                   ExchangeType.DIRECT, durable=True)
     queue = await channel.declare_queue(settings.name(agency_queue(symbol)), durable=True,
-                                        arguments=quorum_args(settings))
+                                        arguments=queue_args(settings))
     await queue.bind(outbound, routing_key=symbol)
 
 

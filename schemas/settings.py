@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     amqp_management_url: SecretStr = SecretStr("http://guest:guest@127.0.0.1:15672/")
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/illhub")
     name_prefix: str = ""
+    # Queues are quorum queues (replicated, ARCHITECTURE §3.2). "classic" exists for
+    # throwaway brokers such as the test suite's, where hundreds of short-lived quorum
+    # queues per run overload a small RabbitMQ for no benefit.
+    queue_type: Literal["quorum", "classic"] = "quorum"
     hub_symbol: str = "ILLHUB:CENTRE"
     timezone: str = "Asia/Shanghai"
     currency: str = "CNY"

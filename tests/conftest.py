@@ -16,6 +16,7 @@ import itertools
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import asyncpg
@@ -69,11 +70,27 @@ async def vhost() -> AsyncIterator[str]:
     async with Management(MANAGEMENT) as mgmt:
         await mgmt.put_vhost(TEST_VHOST)  # idempotent
         await mgmt.set_permissions(TEST_VHOST, "guest", configure=".*", write=".*", read=".*")
+        await _remove_leftovers(mgmt)
     yield TEST_VHOST
     async with Management(MANAGEMENT) as mgmt:
         for user in await mgmt.users():
             if user["name"].startswith(f"T{RUN_ID}:"):
                 await mgmt.delete_user(user["name"])
+
+
+async def _remove_leftovers(mgmt: Management) -> None:
+    """Queues of earlier runs that were killed before their clean-up (idle for an hour)."""
+    cutoff = datetime.now(UTC) - timedelta(hours=1)
+    for q in await mgmt.queues(TEST_VHOST):
+        idle = q.get("idle_since")
+        if not idle or q.get("consumers") or q["name"].startswith(f"r{RUN_ID}."):
+            continue
+        try:
+            since = datetime.strptime(idle[:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        if since < cutoff:
+            await mgmt.delete_queue(TEST_VHOST, q["name"])
 
 
 @pytest.fixture
@@ -96,6 +113,10 @@ def settings(database_url: str, vhost: str, prefix: str, tmp_path) -> Settings:
         amqp_url=f"{AMQP_BASE}/{quote(vhost, safe='')}",
         amqp_management_url=MANAGEMENT,
         name_prefix=prefix,
+        # Classic queues: a run creates hundreds of short-lived queues, and as quorum
+        # queues they overloaded a 2-core RabbitMQ 3.10 until declarations hung.
+        # test_topology_agencies checks the production (quorum) declarations.
+        queue_type="classic",
         hub_symbol=f"T{RUN_ID}:HUB",
         http_port=0,
         ftp_port=0,

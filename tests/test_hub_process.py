@@ -23,6 +23,7 @@ def hub_env(settings: Settings) -> dict[str, str]:
         "ILLHUB_AMQP_URL": settings.amqp_url.get_secret_value(),
         "ILLHUB_AMQP_MANAGEMENT_URL": settings.amqp_management_url.get_secret_value(),
         "ILLHUB_NAME_PREFIX": settings.name_prefix,
+        "ILLHUB_QUEUE_TYPE": settings.queue_type,
         "ILLHUB_HUB_SYMBOL": settings.hub_symbol,
         "ILLHUB_OUTBOX_POLL_SECONDS": "0.2",
         "ILLHUB_HTTP_PORT": "0",

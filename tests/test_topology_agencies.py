@@ -35,12 +35,15 @@ async def expected_refusals():
 
 
 async def test_topology_declared_twice(settings: Settings) -> None:
+    settings = settings.model_copy(update={"queue_type": "quorum"})  # as in production
     await topology.declare_all(settings)
     await topology.declare_all(settings)  # same arguments: no PRECONDITION_FAILED
     async with Management(settings.amqp_management_url.get_secret_value()) as mgmt:
         q = await mgmt._call("GET", f"/queues/{mgmt._q(settings.vhost)}/"
                                     f"{mgmt._q(settings.name('hub.inbound'))}")
     assert q["arguments"]["x-queue-type"] == "quorum"
+    assert q["arguments"]["x-single-active-consumer"] is True
+    assert q["arguments"]["x-delivery-limit"] == topology.DELIVERY_LIMIT
     assert q["arguments"]["x-dead-letter-exchange"] == settings.name("ill.dead")
     assert q["durable"] is True
 
