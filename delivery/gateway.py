@@ -32,6 +32,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
+from broker.operators import add_operator_routes
 from delivery.config import DeliverySettings
 from delivery.grants import PREFIX_CHARS, TOKEN_PATTERN, hash_token
 from delivery.paths import store_root
@@ -325,6 +326,7 @@ def make_app(settings: Settings, pool: asyncpg.Pool, *, delivery: DeliverySettin
     )
     app.router.add_get("/d/{token}", download)  # also answers HEAD, without counting
     app.router.add_get("/healthz", healthz)
+    add_operator_routes(app, settings, pool)  # the operators' pages at /ops/
     return app
 
 

@@ -1,0 +1,347 @@
+"""What the operators' pages show, read straight from the hub's tables.
+
+Read-only, set-based and bounded: every query aggregates in PostgreSQL, covers at
+most the last `DAYS` days where it scans transactions, and every list has a LIMIT.
+Days are consortium-local (settings.timezone), stored times are UTC.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+DAYS = 30
+LIST_LIMIT = 100
+SUPPLIER_LIMIT = 300    # CALIS had 281 supplying libraries
+REQUESTER_LIMIT = 200
+AUDIT_LIMIT = 1000
+
+# States in which the supplier has delivered (a copy, or a loan at any later stage).
+SUPPLIED = ("CopyCompleted", "Loaned", "Received", "Overdue", "Recalled", "ShippedReturn",
+            "LoanCompleted", "CompletedWithoutReturn")
+# Turnaround histogram: bucket edges in hours (width_bucket thresholds).
+TURNAROUND_EDGES = (1, 2, 4, 8, 24, 48, 72, 168)
+TURNAROUND_LABELS = ("<1 h", "1–2 h", "2–4 h", "4–8 h", "8–24 h", "1–2 d", "2–3 d", "3–7 d",
+                     "≥7 d")
+
+
+@dataclass
+class Dashboard:
+    today: date
+    since: datetime
+    zone: str
+    volume: list[tuple[date, int]]
+    requests: int
+    filled: int
+    unfilled: int
+    cancelled: int
+    open_total: int
+    turnaround_buckets: list[int]
+    turnaround_n: int
+    turnaround_p50: float | None
+    turnaround_p90: float | None
+    turnaround_mean: float | None
+    open_by_state: list[tuple[str, int]]
+    suppliers: list[asyncpg.Record]
+    requesters: list[asyncpg.Record]
+    budgets: list[asyncpg.Record]
+    budgets_total: int
+    budget_period: str
+    dead_open: int
+    dead_total: int
+    dead_recent: list[asyncpg.Record]
+    flags_recent_count: int
+    flags: list[asyncpg.Record]
+
+    @property
+    def decided(self) -> int:
+        return self.filled + self.unfilled + self.cancelled
+
+    @property
+    def fill_rate(self) -> float | None:
+        return self.filled / self.decided if self.decided else None
+
+
+def local_midnight(day: date, zone: ZoneInfo) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+
+
+async def dashboard(conn: asyncpg.Connection, tz: str,
+                    now: datetime | None = None) -> Dashboard:
+    zone = ZoneInfo(tz)
+    now = now or datetime.now(UTC)
+    today = now.astimezone(zone).date()
+    first_day = today - timedelta(days=DAYS - 1)
+    since = local_midnight(first_day, zone)
+    supplied = list(SUPPLIED)
+
+    per_day = {r["day"]: r["n"] for r in await conn.fetch(
+        """SELECT (created_at AT TIME ZONE $2)::date AS day, count(*) AS n
+           FROM ill_transaction WHERE created_at >= $1 GROUP BY 1""", since, tz)}
+    volume = [(first_day + timedelta(days=i), per_day.get(first_day + timedelta(days=i), 0))
+              for i in range(DAYS)]
+
+    outcome = await conn.fetchrow(
+        """SELECT count(*) AS requests,
+                  count(*) FILTER (WHERE state = ANY($2::text[])) AS filled,
+                  count(*) FILTER (WHERE state = 'Unfilled') AS unfilled,
+                  count(*) FILTER (WHERE state = 'Cancelled') AS cancelled
+           FROM ill_transaction WHERE created_at >= $1""", since, supplied)
+
+    # Hours from the first forward to the delivery (the supplied rota entry's answer).
+    turnaround_sql = """
+        WITH t AS (
+            SELECT extract(epoch FROM s.answered_at - f.first_forward) / 3600.0 AS hours
+            FROM rota_entry s
+            CROSS JOIN LATERAL (SELECT min(r.forwarded_at) AS first_forward FROM rota_entry r
+                                WHERE r.transaction_id = s.transaction_id) f
+            WHERE s.outcome = 'supplied' AND s.answered_at >= $1
+              AND f.first_forward IS NOT NULL)
+    """
+    buckets = [0] * (len(TURNAROUND_EDGES) + 1)
+    for r in await conn.fetch(
+            turnaround_sql + """SELECT width_bucket(hours, $2::float8[]) AS b, count(*) AS n
+                                FROM t GROUP BY 1""", since, list(map(float, TURNAROUND_EDGES))):
+        buckets[r["b"]] = r["n"]
+    stats = await conn.fetchrow(
+        turnaround_sql + """SELECT count(*) AS n, avg(hours) AS mean,
+                                   percentile_cont(0.5) WITHIN GROUP (ORDER BY hours) AS p50,
+                                   percentile_cont(0.9) WITHIN GROUP (ORDER BY hours) AS p90
+                            FROM t""", since)
+
+    open_by_state = [(r["state"], r["n"]) for r in await conn.fetch(
+        """SELECT state, count(*) AS n FROM ill_transaction WHERE closed_at IS NULL
+           GROUP BY state ORDER BY n DESC, state LIMIT 50""")]
+
+    suppliers = await supplier_rows(conn, today, None, SUPPLIER_LIMIT)
+    requesters = await requester_rows(conn, since, None, REQUESTER_LIMIT)
+
+    period = today.strftime("%Y-%m")
+    budgets = await budget_rows(conn, [period, "total"], None, LIST_LIMIT)
+    budgets_total = await conn.fetchval(
+        "SELECT count(*) FROM subsidy_budget WHERE period IN ($1, 'total')", period)
+
+    dead = await conn.fetchrow(
+        """SELECT count(*) FILTER (WHERE replayed_at IS NULL) AS open, count(*) AS total
+           FROM dead_letter""")
+    dead_recent = await conn.fetch(
+        """SELECT id, received_at, sender, routing_key, reason FROM dead_letter
+           WHERE replayed_at IS NULL ORDER BY id DESC LIMIT 5""")
+    flags_recent_count = await conn.fetchval(
+        "SELECT count(*) FROM charge_flag WHERE flagged_at >= $1", since)
+    flags = await conn.fetch(
+        """SELECT id, flagged_at, transaction_id, event, requester, supplier, reason, fee_minor,
+                  limit_minor, currency, detail FROM charge_flag
+           ORDER BY flagged_at DESC, id DESC LIMIT 10""")
+
+    return Dashboard(
+        today=today, since=since, zone=tz, volume=volume,
+        requests=outcome["requests"], filled=outcome["filled"], unfilled=outcome["unfilled"],
+        cancelled=outcome["cancelled"],
+        open_total=sum(n for _, n in open_by_state),
+        turnaround_buckets=buckets, turnaround_n=stats["n"],
+        turnaround_p50=_f(stats["p50"]), turnaround_p90=_f(stats["p90"]),
+        turnaround_mean=_f(stats["mean"]),
+        open_by_state=open_by_state, suppliers=suppliers, requesters=requesters,
+        budgets=budgets, budgets_total=budgets_total, budget_period=period,
+        dead_open=dead["open"], dead_total=dead["total"],
+        dead_recent=dead_recent, flags_recent_count=flags_recent_count, flags=flags)
+
+
+SUPPLIER_SQL = """
+    SELECT c.supplier, a.name, a.enabled, c.forwarded, c.filled, c.unfilled,
+           c.timed_out, c.open_requests,
+           CASE WHEN c.filled + c.unfilled + c.timed_out > 0
+                THEN c.filled::float8 / (c.filled + c.unfilled + c.timed_out) END AS fill_rate,
+           CASE WHEN c.filled > 0 THEN c.turnaround_total / c.filled / 3600.0 END AS mean_hours,
+           coalesce(d.forwarded, 0) AS today
+    FROM scorecard c JOIN agency a ON a.symbol = c.supplier
+    LEFT JOIN supplier_day d ON d.supplier = c.supplier AND d.day = $1
+    WHERE $2::text IS NULL OR c.supplier = $2
+    ORDER BY a.enabled DESC, c.forwarded DESC, c.supplier LIMIT $3
+"""
+
+REQUESTER_SQL = """
+    SELECT t.requester, a.name, count(*) AS requests,
+           count(*) FILTER (WHERE t.state = ANY($2::text[])) AS filled,
+           count(*) FILTER (WHERE t.state = 'Unfilled') AS unfilled,
+           count(*) FILTER (WHERE t.state = 'Cancelled') AS cancelled,
+           count(*) FILTER (WHERE t.closed_at IS NULL) AS open
+    FROM ill_transaction t JOIN agency a ON a.symbol = t.requester
+    WHERE t.created_at >= $1 AND ($3::text IS NULL OR t.requester = $3)
+    GROUP BY t.requester, a.name ORDER BY requests DESC, t.requester LIMIT $4
+"""
+
+# Budgets running out first: that is what an operator has to act on.
+BUDGET_SQL = """
+    SELECT b.name, b.requester, a.name AS requester_name, b.period, b.currency,
+           b.limit_minor, b.spent_minor, b.limit_minor - b.spent_minor AS remaining_minor
+    FROM subsidy_budget b LEFT JOIN agency a ON a.symbol = b.requester
+    WHERE b.period = ANY($1::text[]) AND ($2::text IS NULL OR b.requester = $2)
+    ORDER BY CASE WHEN b.limit_minor > 0 THEN b.spent_minor::float8 / b.limit_minor
+                  ELSE 1 END DESC,
+             b.name, b.requester, b.period LIMIT $3
+"""
+
+
+async def supplier_rows(conn: asyncpg.Connection, today: date, symbol: str | None,
+                        limit: int) -> list[asyncpg.Record]:
+    """Scorecards (since records began), enabled suppliers first, busiest first."""
+    return await conn.fetch(SUPPLIER_SQL, today, symbol, limit)
+
+
+async def requester_rows(conn: asyncpg.Connection, since: datetime, symbol: str | None,
+                         limit: int) -> list[asyncpg.Record]:
+    """Requests created since `since`, per requester, busiest first."""
+    return await conn.fetch(REQUESTER_SQL, since, list(SUPPLIED), symbol, limit)
+
+
+async def budget_rows(conn: asyncpg.Connection, periods: list[str], requester: str | None,
+                      limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(BUDGET_SQL, periods, requester, limit)
+
+
+@dataclass
+class AgencyView:
+    agency: asyncpg.Record
+    since: datetime
+    today: date
+    supplier: asyncpg.Record | None
+    requester: asyncpg.Record | None
+    budgets: list[asyncpg.Record]
+    recent: list[asyncpg.Record]
+    flags: list[asyncpg.Record]
+
+
+async def agency(conn: asyncpg.Connection, symbol: str, tz: str,
+                 now: datetime | None = None) -> AgencyView | None:
+    """One agency's figures: the dashboard's rows for it, its budgets, its recent traffic."""
+    row = await conn.fetchrow(
+        """SELECT symbol, name, roles, province, city, enabled, created_at, disabled_at
+           FROM agency WHERE symbol = $1""", symbol)
+    if row is None:
+        return None
+    zone = ZoneInfo(tz)
+    now = now or datetime.now(UTC)
+    today = now.astimezone(zone).date()
+    since = local_midnight(today - timedelta(days=DAYS - 1), zone)
+    supplier = await supplier_rows(conn, today, symbol, 1)
+    requester = await requester_rows(conn, since, symbol, 1)
+    months = [f"{(today.year * 12 + today.month - 1 - i) // 12:04d}-"
+              f"{(today.month - 1 - i) % 12 + 1:02d}" for i in range(12)]
+    budgets = await budget_rows(conn, [*months, "total"], symbol, LIST_LIMIT)
+    recent = await conn.fetch(
+        """SELECT * FROM (
+               SELECT t.id, 'requester' AS role, t.requester, t.supplier, t.state,
+                      NULL::text AS outcome, t.created_at AS at
+               FROM ill_transaction t WHERE t.requester = $1 AND t.created_at >= $2
+               UNION ALL
+               SELECT t.id, 'supplier', t.requester, e.supplier, t.state, e.outcome,
+                      e.forwarded_at
+               FROM rota_entry e JOIN ill_transaction t ON t.id = e.transaction_id
+               WHERE e.supplier = $1 AND e.forwarded_at >= $2) x
+           ORDER BY at DESC, id LIMIT 50""", symbol, since)
+    flags = await conn.fetch(
+        """SELECT flagged_at, transaction_id, event, requester, supplier, reason, fee_minor,
+                  limit_minor, currency FROM charge_flag
+           WHERE requester = $1 OR supplier = $1 ORDER BY flagged_at DESC, id DESC LIMIT 10""",
+        symbol)
+    return AgencyView(agency=row, since=since, today=today,
+                      supplier=supplier[0] if supplier else None,
+                      requester=requester[0] if requester else None,
+                      budgets=budgets, recent=recent, flags=flags)
+
+
+def _f(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+@dataclass
+class TransactionView:
+    txn: asyncpg.Record
+    names: dict[str, str]
+    request: dict[str, Any]
+    rota: list[asyncpg.Record]
+    excluded: list[asyncpg.Record]
+    audit: list[asyncpg.Record]
+    audit_more: bool
+    postings: list[asyncpg.Record]
+    entries: dict[int, list[asyncpg.Record]] = field(default_factory=dict)
+    documents: list[asyncpg.Record] = field(default_factory=list)
+    grants: list[asyncpg.Record] = field(default_factory=list)
+    mails: list[asyncpg.Record] = field(default_factory=list)
+    flags: list[asyncpg.Record] = field(default_factory=list)
+
+
+async def transaction(conn: asyncpg.Connection, txn_id: str) -> TransactionView | None:
+    txn = await conn.fetchrow("SELECT * FROM ill_transaction WHERE id = $1", txn_id)
+    if txn is None:
+        return None
+    rota = await conn.fetch(
+        """SELECT position, supplier, tier, score, reasons, outcome, forwarded_at, answered_at,
+                  quote_minor, quote_currency
+           FROM rota_entry WHERE transaction_id = $1 ORDER BY position""", txn_id)
+    excluded = await conn.fetch(
+        "SELECT supplier, reason FROM rota_excluded WHERE transaction_id = $1 "
+        "ORDER BY supplier, reason LIMIT 500", txn_id)
+    audit = await conn.fetch(
+        """SELECT id, at, actor, event, from_state, to_state, message_id, detail
+           FROM audit_log WHERE transaction_id = $1 ORDER BY id LIMIT $2""",
+        txn_id, AUDIT_LIMIT + 1)
+    postings = await conn.fetch(
+        """SELECT id, event, kind, requester, supplier, service_kind, currency, fee_minor,
+                  subsidy_minor, patron_share_minor, quote_minor, reverses, reason, notes,
+                  occurred_at, local_date, posted_at
+           FROM ledger_posting WHERE transaction_id = $1 ORDER BY id""", txn_id)
+    entries: dict[int, list[asyncpg.Record]] = {}
+    for e in await conn.fetch(
+            """SELECT posting_id, owner, account, amount_minor, currency FROM ledger_entry
+               WHERE transaction_id = $1 ORDER BY posting_id, id""", txn_id):
+        entries.setdefault(e["posting_id"], []).append(e)
+    documents = await conn.fetch(
+        """SELECT id, supplier, filename, content_type, size, sha256, created_at, deleted_at
+           FROM document WHERE transaction_id = $1 ORDER BY created_at""", txn_id)
+    # Never the token or its hash, nor the patron's address: the prefix identifies a link.
+    grants = await conn.fetch(
+        """SELECT g.id, g.token_prefix, g.document_id, g.max_downloads, g.remaining, g.used,
+                  g.expires_at, g.created_at, g.last_download_at, g.revoked_at,
+                  (SELECT count(*) FROM download d WHERE d.grant_id = g.id) AS downloads
+           FROM download_grant g WHERE g.transaction_id = $1 ORDER BY g.id""", txn_id)
+    mails = await conn.fetch(
+        """SELECT id, kind, created_at, attempts, sent_at, failed_at, last_error,
+                  cardinality(recipients) AS recipients
+           FROM mail_outbox WHERE transaction_id = $1 ORDER BY id LIMIT 50""", txn_id)
+    flags = await conn.fetch(
+        """SELECT flagged_at, event, supplier, reason, fee_minor, limit_minor, currency, detail
+           FROM charge_flag WHERE transaction_id = $1 ORDER BY id""", txn_id)
+    symbols = {txn["requester"], txn["supplier"], *(r["supplier"] for r in rota),
+               *(x["supplier"] for x in excluded)}
+    names = dict(await conn.fetch("SELECT symbol, name FROM agency WHERE symbol = ANY($1)",
+                                  [s for s in symbols if s]))
+    try:
+        request = json.loads(txn["request"]).get("request") or {}
+    except (TypeError, ValueError, AttributeError):
+        request = {}
+    return TransactionView(
+        txn=txn, names=names, request=request, rota=rota, excluded=excluded,
+        audit=audit[:AUDIT_LIMIT], audit_more=len(audit) > AUDIT_LIMIT, postings=postings,
+        entries=entries, documents=documents, grants=grants, mails=mails, flags=flags)
+
+
+async def search(conn: asyncpg.Connection, q: str) -> list[asyncpg.Record]:
+    """Transactions whose hub id (any case) or requester request id is exactly `q`.
+
+    At most 50, newest first. The request id alone is not indexed (the unique index
+    leads with the requester), so that half is a scan of ill_transaction: fine for an
+    operator's occasional search at CALIS's ~100,000 requests a year.
+    """
+    return await conn.fetch(
+        """SELECT t.id, t.requester, a.name, t.request_id, t.state, t.created_at
+           FROM ill_transaction t JOIN agency a ON a.symbol = t.requester
+           WHERE t.id = $1 OR t.id = upper($1) OR t.request_id = $1
+           ORDER BY (t.id IN ($1, upper($1))) DESC, t.created_at DESC LIMIT 50""", q)

@@ -1,0 +1,623 @@
+"""The operators' pages over real HTTP against the real database (and, once, a real hub).
+
+The database is shared by every test of the run, so figures that are global (all
+requests of the last 30 days) are checked against SQL run right before the page is
+fetched, and figures that belong to this test's own agencies are checked against
+the numbers the test itself created.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from broker.client import AgencyClient, Received
+from broker.operators import COOKIE, LoginGuard, OperatorSettings, Sessions
+from broker.operators_data import REQUESTER_LIMIT
+from delivery.gateway import make_app
+from schemas.settings import Settings
+from tests import messages
+
+PASSWORD = "correct horse 馆际互借 battery"
+
+
+def fresh_issn() -> str:
+    """A valid ISSN (check digit included) that no other test's suppliers hold."""
+    digits = [secrets.randbelow(10) for _ in range(7)]
+    check = (11 - sum(d * (8 - i) for i, d in enumerate(digits)) % 11) % 11
+    body = "".join(map(str, digits))
+    return f"{body[:4]}-{body[4:]}{'X' if check == 10 else check}"
+
+HTML = {"Accept": "text/html,application/xhtml+xml"}
+
+
+# ---- reading pages -----------------------------------------------------------------
+
+class Rows(HTMLParser):
+    """Table rows of a page: each `<tr>`'s attributes and its cells' text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[dict[str, str | None], list[str]]] = []
+        self._cell: list[str] | None = None
+        self._svg = 0
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "svg":
+            self._svg += 1
+        elif tag == "tr":
+            self.rows.append((dict(attrs), []))
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag in ("br", "li") and self._cell is not None:
+            self._cell.append(" ")  # what a reader sees as a line break
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "svg":
+            self._svg -= 1
+        elif tag in ("td", "th") and self._cell is not None and self.rows:
+            self.rows[-1][1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._svg:  # chart labels and tooltips are not table text
+            return
+        self.text.append(data)
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def rows_of(page: str) -> Rows:
+    parser = Rows()
+    parser.feed(page)
+    return parser
+
+
+def row_for(page: str, symbol: str, table_id: str) -> list[str]:
+    """The cells of the row for `symbol` in the table `table_id`."""
+    section = page.split(f'id="{table_id}"', 1)[1].split("</table>", 1)[0]
+    found = [cells for attrs, cells in rows_of("<table>" + section).rows
+             if attrs.get("data-symbol") == symbol]
+    assert len(found) == 1, f"{symbol} in {table_id}: {found}"
+    return found[0]
+
+
+def pct(part: int, whole: int) -> str:
+    return f"{part / whole * 100:.1f} %"
+
+
+# ---- an app with operator pages ----------------------------------------------------
+
+@asynccontextmanager
+async def ops_client(settings: Settings, pool: asyncpg.Pool,
+                     monkeypatch: pytest.MonkeyPatch,
+                     password: str | None = PASSWORD) -> AsyncIterator[TestClient]:
+    """The hub's HTTP app (make_app, as the hub builds it) with the password in the env."""
+    if password is None:
+        monkeypatch.delenv("ILLHUB_OPERATOR_PASSWORD", raising=False)
+    else:
+        monkeypatch.setenv("ILLHUB_OPERATOR_PASSWORD", password)
+    client = TestClient(TestServer(make_app(settings, pool)))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def sign_in(client: TestClient | aiohttp.ClientSession, base: str = "") -> None:
+    async with client.post(f"{base}/ops/login", data={"password": PASSWORD},
+                           allow_redirects=False) as resp:
+        assert resp.status == 303, await resp.text()
+        assert resp.headers["Location"] == "/ops/"
+
+
+async def get_page(client: Any, path: str, status: int = 200) -> str:
+    async with client.get(path, headers=HTML, allow_redirects=False) as resp:
+        body = await resp.text()
+        assert resp.status == status, body
+        assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert '<meta charset="utf-8">' in body
+        return body
+
+
+# ---- a real network: hub, requester, three suppliers ------------------------------
+
+@dataclass
+class Party:
+    symbol: str
+    client: AgencyClient
+
+    async def next(self, kind: str) -> Received:
+        got = await self.client.receive(10.0)
+        assert got.kind == kind, f"{self.symbol} expected {kind}, got {got.kind}: {got.body}"
+        return got
+
+    async def confirmed(self) -> None:
+        got = await self.client.receive(10.0)
+        assert got.kind and got.kind.endswith("Confirmation"), got.body
+        assert got.content["confirmationHeader"]["messageStatus"] == "OK", got.body
+
+
+@dataclass
+class Network:
+    base_url: str
+    issn: str
+    req: Party
+    city: Party
+    prov: Party
+    nat: Party
+    dear: Party
+
+
+@asynccontextmanager
+async def operator_network(settings: Settings, pool: asyncpg.Pool, make_agency: Any,
+                           monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Network]:
+    """A running hub (operator pages on), a requester and four suppliers holding one ISSN.
+
+    The requester is in Nanjing; suppliers in Nanjing (same city), Suzhou (same
+    province, 12.00 + 0.50 per page), Beijing (national) and a vendor whose 80.00 per
+    copy is above the request's maximumCosts (50.00), so dispatch excludes it.
+    """
+    from broker.hub import Hub
+    from settlement.fees import load_fees
+
+    monkeypatch.setenv("ILLHUB_OPERATOR_PASSWORD", PASSWORD)
+    hub = Hub(settings)
+    await hub.start()
+    clients: list[AgencyClient] = []
+    try:
+        parties: dict[str, Party] = {}
+        layout = {"req": ("江苏", "南京", ("requester",), "南京大学图书馆"),
+                  "city": ("江苏", "南京", ("supplier",), "南京图书馆"),
+                  "prov": ("江苏", "苏州", ("supplier",), "苏州大学图书馆"),
+                  "nat": ("北京", "北京", ("supplier",), "国家图书馆"),
+                  "dear": ("北京", "北京", ("supplier",), "万方数据 Wanfang Data")}
+        for order, (key, (province, city, roles, name)) in enumerate(layout.items()):
+            label = f"{order}OPS{key.upper()}-{secrets.token_hex(3)}"
+            symbol, pw = await make_agency(label, province=province, city=city, roles=roles,
+                                           name=name)
+            client = AgencyClient(settings, symbol, pw)
+            await client.connect()
+            clients.append(client)
+            parties[key] = Party(symbol, client)
+        issn = fresh_issn()
+        await pool.executemany(
+            "INSERT INTO holding (id_type, id_value, symbol) VALUES ('issn', $1, $2)",
+            [(issn, p.symbol) for k, p in parties.items() if k != "req"])
+        async with pool.acquire() as conn:
+            await load_fees(conn, f"""
+currency = "CNY"
+[[fee]]
+supplier = "{parties['prov'].symbol}"
+service_kind = "DocumentDelivery"
+effective_from = 2020-01-01
+base = "12.00"
+per_page = "0.50"
+[[fee]]
+supplier = "{parties['dear'].symbol}"
+service_kind = "DocumentDelivery"
+effective_from = 2020-01-01
+base = "80.00"
+""", file_name="ops-test-fees.toml")
+        assert hub.http is not None
+        yield Network(base_url=hub.http.base_url, issn=issn, **parties)
+    finally:
+        for c in clients:
+            await c.close()
+        await hub.stop()
+
+
+def supplier_message(net: Network, supplier: Party, request_id: str, status: str,
+                     **info: Any) -> dict[str, Any]:
+    return {"supplyingAgencyMessage": {
+        "header": {"supplyingAgencyId": messages.agency_id(supplier.symbol),
+                   "requestingAgencyId": messages.agency_id(net.req.symbol),
+                   "timestamp": messages.now(), "requestingAgencyRequestId": request_id},
+        "messageInfo": {"reasonForMessage": "RequestResponse", **info},
+        "statusInfo": {"status": status, "lastChange": messages.now()}}}
+
+
+async def unfilled_then_copied(net: Network, request_id: str) -> str:
+    """Nanjing says Unfilled (NotOnShelf), Suzhou delivers: returns the transaction id."""
+    req, sh, js = net.req, net.city, net.prov
+    await req.client.send("request", messages.request(req.symbol, request_id=request_id,
+                                                      issn=net.issn))
+    await req.confirmed()
+    await req.next("supplyingAgencyMessage")  # ExpectToSupply
+    fwd = await sh.next("request")
+    txn_id = fwd.headers["hub-transaction-id"]
+    await sh.client.send("supplyingAgencyMessage", supplier_message(
+        net, sh, request_id, "Unfilled", answerYesNo="N", reasonUnfilled="NotOnShelf"))
+    await sh.confirmed()
+    await req.next("supplyingAgencyMessage")  # Notification: moved on
+    await js.next("request")
+    await js.client.send("supplyingAgencyMessage", supplier_message(
+        net, js, request_id, "CopyCompleted", reasonForMessage="StatusChange"))
+    await js.confirmed()
+    got = await req.next("supplyingAgencyMessage")
+    assert got.content["statusInfo"]["status"] == "CopyCompleted"
+    return txn_id
+
+
+# ---- direct rows, for figures a test controls exactly ------------------------------
+
+async def put_transaction(pool: asyncpg.Pool, requester: str, state: str, *,
+                          supplier: str | None = None, created: datetime | None = None,
+                          title: str = "中国图书馆学报",
+                          forwarded: datetime | None = None,
+                          answered: datetime | None = None) -> str:
+    txn_id = f"ILL-T-{secrets.token_hex(6).upper()}"
+    request = messages.request(requester, request_id=txn_id + "-R", title=title)
+    closed = state in ("CopyCompleted", "LoanCompleted", "Unfilled", "Cancelled")
+    created = created or datetime.now(UTC)
+    await pool.execute(
+        """INSERT INTO ill_transaction (id, requester, request_id, service_type, service_kind,
+                                        state, supplier, request, created_at, updated_at,
+                                        closed_at)
+           VALUES ($1, $2, $3, 'Copy', 'DocumentDelivery', $4, $5, $6::jsonb, $7, $7,
+                   CASE WHEN $8 THEN $7::timestamptz END)""",
+        txn_id, requester, txn_id + "-R", state, supplier,
+        json.dumps(request, ensure_ascii=False), created, closed)
+    if supplier and forwarded:
+        await pool.execute(
+            """INSERT INTO rota_entry (transaction_id, position, supplier, tier, score, reasons,
+                                       outcome, forwarded_at, answered_at)
+               VALUES ($1, 1, $2, 1, 0.5, $3, $4, $5, $6)""",
+            txn_id, supplier, ["tier 1: same city"],
+            "supplied" if answered else "forwarded", forwarded, answered)
+    return txn_id
+
+
+# ---- tests ---------------------------------------------------------------------------
+
+async def test_disabled_without_a_password(settings: Settings, pool: asyncpg.Pool,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    async with ops_client(settings, pool, monkeypatch, password=None) as client:
+        for path in ("/ops/", "/ops/login", "/ops/t/ILL-1"):
+            async with client.get(path, headers=HTML, allow_redirects=False) as resp:
+                assert resp.status == 503
+                body = await resp.text()
+                assert "ILLHUB_OPERATOR_PASSWORD" in body and "disabled" in body
+        async with client.post("/ops/login", data={"password": ""}) as resp:
+            assert resp.status == 503
+        # The gateway itself is unaffected.
+        async with client.get("/healthz") as resp:
+            assert resp.status == 200
+
+
+async def test_refused_without_a_session(settings: Settings, pool: asyncpg.Pool,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    async with ops_client(settings, pool, monkeypatch) as client:
+        for path in ("/ops/", "/ops/t/ILL-20250101-0000000000", "/ops/search?q=x"):
+            async with client.get(path, headers=HTML, allow_redirects=False) as resp:
+                assert resp.status == 302
+                assert resp.headers["Location"].startswith("/ops/login?next=/ops/")
+            async with client.get(path, headers={"Accept": "application/json"},
+                                  allow_redirects=False) as resp:
+                assert resp.status == 401
+        async with client.get("/ops", allow_redirects=False) as resp:
+            assert resp.status == 301 and resp.headers["Location"] == "/ops/"
+        # Forged, tampered and expired cookies are not sessions.
+        sessions = Sessions(PASSWORD, 1)
+        good = sessions.issue()
+        expired = Sessions(PASSWORD, 1, clock=lambda: 0).issue()
+        other_key = Sessions("another password", 1).issue()
+        tampered = good.replace("v1.", "v1.9", 1)
+        for cookie in ("yes", expired, other_key, tampered, good + "0"):
+            async with client.get("/ops/", headers={**HTML, "Cookie": f"{COOKIE}={cookie}"},
+                                  allow_redirects=False) as resp:
+                assert resp.status == 302, cookie
+        async with client.get("/ops/", headers={**HTML, "Cookie": f"{COOKIE}={good}"},
+                              allow_redirects=False) as resp:
+            assert resp.status == 200
+
+
+async def test_wrong_password_is_401_and_repeated_failures_are_slowed(
+        settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    limit = OperatorSettings().login_attempts
+    async with ops_client(settings, pool, monkeypatch) as client:
+        page = await get_page(client, "/ops/login")
+        assert 'type="password"' in page and 'action="/ops/login"' in page
+        for _ in range(limit):
+            async with client.post("/ops/login", data={"password": "guess"},
+                                   allow_redirects=False) as resp:
+                assert resp.status == 401
+                assert "Wrong password" in await resp.text()
+                assert COOKIE not in resp.cookies
+        # Locked out for a while, even with the right password.
+        async with client.post("/ops/login", data={"password": PASSWORD},
+                               allow_redirects=False) as resp:
+            assert resp.status == 429
+            assert int(resp.headers["Retry-After"]) > 0
+            assert COOKIE not in resp.cookies
+
+
+async def test_sign_in_sets_a_strict_cookie_and_sign_out_clears_it(
+        settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with ops_client(settings, pool, monkeypatch) as client:
+        # `next` brings the operator back, but only to a page under /ops/.
+        async with client.post("/ops/login", allow_redirects=False, data={
+                "password": PASSWORD, "next": "/ops/search?q=abc"}) as resp:
+            assert resp.status == 303
+            assert resp.headers["Location"] == "/ops/search?q=abc"
+            morsel = resp.cookies[COOKIE]
+            assert morsel["httponly"] is True
+            assert morsel["samesite"] == "Strict"
+            assert morsel["path"] == "/ops"
+            assert int(morsel["max-age"]) == 12 * 3600
+        for evil in ("https://evil.example/", "//evil.example/ops/", "/d/token", "/ops/\\x"):
+            async with client.post("/ops/login", allow_redirects=False,
+                                   data={"password": PASSWORD, "next": evil}) as resp:
+                assert resp.headers["Location"] == "/ops/", evil
+        async with client.get("/ops/", headers=HTML, allow_redirects=False) as resp:
+            assert resp.status == 200
+            csp = resp.headers["Content-Security-Policy"]
+            assert "default-src 'none'" in csp and "script-src" not in csp
+            assert resp.headers["Cache-Control"] == "no-store"
+        async with client.get("/ops/login", headers=HTML, allow_redirects=False) as resp:
+            assert resp.status == 303 and resp.headers["Location"] == "/ops/"
+        async with client.post("/ops/logout", allow_redirects=False) as resp:
+            assert resp.status == 303
+        async with client.get("/ops/", headers=HTML, allow_redirects=False) as resp:
+            assert resp.status == 302
+
+
+async def test_dashboard_figures_match_the_database(
+        settings: Settings, pool: asyncpg.Pool, make_agency: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    req, _ = await make_agency(name="清华大学图书馆", roles=("requester",))
+    s1, _ = await make_agency(name="北京大学图书馆", roles=("supplier",))
+    s2, _ = await make_agency(name="中国科学院文献情报中心", roles=("supplier",))
+    now = datetime.now(UTC)
+    # This requester: 3 filled (turnarounds 0.5 h, 3 h, 30 h), 1 unfilled, 2 cancelled,
+    # 2 open; one more 40 days ago that is outside the window.
+    for hours in (0.5, 3, 30):
+        await put_transaction(pool, req, "CopyCompleted", supplier=s1,
+                              forwarded=now - timedelta(hours=hours + 1),
+                              answered=now - timedelta(hours=1))
+    await put_transaction(pool, req, "Unfilled")
+    await put_transaction(pool, req, "Cancelled")
+    await put_transaction(pool, req, "Cancelled")
+    await put_transaction(pool, req, "ExpectToSupply", supplier=s2,
+                          forwarded=now - timedelta(hours=2))
+    await put_transaction(pool, req, "WillSupply", supplier=s2,
+                          forwarded=now - timedelta(hours=2))
+    await put_transaction(pool, req, "CopyCompleted", created=now - timedelta(days=40))
+    # Supplier scorecards as dispatch keeps them.
+    await pool.executemany(
+        """INSERT INTO scorecard (supplier, forwarded, filled, unfilled, timed_out,
+                                  turnaround_total, open_requests) VALUES ($1,$2,$3,$4,$5,$6,$7)""",
+        [(s1, 10, 6, 2, 2, 6 * 5 * 3600.0, 0), (s2, 3, 0, 0, 1, 0.0, 2)])
+    today = now.astimezone(ZoneInfo(settings.timezone)).date()
+    await pool.execute("INSERT INTO supplier_day (supplier, day, forwarded) VALUES ($1, $2, 4)",
+                       s2, today)
+    period = today.strftime("%Y-%m")
+    await pool.execute(
+        """INSERT INTO subsidy_budget (name, requester, period, currency, limit_minor,
+                                       spent_minor) VALUES ('本馆补贴 ops-test', $1, $2, 'CNY',
+                                       50000, 12345)""", req, period)
+    await pool.execute(
+        """INSERT INTO charge_flag (transaction_id, event, requester, supplier, reason,
+                                    fee_minor, limit_minor, currency, detail)
+           VALUES ('ILL-T-FLAGGED', 'CopyCompleted', $1, $2, 'above quote', 9900, 5000, 'CNY',
+                   'fee 99.00 CNY above the quote 50.00 CNY')""", req, s1)
+    await pool.execute("INSERT INTO dead_letter (sender, reason, body) VALUES ($1, $2, $3)",
+                       req, "not JSON: ops test", b"\xff")
+
+    async with ops_client(settings, pool, monkeypatch) as client:
+        await sign_in(client)
+        # Global figures, computed here independently, right before the page is drawn.
+        zone = ZoneInfo(settings.timezone)
+        since = datetime.combine(today - timedelta(days=29), datetime.min.time(), zone)
+        txns = await pool.fetch("SELECT state, created_at FROM ill_transaction "
+                                "WHERE created_at >= $1", since)
+        supplied = {"CopyCompleted", "Loaned", "Received", "Overdue", "Recalled",
+                    "ShippedReturn", "LoanCompleted", "CompletedWithoutReturn"}
+        filled = sum(t["state"] in supplied for t in txns)
+        decided = filled + sum(t["state"] in ("Unfilled", "Cancelled") for t in txns)
+        today_count = sum(t["created_at"].astimezone(zone).date() == today for t in txns)
+        open_count = await pool.fetchval(
+            "SELECT count(*) FROM ill_transaction WHERE closed_at IS NULL")
+        dead_open = await pool.fetchval(
+            "SELECT count(*) FROM dead_letter WHERE replayed_at IS NULL")
+        hist = [0] * 9
+        for e in await pool.fetch(
+                """SELECT s.answered_at, (SELECT min(forwarded_at) FROM rota_entry r
+                                          WHERE r.transaction_id = s.transaction_id) AS first
+                   FROM rota_entry s WHERE s.outcome = 'supplied' AND s.answered_at >= $1""",
+                since):
+            h = (e["answered_at"] - e["first"]).total_seconds() / 3600
+            hist[sum(h >= edge for edge in (1, 2, 4, 8, 24, 48, 72, 168))] += 1
+
+        # Whether this test's requester and budget make the dashboard's bounded lists
+        # (busiest requesters first; budgets most used first), ranked independently.
+        counts = await pool.fetch("SELECT requester, count(*) AS n FROM ill_transaction "
+                                  "WHERE created_at >= $1 GROUP BY requester", since)
+        req_listed = sum((-c["n"], c["requester"]) < (-8, req) for c in counts) \
+            < REQUESTER_LIMIT
+        budgets = await pool.fetch("SELECT name, requester, period, limit_minor, spent_minor "
+                                   "FROM subsidy_budget WHERE period IN ($1, 'total')", period)
+        mine = (-12345 / 50000, "本馆补贴 ops-test", req, period)
+        budget_listed = sum(
+            (-(b["spent_minor"] / b["limit_minor"] if b["limit_minor"] else 1), b["name"],
+             b["requester"], b["period"]) < mine for b in budgets) < 100
+
+        page = await get_page(client, "/ops/")
+        agency_pages = {s: await get_page(client, f"/ops/a/{s}") for s in (req, s1, s2)}
+        await get_page(client, "/ops/a/T0:NOBODY", 404)
+
+    text = " ".join(" ".join(rows_of(page).text).split())
+    assert "Dashboard 运营概览" in text
+    assert re.search(r'id="kpi-requests">' + str(len(txns)) + "<", page)
+    assert f'id="fill-rate">{pct(filled, decided)}<' in page
+    assert f'id="kpi-open">{open_count}<' in page
+    assert f'id="kpi-dead">{dead_open}<' in page
+    # The volume chart's last bar is today.
+    assert f"<title>{today:%m-%d}: {today_count}</title>" in page
+    # The turnaround histogram, bucket by bucket.
+    for label, n in zip(("<1 h", "1–2 h", "2–4 h", "4–8 h", "8–24 h", "1–2 d", "2–3 d",
+                         "3–7 d", "≥7 d"), hist, strict=True):
+        assert f"<title>{label.replace('<', '&lt;')}: {n}</title>" in page, label
+    assert hist[0] >= 1 and hist[2] >= 1 and hist[5] >= 1  # ours: 0.5 h, 3 h, 30 h
+
+    # Suppliers: fill rate = filled / (filled + unfilled + timed out); mean turnaround 5 h.
+    assert row_for(page, s1, "supplier-table") == [
+        "北京大学图书馆", s1, "10", "6", "2", pct(6, 10), "5.0 h", "2", "0", "0"]
+    assert row_for(page, s2, "supplier-table") == [
+        "中国科学院文献情报中心", s2, "3", "0", "0", "0.0 %", "—", "1", "2", "4"]
+    # This requester: 8 requests in the window (not the old one).
+    req_row = ["清华大学图书馆", req, "8", "3", "1", "2", pct(2, 8), "2"]
+    assert row_for(agency_pages[req], req, "requester-table") == req_row
+    if req_listed:
+        assert row_for(page, req, "requester-table") == req_row
+    budget_row = ["本馆补贴 ops-test", f"清华大学图书馆 {req}", period, "500.00 CNY",
+                  "123.45 CNY", "376.55 CNY", "24.7 %"]
+    for body, listed in ((agency_pages[req], True), (page, budget_listed)):
+        budget = [cells for _, cells in rows_of(body).rows if cells and cells[0] ==
+                  "本馆补贴 ops-test"]
+        assert budget == ([budget_row] if listed else [])
+    # The agency pages carry the same rows as the dashboard.
+    assert row_for(agency_pages[s1], s1, "supplier-table") == row_for(page, s1,
+                                                                      "supplier-table")
+    assert "Recent transactions" in agency_pages[s1] and "no traffic" not in agency_pages[s1]
+    assert "fee 99.00 CNY" not in page  # detail stays on the transaction page
+    assert "above quote" in page and "99.00 CNY" in page and "ILL-T-FLAGGED" in page
+    assert "not JSON: ops test" in page
+
+
+async def test_real_dispatch_on_the_dashboard_and_transaction_page(
+        settings: Settings, pool: asyncpg.Pool, make_agency: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async with operator_network(settings, pool, make_agency, monkeypatch) as net:
+        txn_id = await unfilled_then_copied(net, "OPS-1")
+        # unsafe=True: keep cookies for an IP address host (127.0.0.1).
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            await sign_in(http, net.base_url)
+            base = net.base_url
+            dash = await get_page(http, base + "/ops/")
+            page = await get_page(http, f"{base}/ops/t/{txn_id}")
+            req_page = await get_page(http, f"{base}/ops/a/{net.req.symbol}")
+            # The search box: a request id or a transaction id leads to the page.
+            for q in ("OPS-1", txn_id, txn_id.lower()):
+                async with http.get(f"{base}/ops/search", params={"q": q}, headers=HTML,
+                                    allow_redirects=False) as resp:
+                    assert resp.status == 303
+                    assert resp.headers["Location"] == f"/ops/t/{txn_id}"
+            await get_page(http, f"{base}/ops/search?q=NO-SUCH-REQUEST", 404)
+
+    # Dashboard rows for this network's agencies come from the hub's own bookkeeping.
+    assert row_for(dash, net.city.symbol, "supplier-table")[:8] == [
+        "南京图书馆", net.city.symbol, "1", "0", "1", "0.0 %", "—", "0"]
+    js_row = row_for(dash, net.prov.symbol, "supplier-table")
+    assert js_row[:6] == ["苏州大学图书馆", net.prov.symbol, "1", "1", "0", "100.0 %"]
+    assert js_row[7:] == ["0", "0", "1"]  # no breaches, no load, one forwarded today
+    assert row_for(req_page, net.req.symbol, "requester-table") == [
+        "南京大学图书馆", net.req.symbol, "1", "1", "0", "0", "0.0 %", "0"]
+
+    # The transaction page: facts, rota with reasons, exclusion, audit trail.
+    assert '<span class="badge" id="txn-state">CopyCompleted</span>' in page
+    assert "中国图书馆学报" in page and "OPS-1" in page
+    rota = await pool.fetch("SELECT supplier, tier, reasons, outcome FROM rota_entry "
+                            "WHERE transaction_id = $1 ORDER BY position", txn_id)
+    assert [r["supplier"] for r in rota] == [net.city.symbol, net.prov.symbol, net.nat.symbol]
+    rota_rows = [cells for _, cells in rows_of(page.split('id="rota-table"')[1]
+                                               .split("</table>")[0]).rows][1:]
+    assert [r[5] for r in rota_rows] == ["unfilled", "supplied", "pending"]
+    assert [r[2] for r in rota_rows] == ["1 · same city", "2 · same province", "3 · national"]
+    for entry, cells in zip(rota, rota_rows, strict=True):
+        assert entry["reasons"] and all(r in cells[8] for r in entry["reasons"]), cells
+    excluded = rows_of(page.split('id="excluded-table"')[1].split("</table>")[0]).rows[1:]
+    assert [cells for _, cells in excluded] == [
+        [f"万方数据 Wanfang Data {net.dear.symbol}",
+         "quote 80.00 CNY above maximumCosts 50.00"]]
+    # Suzhou's quote (12.00 + 9 pages x 0.50) is frozen on the rota and charged.
+    assert rota_rows[1][4] == "16.50 CNY"
+    ledger = rows_of(page.split('id="ledger-table"')[1].split("</table>")[0]).rows[1:]
+    assert [c[1:4] for _, c in ledger] == [["CopyCompleted", "charge", "16.50 CNY"]]
+    audit = await pool.fetch("SELECT event, from_state, to_state FROM audit_log "
+                             "WHERE transaction_id = $1 ORDER BY id", txn_id)
+    audit_rows = rows_of(page.split('id="audit-table"')[1].split("</table>")[0]).rows[1:]
+    assert [(c[2], c[3]) for _, c in audit_rows] == [
+        (a["event"], f"{a['from_state'] or '—'} → {a['to_state'] or '—'}") for a in audit]
+    events = [a["event"] for a in audit]
+    assert events[:2] == ["request", "forward"] and "status:Unfilled" in events
+    assert events[-1] == "status:CopyCompleted"
+    assert "reasonUnfilled: NotOnShelf" in page
+    # Patron data never reaches the operators' pages.
+    assert "zhangsan@example.edu.cn" not in page and "张三" not in page
+
+
+async def test_unknown_transaction_is_404(settings: Settings, pool: asyncpg.Pool,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    async with ops_client(settings, pool, monkeypatch) as client:
+        await sign_in(client)
+        page = await get_page(client, "/ops/t/ILL-19990101-NOSUCHTXN0", 404)
+        assert "Unknown transaction" in page and "ILL-19990101-NOSUCHTXN0" in page
+        page = await get_page(client, "/ops/t/%3Cb%3Ebold%3C%2Fb%3E", 404)
+        assert "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt;" in page
+
+
+async def test_hostile_names_are_escaped(settings: Settings, pool: asyncpg.Pool,
+                                         make_agency: Any,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    hostile = "<script>alert('x')</script> 恶意图书馆 & Co"
+    escaped = "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; 恶意图书馆 &amp; Co"
+    bad, _ = await make_agency(name=hostile, roles=("requester", "supplier"))
+    txn_id = await put_transaction(pool, bad, "ExpectToSupply", supplier=bad,
+                                   title='"><img src=x onerror=alert(1)>',
+                                   forwarded=datetime.now(UTC))
+    await pool.execute("UPDATE rota_entry SET reasons = $2 WHERE transaction_id = $1",
+                       txn_id, ["<b>reason</b>"])
+    await pool.execute(
+        """INSERT INTO rota_excluded (transaction_id, supplier, reason)
+           VALUES ($1, '<i>x</i>', '</td><script>1</script>')""", txn_id)
+    await pool.execute(
+        """INSERT INTO audit_log (transaction_id, actor, event, detail)
+           VALUES ($1, '<svg onload=alert(1)>', 'status:<x>', $2::jsonb)""",
+        txn_id, json.dumps({"note": "<script>alert(2)</script>"}))
+    await pool.execute("INSERT INTO scorecard (supplier, forwarded, open_requests) "
+                       "VALUES ($1, 1, 1)", bad)
+    async with ops_client(settings, pool, monkeypatch) as client:
+        await sign_in(client)
+        dash = await get_page(client, "/ops/")
+        page = await get_page(client, f"/ops/t/{txn_id}")
+    for body in (dash, page):
+        assert "<script" not in body and "<img" not in body and "<svg onload" not in body
+        assert escaped in body
+    assert row_for(dash, bad, "supplier-table")[0] == hostile
+    assert "&lt;b&gt;reason&lt;/b&gt;" in page
+    assert "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "&lt;/td&gt;&lt;script&gt;1&lt;/script&gt;" in page
+    assert "note: &lt;script&gt;alert(2)&lt;/script&gt;" in page
+
+
+def test_login_guard_forgets_failures_after_its_window() -> None:
+    now = [1000.0]
+    guard = LoginGuard(3, 60, clock=lambda: now[0])
+    for _ in range(3):
+        assert guard.retry_after("10.0.0.1") is None
+        guard.fail("10.0.0.1")
+    assert guard.retry_after("10.0.0.1") == 60
+    assert guard.retry_after("10.0.0.2") is None  # per address
+    now[0] += 30
+    assert guard.retry_after("10.0.0.1") == 30
+    now[0] += 31
+    assert guard.retry_after("10.0.0.1") is None
+    guard.fail("10.0.0.1")
+    guard.succeed("10.0.0.1")
+    assert "10.0.0.1" not in guard.failures
