@@ -269,6 +269,24 @@ async def cmd_flags(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_settle(settings: Settings, args: argparse.Namespace) -> int:
+    from settlement.settle import settle_cli
+
+    return await settle_cli(settings, args.period, args.dry_run,
+                            centre_email=settings.centre_finance_email)
+
+
+# --- demo (broker/demo.py) ----------------------------------------------------------------
+
+async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from broker.demo import demo_cli
+
+    return await demo_cli(settings, args)
+
+
+# ------------------------------------------------------------------------------------------
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     parser = argparse.ArgumentParser(
         prog="run.py", description="ILL Hub: interlibrary loan dispatch and settlement centre")
@@ -342,7 +360,33 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     p.add_argument("--kind", help="charge_above_schedule, deadline_breaches, "
                    "copy_without_valid_file, loan_overdue or cancellation_rate")
     p.add_argument("--limit", type=int, default=100)
+    p = add("settle", cmd_settle, "net a period's charges: one amount per agency, statements, "
+            "finance messages and mails")
+    p.add_argument("--period", required=True, help="YYYY-MM, or 'current' (with --dry-run: "
+                   "what the open period would settle to now)")
+    p.add_argument("--dry-run", action="store_true", help="compute and show, write nothing")
     add("config", cmd_config, "print the effective settings (secrets masked)")
+    # --- demo ------------------------------------------------------------------------------
+    p = add("demo", cmd_demo, "run a simulated ILL network around a real hub and summarise it")
+    p.add_argument("--requests", type=int, help="requests to simulate (default 200)")
+    p.add_argument("--speed", type=float,
+                   help="simulated seconds per real second (default 21600: 6 h a second)")
+    p.add_argument("--days", type=float,
+                   help="simulated days over which the requests arrive (default 12)")
+    p.add_argument("--seed", type=int, help="seed of the network and the requests")
+    p.add_argument("--requesters", type=int, help="requesting libraries (default: all 60)")
+    p.add_argument("--suppliers", type=int, help="suppliers (default: all 20)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the database and broker queues afterwards, for run.py explain")
+    p.add_argument("--smtp", action="store_true",
+                   help="send mail to the configured SMTP server instead of the demo's folder")
+    p.add_argument("--database", help="the demo's own database (default illhub_demo)")
+    p.add_argument("--prefix", help="the demo's own broker name prefix (default demo.)")
+    p.add_argument("--symbol-tag", help="prefix agency symbols with TAG. (two demos on one "
+                   "RabbitMQ)")
+    p.add_argument("--timeout", type=float,
+                   help="seconds to wait for the last requests after the arrivals")
+    # ----------------------------------------------------------------------------------------
     return parser, commands
 
 

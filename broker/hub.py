@@ -17,6 +17,7 @@ import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from broker import observability, topology
 from broker.dispatch import Dispatcher
@@ -29,6 +30,7 @@ from delivery.mail import MailSender
 from delivery.retention import schedule_retention
 from schemas.database import create_pool
 from schemas.settings import Settings
+from settlement.settle import scheduled_settlement
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,9 @@ class Hub:
             await self._start_delivery()
         self.scheduler.add_job(self._sweep, "interval", seconds=s.sweep_seconds,
                                id="deadline-sweep", max_instances=1, coalesce=True)
+        self.scheduler.add_job(self._settle, CronTrigger.from_crontab(
+            s.settlement_cron, timezone=s.timezone), id="settlement", max_instances=1,
+            coalesce=True)
         self.scheduler.start()
         log.info("hub started: vhost %s, prefix %r, %d agencies", s.vhost, s.name_prefix,
                  len(agencies))
@@ -111,6 +116,17 @@ class Hub:
             await release_drops(self.pool, self.settings)
         except Exception:
             log.exception("releasing delivered uploads failed; next tick retries")
+
+    async def _settle(self) -> None:
+        """Close the previous period; the advisory lock makes one hub process do it."""
+        assert self.pool
+        try:
+            period = await scheduled_settlement(
+                self.pool, self.settings, centre_email=self.settings.centre_finance_email)
+            if period:
+                log.info("settlement of %s done", period)
+        except Exception:
+            log.exception("scheduled settlement failed; run `run.py settle` to retry")
 
     async def _sweep(self) -> None:
         assert self.pool

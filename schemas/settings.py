@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
 
     deadlines: Deadlines = Field(default_factory=Deadlines)
+    # Settlement: when runs start (cron, consortium time zone; default 00:05 on the 1st
+    # of each month, settling the month before) and who at the centre gets the summary.
+    settlement_cron: str = "5 0 1 * *"
+    centre_finance_email: str | None = None
+
     # How often the hub looks for suppliers past their deadline.
     sweep_seconds: float = 30.0
     # A second open request from the same patron for the same item: refuse it with an

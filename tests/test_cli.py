@@ -116,3 +116,10 @@ async def test_policy_load_show_and_errors(settings: Settings, tmp_path: Path) -
 async def test_explain_unknown_transaction(settings: Settings) -> None:
     code, _, err = await run(settings, "explain", "ILL-00000000-NOPE")
     assert code == 1 and "no transaction ILL-00000000-NOPE" in err
+
+
+async def test_settle_preview_and_bad_period(settings: Settings) -> None:
+    code, out, err = await run(settings, "settle", "--period", "current", "--dry-run")
+    assert code == 0, err
+    code, _, err = await run(settings, "settle", "--period", "2026-13")
+    assert code == 1 and "2026-13" in err

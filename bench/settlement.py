@@ -1,0 +1,322 @@
+#!/usr/bin/env python3
+"""Settlement at scale: netting and statements for N ledger transactions across M agencies.
+
+    .venv/bin/python bench/settlement.py [--transactions 10000000] [--agencies 1000]
+        [--pdf sample|all|none] [--pdf-sample 20] [--workers 2] [--keep]
+
+Creates a scratch database `illhub_bench_<random>` (through --admin-url), migrates
+it, and generates the ledger set-based, straight into ledger_posting, ledger_entry
+and subsidy_grant (INSERT ... SELECT generate_series, two connections at once):
+one posting per transaction, 99 % dated in the settled month and 1 % in the month
+before (late, never settled), every second one subsidised 50 % by one of two rules
+against a global monthly budget, one in 200 a reversal of the transaction before
+it. Bulk-load practice: the secondary indexes and foreign keys of the three
+tables are dropped before the load and re-created afterwards, which validates every
+row against them; the primary keys and CHECK constraints stay on throughout.
+
+Then it times one real settlement run (`settlement.settle.settle`, the same code the
+CLI and the scheduler use) with CSV statements for every agency, then the PDFs
+separately (a sample, extrapolated, or all of them), and prints seconds and peak
+memory (resource.getrusage: this process, and the PDF worker processes). The
+PostgreSQL server's own memory is not in these figures. The database is dropped at
+the end unless --keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import resource
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import asyncpg
+
+from schemas.database import migrate
+from schemas.settings import Settings
+from settlement.periods import Period
+from settlement.settle import render_pdfs, render_text, settle, statements_dir
+from settlement.statements import StatementMeta
+
+ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PERIOD = Period.parse("2026-10")
+BATCH = 500_000
+KINDS = ("DocumentDelivery", "BookLoan", "PayPerView", "EBookLoan", "ProxySearch")
+TABLES = ("ledger_posting", "ledger_entry", "subsidy_grant")
+
+T0 = time.perf_counter()
+
+
+def say(message: str) -> None:
+    print(f"[{time.perf_counter() - T0:7.1f}s] {message}", flush=True)
+
+
+def rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024      # KiB on Linux
+
+
+# Columns of posting g, from its source transaction src (= g, or g - 1 for a reversal).
+POSTINGS = f"""
+INSERT INTO ledger_posting (id, transaction_id, event, kind, requester, supplier, service_kind,
+    title, currency, fee_minor, subsidy_minor, patron_share_minor, quote_minor,
+    subsidy_version, reverses, reason, occurred_at, local_date, posted_at)
+SELECT g, 'B' || a.src, t.event || CASE WHEN a.rev THEN '/reversal' ELSE '' END,
+       CASE WHEN a.rev THEN 'reversal' ELSE 'charge' END,
+       'BENCH:L' || lpad((t.r + 1)::text, 4, '0'), 'BENCH:L' || lpad((t.s + 1)::text, 4, '0'),
+       t.kind, t.title, 'CNY', a.sign * t.fee, a.sign * t.sub, a.sign * (t.fee - t.sub),
+       t.fee, $3, CASE WHEN a.rev THEN a.src END,
+       CASE WHEN a.rev THEN '读者取消 cancelled by the reader' END,
+       (d.day + time '10:00' + (g % 36000) * interval '1 second') AT TIME ZONE 'Asia/Shanghai',
+       d.day, now()
+FROM generate_series($1::bigint, $2::bigint) AS g
+CROSS JOIN LATERAL (SELECT g % 200 = 0 AS rev, CASE WHEN g % 200 = 0 THEN g - 1 ELSE g END AS src,
+                           CASE WHEN g % 200 = 0 THEN -1 ELSE 1 END AS sign) a
+CROSS JOIN LATERAL (SELECT CASE WHEN g % 100 = 7 THEN date '2026-09-01' + (g % 30)::int
+                                ELSE date '2026-10-01' + (g % 31)::int END AS day) d
+CROSS JOIN LATERAL (
+    SELECT a.src % {{agencies}} AS r,
+           (a.src % {{agencies}} + 1 + (a.src / {{agencies}}) % ({{agencies}} - 1))
+               % {{agencies}} AS s,
+           (ARRAY{list(KINDS)!r})[a.src % 5 + 1] AS kind,
+           CASE WHEN a.src % 5 IN (1, 3) THEN 'Loaned' ELSE 'CopyCompleted' END AS event,
+           (ARRAY['敦煌学研究', '红楼梦版本研究', 'Journal of Library Science',
+                  '四库全书总目提要', '中国图书馆学报'])[a.src % 5 + 1]
+               || ' 第' || (a.src % 997) || '卷' AS title,
+           500 + (a.src * 7919) % 7500 AS fee,
+           CASE WHEN (a.src / {{agencies}}) % 2 = 0 THEN (500 + (a.src * 7919) % 7500) / 2
+                ELSE 0 END AS sub) t
+"""
+
+ENTRIES = """
+INSERT INTO ledger_entry (posting_id, transaction_id, owner, account, amount_minor, currency,
+                          local_date, posted_at)
+SELECT p.id, p.transaction_id, x.owner, x.account, x.amount, p.currency, p.local_date, p.posted_at
+FROM ledger_posting p
+CROSS JOIN LATERAL (VALUES (p.supplier, 'receivable', p.fee_minor),
+                           (p.requester, 'payable', -p.fee_minor),
+                           (p.requester, 'subsidy', p.subsidy_minor),
+                           ('CENTRE', 'subsidy_expense', -p.subsidy_minor))
+     AS x(owner, account, amount)
+WHERE p.id BETWEEN $1 AND $2 AND x.amount <> 0
+"""
+
+GRANTS = """
+INSERT INTO subsidy_grant (posting_id, position, rule, wanted_minor, granted_minor, budgets, note)
+SELECT p.id, 1, CASE WHEN right(p.requester, 4)::int <= $3 / 2 THEN 'reader support'
+                     ELSE 'west support' END,
+       p.subsidy_minor, p.subsidy_minor,
+       ARRAY[CASE WHEN p.local_date < date '2026-10-01' THEN $4::bigint ELSE $5::bigint END],
+       CASE WHEN p.kind = 'reversal' THEN 'reversal of grant 1' END
+FROM ledger_posting p
+WHERE p.id BETWEEN $1 AND $2 AND p.subsidy_minor <> 0
+"""
+
+
+async def generate(url: str, n: int, agencies: int) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            """INSERT INTO agency (symbol, name, roles, password_hash, province, city)
+               SELECT 'BENCH:L' || lpad(g::text, 4, '0'),
+                      (ARRAY['北京', '上海', '兰州', '广州', '武汉'])[g % 5 + 1]
+                          || '第' || g || '大学图书馆', ARRAY['requester', 'supplier'], 'x',
+                      '北京', '北京'
+               FROM generate_series(1, $1) g""", agencies)
+        version = await conn.fetchval(
+            "INSERT INTO subsidy_version (source, normalised) VALUES ('# bench', '{}') "
+            "RETURNING version")
+        budgets = [await conn.fetchval(
+            "INSERT INTO subsidy_budget (name, requester, period, currency, limit_minor) "
+            "VALUES ('bench-centre', '', $1, 'CNY', 1000000000000000) RETURNING id", m)
+            for m in ("2026-09", "2026-10")]
+        saved = await conn.fetch(
+            """SELECT 'c' AS kind, conrelid::regclass::text AS tbl, conname AS name,
+                      pg_get_constraintdef(oid) AS def
+               FROM pg_constraint WHERE conrelid = ANY($1::regclass[]) AND contype IN ('f', 'u')
+               UNION ALL
+               SELECT 'i', tablename, indexname, indexdef FROM pg_indexes
+               WHERE tablename = ANY($2::text[])
+                 AND indexname NOT IN (SELECT conname FROM pg_constraint)""",
+            list(TABLES), list(TABLES))
+        for r in saved:
+            if r["kind"] == "c":
+                await conn.execute(f'ALTER TABLE {r["tbl"]} DROP CONSTRAINT "{r["name"]}"')
+            else:
+                await conn.execute(f'DROP INDEX "{r["name"]}"')
+        say(f"dropped {len(saved)} secondary indexes and constraints for the load")
+    finally:
+        await conn.close()
+
+    sql = POSTINGS.replace("{agencies}", str(agencies))
+    ranges = [(s, min(n, s + BATCH - 1)) for s in range(1, n + 1, BATCH)]
+    queue: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+    for r in ranges:
+        queue.put_nowait(r)
+    done = 0
+
+    async def worker() -> None:
+        nonlocal done
+        c = await asyncpg.connect(url)
+        try:
+            while not queue.empty():
+                lo, hi = queue.get_nowait()
+                async with c.transaction():
+                    await c.execute(sql, lo, hi, version)
+                    await c.execute(ENTRIES, lo, hi)
+                    await c.execute(GRANTS, lo, hi, agencies, budgets[0], budgets[1])
+                done += hi - lo + 1
+                say(f"  generated {done:,} of {n:,} transactions")
+        finally:
+            await c.close()
+
+    await asyncio.gather(worker(), worker())
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SET maintenance_work_mem = '512MB'")
+        await conn.execute("SELECT setval('ledger_posting_id_seq', $1)", n)
+        t = time.perf_counter()
+        for kind in ("i", "UNIQUE", "FOREIGN"):
+            for r in saved:
+                if r["kind"] == "i" and kind == "i":
+                    await conn.execute(r["def"])
+                elif r["kind"] == "c" and r["def"].startswith(kind):
+                    await conn.execute(f'ALTER TABLE {r["tbl"]} ADD CONSTRAINT "{r["name"]}" '
+                                       f'{r["def"]}')
+        say(f"re-created and validated the indexes and constraints in "
+            f"{time.perf_counter() - t:.1f}s")
+        await conn.execute(
+            """UPDATE subsidy_budget b SET spent_minor = g.total, limit_minor = g.total
+               FROM (SELECT bid, sum(granted_minor) AS total
+                     FROM subsidy_grant, unnest(budgets) AS bid GROUP BY bid) g
+               WHERE g.bid = b.id""")
+        t = time.perf_counter()
+        for table in TABLES:
+            await conn.execute(f"VACUUM ANALYZE {table}")
+        say(f"VACUUM ANALYZE in {time.perf_counter() - t:.1f}s")
+        row = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM ledger_posting) AS p, (SELECT count(*) FROM "
+            "ledger_entry) AS e, (SELECT count(*) FROM subsidy_grant) AS g, "
+            "pg_size_pretty(pg_database_size(current_database())) AS size")
+        say(f"ledger: {row['p']:,} postings, {row['e']:,} entries, {row['g']:,} subsidy "
+            f"grants; database {row['size']}")
+    finally:
+        await conn.close()
+
+
+async def main(args: argparse.Namespace) -> int:
+    run = secrets.token_hex(3)
+    db = f"illhub_bench_{run}"
+    admin_url = args.admin_url
+    admin = await asyncpg.connect(admin_url)
+    await admin.execute(f"CREATE DATABASE \"{db}\" ENCODING 'UTF8' TEMPLATE template0")
+    await admin.close()
+    url = f"{admin_url.rsplit('/', 1)[0]}/{db}"
+    data_dir = Path(tempfile.mkdtemp(prefix="illhub-bench-settlement-"))
+    settings = Settings(database_url=url, data_dir=str(data_dir), name_prefix=f"bench{run}.",
+                        hub_symbol="BENCH:CENTRE")
+    say(f"scratch database {db}, files in {data_dir}")
+    try:
+        await migrate(url, report=lambda m: None)
+        t = time.perf_counter()
+        await generate(url, args.transactions, args.agencies)
+        say(f"data generated in {time.perf_counter() - t:.1f}s (not part of the figures)")
+
+        pool = await asyncpg.create_pool(url, min_size=2, max_size=args.workers + 4)
+        rss_before = rss_mb()
+        now = PERIOD.ends_at(settings.timezone) + datetime.timedelta(minutes=15)
+        say(f"settling {PERIOD}: netting + CSV statements for every agency ...")
+        t = time.perf_counter()
+        result = await settle(pool, settings, PERIOD, now=now, pdf=False, workers=args.workers,
+                              progress=lambda m: say("  " + m))
+        run_seconds = time.perf_counter() - t
+        rss_run = rss_mb()
+        assert result is not None and result.created
+        directory = statements_dir(settings, PERIOD)
+        csv_bytes = sum(f.stat().st_size for f in directory.glob("statement-*.csv"))
+        say(f"RUN DONE in {run_seconds:.1f}s: {result.postings:,} postings, "
+            f"{result.entries:,} entries, {len(result.statements):,} agencies, "
+            f"{csv_bytes / 2**20:,.0f} MB of CSV; peak RSS {rss_run:.0f} MB "
+            f"(before the run {rss_before:.0f} MB)")
+        say(f"  phases: {result.timings}")
+        say(f"  invariants: {'all hold' if result.invariants.get('ok') else 'VIOLATED'}")
+
+        metas = [StatementMeta(symbol=s.symbol, name=s.name, period=PERIOD.name,
+                               run_id=result.run_id or 0, date_from=str(result.date_from),
+                               cutoff=str(result.cutoff), generated_at=result.generated_at or "",
+                               centre=settings.hub_symbol, totals=s.totals)
+                   for s in result.statements]
+        pdf_seconds = None
+        if args.pdf != "none" and metas:
+            chosen = metas if args.pdf == "all" else metas[:: max(1, len(metas) //
+                                                                 args.pdf_sample)]
+            lines = sum(m.lines for m in chosen)
+            say(f"PDF statements for {len(chosen):,} agencies ({lines:,} lines) with "
+                f"{args.workers} worker processes ...")
+            t = time.perf_counter()
+            await render_pdfs(chosen, directory, pdf_workers=args.workers,
+                              progress=lambda m: say("  " + m))
+            pdf_seconds = time.perf_counter() - t
+            all_lines = sum(m.lines for m in metas)
+            say(f"PDF DONE in {pdf_seconds:.1f}s: {lines / pdf_seconds:,.0f} lines/s; "
+                f"all {len(metas):,} agencies ({all_lines:,} lines) would take "
+                f"{all_lines / lines * pdf_seconds:,.0f}s; peak RSS of one worker "
+                f"{rss_mb(resource.RUSAGE_CHILDREN):.0f} MB")
+
+        t = time.perf_counter()
+        again = await settle(pool, settings, PERIOD, now=now, pdf=False, workers=args.workers)
+        assert again is not None and not again.created and again.run_id == result.run_id
+        say(f"re-run of the closed period (figures recomputed and compared, files checked "
+            f"against their checksums) in {time.perf_counter() - t:.1f}s")
+        await pool.close()
+
+        print()
+        print("=" * 72)
+        print(f"settlement benchmark: {args.transactions:,} transactions, {args.agencies:,} "
+              "agencies, this machine")
+        print(f"  netting + CSV statements (one run):  {run_seconds:8.1f} s   "
+              f"(target < 60 s)")
+        for phase, seconds in result.timings.items():
+            print(f"      {phase:<10} {seconds:8.1f} s")
+        if pdf_seconds is not None:
+            what = "all" if args.pdf == "all" else "sample"
+            print(f"  PDF statements ({what}):             {pdf_seconds:8.1f} s")
+        print(f"  peak RSS, this process:              {rss_mb():8.0f} MB  (target < 512 MB)")
+        if pdf_seconds is not None:
+            print(f"  peak RSS, largest PDF worker:        "
+                  f"{rss_mb(resource.RUSAGE_CHILDREN):8.0f} MB")
+        print("=" * 72)
+        print()
+        text = render_text(result).splitlines()
+        print("\n".join([*text[:8], "  ...", *text[-24:]]))
+        return 0
+    finally:
+        if args.keep:
+            say(f"kept database {db} and {data_dir}")
+        else:
+            admin = await asyncpg.connect(admin_url)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            await admin.close()
+            shutil.rmtree(data_dir, ignore_errors=True)
+            say(f"dropped {db}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--transactions", type=int, default=10_000_000)
+    parser.add_argument("--agencies", type=int, default=1000)
+    parser.add_argument("--pdf", choices=("sample", "all", "none"), default="sample")
+    parser.add_argument("--pdf-sample", type=int, default=40,
+                        help="how many agencies' PDFs to render with --pdf sample")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="statement streams and PDF processes at once")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--admin-url", default=ADMIN)
+    sys.exit(asyncio.run(main(parser.parse_args())))

@@ -1,0 +1,575 @@
+"""`python run.py demo`: a whole ILL network around a real hub, in about two minutes.
+
+What it does, in order:
+
+1. Uses its own database (`illhub_demo`, dropped and created fresh), its own name
+   prefix (`demo.`) in the configured vhost and its own data directory
+   (`<data_dir>/demo`); migrates; registers the network of docs/demo/agencies.csv
+   through `broker.agencies.add` (every agency a real broker user); generates and
+   imports holdings; loads docs/demo/fees.toml, policy.toml and subsidy.toml.
+2. Starts the hub in this process (intake, relay, deadline sweeper, FTP drop,
+   download gateway, mail sender) with an embedded SMTP server that keeps every
+   mail as a .eml file (unless --smtp).
+3. Simulated library systems publish ISO 18626 requests over the arrival period and
+   react to what comes back; simulated suppliers answer, upload PDFs over FTP, lend
+   books, stay silent or refuse; simulated readers click the mailed links
+   (broker/demo_sim.py). Time runs at --speed: the hub's deadlines are scaled so a
+   72 h deadline passes in seconds.
+4. Prints progress, waits until every request is finished, settles the period and
+   prints a summary computed from the database (broker/demo_report.py).
+5. Stops everything; removes the database, queues and broker users unless --keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import secrets
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from pydantic import SecretStr
+
+from broker import agencies
+from broker.demo_network import (
+    DEMO_DIR,
+    REQUEST_WEIGHT,
+    Agency,
+    Network,
+    NetworkError,
+    load_network,
+    read_agencies,
+    scale_policy_hours,
+    write_holdings_csv,
+)
+from broker.demo_report import (
+    Summary,
+    compute,
+    format_summary,
+    open_transactions,
+    pending_mail,
+    yuan,
+)
+from broker.demo_sim import SimClock, World, start_mail_folder
+from broker.management import Management
+from schemas.settings import Deadlines, Settings, mask_url
+
+log = logging.getLogger(__name__)
+
+DEMO_TAG = "illhub-demo"          # RabbitMQ user tag: this user was made by the demo
+Out = Callable[[str], None]
+
+
+class DemoError(RuntimeError):
+    """A demo failure with a message for the user (printed as `error: ...`)."""
+
+
+@dataclass
+class DemoOptions:
+    requests: int = 200
+    speed: float = 21_600.0          # simulated seconds per real second: 6 h a second
+    days: float = 12.0               # simulated days over which the requests arrive
+    seed: int = 18626
+    requesters: int | None = None    # None: all of agencies.csv
+    suppliers: int | None = None
+    keep: bool = False
+    smtp: bool = False
+    database: str = "illhub_demo"
+    prefix: str = "demo."
+    symbol_tag: str = ""
+    timeout: float | None = None     # real seconds to wait after the last arrival
+    progress_seconds: float = 3.0
+
+    def check(self) -> None:
+        if self.requests < 1:
+            raise DemoError("--requests must be at least 1")
+        if not 1 <= self.speed <= 10_000_000:
+            raise DemoError("--speed must be between 1 and 10000000 simulated seconds "
+                            "per real second")
+        if self.days <= 0:
+            raise DemoError("--days must be positive")
+        if "demo" not in self.database or not self.database.replace("_", "").isalnum():
+            raise DemoError(f"--database {self.database!r}: the demo drops and recreates it, "
+                            "so its name must contain 'demo' and only letters, digits and '_'")
+        if not self.prefix or not self.prefix.endswith("."):
+            raise DemoError(f"--prefix {self.prefix!r}: the demo deletes every queue and "
+                            "exchange with this prefix, so it must be non-empty and end in '.'")
+        if self.symbol_tag and not self.symbol_tag.replace("-", "").isalnum():
+            raise DemoError("--symbol-tag may contain letters, digits and '-'")
+
+    @property
+    def drain_seconds(self) -> float:
+        """How long to wait for the last requests after the arrivals ended."""
+        if self.timeout is not None:
+            return self.timeout
+        return max(60.0, 40 * 86_400 / self.speed)
+
+
+# --- settings of the demo's own hub ------------------------------------------------------
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _port_or_free(host: str, port: int) -> int:
+    """The configured port if it can be bound now, else 0 (any free port)."""
+    if port == 0:
+        return 0
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return 0
+    return port
+
+
+def demo_settings(settings: Settings, opts: DemoOptions) -> Settings:
+    own_db = urlsplit(settings.database_url.get_secret_value()).path.lstrip("/")
+    if own_db == opts.database:
+        raise DemoError(f"--database {opts.database!r} is the hub's own database "
+                        "(ILLHUB_DATABASE_URL); the demo needs a database of its own")
+    if opts.prefix == settings.name_prefix:
+        raise DemoError(f"--prefix {opts.prefix!r} is the hub's own name prefix "
+                        "(ILLHUB_NAME_PREFIX); the demo needs a prefix of its own")
+    d = settings.deadlines
+    speed = opts.speed
+    # Deadlines are hours of real time for the hub: the configured (simulated) hours
+    # divided by the speed, so a 72 h deadline passes in 72 * 3600 / speed seconds.
+    deadlines = Deadlines(express=d.express / speed, rush=d.rush / speed,
+                          normal=d.normal / speed)
+    sweep = max(0.5, min(settings.sweep_seconds, d.rush * 3600 / speed / 6))
+    return settings.model_copy(update={
+        "database_url": SecretStr(_with_database(settings.database_url.get_secret_value(),
+                                                 opts.database)),
+        "name_prefix": opts.prefix,
+        "data_dir": str(Path(settings.data_dir) / "demo"),
+        "http_port": _port_or_free(settings.http_host, settings.http_port),
+        "ftp_port": 0,
+        "deadlines": deadlines,
+        "sweep_seconds": sweep,
+        "outbox_poll_seconds": min(settings.outbox_poll_seconds, 0.2),
+    })
+
+
+# --- before and after: a clean slate ------------------------------------------------------
+
+def _symbols(opts: DemoOptions) -> list[str]:
+    tag = f"{opts.symbol_tag}." if opts.symbol_tag else ""
+    return [tag + r["symbol"] for r in read_agencies(DEMO_DIR / "agencies.csv")]
+
+
+def _tags(user: dict[str, object]) -> list[str]:
+    tags = user.get("tags") or []
+    return [t.strip() for t in tags.split(",")] if isinstance(tags, str) else list(tags)
+
+
+async def _clear_broker(s: Settings, symbols: list[str], *, strict: bool) -> None:
+    """Delete the demo's broker users and its queues and exchanges (by prefix)."""
+    wanted = set(symbols)
+    async with Management(s.amqp_management_url.get_secret_value()) as mgmt:
+        for user in await mgmt.users():
+            name = str(user.get("name"))
+            if name not in wanted:
+                continue
+            if DEMO_TAG not in _tags(user):
+                if strict:
+                    raise DemoError(
+                        f"RabbitMQ already has a user {name!r} that the demo did not create; "
+                        "run the demo with --symbol-tag NAME so its agencies get other names")
+                continue
+            await mgmt.delete_user(name)
+        prefix = s.name_prefix
+        for queue in await mgmt.queue_names(s.vhost):
+            if queue.startswith(prefix):
+                await mgmt.delete_queue(s.vhost, queue)
+        for exchange in await mgmt.exchange_names(s.vhost):
+            if exchange.startswith(prefix):
+                await mgmt.delete_exchange(s.vhost, exchange)
+
+
+async def _drop_database(url: str) -> None:
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def _clear_dir(path: Path) -> None:
+    if path.name == "demo" and path.is_dir():
+        shutil.rmtree(path)
+
+
+async def teardown(settings: Settings, opts: DemoOptions) -> None:
+    """Remove what a demo run left: broker users, queues, exchanges and the database.
+
+    The data directory (mails, statements, holdings.csv) stays for reading.
+    """
+    s = demo_settings(settings, opts)
+    await _clear_broker(s, _symbols(opts), strict=False)
+    await _drop_database(s.database_url.get_secret_value())
+
+
+# --- setting up the network -------------------------------------------------------------
+
+async def _register(s: Settings, pool: asyncpg.Pool, net: Network) -> dict[str, str]:
+    passwords = {a.symbol: secrets.token_urlsafe(12) for a in net.agencies}
+    sem = asyncio.Semaphore(6)
+    async with Management(s.amqp_management_url.get_secret_value()) as mgmt:
+        async def one(a: Agency) -> None:
+            async with sem:
+                await agencies.add(s, pool, agencies.NewAgency(
+                    symbol=a.symbol, name=a.name, roles=a.roles,
+                    password=passwords[a.symbol], province=a.province, city=a.city,
+                    email=a.email, finance_email=a.finance_email))
+                # Mark the broker user as the demo's, so the next run may remove it.
+                await mgmt.put_user(a.symbol, passwords[a.symbol], tags=DEMO_TAG)
+
+        await asyncio.gather(*(one(a) for a in net.agencies))
+    return passwords
+
+
+async def _load_files(pool: asyncpg.Pool, net: Network, speed: float, out: Out) -> None:
+    from broker.dispatch import PolicyError, load_policy
+    from settlement.fees import FeeError, load_fees
+    from settlement.subsidy import SubsidyError, load_subsidy
+
+    async with pool.acquire() as conn:
+        try:
+            report = await load_fees(conn, net.texts["fees.toml"],
+                                     file_name="docs/demo/fees.toml")
+        except FeeError as exc:
+            raise DemoError(f"docs/demo/fees.toml: {exc}") from exc
+        try:
+            policy = await load_policy(conn, scale_policy_hours(net.texts["policy.toml"], speed),
+                                       "docs/demo/policy.toml")
+        except PolicyError as exc:
+            raise DemoError(f"docs/demo/policy.toml: {exc}") from exc
+        try:
+            subsidy = await load_subsidy(conn, net.texts["subsidy.toml"],
+                                         "docs/demo/subsidy.toml")
+        except SubsidyError as exc:
+            raise DemoError(f"docs/demo/subsidy.toml: {exc}") from exc
+    out(f"  fees, policy, subsidy: {report.entries} fee schedules of {len(report.suppliers)} "
+        f"suppliers, routing policy version {policy}, subsidy rules version {subsidy} "
+        "(docs/demo/*.toml)")
+
+
+async def _import_holdings(pool: asyncpg.Pool, net: Network, data: Path, out: Out) -> None:
+    from broker.holdings import import_csv
+
+    path = data / "holdings.csv"
+    lines = await asyncio.to_thread(write_holdings_csv, path, net.holdings)
+    async with pool.acquire() as conn:
+        report = await import_csv(conn, path, replace=False)
+    if report.rejected:
+        first = report.rejections[0] if report.rejections else None
+        raise DemoError(f"holdings: {report.rejected} generated line(s) rejected"
+                        + (f", e.g. line {first.line}: {first.reason}" if first else ""))
+    cat = net.catalogue
+    out(f"  holdings: {lines:,} lines ({len(cat.journals)} journals by ISSN, {len(cat.books)} "
+        f"books by ISBN, {len(cat.doi_prefixes)} DOI registrants; {len(cat.nowhere)} items "
+        f"held nowhere) -> {path}")
+
+
+# --- running -----------------------------------------------------------------------------
+
+async def _check_smtp(host: str, port: int) -> None:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+    except (OSError, TimeoutError) as exc:
+        raise DemoError(f"--smtp: cannot reach the SMTP server {host}:{port} "
+                        f"(ILLHUB_SMTP_HOST/ILLHUB_SMTP_PORT): {exc}") from exc
+    writer.close()
+
+
+async def _arrivals(world: World, opts: DemoOptions, done: asyncio.Event) -> None:
+    """Requests arrive at random over the arrival period, from bigger libraries more often."""
+    rng = random.Random(opts.seed + 1)
+    requesters = list(world.requesters.values())
+    weights = [REQUEST_WEIGHT[r.agency.size] for r in requesters]
+    times = sorted(rng.uniform(0, opts.days * 24) for _ in range(opts.requests))
+    try:
+        for at in times:
+            await world.clock.sleep(at - world.clock.hours())
+            await rng.choices(requesters, weights)[0].ask()
+    finally:
+        done.set()
+
+
+def _progress(world: World, open_now: int, mails_waiting: int) -> str:
+    st = world.stats
+    day = world.clock.hours() / 24
+    line = (f"  day {day:5.1f}  requests {st.sent:>4} sent (+{st.retries} retried), "
+            f"{st.confirmed:>4} confirmed"
+            f" | filled {st.filled:>4}  unfilled {st.unfilled:>3}  cancelled {st.cancelled:>3}"
+            f"  in flight {open_now:>4} | mails {st.mails:>4}  downloads {st.downloads:>4}")
+    if mails_waiting:
+        line += f" ({mails_waiting} mails queued)"
+    if st.lag > 0.5 and time.monotonic() - st.lag_at < 5:
+        line += f" | hub lag {st.lag:.1f} s"
+    return line
+
+
+async def _simulate(world: World, pool: asyncpg.Pool, opts: DemoOptions, out: Out) -> bool:
+    """Run until every request is finished (True) or the time limit passed (False)."""
+    arrived = asyncio.Event()
+    world.tasks.spawn(_arrivals(world, opts, arrived), "arrivals")
+    deadline: float | None = None
+    last = 0.0
+    while True:
+        await asyncio.sleep(0.25)
+        st = world.stats
+        open_now = await open_transactions(pool)
+        waiting = await pending_mail(pool)
+        answered = st.confirmed + st.refused >= st.sent + st.retries
+        finished = (arrived.is_set() and answered and open_now == 0 and waiting == 0
+                    and world.tasks.readers == 0)
+        now = time.monotonic()
+        if finished or now - last >= opts.progress_seconds:
+            out(_progress(world, open_now, waiting))
+            last = now
+        if finished:
+            return True
+        if arrived.is_set():
+            deadline = deadline or now + opts.drain_seconds
+            if now > deadline:
+                out(f"  time limit: {open_now} request(s) still open after "
+                    f"{opts.drain_seconds:.0f} s of waiting")
+                return False
+
+
+# ---- SETTLEMENT CALL SITE -------------------------------------------------------------------
+# The one place where the demo settles its period: settlement.settle.settle() closes the
+# current month as if its end had passed (the demo's month is simulated), writes every
+# agency's statement (CSV and PDF) to <data_dir>/statements/<period>/ and queues the
+# mails to the finance contacts; the hub still runs, so they reach the demo's mail
+# folder. Without a settlement run (an older checkout) it checks the ledger instead.
+CENTRE_FINANCE = "jiesuan@illhub-centre.example"
+
+
+async def settle_period(settings: Settings, pool: asyncpg.Pool, period: str,
+                        out: Out) -> list[str]:
+    from settlement import ledger
+
+    try:
+        from settlement.netting import InvariantViolation
+        from settlement.periods import Period
+        from settlement.settle import SettlementError, settle
+    except ImportError:
+        async with pool.acquire() as conn:
+            problems = await ledger.check(conn)
+        if problems:
+            raise DemoError(f"ledger check failed: {'; '.join(problems[:5])}") from None
+        return [f"settlement      period {period}: no settlement run in this checkout; "
+                "ledger invariants checked instead"]
+    p = Period.parse(period)
+    after_end = p.ends_at(settings.timezone) + timedelta(minutes=1)
+    try:
+        result = await settle(pool, settings, p, now=after_end, centre_email=CENTRE_FINANCE,
+                              progress=lambda m: out(f"  settlement: {m}"))
+    except (SettlementError, InvariantViolation, ValueError) as exc:
+        raise DemoError(f"settlement of {period} failed: {exc}") from exc
+    assert result is not None
+    inv = "hold" if result.invariants.get("ok", True) else "VIOLATED"
+    mailed = sum(1 for x in result.statements if x.mail_id is not None)
+    lines = [f"settlement      period {period} closed by run {result.run_id}: "
+             f"{result.postings} postings, {len(result.statements)} statements (CSV + PDF), "
+             f"{mailed} mailed to finance contacts; invariants {inv}"]
+    for currency, t in result.totals.items():
+        lines.append(f"                agencies receive {yuan(t['toReceive'])} {currency}, pay "
+                     f"{yuan(t['toPay'])} {currency}; the centre's subsidy outlay "
+                     f"{yuan(-t['centre'])} {currency}")
+    return lines
+# ---- end of the settlement call site ---------------------------------------------------------
+
+
+async def run(settings: Settings, opts: DemoOptions, out: Out = print) -> Summary:
+    """The whole demo; returns the summary (also printed through `out`)."""
+    started = time.monotonic()
+    opts.check()
+    try:
+        net = load_network(seed=opts.seed, requesters=opts.requesters,
+                           suppliers=opts.suppliers, tag=opts.symbol_tag)
+    except NetworkError as exc:
+        raise DemoError(str(exc)) from exc
+    s = demo_settings(settings, opts)
+    data = Path(s.data_dir)
+    db = s.database_url.get_secret_value()
+    provinces = len({a.province for a in net.agencies})
+    network_line = (f"{opts.requests} requests from {len(net.requesters)} libraries to "
+                    f"{len(net.suppliers)} suppliers in {provinces} provinces")
+    out(f"ILL Hub demo: {network_line}, over {opts.days:g} simulated days at "
+        f"{opts.speed / 3600:g} simulated hours per second (seed {opts.seed})")
+
+    from schemas.database import create_pool, migrate
+
+    if opts.smtp:
+        await _check_smtp(s.smtp_host, s.smtp_port)
+    await _clear_broker(s, net.every_symbol, strict=True)
+    await _drop_database(db)
+    await asyncio.to_thread(_clear_dir, data)
+    await migrate(db, report=lambda _m: None)
+    out(f"  database {opts.database} (fresh, migrated); broker prefix '{opts.prefix}' in vhost "
+        f"'{s.vhost}'; files in {data}/")
+
+    pool = await create_pool(db, max_size=8)
+    hub = None
+    world: World | None = None
+    mail_server: asyncio.Server | None = None
+    try:
+        passwords = await _register(s, pool, net)
+        out(f"  agencies: {len(net.agencies)} registered, each its own RabbitMQ user and queue "
+            "(docs/demo/agencies.csv)")
+        await _import_holdings(pool, net, data, out)
+        await _load_files(pool, net, opts.speed, out)
+
+        world = World(net, SimClock(opts.speed), rng=random.Random(opts.seed),
+                      passwords=passwords, hub_symbol=s.hub_symbol, pool=pool,
+                      mail_dir=data / "mail")
+        from broker.dispatch import Dispatcher
+        from broker.hub import Hub
+        from delivery.config import DeliverySettings
+
+        knobs: dict[str, object] = {"passive_ports": "", "public_base_url": None,
+                                    "mail_poll_seconds": 0.5, "mail_backoff_seconds": 2.0}
+        if not opts.smtp:
+            try:
+                mail_server, smtp_port = await start_mail_folder(data / "mail", world.on_mail)
+            except RuntimeError as exc:
+                raise DemoError(str(exc)) from exc
+            s = s.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": smtp_port,
+                                     "smtp_user": None, "smtp_password": None})
+            knobs["smtp_security"] = "none"
+        dispatcher = Dispatcher(s)
+        dispatcher.delivery = DeliverySettings(**knobs)
+        hub = Hub(s, dispatcher)
+        await hub.start()
+        assert hub.ftp is not None and hub.http is not None
+        world.ftp = (hub.ftp.host, hub.ftp.port)
+        base_url = hub.http.base_url
+        mail_where = (f"{data / 'mail'}/ (one .eml per mail)" if not opts.smtp
+                      else f"SMTP server {s.smtp_host}:{s.smtp_port}")
+        out(f"  hub running: download gateway {base_url}, FTP drop "
+            f"{hub.ftp.host}:{hub.ftp.port}, mail to {mail_where}")
+        d = s.deadlines
+        out(f"  deadlines Express/Rush/Normal {settings.deadlines.express:g}/"
+            f"{settings.deadlines.rush:g}/{settings.deadlines.normal:g} simulated hours = "
+            f"{d.express * 3600:.2f}/{d.rush * 3600:.1f}/{d.normal * 3600:.1f} s; "
+            "suppliers and readers are connecting")
+        await world.start(s)
+        out("")
+
+        completed = await _simulate(world, pool, opts, out)
+        sim_days = world.clock.hours() / 24
+        period = datetime.now(UTC).astimezone(dispatcher.zone).strftime("%Y-%m")
+        settlement_lines = await settle_period(s, pool, period, out)
+        # Mail the settlement may have queued goes out while the hub still runs.
+        for _ in range(100):
+            if not await pending_mail(pool):
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.3)
+        summary = await compute(pool, speed=opts.speed, mail_dir=None if opts.smtp
+                                else data / "mail", period=period)
+        summary.settlement = settlement_lines
+        summary.refused = world.stats.refused
+        summary.hub_errors = list(world.stats.errors)
+        summary.problems = list(world.stats.problems)
+        summary.sim_days = sim_days
+        summary.seconds = time.monotonic() - started
+        where = [f"mails:      {mail_where}",
+                 f"holdings:   {data / 'holdings.csv'}",
+                 f"hub HTTP:   {base_url}/  (download links /d/...; the operators' dashboard "
+                 "comes here)"]
+        statements = data / "statements" / period
+        if statements.is_dir():
+            where.insert(1, f"statements: {statements}/  (one CSV and one PDF per agency, "
+                         "and the centre's summary)")
+        if opts.keep:
+            url = mask_url(_with_database(settings.database_url.get_secret_value(),
+                                          opts.database))
+            env = f"ILLHUB_DATABASE_URL={url} ILLHUB_NAME_PREFIX={opts.prefix}"
+            where.append(f"database:   {opts.database} kept; explore it, e.g.")
+            if summary.example:
+                where.append(f"            {env} {sys.executable} run.py explain "
+                             f"{summary.example}")
+            where.append(f"            {env} {sys.executable} run.py budgets")
+        else:
+            where.append(f"database:   {opts.database} removed at the end (run with --keep to "
+                         "explore it with run.py explain, ledger show, budgets)")
+        for line in format_summary(summary, network=network_line, where=where):
+            out(line)
+        if not completed:
+            summary.open = max(summary.open, 1)
+        return summary
+    finally:
+        if world is not None:
+            world.stopping = True
+        if hub is not None:
+            # Let scheduled jobs in flight (deadline sweep, drop release) finish first,
+            # so that stopping does not cut them off mid-transaction.
+            if hub.scheduler.running:
+                hub.scheduler.pause()
+            await asyncio.sleep(0.5)
+            await hub.stop()
+        if world is not None:
+            await world.stop()
+        if mail_server is not None:
+            mail_server.close()
+            await mail_server.wait_closed()
+        await pool.close()
+        if not opts.keep:
+            try:
+                await teardown(settings, opts)
+            except Exception:
+                log.warning("demo clean-up failed", exc_info=True)
+
+
+def options_from(args: argparse.Namespace) -> DemoOptions:
+    opts = DemoOptions()
+    for name in ("requests", "speed", "days", "seed", "requesters", "suppliers", "keep", "smtp",
+                 "database", "prefix", "symbol_tag", "timeout"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(opts, name, value)
+    return opts
+
+
+async def demo_cli(settings: Settings, args: argparse.Namespace) -> int:
+    """`run.py demo`: exit 0 when every request finished and nothing went wrong."""
+    if not getattr(args, "verbose", False):
+        # The progress lines are the demo's output; the hub's own INFO logs would drown them.
+        logging.getLogger().setLevel(logging.WARNING)
+        # "job skipped: maximum number of running instances" is routine on a busy machine.
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    try:
+        summary = await run(settings, options_from(args), out=_say)
+    except (DemoError, NetworkError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if summary.open:
+        print(f"error: {summary.open} request(s) did not finish within the time limit",
+              file=sys.stderr)
+        return 1
+    if summary.ledger_problems or summary.problems:
+        print("error: the demo ran into problems (see above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)

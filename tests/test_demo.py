@@ -1,0 +1,103 @@
+"""`run.py demo`, small and fast: the summary it prints agrees with the hub's database.
+
+The demo runs in this process against the real servers, with its own database,
+name prefix and agency symbols (so it never meets a user's demo or another test),
+and keeps them (--keep) so the test can compare; the test removes them afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from email import message_from_bytes
+from email.policy import default as default_policy
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from broker import demo
+from broker.demo_network import load_network
+from broker.demo_report import DELIVERED
+from broker.states import TERMINAL
+from schemas.settings import Settings
+from settlement import ledger
+
+
+@pytest.fixture
+async def small_demo(settings: Settings, run_id: str):
+    opts = demo.DemoOptions(
+        requests=30, requesters=8, suppliers=6, speed=86_400, days=3, seed=7, keep=True,
+        database=f"illhub_test_{run_id}_demo", prefix=f"{settings.name_prefix}demo.",
+        symbol_tag=f"T{run_id}-demo", progress_seconds=5)
+    lines: list[str] = []
+    try:
+        summary = await asyncio.wait_for(demo.run(settings, opts, out=lines.append), 150)
+        url = urlunsplit(urlsplit(settings.database_url.get_secret_value())._replace(
+            path=f"/{opts.database}"))
+        conn = await asyncpg.connect(url)
+        try:
+            yield summary, lines, conn, Path(settings.data_dir) / "demo", opts
+        finally:
+            await conn.close()
+    finally:
+        await demo.teardown(settings, opts)
+
+
+async def test_demo_summary_agrees_with_the_database(small_demo) -> None:
+    summary, lines, conn, data, opts = small_demo
+    text = "\n".join(lines)
+    assert "fill rate" in text and "suppliers tried" in text and "turnaround" in text
+    assert not summary.problems, summary.problems
+    assert summary.open == 0
+
+    # Every request reached a terminal state.
+    assert await conn.fetchval("SELECT count(*) FROM ill_transaction "
+                               "WHERE NOT state = ANY($1)", list(TERMINAL)) == 0
+    # Requests: one per transaction not superseded by a Retry; each new request the
+    # hub accepted is one of them.
+    rows = await conn.fetch(
+        """SELECT state FROM ill_transaction t WHERE NOT EXISTS (
+               SELECT 1 FROM audit_log a WHERE a.transaction_id = t.id AND a.event = 'retried')""")
+    assert summary.requests == len(rows)
+    assert 30 - summary.refused <= summary.requests <= 30
+    filled = sum(r["state"] in DELIVERED for r in rows)
+    assert summary.filled == filled > 0
+    assert 0 < summary.fill_rate <= 1
+    assert summary.fill_rate == pytest.approx(filled / len(rows))
+    assert summary.filled + summary.unfilled + summary.cancelled == summary.requests
+    forwards = await conn.fetchval("SELECT count(*) FROM rota_entry WHERE outcome <> 'pending'")
+    assert summary.suppliers_tried == pytest.approx(forwards / len(rows))
+    assert summary.turnaround is not None and 0 < summary.turnaround[0] <= summary.turnaround[1]
+
+    # Mail: every mail the hub sent is a .eml file; one link per delivered copy.
+    eml = sorted((data / "mail").glob("*.eml"))
+    sent = await conn.fetchval("SELECT count(*) FROM mail_outbox WHERE sent_at IS NOT NULL")
+    assert len(eml) == sent == summary.mails_on_disk == summary.mails_sent > 0
+    assert await conn.fetchval("SELECT count(*) FROM mail_outbox WHERE sent_at IS NULL") == 0
+    grants = await conn.fetchval("SELECT count(*) FROM download_grant")
+    assert summary.patron_mails == grants == summary.grants
+    mail = message_from_bytes(eml[0].read_bytes(), policy=default_policy)
+    assert "文献传递" in str(mail["Subject"])
+    assert re.search(r"/d/[A-Za-z0-9_-]{20,}", mail.get_body(("plain",)).get_content())
+
+    # Downloads: the readers' clicks are the gateway's records, never beyond a limit.
+    assert summary.downloads == await conn.fetchval("SELECT count(*) FROM download") > 0
+    assert await conn.fetchval("SELECT count(*) FROM download_grant WHERE used > max_downloads"
+                               ) == 0
+
+    # Money: the ledger balances and the summary's totals are the ledger's.
+    assert await ledger.check(conn) == [] == summary.ledger_problems
+    fees = await conn.fetchval("SELECT coalesce(sum(fee_minor), 0) FROM ledger_posting")
+    assert summary.fees_minor == fees > 0
+    assert summary.postings == await conn.fetchval("SELECT count(*) FROM ledger_posting")
+    assert sum(n for _, _, n in summary.nets) == -summary.centre_minor
+    assert summary.centre_minor == -summary.subsidy_minor
+
+    # The network chosen: 8 requesters and 6 suppliers (a university may be both),
+    # registered under this test's symbol tag.
+    network = load_network(seed=opts.seed, requesters=8, suppliers=6, tag=opts.symbol_tag)
+    assert {r["symbol"] for r in await conn.fetch("SELECT symbol FROM agency")} == {
+        a.symbol for a in network.agencies}
+    assert len(network.requesters) == 8 and len(network.suppliers) == 6
