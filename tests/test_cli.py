@@ -121,5 +121,6 @@ async def test_explain_unknown_transaction(settings: Settings) -> None:
 async def test_settle_preview_and_bad_period(settings: Settings) -> None:
     code, out, err = await run(settings, "settle", "--period", "current", "--dry-run")
     assert code == 0, err
+    assert "dry run" in (out + err).lower() or "preview" in (out + err).lower()
     code, _, err = await run(settings, "settle", "--period", "2026-13")
     assert code == 1 and "2026-13" in err
