@@ -493,8 +493,10 @@ async def run(settings: Settings, opts: DemoOptions, out: Out = print) -> Summar
         summary.seconds = time.monotonic() - started
         where = [f"mails:      {mail_where}",
                  f"holdings:   {data / 'holdings.csv'}",
-                 f"hub HTTP:   {base_url}/  (download links /d/...; the operators' dashboard "
-                 "comes here)"]
+                 f"hub HTTP:   {base_url}/  (download links /d/...; operators' dashboard at "
+                 f"{base_url}/ops/ while a hub runs: run.py demo --keep, then "
+                 "ILLHUB_OPERATOR_PASSWORD=... ILLHUB_DATABASE_URL=.../illhub_demo "
+                 "ILLHUB_NAME_PREFIX=demo. run.py hub)"]
         statements = data / "statements" / period
         if statements.is_dir():
             where.insert(1, f"statements: {statements}/  (one CSV and one PDF per agency, "
