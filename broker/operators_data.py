@@ -57,6 +57,7 @@ class Dashboard:
     dead_recent: list[asyncpg.Record]
     flags_recent_count: int
     flags: list[asyncpg.Record]
+    violations: list[asyncpg.Record] = field(default_factory=list)
 
     @property
     def decided(self) -> int:
@@ -138,6 +139,9 @@ async def dashboard(conn: asyncpg.Connection, tz: str,
         """SELECT id, flagged_at, transaction_id, event, requester, supplier, reason, fee_minor,
                   limit_minor, currency, detail FROM charge_flag
            ORDER BY flagged_at DESC, id DESC LIMIT 10""")
+    violations = await conn.fetch(
+        """SELECT raised_at, kind, subject, transaction_id, detail FROM flag
+           WHERE raised_at >= $1 ORDER BY id DESC LIMIT 20""", since)
 
     return Dashboard(
         today=today, since=since, zone=tz, volume=volume,
@@ -150,7 +154,8 @@ async def dashboard(conn: asyncpg.Connection, tz: str,
         open_by_state=open_by_state, suppliers=suppliers, requesters=requesters,
         budgets=budgets, budgets_total=budgets_total, budget_period=period,
         dead_open=dead["open"], dead_total=dead["total"],
-        dead_recent=dead_recent, flags_recent_count=flags_recent_count, flags=flags)
+        dead_recent=dead_recent, flags_recent_count=flags_recent_count, flags=flags,
+        violations=violations)
 
 
 SUPPLIER_SQL = """

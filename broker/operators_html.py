@@ -312,6 +312,13 @@ def dashboard_page(d: Dashboard, clock: Clock, generated: datetime) -> str:
                 f["supplier"], f["requester"], f["reason"], money(f["fee_minor"], f["currency"]),
                 money(f["limit_minor"], f["currency"])] for f in d.flags],
               caption=f"Latest ten; {d.flags_recent_count} in the last {DAYS} days"),
+        tag("h2", "Violations and quality flags 违规与质量预警", id="violations"),
+        table(["raised", "kind", "about", "transaction", "detail"],
+              [[clock(v["raised_at"]), v["kind"], v["subject"],
+                link(txn_href(v["transaction_id"]), v["transaction_id"])
+                if v["transaction_id"] else "—", _short(v["detail"], 200)]
+               for v in d.violations],
+              caption=f"Latest twenty in the last {DAYS} days (run.py flags lists them all)"),
     ]
     footer = f"Times in {clock.name}. Generated {clock(generated)}."
     return layout("Dashboard · ILL Hub", cat(parts), footer=footer)

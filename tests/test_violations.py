@@ -86,3 +86,21 @@ async def test_unusual_cancellation_rate(network, pool) -> None:  # noqa: F811
         await req.confirmed()
     [flag] = await flags(pool, req.symbol, "cancellation_rate")
     assert "cancelled 4 of its 10 requests" in flag["detail"]
+
+
+async def test_flags_appear_on_the_dashboard(network, pool, settings, monkeypatch) -> None:  # noqa: F811
+    from tests.test_operators import get_page, ops_client, sign_in
+
+    req, sh = network["req"], network["sh"]
+    await start(network, "DF-1")
+    await sh.next("request")
+    done = supplier_message(sh.symbol, req.symbol, "DF-1", "CopyCompleted")
+    done["supplyingAgencyMessage"]["deliveryInfo"] = {
+        "dateSent": messages.now(), "sentVia": "FTP", "itemId": "missing-在哪里.pdf"}
+    await sh.send("supplyingAgencyMessage", done)
+    await sh.confirmed(ok=False)
+    async with ops_client(settings, pool, monkeypatch) as client:
+        await sign_in(client)
+        page = await get_page(client, "/ops/")
+    assert "Violations and quality flags" in page
+    assert "copy_without_valid_file" in page and "missing-在哪里.pdf" in page
