@@ -160,25 +160,29 @@ async def _sweep_uploads(conn: asyncpg.Connection, settings: Settings,
         report.deleted_paths.append(str(home / relative))
 
 
+def _stale(top: Path, cutoff: float) -> list[tuple[Path, str, int]]:
+    """(path, path relative to `top`, size) of files under `top` not modified since `cutoff`."""
+    found: list[tuple[Path, str, int]] = []
+    # followlinks=False: a symlink must not take the sweeper outside `top`.
+    for directory, _dirs, files in os.walk(top, followlinks=False):
+        for name in files:
+            path = Path(directory) / name
+            try:
+                st = path.lstat()
+            except OSError:
+                continue
+            if st.st_mtime < cutoff:
+                found.append((path, path.relative_to(top).as_posix(), st.st_size))
+    return found
+
+
 def _old_files(root: Path, cutoff: float) -> list[tuple[Path, str, int]]:
     """(home, path inside it, size) of regular files not modified since `cutoff`."""
-    found: list[tuple[Path, str, int]] = []
     if not root.is_dir():
-        return found
-    for home in root.iterdir():
-        if not home.is_dir() or home.is_symlink():
-            continue
-        # followlinks=False: a symlink in a home must not take the sweeper elsewhere.
-        for directory, _dirs, files in os.walk(home, followlinks=False):
-            for name in files:
-                path = Path(directory) / name
-                try:
-                    st = path.lstat()
-                except OSError:
-                    continue
-                if st.st_mtime < cutoff:
-                    found.append((home, path.relative_to(home).as_posix(), st.st_size))
-    return found
+        return []
+    return [(home, relative, size) for home in root.iterdir()
+            if home.is_dir() and not home.is_symlink()
+            for _path, relative, size in _stale(home, cutoff)]
 
 
 async def _sweep_orphans(conn: asyncpg.Connection, store: Path, now: datetime,
@@ -206,21 +210,10 @@ async def _sweep_orphans(conn: asyncpg.Connection, store: Path, now: datetime,
 
 
 def _store_files(store: Path, cutoff: float) -> list[tuple[str, int]]:
-    found: list[tuple[str, int]] = []
     if not store.is_dir():
-        return found
-    for directory, _dirs, files in os.walk(store, followlinks=False):
-        for name in files:
-            path = Path(directory) / name
-            try:
-                st = path.lstat()
-            except OSError:
-                continue
-            if st.st_mtime < cutoff:
-                relative = path.relative_to(store).as_posix()
-                if name.startswith(INCOMING_PREFIX) or not name.startswith("."):
-                    found.append((relative, st.st_size))
-    return found
+        return []
+    return [(relative, size) for path, relative, size in _stale(store, cutoff)
+            if path.name.startswith(INCOMING_PREFIX) or not path.name.startswith(".")]
 
 
 def _unlink(path: Path) -> bool:
