@@ -2,17 +2,19 @@
 """Settlement at scale: netting and statements for N ledger transactions across M agencies.
 
     .venv/bin/python bench/settlement.py [--transactions 10000000] [--agencies 1000]
-        [--pdf sample|all|none] [--pdf-sample 20] [--workers 2] [--keep]
+        [--pdf sample|all|none] [--pdf-sample 40] [--workers 4] [--pdf-workers 2] [--keep]
 
 Creates a scratch database `illhub_bench_<random>` (through --admin-url), migrates
 it, and generates the ledger set-based, straight into ledger_posting, ledger_entry
 and subsidy_grant (INSERT ... SELECT generate_series, two connections at once):
 one posting per transaction, 99 % dated in the settled month and 1 % in the month
-before (late, never settled), every second one subsidised 50 % by one of two rules
-against a global monthly budget, one in 200 a reversal of the transaction before
-it. Bulk-load practice: the secondary indexes and foreign keys of the three
-tables are dropped before the load and re-created afterwards, which validates every
-row against them; the primary keys and CHECK constraints stay on throughout.
+before (late, never settled), a quarter subsidised 50 % by one of two rules against
+a global monthly budget, one in 199 a reversal of the transaction before it; fees
+from 5.00 to 125.00, higher for suppliers further down the list, so that some
+agencies pay and others receive. Bulk-load practice: the secondary indexes and
+foreign keys of the three tables are dropped before the load and re-created
+afterwards, which validates every row against them; the primary keys and CHECK
+constraints stay on throughout.
 
 Then it times one real settlement run (`settlement.settle.settle`, the same code the
 CLI and the scheduler use) with CSV statements for every agency, then the PDFs
@@ -76,8 +78,8 @@ SELECT g, 'B' || a.src, t.event || CASE WHEN a.rev THEN '/reversal' ELSE '' END,
        (d.day + time '10:00' + (g % 36000) * interval '1 second') AT TIME ZONE 'Asia/Shanghai',
        d.day, now()
 FROM generate_series($1::bigint, $2::bigint) AS g
-CROSS JOIN LATERAL (SELECT g % 200 = 0 AS rev, CASE WHEN g % 200 = 0 THEN g - 1 ELSE g END AS src,
-                           CASE WHEN g % 200 = 0 THEN -1 ELSE 1 END AS sign) a
+CROSS JOIN LATERAL (SELECT g % 199 = 0 AS rev, CASE WHEN g % 199 = 0 THEN g - 1 ELSE g END AS src,
+                           CASE WHEN g % 199 = 0 THEN -1 ELSE 1 END AS sign) a
 CROSS JOIN LATERAL (SELECT CASE WHEN g % 100 = 7 THEN date '2026-09-01' + (g % 30)::int
                                 ELSE date '2026-10-01' + (g % 31)::int END AS day) d
 CROSS JOIN LATERAL (
@@ -89,9 +91,10 @@ CROSS JOIN LATERAL (
            (ARRAY['敦煌学研究', '红楼梦版本研究', 'Journal of Library Science',
                   '四库全书总目提要', '中国图书馆学报'])[a.src % 5 + 1]
                || ' 第' || (a.src % 997) || '卷' AS title,
-           500 + (a.src * 7919) % 7500 AS fee,
-           CASE WHEN (a.src / {{agencies}}) % 2 = 0 THEN (500 + (a.src * 7919) % 7500) / 2
-                ELSE 0 END AS sub) t
+           f.fee, CASE WHEN (a.src / {{agencies}}) % 4 = 0 THEN f.fee / 2 ELSE 0 END AS sub
+    FROM (SELECT 500 + (a.src * 7919) % 7500
+                 + 5000 * ((a.src % {{agencies}} + 1 + (a.src / {{agencies}}) % ({{agencies}} - 1))
+                           % {{agencies}}) / {{agencies}} AS fee) f) t
 """
 
 ENTRIES = """
@@ -259,9 +262,9 @@ async def main(args: argparse.Namespace) -> int:
                                                                  args.pdf_sample)]
             lines = sum(m.lines for m in chosen)
             say(f"PDF statements for {len(chosen):,} agencies ({lines:,} lines) with "
-                f"{args.workers} worker processes ...")
+                f"{args.pdf_workers} worker processes ...")
             t = time.perf_counter()
-            await render_pdfs(chosen, directory, pdf_workers=args.workers,
+            await render_pdfs(chosen, directory, pdf_workers=args.pdf_workers,
                               progress=lambda m: say("  " + m))
             pdf_seconds = time.perf_counter() - t
             all_lines = sum(m.lines for m in metas)
@@ -315,8 +318,10 @@ if __name__ == "__main__":
     parser.add_argument("--pdf", choices=("sample", "all", "none"), default="sample")
     parser.add_argument("--pdf-sample", type=int, default=40,
                         help="how many agencies' PDFs to render with --pdf sample")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="statement streams and PDF processes at once")
+    parser.add_argument("--workers", type=int, default=4,
+                        help="statement streams from PostgreSQL at once")
+    parser.add_argument("--pdf-workers", type=int, default=2,
+                        help="PDF worker processes")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--admin-url", default=ADMIN)
     sys.exit(asyncio.run(main(parser.parse_args())))

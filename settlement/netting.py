@@ -226,10 +226,12 @@ _WEIGHT = "((hashint8(e.posting_id) & 65535) + 1)"
 _TUNING = "SET LOCAL work_mem = '256MB'; SET LOCAL jit = off"
 
 
-async def compute(db: asyncpg.Connection | asyncpg.Pool, scope: Scope) -> Netting:
+async def compute(db: asyncpg.Connection | asyncpg.Pool, scope: Scope, *,
+                  connections: int | None = None) -> Netting:
     """All figures of a run (or a preview) from the ledger, by aggregation in SQL.
 
-    With a pool, the independent aggregations run at once on their own connections.
+    With a pool, the independent aggregations run at once on their own connections
+    (at most `connections` of them; default: the pool's size).
     """
     pfrom, pwhere, args = scope.postings()
     efrom, ewhere, eargs = scope.entries()
@@ -243,12 +245,13 @@ async def compute(db: asyncpg.Connection | asyncpg.Pool, scope: Scope) -> Nettin
         # One pass over the grants for both breakdowns: by rule, and by budget (a grant
         # counts in full against each budget it lists).
         "grants": (f"""SELECT g.rule, g.budgets, p.currency,
-                              sum(g.granted_minor)::bigint AS granted, count(*) AS n
+                              sum(g.granted_minor)::bigint AS granted,
+                              count(*) FILTER (WHERE g.granted_minor <> 0) AS n
                        FROM {pfrom} JOIN subsidy_grant g ON g.posting_id = p.id
                        WHERE {pwhere}
                        GROUP BY g.rule, g.budgets, p.currency""", args),
     }
-    results = await _fetch_all(db, queries)
+    results = await _fetch_all(db, queries, connections)
     lines, sums = results["lines"], results["sums"]
     rule_sums: dict[tuple[str, str], list[int]] = {}
     budget_sums: dict[tuple[int, str], int] = {}
@@ -307,10 +310,13 @@ async def compute(db: asyncpg.Connection | asyncpg.Pool, scope: Scope) -> Nettin
 
 
 async def _fetch_all(db: asyncpg.Connection | asyncpg.Pool,
-                     queries: dict[str, tuple[str, list[Any]]]) -> dict[str, list[asyncpg.Record]]:
+                     queries: dict[str, tuple[str, list[Any]]],
+                     connections: int | None) -> dict[str, list[asyncpg.Record]]:
     if isinstance(db, asyncpg.Pool):
+        slots = asyncio.Semaphore(max(1, connections or db.get_max_size()))
+
         async def one(sql: str, args: list[Any]) -> list[asyncpg.Record]:
-            async with db.acquire() as conn, conn.transaction(readonly=True):
+            async with slots, db.acquire() as conn, conn.transaction(readonly=True):
                 await conn.execute(_TUNING)
                 return await conn.fetch(sql, *args)
 

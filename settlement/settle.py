@@ -88,6 +88,10 @@ SETTLE_LOCK = 0x494C4C4853455454
 DEFAULT_CRON = "15 0 1 * *"
 MAX_ATTACHMENT_BYTES = 10 * 2**20
 PDF_INLINE_LINES = 20_000
+# Agencies' statement lines are streamed from PostgreSQL in this many ranges at once
+# (each on its own pooled connection): 4 measured best on 2 cores, PostgreSQL's
+# sorting and formatting being the bottleneck.
+STATEMENT_STREAMS = 4
 LOCK_POLL_SECONDS = 0.2
 
 
@@ -149,7 +153,8 @@ def _now() -> datetime.datetime:
 async def settle(pool: asyncpg.Pool, settings: Settings, period: str | Period, *,
                  now: datetime.datetime | None = None, dry_run: bool = False,
                  centre_email: str | None = None, pdf: bool = True, wait: bool = True,
-                 verify: bool = False, workers: int = 2, pdf_workers: int | None = None,
+                 verify: bool = False, workers: int = STATEMENT_STREAMS,
+                 pdf_workers: int | None = None,
                  max_attachment_bytes: int = MAX_ATTACHMENT_BYTES,
                  progress: Callable[[str], None] | None = None) -> SettlementResult | None:
     """Settle `period` ('YYYY-MM' or 'current'), or preview it with dry_run.
@@ -164,6 +169,9 @@ async def settle(pool: asyncpg.Pool, settings: Settings, period: str | Period, *
     say = progress or (lambda _m: None)
     if dry_run:
         return await preview(pool, settings, p, progress=say)
+    if pool.get_max_size() < 2:
+        raise SettlementError("settling needs a pool of at least 2 connections (one holds "
+                              "the settlement lock)")
     if not p.has_ended(now, tz):
         raise SettlementError(
             f"period {p} has not ended yet (it ends {p.ends_at(tz):%Y-%m-%d %H:%M} {tz}); "
@@ -190,7 +198,7 @@ async def _locked(pool: asyncpg.Pool, lock: asyncpg.Connection, settings: Settin
         st = await periods.state(lock, p)
         if st.state == CLOSED:
             return await reproduce(pool, settings, p, verify=verify, workers=workers,
-                                   pdf=pdf, pdf_workers=pdf_workers, progress=say)
+                                   pdf_workers=pdf_workers, progress=say)
         later = await periods.later_closed(lock, p)
         if later:
             raise SettlementError(
@@ -236,7 +244,7 @@ async def settle_cli(settings: Settings, period: str, dry_run: bool,
 
     try:
         pool = await create_pool(settings.database_url.get_secret_value(), min_size=1,
-                                 max_size=6)
+                                 max_size=STATEMENT_STREAMS + 3)
     except (OSError, asyncpg.PostgresError) as exc:
         return fail(f"cannot reach the database: {exc}")
     try:
@@ -329,7 +337,10 @@ async def _run(pool: asyncpg.Pool, lock: asyncpg.Connection, settings: Settings,
         progress(f"run {run_id} for {p}: {int(status.split()[-1]):,} postings taken in "
                  f"{lap('items'):.1f}s")
 
-        netting = await compute(pool, Scope(p.first_day, p.last_day, run_id))
+        # The lock's connection is taken from the pool: the rest is free for the queries.
+        spare = pool.get_max_size() - 1
+        netting = await compute(pool, Scope(p.first_day, p.last_day, run_id),
+                                connections=spare)
         record, problems = invariants(netting)
         progress(f"netting: {len(netting.symbols):,} agencies, {netting.entries:,} entries in "
                  f"{lap('netting'):.1f}s; invariants "
@@ -494,8 +505,10 @@ async def _write_files(pool: asyncpg.Pool, run_id: int, p: Period, tz: str,
                        centre: str) -> tuple[dict[str, list[FileInfo]], int]:
     """Every file of a run into `scratch`: by agency (CENTRE: the summary) and lines written."""
     t = time.monotonic()
+    # One pooled connection holds the settlement lock meanwhile.
+    streams = max(1, min(workers, pool.get_max_size() - 1))
     csvs, written = ({}, 0) if not metas else await write_statement_csvs(
-        pool.acquire, run_id, p.first_day, tz, metas, scratch, workers=workers,
+        pool.acquire, run_id, p.first_day, tz, metas, scratch, workers=streams,
         progress=progress)
     timings["csv"] = round(time.monotonic() - t, 3)
     progress(f"CSV statements: {len(csvs):,} files, {written:,} lines in {timings['csv']:.1f}s")
@@ -797,7 +810,7 @@ async def _stored(conn: asyncpg.Connection, settings: Settings, p: Period, *,
 
 
 async def reproduce(pool: asyncpg.Pool, settings: Settings, p: Period, *, verify: bool = False,
-                    workers: int = 2, pdf: bool = True, pdf_workers: int | None = None,
+                    workers: int = STATEMENT_STREAMS, pdf_workers: int | None = None,
                     progress: Callable[[str], None] | None = None) -> SettlementResult:
     """A closed period's run: figures recomputed from its items and compared with the record;
     files checked against their checksums, missing or damaged ones rewritten (all of them
@@ -809,7 +822,8 @@ async def reproduce(pool: asyncpg.Pool, settings: Settings, p: Period, *, verify
             "SELECT agency, name, finance_email FROM settlement_statement WHERE run_id = $1",
             result.run_id)}
     assert result.run_id is not None
-    netting = await compute(pool, Scope(result.date_from, result.cutoff, result.run_id))
+    netting = await compute(pool, Scope(result.date_from, result.cutoff, result.run_id),
+                            connections=pool.get_max_size() - 1)
     _compare(result, netting)
     say(f"period {p} is closed (run {result.run_id}): figures reproduced from its "
         f"{netting.postings:,} postings")
@@ -828,10 +842,11 @@ async def reproduce(pool: asyncpg.Pool, settings: Settings, p: Period, *, verify
                        settings.hub_symbol)
         record = dict(result.invariants)
         record["everyEntryInOneStatement"] = dict(record["everyEntryInOneStatement"])
+        # The run's own choice decides, so that the same files come out again.
         has_pdf = any(f.name.endswith(".pdf") for f in result.files)
         files, _written = await _write_files(
             pool, result.run_id, p, settings.timezone, metas, netting, record, scratch,
-            pdf=pdf and has_pdf, workers=workers, pdf_workers=pdf_workers, timings={},
+            pdf=has_pdf, workers=workers, pdf_workers=pdf_workers, timings={},
             progress=say, names=names, generated_at=result.generated_at or "",
             centre=settings.hub_symbol)
         made = {f.name: f for fs in files.values() for f in fs}

@@ -643,7 +643,7 @@ def render_statement_pdf(csv_path: str, pdf_path: str, meta: StatementMeta) -> F
 
 
 def _statement_totals(pdf: _Pdf, meta: StatementMeta, y: float) -> None:
-    need = 30 + 78 * len(meta.totals)
+    need = 30 + 90 * len(meta.totals)
     if y - need < _BOTTOM:
         _page_foot(pdf, meta.generated_at, meta.centre)
         pdf.new_page()
@@ -658,7 +658,6 @@ def _statement_totals(pdf: _Pdf, meta: StatementMeta, y: float) -> None:
             ("作为供应馆应收 Earned as supplier", f"{t.as_supplier} 行 lines", t.earned),
             ("作为申请馆应付 Owed as requester", f"{t.as_requester} 行 lines", -t.owed),
             ("中心补贴 Subsidy paid by the centre on your behalf", "", t.subsidy),
-            ("读者自付 Patron share (collected from your readers)", "", t.patron),
         )
         for label, note, minor in rows:
             y -= 12
@@ -673,6 +672,10 @@ def _statement_totals(pdf: _Pdf, meta: StatementMeta, y: float) -> None:
                 "none": ("本期无需结算 Nothing to settle", 0)}[t.direction]
         pdf.text(40, y, text[0], 10, cjk=True)
         pdf.text(520, y, f"{amount(text[1], c)} {c}", 11, right=True, bold=True)
+        y -= 14
+        pdf.text(40, y, "读者自付（由贵馆向读者收取，不在净额内） Patron share your readers "
+                        "pay you (not part of the net amount)", 7, cjk=True, grey=True)
+        pdf.text(520, y, f"{amount(t.patron, c)} {c}", 7.5, right=True, grey=True)
         y -= 10
 
 

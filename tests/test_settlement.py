@@ -559,6 +559,41 @@ async def test_nets_are_per_currency(pool: asyncpg.Pool, settings: Settings) -> 
         ["25.00", "CNY"], ["-7.50", "USD"]]
 
 
+async def test_a_small_pool_is_enough(pool: asyncpg.Pool, settings: Settings,
+                                      database_url: str) -> None:
+    """One connection holds the lock; the netting and the statements share the other."""
+    year = await fresh_year(pool)
+    period, pku, fdu, lzu = await worked_example(pool, year)
+    small = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        result = await asyncio.wait_for(settle(small, settings, period, now=after(period)), 60)
+        assert result is not None and result.created
+        assert nets(result, [pku, fdu, lzu]) == {pku: "26.00", fdu: "5.00", lzu: "-2.00"}
+    finally:
+        await small.close()
+    tiny = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    try:
+        with pytest.raises(SettlementError, match="at least 2 connections"):
+            await settle(tiny, settings, period, now=after(period))
+    finally:
+        await tiny.close()
+
+
+async def test_a_period_without_postings_closes_empty(pool: asyncpg.Pool,
+                                                      settings: Settings) -> None:
+    year = await fresh_year(pool)
+    period = f"{year}-02"
+    result = await settle(pool, settings, period, now=after(period))
+    assert result is not None and result.created and result.statements == []
+    assert result.postings == 0 and result.totals == {} and result.invariants["ok"]
+    assert [f.name for f in result.files] == [summary_name(period, "csv"),
+                                              summary_name(period, "pdf")]
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE routing_key = $1",
+                               f"settlement.{period}") == 1
+    again = await settle(pool, settings, period, now=after(period))
+    assert again is not None and again.reproduced and again.files == result.files
+
+
 # --------------------------------------------------------------------------
 # invariants
 # --------------------------------------------------------------------------
