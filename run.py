@@ -127,14 +127,15 @@ async def cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
 
     from broker.dispatch import PolicyError, load_policy
     from schemas.database import connect
+    from settlement.common import read_input
 
     conn = await connect(settings.database_url.get_secret_value())
     try:
         if args.action == "load":
             try:
-                text = Path(args.file).read_text("utf-8")  # noqa: ASYNC240 - one small file
-            except (OSError, UnicodeDecodeError) as exc:
-                return fail(f"cannot read {args.file}: {exc}")
+                text = read_input(args.file)
+            except ValueError as exc:
+                return fail(str(exc))
             try:
                 version = await load_policy(conn, text, Path(args.file).name)
             except PolicyError as exc:

@@ -8,6 +8,7 @@ import re
 import sys
 import unicodedata
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
@@ -112,6 +113,14 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *,
     print("  ".join("-" * w for w in widths), file=out)
     for r in cells[1:]:
         print(line(r), file=out)
+
+
+def read_input(path: str) -> str:
+    """An operator's input file (fees, subsidy, policy) as text; ValueError says why not."""
+    try:
+        return Path(path).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
 
 
 def fail(message: str) -> int:

@@ -49,7 +49,7 @@ import asyncpg
 from schemas.iso18626 import ServiceKind
 from schemas.money import DEFAULT_CURRENCY, Money
 from schemas.symbols import split_symbol
-from settlement.common import fail, parse_amount, parse_date, type_name, unknown_key
+from settlement.common import fail, parse_amount, parse_date, read_input, type_name, unknown_key
 
 SERVICE_KINDS: tuple[str, ...] = tuple(k.value for k in ServiceKind)
 # Serialises loads, so two operators loading at once cannot leave overlapping schedules.
@@ -475,9 +475,9 @@ def fee_to_charge(delivery_costs: Money | None, quote: Money | None) -> Money | 
 async def fees_load_cli(database_url: str, path: str) -> int:
     """`run.py fees load FILE`: 0 loaded, 1 nothing loaded (error on stderr)."""
     try:
-        text = Path(path).read_text("utf-8")  # noqa: ASYNC240 - one small file
-    except (OSError, UnicodeDecodeError) as exc:
-        return fail(f"cannot read {path}: {exc}")
+        text = read_input(path)
+    except ValueError as exc:
+        return fail(str(exc))
     conn = await asyncpg.connect(database_url)
     try:
         report = await load_fees(conn, text, file_name=Path(path).name)

@@ -66,6 +66,7 @@ from settlement.common import (
     parse_amount,
     parse_date,
     period_of,
+    read_input,
     table,
     type_name,
     unknown_key,
@@ -665,9 +666,9 @@ async def budgets_cli(database_url: str, period: str | None, *,
 async def subsidy_load_cli(database_url: str, path: str) -> int:
     """`run.py subsidy load FILE`: 0 loaded, 1 nothing loaded (error on stderr)."""
     try:
-        text = Path(path).read_text("utf-8")  # noqa: ASYNC240 - one small file
-    except (OSError, UnicodeDecodeError) as exc:
-        return fail(f"cannot read {path}: {exc}")
+        text = read_input(path)
+    except ValueError as exc:
+        return fail(str(exc))
     conn = await asyncpg.connect(database_url)
     try:
         version = await load_subsidy(conn, text, Path(path).name)
