@@ -19,6 +19,7 @@ from schemas.settings import Settings
 from schemas.symbols import split_symbol
 
 ROLES = ("requester", "supplier")
+ISO18626_VERSIONS = ("1.2", "2021")
 
 
 class AgencyError(ValueError):
@@ -35,6 +36,9 @@ class NewAgency:
     city: str | None = None
     email: str | None = None
     finance_email: str | None = None
+    # An ILL system that speaks ISO 18626 XML over HTTP instead of AMQP (broker/peers.py).
+    iso18626_url: str | None = None
+    iso18626_version: str = "1.2"
 
     def check(self) -> None:
         try:
@@ -52,6 +56,12 @@ class NewAgency:
         for label, addr in (("--email", self.email), ("--finance-email", self.finance_email)):
             if addr and not re.fullmatch(r"[^@\s]+@[^@\s]+", addr):
                 raise AgencyError(f"{label} {addr!r} is not an e-mail address")
+        if self.iso18626_url is not None and not re.fullmatch(r"https?://[^\s/]+\S*",
+                                                              self.iso18626_url):
+            raise AgencyError(f"--iso18626-url {self.iso18626_url!r} is not an http(s) URL")
+        if self.iso18626_version not in ISO18626_VERSIONS:
+            raise AgencyError(f"--iso18626-version must be one of "
+                              f"{', '.join(ISO18626_VERSIONS)}; got {self.iso18626_version!r}")
 
 
 def parse_region(region: str | None) -> tuple[str | None, str | None]:
@@ -79,10 +89,11 @@ async def add(settings: Settings, pool: asyncpg.Pool, agency: NewAgency) -> None
                               "use `agency list` to see it")
         await conn.execute(
             """INSERT INTO agency (symbol, name, roles, province, city, email, finance_email,
-                                   password_hash)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+                                   password_hash, iso18626_url, iso18626_version)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
             agency.symbol, agency.name, list(agency.roles), agency.province, agency.city,
             agency.email, agency.finance_email, hash_password(agency.password),
+            agency.iso18626_url, agency.iso18626_version,
         )
         # The broker side is created inside the DB transaction, so a broker failure
         # leaves no agency row; a DB failure after it is undone below.

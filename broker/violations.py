@@ -18,7 +18,7 @@ from broker.outbox import Outgoing, enqueue
 from broker.topology import EVENTS
 
 KINDS = ("charge_above_schedule", "deadline_breaches", "copy_without_valid_file",
-         "loan_overdue", "cancellation_rate")
+         "loan_overdue", "cancellation_rate", "peer_error")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,267 @@
+"""Outbound ISO 18626 over HTTP: what the hub sends to an agency that is an HTTP peer.
+
+An agency registered with `--iso18626-url` gets, instead of messages on its AMQP
+queue, the same messages POSTed to that URL as `ISO18626Message` XML in its schema
+version. The rows come from the same transactional outbox (a trigger marks rows
+for such agencies `transport = 'iso18626-http'` as they are written; the AMQP relay
+leaves them alone), so a state change and its message still commit together.
+
+Per peer, strictly in outbox order: a peer that is down (connection refused,
+timeout, HTTP error, an answer that is not an ISO 18626 confirmation) holds up only
+its own messages, retried with exponential backoff (2, 4, ... up to 300 s). The
+peer's confirmation is recorded on the row. A peer that answers ERROR has received
+and refused the message: retrying would only be refused again, so the row is
+closed, a `peer_error` flag raised and a dead letter kept for the operators.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import defaultdict
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+
+from broker.observability import MESSAGES_OUT
+from broker.outbox import MAX_BACKOFF_SECONDS, NOTIFY_CHANNEL
+from broker.violations import raise_flag
+from schemas.iso18626 import CONFIRMATION_OF, MessageType
+from schemas.iso18626_xml import XmlMessageError, read_xml, to_xml
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TRANSPORT = "iso18626-http"
+PEER_LOCK = 0x494C4C4850454552  # "ILLHPEER": one peer relay at a time across hubs
+
+_PENDING = """
+SELECT o.id, o.routing_key, o.message_id, o.message_type, o.headers, o.body, o.attempts,
+       o.available_at <= now() AS due, a.iso18626_url, a.iso18626_version
+FROM (SELECT *, row_number() OVER (PARTITION BY routing_key ORDER BY id) AS n
+      FROM outbox WHERE published_at IS NULL AND transport = 'iso18626-http') o
+JOIN agency a ON a.symbol = o.routing_key
+WHERE o.n <= $1
+ORDER BY o.routing_key, o.id
+"""
+
+
+class Sent:
+    """A row the peer confirmed OK."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+
+
+class Refused:
+    """A row that must not be sent again: the peer answered ERROR, or it cannot be written."""
+
+    def __init__(self, reason: str, answer: str | None = None) -> None:
+        self.reason = reason
+        self.answer = answer
+
+
+class Retry:
+    """The peer did not confirm receipt: try again later."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+Result = Sent | Refused | Retry
+
+
+class PeerRelay:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, *, timeout: float = 30.0,
+                 per_peer: int = 50) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.timeout = timeout
+        self.per_peer = per_peer
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._session: aiohttp.ClientSession | None = None
+
+    async def run(self) -> None:
+        """Send until stop(); a failure (database restarted, say) costs a pause only."""
+        while not self._stopping:
+            try:
+                await self._listen_and_send()
+            except Exception:
+                log.exception("ISO 18626 peer relay failed; starting again in 1 s")
+                await asyncio.sleep(1.0)
+
+    async def _listen_and_send(self) -> None:
+        listener = await asyncpg.connect(self.settings.database_url.get_secret_value())
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        try:
+            await listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+            while not self._stopping:
+                if listener.is_closed():
+                    raise ConnectionError("the peer relay's LISTEN session was closed")
+                if await self.send_due() == 0:
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(),
+                                               self.settings.outbox_poll_seconds)
+                    except TimeoutError:
+                        pass
+        finally:
+            await self._session.close()
+            self._session = None
+            listener.terminate()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def send_due(self) -> int:
+        """One round: each peer's due messages in order until one fails; returns how many
+        rows were settled (confirmed or refused)."""
+        own_session = self._session is None
+        session = self._session or aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.timeout))
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", PEER_LOCK):
+                    return 0
+                # An agency that went back to AMQP gets what is still pending on its queue.
+                await conn.execute(
+                    """UPDATE outbox SET transport = 'amqp'
+                       WHERE published_at IS NULL AND transport = 'iso18626-http'
+                         AND routing_key IN (SELECT symbol FROM agency
+                                             WHERE iso18626_url IS NULL)""")
+                rows = await conn.fetch(_PENDING, self.per_peer)
+                peers: dict[str, list[asyncpg.Record]] = defaultdict(list)
+                for row in rows:
+                    peers[row["routing_key"]].append(row)
+                due = [queue for queue in peers.values() if queue[0]["due"]]
+                results = await asyncio.gather(*(self._send_queue(session, q) for q in due))
+                settled = 0
+                for queue, outcomes in zip(due, results, strict=True):
+                    for row, result in zip(queue, outcomes, strict=False):
+                        await self._record(conn, row, result)
+                        settled += not isinstance(result, Retry)
+                return settled
+        finally:
+            if own_session:
+                await session.close()
+
+    async def _send_queue(self, session: aiohttp.ClientSession,
+                          queue: list[asyncpg.Record]) -> list[Result]:
+        results: list[Result] = []
+        for row in queue:
+            try:
+                result = await self._send(session, row)
+            except Exception as exc:  # one peer's surprise must not stop the others
+                log.exception("sending %s to ISO 18626 peer %s failed", row["message_id"],
+                              row["routing_key"])
+                result = Retry(f"{type(exc).__name__}: {exc}")
+            results.append(result)
+            if isinstance(result, Retry):
+                break  # order: nothing after it goes before it
+        return results
+
+    async def _send(self, session: aiohttp.ClientSession, row: asyncpg.Record) -> Result:
+        body = json.loads(bytes(row["body"]))
+        version = row["iso18626_version"]
+        try:
+            out = to_xml(body, version)
+        except (XmlMessageError, ValueError) as exc:
+            return Refused(f"cannot be written as ISO 18626 {version} XML: {exc}")
+        if out.dropped:
+            log.info("to %s as ISO 18626 %s: no element for %s (not sent)",
+                     row["routing_key"], version, ", ".join(out.dropped))
+        headers = {"Content-Type": "application/xml; charset=utf-8",
+                   "X-ILLHub-Message-Id": row["message_id"]}
+        try:
+            async with session.post(row["iso18626_url"], data=out.data,
+                                    headers=headers) as response:
+                answer = await response.read()
+                if response.status // 100 != 2:
+                    return Retry(f"HTTP {response.status} from {_masked(row['iso18626_url'])}: "
+                                 f"{answer[:200].decode('utf-8', 'replace')}")
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            return Retry(f"{type(exc).__name__} posting to {_masked(row['iso18626_url'])}: "
+                         f"{exc}")
+        return _judge(row, answer)
+
+    async def _record(self, conn: asyncpg.Connection, row: asyncpg.Record,
+                      result: Result) -> None:
+        if isinstance(result, Sent):
+            MESSAGES_OUT.labels(TRANSPORT, row["message_type"] or "-").inc()
+            await conn.execute(
+                """UPDATE outbox SET published_at = now(), attempts = attempts + 1,
+                          last_error = NULL, peer_status = 'OK', peer_answer = $2
+                   WHERE id = $1""", row["id"], result.answer)
+            return
+        if isinstance(result, Retry):
+            delay = min(MAX_BACKOFF_SECONDS, 2 ** min(row["attempts"], 12))
+            log.warning("to ISO 18626 peer %s: %s (%s); retry in %ss", row["routing_key"],
+                        row["message_id"], result.reason, delay)
+            await conn.execute(
+                """UPDATE outbox SET attempts = attempts + 1, last_error = $2,
+                          available_at = now() + make_interval(secs => $3)
+                   WHERE id = $1""", row["id"], result.reason, float(delay))
+            return
+        log.warning("ISO 18626 peer %s refused %s: %s", row["routing_key"], row["message_id"],
+                    result.reason)
+        await conn.execute(
+            """UPDATE outbox SET published_at = now(), attempts = attempts + 1,
+                      last_error = $2, peer_status = 'ERROR', peer_answer = $3
+               WHERE id = $1""", row["id"], result.reason, result.answer)
+        headers = json.loads(row["headers"]) if row["headers"] else {}
+        transaction_id = headers.get("hub-transaction-id")
+        await raise_flag(conn, "peer_error", row["routing_key"],
+                         f"{row['routing_key']} refused {row['message_type']} "
+                         f"{row['message_id']}: {result.reason}",
+                         key=row["message_id"], transaction_id=transaction_id)
+        # Not a delivery the hub received, so no sender: `dead replay` cannot mistake it
+        # for one; the properties say which way it went.
+        await conn.execute(
+            """INSERT INTO dead_letter (sender, message_id, routing_key, reason, properties,
+                                        body)
+               VALUES (NULL, $1, $2, $3, $4::jsonb, $5)""",
+            row["message_id"], row["routing_key"],
+            f"ISO 18626 peer {row['routing_key']} refused it: {result.reason}",
+            json.dumps({"direction": "outbound", "transport": TRANSPORT,
+                        "type": row["message_type"], "outbox_id": row["id"],
+                        "url": _masked(row["iso18626_url"]), "headers": headers,
+                        "peer_answer": result.answer}, ensure_ascii=False),
+            bytes(row["body"]))
+
+
+def _judge(row: asyncpg.Record, answer: bytes) -> Result:
+    """What the peer's answer means for the row."""
+    text = answer.decode("utf-8", "replace")
+    try:
+        message = read_xml(answer)
+    except XmlMessageError as exc:
+        return Retry(f"answer is not an ISO 18626 confirmation ({exc.error_value}): "
+                     f"{text[:200]}")
+    sent = MessageType(row["message_type"]) if row["message_type"] in set(MessageType) \
+        else None
+    expected = CONFIRMATION_OF.get(sent) if sent else None
+    if expected is not None and message.kind is not expected:
+        return Retry(f"answer is a {message.kind}, not a {expected}")
+    header = message.content.get("confirmationHeader") or {}
+    if header.get("messageStatus") == "OK":
+        return Sent(text)
+    errors = message.content.get("errorData") or {}
+    first = errors[0] if isinstance(errors, list) and errors else errors
+    detail = f"{first.get('errorType', '?')}: {first.get('errorValue', '')}" \
+        if isinstance(first, dict) else "ERROR without errorData"
+    return Refused(f"peer answered ERROR: {detail}", text)
+
+
+def _masked(url: str) -> str:
+    """A peer URL fit for logs: any user:password in it removed."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
