@@ -15,14 +15,14 @@ import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
 
 from broker import observability, states, violations
-from broker.holdings import holders, identifiers_of
+from broker.holdings import identifiers_of
 from broker.intake import Context, Outcome, Refusal
 from broker.outbox import Outgoing, enqueue
 from broker.policy import Policy, PolicyError, RequestFacts, Rota, SupplierFacts
@@ -45,7 +45,7 @@ from schemas.iso18626 import (
 )
 from schemas.money import Money
 from schemas.settings import Settings
-from settlement.fees import fee_to_charge, max_cost_problem, pages_of, quotes
+from settlement.fees import fee_terms, fee_to_charge, max_cost_problem, pages_of
 from settlement.ledger import ChargeRefused, billable_event, post_charge, record_flag
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,19 @@ class PolicyStore:
         return self.policy, self.version
 
 
+    async def at(self, version: int | None,
+                 conn: asyncpg.Connection) -> tuple[Policy, int | None]:
+        """The policy of a version already read (e.g. with other facts in one query)."""
+        if version is None:
+            return Policy.default(), None
+        if version != self.version:
+            text = await conn.fetchval(
+                "SELECT normalised FROM policy_version WHERE version = $1", version)
+            self.policy = Policy.from_dict(json.loads(text))
+            self.version = version
+        return self.policy, self.version
+
+
 async def load_policy(conn: asyncpg.Connection, text: str, file_name: str | None) -> int:
     """Validate and store a new policy version; raises PolicyError with the rule and field."""
     policy = Policy.from_toml(text)
@@ -111,6 +124,10 @@ async def load_policy(conn: asyncpg.Connection, text: str, file_name: str | None
 
 class Dispatcher:
     """The intake handler for request, supplyingAgencyMessage and requestingAgencyMessage."""
+
+    # new_request reads (and locks) but writes nothing before its last Refusal, so intake
+    # can skip the savepoint around it. Keep it that way when changing new_request.
+    refuses_before_writing = frozenset({MessageType.REQUEST})
 
     def __init__(self, settings: Settings, clock: Callable[[], datetime] = utcnow) -> None:
         self.settings = settings
@@ -137,23 +154,37 @@ class Dispatcher:
         if not request_id.strip():
             raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
                           "request.header.requestingAgencyRequestId: must not be empty")
-        earlier = await conn.fetchrow(
-            "SELECT id, confirmation FROM ill_transaction WHERE requester = $1 AND request_id = $2",
-            ctx.sender, request_id)
-        if earlier is not None:
-            # A repeat of a request we already have: the same answer, no second transaction.
-            kind, model = MessageType.REQUEST_CONFIRMATION, json.loads(earlier["confirmation"])
-            return Outcome(transaction_id=earlier["id"], confirmation=(
-                kind, RequestConfirmation.model_validate(model["requestConfirmation"])))
-
+        ids = identifiers_of(ctx.raw)
+        item_key = next((f"{t}:{v}" for t, v in ids if t != "title_key"),
+                        next((f"{t}:{v}" for t, v in ids), None))
+        patron_key = _patron_key(raw)
         service_type = req.service_info.service_type if req.service_info else None
-        if service_type is None:
+        kind = (req.hub_extensions.service_kind if req.hub_extensions
+                and req.hub_extensions.service_kind else
+                DEFAULT_KIND[str(service_type)] if service_type else None)
+        named = req.header.supplying_agency_id.symbol if (
+            req.header.supplying_agency_id and req.header.supplying_agency_id.agency_id_value
+        ) else None
+        now = self.clock()
+        today = now.astimezone(self.zone).date()
+        # What new_request reads before it writes, in one round trip: an earlier copy of
+        # this request, an open duplicate, the requester's region, the policy version,
+        # and every candidate supplier with its facts and fee schedule.
+        rows = await self._request_facts(conn, ctx.sender, request_id, patron_key, item_key,
+                                         ids, named, str(kind or ""), today)
+        known = rows[0]
+        if known["earlier_id"] is not None:
+            # A repeat of a request we already have: the same answer, no second transaction.
+            model = json.loads(known["earlier_confirmation"])
+            return Outcome(transaction_id=known["earlier_id"], confirmation=(
+                MessageType.REQUEST_CONFIRMATION,
+                RequestConfirmation.model_validate(model["requestConfirmation"])))
+
+        if service_type is None or kind is None:
             raise Refusal(ErrorType.BADLY_FORMED_MESSAGE,
                           "request.serviceInfo.serviceType: required element missing "
                           "(the hub routes by it)")
         service_type = str(service_type)
-        kind = (req.hub_extensions.service_kind if req.hub_extensions
-                and req.hub_extensions.service_kind else DEFAULT_KIND[service_type])
         max_cost: Money | None = None
         if req.billing_info and req.billing_info.maximum_costs:
             try:
@@ -161,78 +192,75 @@ class Dispatcher:
             except ValueError as exc:
                 raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
                               f"request.billingInfo.maximumCosts: {exc}") from exc
-        named = req.header.supplying_agency_id.symbol if (
-            req.header.supplying_agency_id and req.header.supplying_agency_id.agency_id_value
-        ) else None
         retry_of = await self._retry_of(conn, ctx.sender, req)
         if retry_of is not None:
             named = retry_of.supplier  # the supplier that offered the retry goes first
-        ids = identifiers_of(ctx.raw)
-        item_key = next((f"{t}:{v}" for t, v in ids if t != "title_key"),
-                        next((f"{t}:{v}" for t, v in ids), None))
-        patron_key = _patron_key(raw)
-        now = self.clock()
         txn_id = new_transaction_id(now)
 
-        duplicate_of = None
-        if patron_key and item_key:
-            duplicate_of = await conn.fetchval(
-                """SELECT id FROM ill_transaction WHERE requester = $1 AND patron_key = $2
-                   AND item_key = $3 AND closed_at IS NULL AND id <> $4 LIMIT 1""",
-                ctx.sender, patron_key, item_key, retry_of.id if retry_of else "")
-            if duplicate_of and self.settings.duplicate_requests == "refuse":
-                other = await conn.fetchval(
-                    "SELECT request_id FROM ill_transaction WHERE id = $1", duplicate_of)
-                raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
-                              f"request: duplicate of open request {other!r} (transaction "
-                              f"{duplicate_of}) for the same patron and item; cancel it "
-                              "or wait for it to finish")
+        duplicate_of, other = known["duplicate_of"], known["duplicate_request_id"]
+        if retry_of is not None and duplicate_of == retry_of.id:
+            # The request a Retry supersedes is not a duplicate of it; look for another.
+            duplicate_of, other = None, None
+            row = await conn.fetchrow(
+                """SELECT id, request_id FROM ill_transaction WHERE requester = $1
+                   AND patron_key = $2 AND item_key = $3 AND closed_at IS NULL AND id <> $4
+                   LIMIT 1""", ctx.sender, patron_key, item_key, retry_of.id)
+            if row is not None:
+                duplicate_of, other = row["id"], row["request_id"]
+        if duplicate_of and self.settings.duplicate_requests == "refuse":
+            raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                          f"request: duplicate of open request {other!r} (transaction "
+                          f"{duplicate_of}) for the same patron and item; cancel it "
+                          "or wait for it to finish")
 
-        requester = await conn.fetchrow(
-            "SELECT province, city FROM agency WHERE symbol = $1", ctx.sender)
-        policy, policy_version = await self.policies.current(conn)
+        policy, policy_version = self.policies.policy, self.policies.version
         facts = RequestFacts(
-            requester=ctx.sender, province=requester["province"], city=requester["city"],
+            requester=ctx.sender, province=known["requester_province"],
+            city=known["requester_city"],
             service_type=service_type, service_kind=str(kind),
             id_types=frozenset(t for t, _ in ids),
             max_cost_minor=max_cost.minor if max_cost else None,
-            named_supplier=named, today=now.astimezone(self.zone).date())
-        pages = pages_of(ctx.raw)
-        rota, quoted = await self._rota(conn, policy, facts, ids, pages)
+            named_supplier=named, today=today)
+        if named and named != ctx.sender and not any(r["symbol"] == named for r in rows):
+            # Only a Retry can name a supplier the first query did not ask about.
+            rows = [*rows, *await conn.fetch(_CANDIDATES_ONLY, [named], ctx.sender,
+                                             str(kind), today)]
+        rota, quoted = self._rota(policy, facts, rows, pages_of(ctx.raw))
 
         answer = confirmation(MessageType.REQUEST, req.header, ok=True)
-        await conn.execute(
-            """INSERT INTO ill_transaction (id, requester, request_id, service_type, service_kind,
-                   service_level, returnable, state, request, confirmation, max_cost_minor,
-                   currency, patron_key, item_key, duplicate_of, policy_version, created_at,
-                   updated_at)
-               VALUES ($1,$2,$3,$4,$5,$6,$7,'New',$8::jsonb,$9::jsonb,$10,$11,$12,$13,$14,$15,
-                       $16,$16)""",
+        detail: dict[str, Any] = {"rota": list(rota.symbols), "rules": list(rota.rules_applied),
+                                  "policyVersion": policy_version}
+        if duplicate_of:
+            detail["duplicateOf"] = duplicate_of
+        ranked = [{"supplier": r.symbol, "tier": r.tier, "score": r.score,
+                   "reasons": list(r.reasons),
+                   "quote_minor": quoted[r.symbol].minor if r.symbol in quoted else None,
+                   "quote_currency": quoted[r.symbol].currency if r.symbol in quoted else None}
+                  for r in rota.ranked]
+        excluded = [{"supplier": e.symbol, "reason": e.reason} for e in rota.excluded]
+        too_dear = named and max_cost and named in quoted and named not in rota.symbols \
+            and max_cost_problem(quoted[named], max_cost)
+        # The usual case, a new request forwarded at once to the first supplier, is
+        # written by one statement (_NEW_FORWARDED); the others go step by step.
+        straight = retry_of is None and not too_dear and bool(rota.ranked)
+        deadline = now + timedelta(hours=self._deadline_hours(
+            req.service_info.service_level if req.service_info else None))
+        txn = Txn(await conn.fetchrow(
+            _NEW_FORWARDED if straight else _NEW_TRANSACTION,
             txn_id, ctx.sender, request_id, service_type, str(kind),
             req.service_info.service_level if req.service_info else None,
             RETURNABLE[service_type], json.dumps(ctx.raw, ensure_ascii=False),
             json.dumps(dump_message(*answer), ensure_ascii=False),
             max_cost.minor if max_cost else None,
             max_cost.currency if max_cost else None, patron_key, item_key, duplicate_of,
-            policy_version, now)
-        await conn.executemany(
-            """INSERT INTO rota_entry (transaction_id, position, supplier, tier, score, reasons,
-                                       quote_minor, quote_currency)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-            [(txn_id, i + 1, r.symbol, r.tier, r.score, list(r.reasons),
-              quoted[r.symbol].minor if r.symbol in quoted else None,
-              quoted[r.symbol].currency if r.symbol in quoted else None)
-             for i, r in enumerate(rota.ranked)])
-        await conn.executemany(
-            "INSERT INTO rota_excluded (transaction_id, supplier, reason) VALUES ($1, $2, $3)",
-            [(txn_id, e.symbol, e.reason) for e in rota.excluded])
-        detail: dict[str, Any] = {"rota": list(rota.symbols), "rules": list(rota.rules_applied),
-                                  "policyVersion": policy_version}
-        if duplicate_of:
-            detail["duplicateOf"] = duplicate_of
-        await self._audit(conn, txn_id, ctx.sender, "request", None, "New", ctx.message_id,
-                          detail)
-        txn = await self._lock(conn, txn_id)
+            policy_version, now, json.dumps(ranked, ensure_ascii=False),
+            json.dumps(excluded, ensure_ascii=False), self.clock(), ctx.message_id,
+            json.dumps(detail, ensure_ascii=False, default=str),
+            *((deadline, today, iso(deadline)) if straight else ())))
+        observability.transaction_id.set(txn_id)
+        if straight:
+            out = self._forwarded(txn, "New", txn.supplier, 1, now, note=None, first=True)
+            return Outcome(outgoing=out, transaction_id=txn_id, confirmation=answer)
         out: list[Outgoing] = []
         if retry_of is not None:
             if retry_of.rota_position is not None:
@@ -243,8 +271,6 @@ class Dispatcher:
                               "Cancelled", ctx.message_id, {"retriedAs": txn_id})
             await self._audit(conn, txn_id, ctx.sender, "retry of", None, "New",
                               ctx.message_id, {"previous": retry_of.id})
-        too_dear = named and max_cost and named in quoted and named not in rota.symbols \
-            and max_cost_problem(quoted[named], max_cost)
         if too_dear:
             # Asked for by name but above the requester's limit: offer a retry at the
             # supplier's price instead of silently routing elsewhere.
@@ -297,29 +323,43 @@ class Dispatcher:
                           "only a request a supplier offered to retry can be retried")
         return Txn(row)
 
-    async def _rota(self, conn: asyncpg.Connection, policy: Policy, facts: RequestFacts,
-                    ids: list[tuple[str, str]],
-                    pages: int | None) -> tuple[Rota, dict[str, Money]]:
-        held = await holders(conn, ids)
-        symbols = set(held) | set(policy.extra_suppliers(facts))
-        symbols.discard(facts.requester)
-        quoted = await quotes(conn, symbols, facts.service_kind, pages=pages, on=facts.today)
-        rows = await conn.fetch(
-            """SELECT a.symbol, a.province, a.city,
-                      s.filled, s.unfilled, s.timed_out, s.turnaround_total,
-                      coalesce(s.open_requests, 0) AS open_requests,
-                      coalesce(d.forwarded, 0) AS forwarded_today
-               FROM agency a
-               LEFT JOIN scorecard s ON s.supplier = a.symbol
-               LEFT JOIN supplier_day d ON d.supplier = a.symbol AND d.day = $2
-               WHERE a.symbol = ANY($1::text[]) AND a.enabled AND 'supplier' = ANY(a.roles)""",
-            list(symbols), facts.today)
+    async def _request_facts(self, conn: asyncpg.Connection, requester: str,
+                             request_id: str, patron_key: str | None, item_key: str | None,
+                             ids: list[tuple[str, str]], named: str | None, kind: str,
+                             today: date) -> list[asyncpg.Record]:
+        """The facts row(s) of `_REQUEST_FACTS`, read with the policy in force.
+
+        Which suppliers the policy may add depends on the policy, and the query tells
+        which version is in force: if an operator loaded a new one since, read again.
+        """
+        while True:
+            cached = self.policies.version
+            extra = sorted({*self.policies.policy.all_extra_suppliers(),
+                            *([named] if named else [])})
+            rows = await conn.fetch(_REQUEST_FACTS, requester, request_id, patron_key,
+                                    item_key, [t for t, _ in ids], [v for _, v in ids],
+                                    extra, kind, today)
+            if rows[0]["policy_version"] == cached:
+                return rows
+            await self.policies.at(rows[0]["policy_version"], conn)
+
+    def _rota(self, policy: Policy, facts: RequestFacts, rows: list[asyncpg.Record],
+              pages: int | None) -> tuple[Rota, dict[str, Money]]:
+        """Rank the candidates: the holders, and whom the matching rules add."""
+        wanted = policy.extra_suppliers(facts)
+        quoted: dict[str, Money] = {}
         suppliers = []
         for r in rows:
+            if r["symbol"] is None or (r["matched"] is None and r["symbol"] not in wanted):
+                continue
+            if r["entry"] is not None:
+                quoted[r["symbol"]] = fee_terms(r).quote(pages=pages)
+            if not r["eligible"]:
+                continue
             answered = (r["filled"] or 0) + (r["unfilled"] or 0) + (r["timed_out"] or 0)
             suppliers.append(SupplierFacts(
                 symbol=r["symbol"], province=r["province"], city=r["city"],
-                holds=frozenset(held.get(r["symbol"], ())),
+                holds=frozenset(r["matched"] or ()),
                 quote_minor=quoted[r["symbol"]].minor if r["symbol"] in quoted else None,
                 fill_rate=(r["filled"] / answered) if answered else None,
                 turnaround_hours=(r["turnaround_total"] / r["filled"] / 3600)
@@ -604,29 +644,18 @@ class Dispatcher:
 
     async def _forward(self, conn: asyncpg.Connection, txn: Txn, position: int, now: datetime,
                        note: str | None, first: bool = False) -> list[Outgoing]:
-        entry = await conn.fetchrow(
-            "SELECT supplier, quote_minor, quote_currency FROM rota_entry "
-            "WHERE transaction_id = $1 AND position = $2", txn.id, position)
-        supplier = entry["supplier"]
         hours = self._deadline_hours(txn.service_level)
         deadline = now + timedelta(hours=hours)
-        await conn.execute(
-            """UPDATE rota_entry SET outcome = 'forwarded', forwarded_at = $3
-               WHERE transaction_id = $1 AND position = $2""", txn.id, position, now)
-        await conn.execute(
-            """UPDATE ill_transaction SET supplier = $2, rota_position = $3, deadline_at = $4,
-                      state = 'ExpectToSupply', updated_at = $5, quote_minor = $6,
-                      quote_currency = $7 WHERE id = $1""",
-            txn.id, supplier, position, deadline, now, entry["quote_minor"],
-            entry["quote_currency"])
-        await self._score(conn, supplier, forwarded=1, open_requests=1)
-        await conn.execute(
-            """INSERT INTO supplier_day (supplier, day, forwarded) VALUES ($1, $2, 1)
-               ON CONFLICT (supplier, day) DO UPDATE SET forwarded = supplier_day.forwarded + 1""",
-            supplier, now.astimezone(self.zone).date())
-        await self._audit(conn, txn.id, "hub", "forward", txn.state, "ExpectToSupply", None,
-                          {"supplier": supplier, "position": position,
-                           "deadline": iso(deadline)})
+        # Rota entry, transaction, scorecard, the supplier's day count and the audit row
+        # in one statement.
+        supplier = await conn.fetchval(
+            _FORWARD, txn.id, position, now, deadline, now.astimezone(self.zone).date(),
+            self.clock(), txn.state, iso(deadline))
+        return self._forwarded(txn, txn.state, supplier, position, now, note, first)
+
+    def _forwarded(self, txn: Txn, from_state: str, supplier: str, position: int,
+                   now: datetime, note: str | None, first: bool) -> list[Outgoing]:
+        """What a forward sends: the request to the supplier, news to the requester."""
         request = json.loads(txn.request)
         request["request"]["header"]["supplyingAgencyId"] = agency_id(supplier)
         forward = Outgoing(
@@ -637,7 +666,7 @@ class Dispatcher:
         tell = self._to_requester(
             txn, "RequestResponse" if first else "Notification", "ExpectToSupply", now,
             supplier=supplier, note=None if first else f"{note}; forwarded to {supplier}")
-        return [forward, tell, self._event(txn, txn.state, "ExpectToSupply", "forward", now,
+        return [forward, tell, self._event(txn, from_state, "ExpectToSupply", "forward", now,
                                            supplier=supplier)]
 
     async def _finish_unfilled(self, conn: asyncpg.Connection, txn: Txn, now: datetime,
@@ -770,6 +799,152 @@ class Dispatcher:
                         body={"transactionId": txn.id, "requester": txn.requester,
                               "supplier": supplier or txn.supplier, "event": event,
                               "from": from_state, "to": to_state, "at": iso(now)})
+
+
+def _candidates_sql(types: str, values: str, extra: str, requester: str, kind: str,
+                    today: str) -> str:
+    """The suppliers that hold the item (an index-only probe of holding) and those the
+    policy may add, with what ranking needs: region, scorecard, today's count, the fee
+    schedule in force. `eligible` = an enabled supplier other than the requester."""
+    return f"""
+WITH held AS (
+    SELECT h.symbol, array_agg(DISTINCT h.id_type) AS matched
+    FROM unnest({types}::text[], {values}::text[]) AS q(id_type, id_value)
+    JOIN holding h ON h.id_type = q.id_type AND h.id_value = q.id_value
+    GROUP BY h.symbol),
+cand AS (
+    SELECT symbol, matched FROM held
+    UNION ALL
+    SELECT x, NULL FROM unnest({extra}::text[]) AS x WHERE x NOT IN (SELECT symbol FROM held))
+SELECT c.symbol, c.matched, a.province, a.city,
+       coalesce(a.enabled AND 'supplier' = ANY(a.roles), false) AS eligible,
+       s.filled, s.unfilled, s.timed_out, s.turnaround_total,
+       coalesce(s.open_requests, 0) AS open_requests,
+       coalesce(d.forwarded, 0) AS forwarded_today,
+       f.entry, f.supplier, f.service_kind, f.currency, f.effective_from, f.effective_to,
+       f.fixed_minor, f.per_page_minor, f.per_hour_minor, f.assumed_pages, f.assumed_hours
+FROM cand c
+LEFT JOIN agency a ON a.symbol = c.symbol
+LEFT JOIN scorecard s ON s.supplier = c.symbol
+LEFT JOIN supplier_day d ON d.supplier = c.symbol AND d.day = {today}
+LEFT JOIN fee_schedule f ON f.supplier = c.symbol AND f.service_kind = {kind}
+     AND f.superseded_by IS NULL AND f.effective_from <= {today}
+     AND (f.effective_to IS NULL OR {today} <= f.effective_to)
+WHERE c.symbol <> {requester}"""
+
+
+_REQUEST_FACTS = f"""
+SELECT t.id AS earlier_id, t.confirmation AS earlier_confirmation,
+       dup.id AS duplicate_of, dup.request_id AS duplicate_request_id,
+       r.province AS requester_province, r.city AS requester_city,
+       (SELECT max(version) FROM policy_version) AS policy_version, c.*
+FROM agency r
+LEFT JOIN ill_transaction t ON t.requester = $1 AND t.request_id = $2
+LEFT JOIN LATERAL (
+    SELECT id, request_id FROM ill_transaction
+    WHERE requester = $1 AND patron_key = $3 AND item_key = $4 AND closed_at IS NULL
+    LIMIT 1) dup ON true
+LEFT JOIN LATERAL ({_candidates_sql("$5", "$6", "$7", "$1", "$8", "$9")}) c ON true
+WHERE r.symbol = $1"""
+
+_CANDIDATES_ONLY = _candidates_sql("'{}'", "'{}'", "$1", "$2", "$3", "$4")
+
+_NEW_TRANSACTION = """
+WITH t AS (
+    INSERT INTO ill_transaction (id, requester, request_id, service_type, service_kind,
+        service_level, returnable, state, request, confirmation, max_cost_minor, currency,
+        patron_key, item_key, duplicate_of, policy_version, created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, 'New', $8::jsonb, $9::jsonb, $10, $11, $12, $13,
+            $14, $15, $16, $16)
+    RETURNING *),
+rota AS (
+    INSERT INTO rota_entry (transaction_id, position, supplier, tier, score, reasons,
+                            quote_minor, quote_currency)
+    SELECT $1, e.n, e.v->>'supplier', (e.v->>'tier')::int, (e.v->>'score')::float8,
+           ARRAY(SELECT jsonb_array_elements_text(e.v->'reasons')),
+           (e.v->>'quote_minor')::bigint, e.v->>'quote_currency'
+    FROM jsonb_array_elements($17::jsonb) WITH ORDINALITY AS e(v, n)),
+excluded AS (
+    INSERT INTO rota_excluded (transaction_id, supplier, reason)
+    SELECT $1, x->>'supplier', x->>'reason' FROM jsonb_array_elements($18::jsonb) AS x),
+audit AS (
+    INSERT INTO audit_log (transaction_id, at, actor, event, from_state, to_state,
+                           message_id, detail)
+    VALUES ($1, $19, $2, 'request', NULL, 'New', $20, $21::jsonb))
+SELECT * FROM t"""
+
+# _NEW_TRANSACTION for a request forwarded at once: the transaction is written in
+# ExpectToSupply with the first supplier, its first rota entry forwarded, the scorecard
+# and day count bumped, and the audit trail gets both steps (New, then the forward).
+_NEW_FORWARDED = """
+WITH t AS (
+    INSERT INTO ill_transaction (id, requester, request_id, service_type, service_kind,
+        service_level, returnable, state, request, confirmation, max_cost_minor, currency,
+        patron_key, item_key, duplicate_of, policy_version, created_at, updated_at,
+        supplier, rota_position, deadline_at, quote_minor, quote_currency)
+    SELECT $1, $2, $3, $4, $5, $6, $7, 'ExpectToSupply', $8::jsonb, $9::jsonb, $10, $11,
+           $12, $13, $14, $15, $16, $16, first->>'supplier', 1, $22,
+           (first->>'quote_minor')::bigint, first->>'quote_currency'
+    FROM (SELECT $17::jsonb->0 AS first) f
+    RETURNING *),
+rota AS (
+    INSERT INTO rota_entry (transaction_id, position, supplier, tier, score, reasons,
+                            quote_minor, quote_currency, outcome, forwarded_at)
+    SELECT $1, e.n, e.v->>'supplier', (e.v->>'tier')::int, (e.v->>'score')::float8,
+           ARRAY(SELECT jsonb_array_elements_text(e.v->'reasons')),
+           (e.v->>'quote_minor')::bigint, e.v->>'quote_currency',
+           CASE WHEN e.n = 1 THEN 'forwarded' ELSE 'pending' END,
+           CASE WHEN e.n = 1 THEN $16::timestamptz END
+    FROM jsonb_array_elements($17::jsonb) WITH ORDINALITY AS e(v, n)),
+excluded AS (
+    INSERT INTO rota_excluded (transaction_id, supplier, reason)
+    SELECT $1, x->>'supplier', x->>'reason' FROM jsonb_array_elements($18::jsonb) AS x),
+score AS (
+    INSERT INTO scorecard (supplier, forwarded, filled, unfilled, timed_out,
+                           turnaround_total, open_requests)
+    SELECT supplier, 1, 0, 0, 0, 0, 1 FROM t
+    ON CONFLICT (supplier) DO UPDATE SET forwarded = scorecard.forwarded + 1,
+           open_requests = greatest(scorecard.open_requests + 1, 0), updated_at = now()),
+day AS (
+    INSERT INTO supplier_day (supplier, day, forwarded) SELECT supplier, $23, 1 FROM t
+    ON CONFLICT (supplier, day) DO UPDATE SET forwarded = supplier_day.forwarded + 1),
+audit AS (
+    INSERT INTO audit_log (transaction_id, at, actor, event, from_state, to_state,
+                           message_id, detail)
+    SELECT $1::text, $19::timestamptz, $2::text, 'request', NULL, 'New', $20::text,
+           $21::jsonb
+    UNION ALL
+    SELECT $1, $19, 'hub', 'forward', 'New', 'ExpectToSupply', NULL,
+           jsonb_build_object('supplier', supplier, 'position', 1, 'deadline', $24::text)
+    FROM t)
+SELECT * FROM t"""
+
+_FORWARD = """
+WITH e AS (
+    UPDATE rota_entry SET outcome = 'forwarded', forwarded_at = $3
+    WHERE transaction_id = $1 AND position = $2
+    RETURNING supplier, quote_minor, quote_currency),
+t AS (
+    UPDATE ill_transaction SET supplier = e.supplier, rota_position = $2, deadline_at = $4,
+           state = 'ExpectToSupply', updated_at = $3, quote_minor = e.quote_minor,
+           quote_currency = e.quote_currency
+    FROM e WHERE id = $1),
+score AS (
+    INSERT INTO scorecard (supplier, forwarded, filled, unfilled, timed_out,
+                           turnaround_total, open_requests)
+    SELECT supplier, 1, 0, 0, 0, 0, 1 FROM e
+    ON CONFLICT (supplier) DO UPDATE SET forwarded = scorecard.forwarded + 1,
+           open_requests = greatest(scorecard.open_requests + 1, 0), updated_at = now()),
+day AS (
+    INSERT INTO supplier_day (supplier, day, forwarded) SELECT supplier, $5, 1 FROM e
+    ON CONFLICT (supplier, day) DO UPDATE SET forwarded = supplier_day.forwarded + 1),
+audit AS (
+    INSERT INTO audit_log (transaction_id, at, actor, event, from_state, to_state,
+                           message_id, detail)
+    SELECT $1, $6, 'hub', 'forward', $7, 'ExpectToSupply', NULL,
+           jsonb_build_object('supplier', supplier, 'position', $2::int, 'deadline', $8::text)
+    FROM e)
+SELECT supplier FROM e"""
 
 
 def _sent_via_ftp(msg: SupplyingAgencyMessage) -> bool:

@@ -99,6 +99,13 @@ class Hub:
         self.ftp = await start_ftp(self.settings, self.pool, d)
         app = make_app(self.settings, self.pool, delivery=d)
         observability.add_routes(app, self.pool, self._broker_up)
+        # ISO 18626 over HTTP: XML peers POST here, and get what is theirs POSTed back.
+        from broker.iso18626_http import Iso18626Endpoint
+        from broker.peers import PeerRelay
+
+        Iso18626Endpoint(self.settings, self.pool, self.intake).add_routes(app)
+        self.peers = PeerRelay(self.pool, self.settings)
+        self._tasks.append(asyncio.create_task(self.peers.run(), name="iso18626-peers"))
         self.http = await start_http(self.settings, self.pool, delivery=d, app=app)
         self.dispatcher.base_url = d.public_base_url or self.http.base_url
         self.mailer = MailSender(self.pool, self.settings, d)
@@ -141,38 +148,94 @@ class Hub:
         assert self.connection and self.pool
         channel = await self.connection.channel()
         await channel.set_qos(prefetch_count=self.settings.prefetch)
-        queue = await channel.get_queue(self.settings.name(topology.HUB_INBOUND), ensure=False)
-        # One message at a time, in delivery order: that is what keeps a sender's
-        # messages about one transaction in the order they were published.
-        async with queue.iterator() as messages:
-            stop = asyncio.create_task(self._stop.wait())
+        # Declared (passively), not merely looked up: only a declared queue is re-consumed
+        # when the robust connection comes back after a broker restart.
+        queue = await channel.declare_queue(self.settings.name(topology.HUB_INBOUND), passive=True)
+        arrived: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        tag = await queue.consume(arrived.put)
+        stop = asyncio.create_task(self._stop.wait())
+        try:
             while not self._stop.is_set():
-                nxt = asyncio.create_task(anext(messages))
-                done, _ = await asyncio.wait({nxt, stop}, return_when=asyncio.FIRST_COMPLETED)
-                if nxt not in done:
-                    nxt.cancel()
-                    with suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await nxt
+                first = asyncio.create_task(arrived.get())
+                done, _ = await asyncio.wait({first, stop},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if first not in done:
+                    first.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await first
                     break
-                message = nxt.result()
-                started = time.perf_counter()
-                observability.transaction_id.set(None)
-                try:
-                    outcome = await self.intake.process(self.pool, to_inbound(message))
-                except Exception:
-                    # Nothing committed: hand the message back. The queue's delivery
-                    # limit dead-letters one that fails every time.
-                    log.exception("processing failed; message %s returned to the queue",
-                                  message.message_id)
-                    await message.nack(requeue=True)
-                    await asyncio.sleep(1.0)
-                    continue
-                await message.ack()
-                self.processed += 1
-                observability.INTAKE_SECONDS.observe(time.perf_counter() - started)
-                observability.MESSAGES_IN.labels(message.type or "unknown", outcome).inc()
+                # Group commit: whatever has already arrived joins this transaction. No
+                # waiting for stragglers, so a lone message is not delayed.
+                batch = [first.result()]
+                while len(batch) < self.settings.intake_batch and not arrived.empty():
+                    batch.append(arrived.get_nowait())
+                await self._process(batch)
+        finally:
             stop.cancel()
-        await channel.close()
+            with suppress(Exception):
+                await queue.cancel(tag)
+            # Anything still in `arrived` was never acked: it returns to the queue when
+            # the channel closes, in order, for this process or the next active consumer.
+            await channel.close()
+
+    async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
+        """One transaction for the batch, in delivery order; one ack after the commit.
+
+        If anything in the batch fails, the whole transaction rolls back and the
+        messages are processed one by one, so one poison message costs its neighbours
+        nothing but a retry.
+        """
+        assert self.pool
+        started = time.perf_counter()
+        outcomes: list[str] = []
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                outcomes = await self.intake.process_batch(conn, [to_inbound(m) for m in batch])
+        except Exception:
+            if len(batch) == 1:
+                await self._failed(batch, 0)
+                return
+            log.warning("a batch of %d inbound messages failed; processing them one by one",
+                        len(batch), exc_info=True)
+            for i, message in enumerate(batch):
+                try:
+                    async with self.pool.acquire() as conn, conn.transaction():
+                        outcome = await self.intake.process_in(conn, to_inbound(message))
+                except Exception:
+                    await self._failed(batch, i)
+                    return
+                await self._acked([message], [outcome], started, multiple=False)
+            return
+        await self._acked(batch, outcomes, started, multiple=True)
+
+    async def _acked(self, batch: list[AbstractIncomingMessage], outcomes: list[str],
+                     started: float, *, multiple: bool) -> None:
+        elapsed = time.perf_counter() - started
+        self.processed += len(batch)
+        for message, outcome in zip(batch, outcomes, strict=True):
+            observability.INTAKE_SECONDS.observe(elapsed)
+            observability.MESSAGES_IN.labels(message.type or "unknown", outcome).inc()
+        try:
+            # Deliveries on one channel are acked in order, so one multiple-ack of the
+            # last message acknowledges the whole batch.
+            await batch[-1].ack(multiple=multiple)
+        except Exception:
+            # Committed but not acked (the channel died): the broker redelivers and the
+            # inbox answers "duplicate"; nothing is applied twice.
+            log.warning("ack failed after commit; the messages will come back as duplicates",
+                        exc_info=True)
+        if self.intake.on_commit:
+            for message, outcome in zip(batch, outcomes, strict=True):
+                await self.intake.on_commit(to_inbound(message), outcome)
+
+    async def _failed(self, batch: list[AbstractIncomingMessage], i: int) -> None:
+        """Nothing of batch[i:] committed: hand it all back, keeping its order."""
+        log.exception("processing failed; message %s and %d after it returned to the queue",
+                      batch[i].message_id, len(batch) - i - 1)
+        with suppress(Exception):
+            # The queue's delivery limit dead-letters a message that fails every time.
+            await batch[-1].nack(multiple=True, requeue=True)
+        await asyncio.sleep(1.0)
 
     async def stop(self) -> None:
         """Graceful stop; safe to call more than once."""
@@ -184,6 +247,8 @@ class Hub:
             self.scheduler.shutdown(wait=False)
         if self.mailer:
             self.mailer.stop()
+        if getattr(self, "peers", None) is not None:
+            self.peers.stop()
         for server in (self.ftp, self.http):
             if server is not None:
                 with suppress(Exception):

@@ -18,7 +18,8 @@ from typing import Any, Protocol
 import asyncpg
 from pydantic import BaseModel
 
-from broker.outbox import Outgoing, enqueue
+from broker import observability
+from broker.outbox import OUTBOX_INSERT, Outgoing, outbox_columns
 from broker.topology import DEAD, OUTBOUND
 from schemas.iso18626 import (
     CONFIRMATION_OF,
@@ -34,6 +35,10 @@ from schemas.settings import Settings
 log = logging.getLogger(__name__)
 
 INBOUND_KINDS = frozenset(CONFIRMATION_OF)
+BADLY_FORMED = ErrorType.BADLY_FORMED_MESSAGE
+# ISO 18626 messages nest about 6 levels; anything far deeper is hostile, and near
+# Python's recursion limit it would fail later, in json.dumps or the handler.
+MAX_NESTING = 64
 # Which header field must name the sender, per inbound message type.
 SENDER_FIELD = {
     MessageType.REQUEST: "requesting_agency_id",
@@ -56,6 +61,10 @@ class Inbound:
     message_type: str | None = None
     correlation_id: str | None = None
     headers: dict[str, Any] = field(default_factory=dict)
+    # An HTTP caller (ISO 18626 over HTTP) is answered in the HTTP response, not on a
+    # queue: intake then leaves its confirmation here instead of in the outbox.
+    synchronous: bool = False
+    answer: tuple[MessageType, BaseModel] | None = field(default=None, repr=False)
 
     def properties(self) -> dict[str, Any]:
         return {"user_id": self.sender, "message_id": self.message_id,
@@ -117,6 +126,29 @@ def reply(settings: Settings, to: str, kind: MessageType, model: BaseModel,
                     message_type=str(kind), correlation_id=correlation_id, headers=headers)
 
 
+@dataclass
+class Batch:
+    """What the messages of one transaction send and record, written once at its end.
+
+    Kept in delivery order, so answers to one agency leave in the order its messages
+    came in, as if each had been written on its own.
+    """
+
+    outgoing: list[Outgoing] = field(default_factory=list)
+    answered: list[tuple[str, str, str]] = field(default_factory=list)
+
+    async def flush(self, conn: asyncpg.Connection) -> None:
+        if self.outgoing or self.answered:
+            senders, ids, bodies = (list(c) for c in zip(*self.answered, strict=True)) \
+                if self.answered else ([], [], [])
+            await conn.execute(_ANSWERED, *outbox_columns(self.outgoing), senders, ids,
+                               bodies)
+        self.outgoing, self.answered = [], []
+
+
+Gate = tuple[bool, bool]  # (the sender is an enabled agency, the message_id is new)
+
+
 class Intake:
     def __init__(self, settings: Settings, handler: Handler = accept_only,
                  on_commit: Callable[[Inbound, str], Awaitable[None]] | None = None) -> None:
@@ -135,41 +167,95 @@ class Intake:
             await self.on_commit(inbound, outcome)
         return outcome
 
-    async def process_in(self, conn: asyncpg.Connection, inbound: Inbound) -> str:
-        """Process one delivery inside the caller's transaction (batches share one)."""
+    async def process_batch(self, conn: asyncpg.Connection,
+                            inbounds: list[Inbound]) -> list[str]:
+        """Process deliveries in order inside the caller's transaction (group commit).
+
+        The inbox gate of the whole batch is one statement, and so are all its answers
+        and outcomes at the end: a handful of round trips per batch, not per message.
+        """
+        gates = await self._gates(conn, inbounds)
+        batch = Batch()
+        outcomes = []
+        for inbound, gate in zip(inbounds, gates, strict=True):
+            observability.transaction_id.set(None)  # logs name only this message's
+            outcomes.append(await self.process_in(conn, inbound, batch=batch, gate=gate))
+        await batch.flush(conn)
+        return outcomes
+
+    async def _gates(self, conn: asyncpg.Connection,
+                     inbounds: list[Inbound]) -> list[Gate | None]:
+        """The inbox gate for every delivery that can take it (sender, id, size all
+        present and fine); None for the rest, which process_in checks one by one."""
+        limit = self.settings.max_message_bytes
+        pending = [(i, m) for i, m in enumerate(inbounds)
+                   if m.sender and m.message_id and len(m.body) <= limit]
+        gates: list[Gate | None] = [None] * len(inbounds)
+        if not pending:
+            return gates
+        rows = await conn.fetch(_GATES, [m.sender for _, m in pending],
+                                [m.message_id for _, m in pending],
+                                [m.message_type for _, m in pending])
+        fresh = {(r["sender"], r["message_id"]) for r in rows if r["fresh"]}
+        known = {r["sender"] for r in rows if r["known"]}
+        for i, m in pending:
+            key = (m.sender, m.message_id)
+            # The same message twice in one batch: only its first delivery is new.
+            gates[i] = (m.sender in known, key in fresh)
+            fresh.discard(key)
+        return gates
+
+    async def process_in(self, conn: asyncpg.Connection, inbound: Inbound, *,
+                         batch: Batch | None = None, gate: Gate | None = None) -> str:
+        """Process one delivery inside the caller's transaction.
+
+        With `batch`, answers are left in it for the caller to flush; `gate` is this
+        delivery's row from `_gates`, when the caller gated the batch already.
+        """
+        if batch is None:
+            batch = Batch()
+            outcome = await self.process_in(conn, inbound, batch=batch, gate=gate)
+            await batch.flush(conn)
+            return outcome
         limit = self.settings.max_message_bytes
         sender = inbound.sender
-        if sender is None or not await _is_agency(conn, sender):
-            why = ("no user_id property: the sender is unknown" if sender is None
-                   else f"user_id {sender!r} is not a registered, enabled agency")
-            await self._dead(conn, inbound, why)
+        if sender is None:
+            await self._dead(conn, batch, inbound, "no user_id property: the sender is unknown")
             return "dead"
         guess = _guess_kind(inbound)
-        if len(inbound.body) > limit:
-            return await self._refuse(conn, inbound, guess, None, ErrorType.BADLY_FORMED_MESSAGE,
-                                      f"message body is {len(inbound.body)} bytes; "
-                                      f"the limit is {limit}", dead=True)
-        if not inbound.message_id:
-            return await self._refuse(conn, inbound, guess, None, ErrorType.BADLY_FORMED_MESSAGE,
+        if inbound.message_id and len(inbound.body) <= limit:
+            # The usual case in one round trip (or none, gated with its batch): a known
+            # sender, and the inbox gate.
+            known, fresh = gate or await conn.fetchrow(_GATE, sender, inbound.message_id,
+                                                       inbound.message_type)
+            if not known:
+                await self._dead(conn, batch, inbound, _unknown(sender))
+                return "dead"
+            if not fresh:
+                return "duplicate"  # the first delivery's effects have committed already
+        else:
+            if not await _is_agency(conn, sender):
+                await self._dead(conn, batch, inbound, _unknown(sender))
+                return "dead"
+            if len(inbound.body) > limit:
+                return await self._refuse(conn, batch, inbound, guess, None,
+                                          ErrorType.BADLY_FORMED_MESSAGE,
+                                          f"message body is {len(inbound.body)} bytes; "
+                                          f"the limit is {limit}", dead=True)
+            return await self._refuse(conn, batch, inbound, guess, None, BADLY_FORMED,
                                       "AMQP property message_id is missing; it is required "
                                       "as the idempotency key", record=False)
-        if not await conn.fetchval(
-            """INSERT INTO inbox (sender, message_id, message_type, outcome)
-               VALUES ($1, $2, $3, 'ok') ON CONFLICT DO NOTHING RETURNING true""",
-            sender, inbound.message_id, inbound.message_type,
-        ):
-            return "duplicate"  # the first delivery's effects have committed already
         if (inbound.content_type or "").split(";")[0].strip().lower() != "application/json":
-            return await self._refuse(conn, inbound, guess, None, ErrorType.BADLY_FORMED_MESSAGE,
+            return await self._refuse(conn, batch, inbound, guess, None, BADLY_FORMED,
                                       f"content_type is {inbound.content_type!r}; "
                                       "it must be 'application/json'", dead=True)
         try:
             raw = json.loads(inbound.body.decode("utf-8"))
         except UnicodeDecodeError as exc:
-            return await self._refuse(conn, inbound, guess, None, ErrorType.BADLY_FORMED_MESSAGE,
+            return await self._refuse(conn, batch, inbound, guess, None, BADLY_FORMED,
                                       f"body is not valid UTF-8 (byte {exc.start})", dead=True)
         except (json.JSONDecodeError, RecursionError) as exc:
-            return await self._refuse(conn, inbound, guess, None, ErrorType.BADLY_FORMED_MESSAGE,
+            return await self._refuse(conn, batch, inbound, guess, None, BADLY_FORMED,
                                       f"body is not JSON: {exc}", dead=True)
         if isinstance(raw, dict) and len(raw) == 1:
             key = next(iter(raw))
@@ -178,14 +264,14 @@ class Intake:
         try:
             kind, message = parse_message(raw)
         except MessageError as exc:
-            return await self._refuse(conn, inbound, guess, _header_of(raw), exc.error_type,
+            return await self._refuse(conn, batch, inbound, guess, _header_of(raw), exc.error_type,
                                       exc.error_value, body=raw)
         except RecursionError:
-            return await self._refuse(conn, inbound, guess, None, ErrorType.BADLY_FORMED_MESSAGE,
+            return await self._refuse(conn, batch, inbound, guess, None, BADLY_FORMED,
                                       "body is nested too deeply", dead=True)
         header = getattr(message, "header", None)
         if inbound.message_type and inbound.message_type != kind:
-            return await self._refuse(conn, inbound, guess, header,
+            return await self._refuse(conn, batch, inbound, guess, header,
                                       ErrorType.BADLY_FORMED_MESSAGE,
                                       f"AMQP type property {inbound.message_type!r} does not "
                                       f"match the body's message type {str(kind)!r}", body=raw)
@@ -196,30 +282,35 @@ class Intake:
         named = getattr(header, SENDER_FIELD[kind]).symbol
         if named != sender:
             path = f"{kind}.header.{HEADER_WIRE[SENDER_FIELD[kind]]}"
-            return await self._refuse(conn, inbound, kind, header,
+            return await self._refuse(conn, batch, inbound, kind, header,
                                       ErrorType.UNRECOGNISED_DATA_VALUE,
                                       f"{path}: {named!r} is not the sending agency "
                                       f"{sender!r} (AMQP user_id)", body=raw)
         ctx = Context(sender=sender, message_id=inbound.message_id, kind=kind,
                       message=message, raw=raw)
         try:
-            async with conn.transaction():  # a savepoint: a refusal undoes the handler
+            if kind in getattr(self.handler, "refuses_before_writing", ()):
+                # The handler promises to refuse before its first write for this kind:
+                # no savepoint needed (two round trips saved per message).
                 result = await self.handler(conn, ctx)
+            else:
+                async with conn.transaction():  # a savepoint: a refusal undoes the handler
+                    result = await self.handler(conn, ctx)
         except Refusal as refusal:
             if refusal.after is not None:
                 await refusal.after(conn)
-            return await self._refuse(conn, inbound, kind, header, refusal.error_type,
+            return await self._refuse(conn, batch, inbound, kind, header, refusal.error_type,
                                       refusal.error_value, body=raw,
                                       transaction_id=refusal.transaction_id)
         answer = result.confirmation or confirmation(
             kind, header, ok=True, **_echo(kind, message))
-        await enqueue(conn, [reply(self.settings, sender, answer[0], answer[1],
-                                   inbound.correlation_id, result.transaction_id),
-                             *result.outgoing])
-        await _set_outcome(conn, inbound, "ok", body=raw)
+        batch.outgoing += [*self._answer(inbound, answer, result.transaction_id),
+                           *result.outgoing]
+        batch.answered.append((sender, inbound.message_id, json.dumps(raw, ensure_ascii=False)))
         return "ok"
 
-    async def _refuse(self, conn: asyncpg.Connection, inbound: Inbound, kind: MessageType,
+    async def _refuse(self, conn: asyncpg.Connection, batch: Batch, inbound: Inbound,
+                      kind: MessageType,
                       header: Any, error_type: ErrorType, error_value: str, *,
                       body: Any = None, dead: bool = False, record: bool = True,
                       transaction_id: str | None = None) -> str:
@@ -227,16 +318,26 @@ class Intake:
         log.info("refused %s from %s: %s: %s", kind, inbound.sender, error_type, error_value)
         answer = confirmation(kind, header, ok=False, error_type=error_type,
                               error_value=error_value)
-        await enqueue(conn, [reply(self.settings, inbound.sender, answer[0], answer[1],
-                                   inbound.correlation_id, transaction_id)])
+        batch.outgoing += self._answer(inbound, answer, transaction_id)
         if dead:
-            await self._dead(conn, inbound, f"{error_type}: {error_value}")
+            await self._dead(conn, batch, inbound, f"{error_type}: {error_value}")
         if record:
             await _set_outcome(conn, inbound, "dead" if dead else "error", body=body,
                                error=(str(error_type), error_value))
         return "dead" if dead else "error"
 
-    async def _dead(self, conn: asyncpg.Connection, inbound: Inbound, reason: str) -> None:
+    def _answer(self, inbound: Inbound, answer: tuple[MessageType, BaseModel],
+                transaction_id: str | None) -> list[Outgoing]:
+        """The confirmation for the sender's queue, or kept for a synchronous caller."""
+        if inbound.synchronous:
+            inbound.answer = answer
+            return []
+        assert inbound.sender is not None
+        return [reply(self.settings, inbound.sender, answer[0], answer[1],
+                      inbound.correlation_id, transaction_id)]
+
+    async def _dead(self, conn: asyncpg.Connection, batch: Batch, inbound: Inbound,
+                    reason: str) -> None:
         log.warning("dead letter from %s (message_id %s): %s",
                     inbound.sender, inbound.message_id, reason)
         props = inbound.properties()
@@ -246,12 +347,42 @@ class Intake:
             inbound.sender, inbound.message_id, inbound.routing_key, reason,
             json.dumps(props, ensure_ascii=False), inbound.body,
         )
-        await enqueue(conn, [Outgoing(
+        batch.outgoing.append(Outgoing(
             exchange=DEAD, routing_key=inbound.routing_key or "unknown", body=inbound.body,
             message_type=inbound.message_type, correlation_id=inbound.correlation_id,
             headers={"x-illhub-reason": reason[:1000], "x-illhub-sender": inbound.sender or "",
                      "x-illhub-original-message-id": inbound.message_id or ""},
-        )])
+        ))
+
+
+_GATE = """
+WITH known AS (SELECT true FROM agency WHERE symbol = $1 AND enabled),
+     fresh AS (INSERT INTO inbox (sender, message_id, message_type, outcome)
+               SELECT $1, $2, $3, 'ok' FROM known
+               ON CONFLICT DO NOTHING RETURNING true)
+SELECT EXISTS (SELECT FROM known), EXISTS (SELECT FROM fresh)"""
+
+_GATES = """
+WITH m AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY
+           AS m(sender, message_id, message_type, n)),
+     known AS (SELECT m.* FROM m JOIN agency a ON a.symbol = m.sender AND a.enabled),
+     fresh AS (INSERT INTO inbox (sender, message_id, message_type, outcome)
+               SELECT sender, message_id, message_type, 'ok' FROM known ORDER BY n
+               ON CONFLICT DO NOTHING RETURNING sender, message_id)
+SELECT m.sender, m.message_id, k.n IS NOT NULL AS known,
+       EXISTS (SELECT FROM fresh f WHERE f.sender = m.sender
+                                     AND f.message_id = m.message_id) AS fresh
+FROM m LEFT JOIN known k ON k.n = m.n"""
+
+_ANSWERED = f"""
+WITH answers AS ({OUTBOX_INSERT})
+UPDATE inbox i SET outcome = 'ok', body = a.body
+FROM unnest($8::text[], $9::text[], $10::jsonb[]) AS a(sender, message_id, body)
+WHERE i.sender = a.sender AND i.message_id = a.message_id"""
+
+
+def _unknown(sender: str) -> str:
+    return f"user_id {sender!r} is not a registered, enabled agency"
 
 
 async def _is_agency(conn: asyncpg.Connection, symbol: str) -> bool:

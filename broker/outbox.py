@@ -53,19 +53,28 @@ class Outgoing:
         return json.dumps(self.body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+# One statement for any number of rows; a trigger (migration 0011) wakes the relay.
+OUTBOX_INSERT = """INSERT INTO outbox (exchange, routing_key, message_id, message_type,
+                                       correlation_id, headers, body)
+                   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                        $5::text[], $6::jsonb[], $7::bytea[])"""
+
+
+def outbox_columns(messages: list[Outgoing]) -> tuple[list[Any], ...]:
+    """The outbox rows as column arrays, the parameters of OUTBOX_INSERT ($1..$7)."""
+    return (
+        [m.exchange for m in messages], [m.routing_key for m in messages],
+        [m.message_id for m in messages], [m.message_type for m in messages],
+        [m.correlation_id for m in messages],
+        [json.dumps(m.headers, ensure_ascii=False) for m in messages],
+        [m.encoded() for m in messages],
+    )
+
+
 async def enqueue(conn: asyncpg.Connection, messages: list[Outgoing]) -> None:
     """Write messages to the outbox inside the caller's transaction."""
-    if not messages:
-        return
-    await conn.executemany(
-        """INSERT INTO outbox (exchange, routing_key, message_id, message_type,
-                               correlation_id, headers, body)
-           VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)""",
-        [(m.exchange, m.routing_key, m.message_id, m.message_type, m.correlation_id,
-          json.dumps(m.headers, ensure_ascii=False), m.encoded()) for m in messages],
-    )
-    # Delivered at commit, so the relay wakes exactly when there is something to send.
-    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+    if messages:
+        await conn.execute(OUTBOX_INSERT, *outbox_columns(messages))
 
 
 class Relay:
@@ -90,10 +99,23 @@ class Relay:
         return self._exchanges[base]
 
     async def run(self) -> None:
+        """Publish until stop(). A lost database session (PostgreSQL restarted, the session
+        terminated) or any other failure costs a pause, never the relay itself: a hub
+        whose relay died would consume and commit but never send."""
+        while not self._stopping:
+            try:
+                await self._listen_and_publish()
+            except Exception:
+                log.exception("outbox relay failed; starting again in 1 s")
+                await asyncio.sleep(1.0)
+
+    async def _listen_and_publish(self) -> None:
         self._listener = await asyncpg.connect(self.settings.database_url.get_secret_value())
-        await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
         try:
+            await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
             while not self._stopping:
+                if self._listener.is_closed():
+                    raise ConnectionError("the relay's LISTEN session was closed")
                 sent = await self.publish_batch()
                 if sent == 0:
                     self._wake.clear()
@@ -103,7 +125,7 @@ class Relay:
                     except TimeoutError:
                         pass
         finally:
-            await self._listener.close()
+            self._listener.terminate()
 
     async def drain(self) -> None:
         """Publish until nothing is due (used at shutdown and in tests)."""
@@ -124,6 +146,7 @@ class Relay:
                           correlation_id, headers, body, attempts
                    FROM outbox
                    WHERE published_at IS NULL AND available_at <= now()
+                     AND transport = 'amqp'  -- ISO 18626 HTTP peers: broker/peers.py
                    ORDER BY id LIMIT $1""",
                 self.settings.outbox_batch,
             )

@@ -324,6 +324,10 @@ class Policy:
     def groups_of(self, symbol: str) -> frozenset[str]:
         return frozenset(name for name, members in self._groups.items() if symbol in members)
 
+    def all_extra_suppliers(self) -> frozenset[str]:
+        """Every symbol some rule may add: a superset of any request's extra_suppliers."""
+        return frozenset(m.symbol for r in self._rules for m in (*r.include, *r.last_resort))
+
     def extra_suppliers(self, request: RequestFacts) -> frozenset[str]:
         """Symbols this request may be routed to without a holdings match.
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -273,7 +274,7 @@ async def download(request: web.Request) -> web.StreamResponse:
         resp.content_type = row["content_type"]
         resp.content_length = row["size"]
         await resp.prepare(request)
-        sent = await _send(request, handle, row["size"])
+        sent = await _send(request, handle, row["size"], resp)
         await resp.write_eof()
         completed = sent == row["size"]
     except (ConnectionError, RuntimeError, OSError) as exc:
@@ -288,7 +289,8 @@ async def download(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-async def _send(request: web.Request, handle: Any, size: int) -> int:
+async def _send(request: web.Request, handle: Any, size: int,
+                resp: web.StreamResponse) -> int:
     """sendfile(2) in chunks, so a broken connection still tells how much went out."""
     transport = request.transport
     if transport is None:
@@ -298,7 +300,15 @@ async def _send(request: web.Request, handle: Any, size: int) -> int:
     while sent < size:
         if transport.is_closing():
             raise ConnectionResetError("client went away")
-        n = await loop.sendfile(transport, handle, sent, min(SEND_CHUNK, size - sent))
+        try:
+            n = await loop.sendfile(transport, handle, sent, min(SEND_CHUNK, size - sent))
+        except NotImplementedError:
+            # uvloop (the hub process's loop where installed) has no sendfile: copy the
+            # chunk through Python instead.
+            data = await asyncio.to_thread(os.pread, handle.fileno(),
+                                           min(SEND_CHUNK, size - sent), sent)
+            await resp.write(data)
+            n = len(data)
         if n == 0:
             break
         sent += n

@@ -67,7 +67,10 @@ class Settings(BaseSettings):
 
     # Intake: how many inbound messages one consumer may hold unacked, and the
     # largest body accepted before any parsing is attempted.
-    prefetch: int = 64
+    prefetch: int = 256
+    # Group commit: up to this many messages already delivered are processed in one
+    # PostgreSQL transaction and acked together after it commits.
+    intake_batch: int = 64
     max_message_bytes: int = 1_048_576
     outbox_batch: int = 200
     outbox_poll_seconds: float = 0.5

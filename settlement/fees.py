@@ -347,7 +347,7 @@ _ACTIVE = """SELECT * FROM fee_schedule
                AND effective_from <= $3 AND (effective_to IS NULL OR $3 <= effective_to)"""
 
 
-def _terms(row: asyncpg.Record) -> FeeTerms:
+def fee_terms(row: asyncpg.Record) -> FeeTerms:
     return FeeTerms(entry=row["entry"], supplier=row["supplier"],
                     service_kind=row["service_kind"], currency=row["currency"],
                     effective_from=row["effective_from"], effective_to=row["effective_to"],
@@ -360,7 +360,7 @@ async def schedule(conn: asyncpg.Connection, supplier: str, service_kind: str,
                    on: datetime.date) -> FeeTerms | None:
     """The schedule entry that applies on a consortium-local date, if any."""
     row = await conn.fetchrow(_ACTIVE, [supplier], service_kind, on)
-    return _terms(row) if row else None
+    return fee_terms(row) if row else None
 
 
 async def quote(conn: asyncpg.Connection, supplier: str, service_kind: str, *,
@@ -376,7 +376,7 @@ async def quotes(conn: asyncpg.Connection, suppliers: Iterable[str], service_kin
                  on: datetime.date) -> dict[str, Money]:
     """`quote` for many suppliers in one query (a rota); suppliers without a schedule are absent."""
     rows = await conn.fetch(_ACTIVE, list(suppliers), service_kind, on)
-    return {r["supplier"]: _terms(r).quote(pages=pages, hours=hours) for r in rows}
+    return {r["supplier"]: fee_terms(r).quote(pages=pages, hours=hours) for r in rows}
 
 
 # --------------------------------------------------------------------------
