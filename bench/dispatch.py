@@ -25,7 +25,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from bench.network import BenchNetwork, Progress, request_body, say
+from bench.network import BenchNetwork, Progress, request_body, say, servers_cpu
 from broker.topology import INBOUND, agency_queue
 
 WINDOW = 400  # publishes in flight per requester connection
@@ -188,7 +188,8 @@ async def throughput(net: BenchNetwork, requests: int, hubs: int = 1, loans: flo
     observer, requesters = Observer(net), Requesters(net)
     await observer.start()
     await requesters.start()
-    cpu0 = sum(h.cpu_seconds() for h in net.hubs)
+    cpu0, servers0 = sum(h.cpu_seconds() for h in net.hubs), servers_cpu()
+    client0 = time.process_time()
     observer.expect_total(requests)
     progress(f"{tag}: publishing {requests:,} requests to {hubs} hub process(es) ...")
     start = time.perf_counter()
@@ -197,13 +198,18 @@ async def throughput(net: BenchNetwork, requests: int, hubs: int = 1, loans: flo
     await _wait(observer, progress, tag)
     elapsed = observer.last - start
     cpu = sum(h.cpu_seconds() for h in net.hubs) - cpu0
+    client = time.process_time() - client0
+    servers = {k: v - servers0[k] for k, v in servers_cpu().items()}
     await requesters.close()
     await observer.close()
     await net.stop_hubs()
     result = {"requests": requests, "hubs": hubs, "seconds": round(elapsed, 2),
               "publish_seconds": round(published, 2),
               "requests_per_s": round(requests / elapsed, 1),
-              "hub_cpu_s_per_1000": round(cpu / requests * 1000, 3)}
+              "hub_cpu_s_per_1000": round(cpu / requests * 1000, 3),
+              "clients_cpu_s_per_1000": round(client / requests * 1000, 3),
+              **{f"{k}_cpu_s_per_1000": round(v / requests * 1000, 3)
+                 for k, v in servers.items()}}
     progress(f"{tag}: {result}")
     return result
 

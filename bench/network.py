@@ -129,15 +129,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def process_cpu(pid: int | str) -> float:
+    """user + sys seconds of one process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def servers_cpu() -> dict[str, float]:
+    """CPU seconds so far of the co-located servers: RabbitMQ (beam.smp) and PostgreSQL
+    (every postgres process: a backend that exits takes its count with it, so read
+    this around a window in which the clients keep their connections)."""
+    totals = {"rabbitmq": 0.0, "postgresql": 0.0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            name = (entry / "comm").read_text().strip()
+            if name == "beam.smp":
+                totals["rabbitmq"] += process_cpu(entry.name)
+            elif name == "postgres" or name.startswith("postgres:"):
+                totals["postgresql"] += process_cpu(entry.name)
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+    return totals
+
+
 @dataclass
 class HubProcess:
     process: asyncio.subprocess.Process
     log: Path
 
     def cpu_seconds(self) -> float:
-        """user + sys of the process so far (from /proc; Linux)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu(self.process.pid)
 
 
 @dataclass

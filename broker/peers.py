@@ -26,13 +26,16 @@ import aiohttp
 import asyncpg
 
 from broker.observability import MESSAGES_OUT
-from broker.outbox import MAX_BACKOFF_SECONDS, NOTIFY_CHANNEL
+from broker.outbox import MAX_BACKOFF_SECONDS
 from broker.violations import raise_flag
 from schemas.iso18626 import CONFIRMATION_OF, MessageType
 from schemas.iso18626_xml import XmlMessageError, read_xml, to_xml
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Raised by the outbox's transport trigger (migration 0011) for rows to HTTP peers only.
+PEER_NOTIFY_CHANNEL = "illhub_peers"
 
 TRANSPORT = "iso18626-http"
 PEER_LOCK = 0x494C4C4850454552  # "ILLHPEER": one peer relay at a time across hubs
@@ -97,7 +100,7 @@ class PeerRelay:
         listener = await asyncpg.connect(self.settings.database_url.get_secret_value())
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         try:
-            await listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+            await listener.add_listener(PEER_NOTIFY_CHANNEL, lambda *_: self._wake.set())
             while not self._stopping:
                 if listener.is_closed():
                     raise ConnectionError("the peer relay's LISTEN session was closed")
