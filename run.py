@@ -17,6 +17,9 @@ from broker.management import ManagementError
 from schemas.settings import Settings
 
 EXIT_USAGE = 2
+# Held at WARNING even with -v: at DEBUG aiormq logs every AMQP frame, message bodies
+# (patrons' names and addresses) included; tests/test_security.py holds us to it.
+QUIET_LOGGERS = ("aiormq", "aio_pika", "apscheduler")
 
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -87,13 +90,16 @@ async def cmd_agency(settings: Settings, args: argparse.Namespace) -> int:
                 symbol=args.symbol, name=args.name,
                 roles=tuple(r.strip() for r in args.roles.split(",") if r.strip()),
                 password=args.password, province=province, city=city,
-                email=args.email, finance_email=args.finance_email)
+                email=args.email, finance_email=args.finance_email,
+                iso18626_url=args.iso18626_url, iso18626_version=args.iso18626_version)
             try:
                 await agencies.add(settings, pool, new)
             except agencies.AgencyError as exc:
                 return fail(str(exc))
             print(f"agency {args.symbol} added: broker user, queue "
-                  f"{settings.name('agency.' + args.symbol)}")
+                  f"{settings.name('agency.' + args.symbol)}"
+                  + (f"; ISO 18626 {args.iso18626_version} XML to {args.iso18626_url}"
+                     if args.iso18626_url else ""))
         elif args.action == "disable":
             try:
                 await agencies.disable(settings, pool, args.symbol)
@@ -285,6 +291,24 @@ async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return await demo_cli(settings, args)
 
 
+async def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from bench.__main__ import main as bench_main
+
+    return await bench_main(args)
+
+
+async def cmd_chaos(settings: Settings, args: argparse.Namespace) -> int:
+    from bench.chaos import chaos_cli
+
+    return await chaos_cli(settings, args)
+
+
+async def cmd_fuzz(settings: Settings, args: argparse.Namespace) -> int:
+    from bench.fuzz import main as fuzz_main
+
+    return await fuzz_main(args, settings)
+
+
 # ------------------------------------------------------------------------------------------
 
 
@@ -311,7 +335,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     a.add_argument("--region", help="PROVINCE/CITY, e.g. 上海/上海")
     a.add_argument("--email")
     a.add_argument("--finance-email")
-    a.add_argument("--password", required=True, help="broker and FTP password")
+    a.add_argument("--password", required=True,
+                   help="broker, FTP and ISO 18626 HTTP (Basic) password")
+    a.add_argument("--iso18626-url", metavar="URL",
+                   help="the agency's ILL system takes ISO 18626 XML over HTTP at URL: the "
+                        "hub POSTs its messages there instead of to its AMQP queue")
+    a.add_argument("--iso18626-version", choices=("1.2", "2021"), default="1.2",
+                   help="ISO 18626 schema version to send to --iso18626-url (default 1.2)")
     asub.add_parser("list", help="list agencies")
     d = asub.add_parser("disable", help="revoke an agency's broker access, keep its history")
     d.add_argument("symbol")
@@ -359,7 +389,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     lr.add_argument("--reason", required=True)
     p = add("flags", cmd_flags, "list violation and quality flags, newest last")
     p.add_argument("--kind", help="charge_above_schedule, deadline_breaches, "
-                   "copy_without_valid_file, loan_overdue or cancellation_rate")
+                   "copy_without_valid_file, loan_overdue, cancellation_rate or "
+                   "peer_error")
     p.add_argument("--limit", type=int, default=100)
     p = add("settle", cmd_settle, "net a period's charges: one amount per agency, statements, "
             "finance messages and mails")
@@ -387,8 +418,38 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
                    "RabbitMQ)")
     p.add_argument("--timeout", type=float,
                    help="seconds to wait for the last requests after the arrivals")
+    # --- bench (bench/__main__.py) -------------------------------------------------------------
+    p = add("bench", cmd_bench, "the benchmark suite: baseline, hub throughput and latency, a "
+            "CALIS year, holdings import, settlement; prints a table, writes JSON")
+    from bench.options import add_arguments as bench_arguments
+
+    bench_arguments(p)
+    # --- chaos (bench/chaos.py) ----------------------------------------------------------------
+    p = add("chaos", cmd_chaos, "fault injection: several hubs, SIGKILLs, broker, database and "
+            "SMTP outages while requests flow; checks that nothing is lost or done twice")
+    from bench.chaos_options import add_arguments as chaos_arguments
+
+    chaos_arguments(p)
+    # --- fuzz (bench/fuzz.py; needs the test extra: hypothesis) ------------------------------
+    p = add("fuzz", cmd_fuzz, "hostile-input fuzzer: hostile messages as a real agency user "
+            "against a hub on a scratch database; prints counts by category and outcome")
+    p.add_argument("--messages", type=int, default=10_000, help="cases to send")
+    p.add_argument("--seed", type=int, default=18626, help="hypothesis seed")
     # ----------------------------------------------------------------------------------------
     return parser, commands
+
+
+def _run(coro: Any, *, fast: bool) -> int:
+    """asyncio.run, on uvloop for the hub process where it is installed (less CPU per
+    message: bench/ measures it)."""
+    if fast:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(coro)
+    return asyncio.run(coro)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -407,11 +468,11 @@ def main(argv: list[str] | None = None) -> int:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         handlers=[handler])
-    logging.getLogger("aiormq").setLevel(logging.WARNING)
-    logging.getLogger("aio_pika").setLevel(logging.WARNING)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
-        return asyncio.run(commands[args.command](settings, args))
+        return _run(commands[args.command](settings, args),
+                    fast=args.command in ("hub", "bench"))
     except KeyboardInterrupt:
         return 130
     except OSError as exc:

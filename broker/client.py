@@ -60,8 +60,10 @@ class AgencyClient:
         self._exchange = await self._channel.get_exchange(self.settings.name(INBOUND),
                                                           ensure=False)
         if consume:
-            queue = await self._channel.get_queue(
-                self.settings.name(agency_queue(self.symbol)), ensure=False)
+            # Declared passively rather than looked up: aio-pika re-consumes only declared
+            # queues when the robust connection comes back after a broker restart.
+            queue = await self._channel.declare_queue(
+                self.settings.name(agency_queue(self.symbol)), passive=True)
             await queue.consume(self._on_message)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:

@@ -815,9 +815,9 @@ def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-async def start_mail_folder(folder: Path, on_mail: Callable[[bytes], None]
+async def start_mail_folder(folder: Path, on_mail: Callable[[bytes], None], port: int = 0
                             ) -> tuple[asyncio.Server, int]:
-    """An SMTP server on a free loopback port, in this event loop."""
+    """An SMTP server on loopback (a free port unless `port` is given), in this event loop."""
     try:
         from aiosmtpd.smtp import SMTP
     except ImportError as exc:  # a test extra: `pip install aiosmtpd`, or bash .ci/setup
@@ -827,7 +827,7 @@ async def start_mail_folder(folder: Path, on_mail: Callable[[bytes], None]
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: SMTP(handler, hostname="illhub-demo.localhost", data_size_limit=50_000_000),
-        "127.0.0.1", 0)
+        "127.0.0.1", port)
     return server, int(server.sockets[0].getsockname()[1])
 
 

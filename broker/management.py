@@ -91,6 +91,13 @@ class Management:
             if c.get("user") == user:
                 await self._call("DELETE", f"/connections/{self._q(c['name'])}", ok=(204, 404))
 
+    async def connections(self) -> list[dict[str, Any]]:
+        return await self._call("GET", "/connections?columns=name,user,vhost,client_properties"
+                                ) or []
+
+    async def close_connection(self, name: str) -> None:
+        await self._call("DELETE", f"/connections/{self._q(name)}", ok=(204, 404))
+
     async def queues(self, vhost: str) -> list[dict[str, Any]]:
         return await self._call(
             "GET", f"/queues/{self._q(vhost)}?columns=name,consumers,idle_since") or []

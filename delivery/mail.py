@@ -293,14 +293,22 @@ class MailSender:
                     self.settings.smtp_port, error, len(rows))
 
     async def run(self) -> None:
-        """Send until stop(); woken by enqueues, polling as a fallback."""
-        listener = await asyncpg.connect(self.settings.database_url.get_secret_value())
-        await listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+        """Send until stop(); woken by enqueues, polling as a fallback.
+
+        A failed round (PostgreSQL restarted, a session terminated) is logged and the
+        next one tried: the sender must outlive any outage, or mail would wait forever.
+        """
+        listener: asyncpg.Connection | None = None
         try:
             while not self._stopping:
                 try:
+                    if listener is None or listener.is_closed():
+                        listener = await asyncpg.connect(
+                            self.settings.database_url.get_secret_value())
+                        await listener.add_listener(NOTIFY_CHANNEL,
+                                                    lambda *_: self._wake.set())
                     await self.send_due()
-                except (OSError, asyncpg.PostgresError):
+                except Exception:
                     log.exception("mail sender round failed")
                 self._wake.clear()
                 try:
@@ -308,7 +316,8 @@ class MailSender:
                 except TimeoutError:
                     pass
         finally:
-            await listener.close()
+            if listener is not None:
+                listener.terminate()
 
     def stop(self) -> None:
         self._stopping = True

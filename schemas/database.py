@@ -50,8 +50,20 @@ async def connect(dsn: str) -> asyncpg.Connection:
     return await asyncpg.connect(dsn)
 
 
+class PooledConnection(asyncpg.Connection):
+    """A connection of the hub's pools. Nothing session-level is ever left on one (every
+    SET is SET LOCAL, every LISTEN has a connection of its own, advisory locks are
+    transaction-level or, settlement's, released in a `finally`), so a release skips
+    asyncpg's reset statement (RESET ALL, UNLISTEN *, ...): one round trip less per
+    transaction. asyncpg still rolls back a transaction left open."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
+                                     connection_class=PooledConnection)
     assert pool is not None
     return pool
 
