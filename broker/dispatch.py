@@ -373,6 +373,14 @@ class Dispatcher:
         msg: SupplyingAgencyMessage = ctx.message  # type: ignore[assignment]
         txn = await self._find(conn, msg.header.requesting_agency_id.symbol,
                                msg.header.requesting_agency_request_id, "supplyingAgencyMessage")
+        if txn.supplier != ctx.sender and not await conn.fetchval(
+                "SELECT true FROM rota_entry WHERE transaction_id = $1 AND supplier = $2 "
+                "LIMIT 1", txn.id, ctx.sender):
+            # Not party to it: answered exactly as an unknown request, so a stranger
+            # learns neither that the request exists nor its transaction id.
+            raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                          f"supplyingAgencyMessage.header.requestingAgencyRequestId: no request "
+                          f"{txn.request_id!r} from {txn.requester} is known to the hub")
         if txn.supplier != ctx.sender:
             raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
                           "supplyingAgencyMessage.header.supplyingAgencyId: "

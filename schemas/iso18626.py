@@ -170,13 +170,18 @@ def _iso_datetime(value: Any) -> Any:
     raise PydanticCustomError("iso_datetime", "not an ISO 8601 dateTime")
 
 
+# No fee comes near it, and larger amounts overflow the ledger's integer minor units.
+MAX_AMOUNT = Decimal(10) ** 15
+
+
 def _decimal_text(value: Any) -> Any:
     # Floats are refused: a JSON number may already have lost the sender's digits.
-    if isinstance(value, Decimal) or (isinstance(value, int) and not isinstance(value, bool)):
-        return value
-    if isinstance(value, str) and _DECIMAL.fullmatch(value):
-        return value
-    raise PydanticCustomError("decimal_text", "not a decimal string")
+    if not (isinstance(value, Decimal) or (isinstance(value, int) and not isinstance(value, bool))
+            or (isinstance(value, str) and _DECIMAL.fullmatch(value))):
+        raise PydanticCustomError("decimal_text", "not a decimal string")
+    if abs(Decimal(value)) >= MAX_AMOUNT:
+        raise PydanticCustomError("decimal_range", "not an amount below 10^15")
+    return value
 
 
 DateTime = Annotated[datetime, BeforeValidator(_iso_datetime)]
@@ -575,6 +580,7 @@ _EXPECTED: dict[str, str] = {
     "list_type": "an array",
     "iso_datetime": _DATETIME_HINT,
     "decimal_text": 'a decimal string such as "12.50"',
+    "decimal_range": "an amount below 1,000,000,000,000,000",
 }
 
 
