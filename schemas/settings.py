@@ -69,8 +69,10 @@ class Settings(BaseSettings):
     # largest body accepted before any parsing is attempted.
     prefetch: int = 256
     # Group commit: up to this many messages already delivered are processed in one
-    # PostgreSQL transaction and acked together after it commits.
-    intake_batch: int = 64
+    # PostgreSQL transaction and acked together after it commits. Kept below 64: each
+    # message may open a savepoint, and a transaction with more than 64 subtransactions
+    # makes every other session's snapshot slower (PostgreSQL's subxid cache overflows).
+    intake_batch: int = 48
     max_message_bytes: int = 1_048_576
     outbox_batch: int = 200
     outbox_poll_seconds: float = 0.5
