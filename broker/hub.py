@@ -34,6 +34,8 @@ from settlement.settle import scheduled_settlement
 
 log = logging.getLogger(__name__)
 
+JOB_GRACE_SECONDS = 10.0
+
 
 def to_inbound(message: AbstractIncomingMessage) -> Inbound:
     return Inbound(
@@ -244,6 +246,14 @@ class Hub:
             with suppress(asyncio.CancelledError):
                 await self._tasks[1]
         if self.scheduler.running:
+            self.scheduler.pause()
+            # A scheduled job in flight (sweep, retention, settlement) gets a moment to
+            # finish; one still running then is cancelled, its transaction rolls back, and
+            # the next tick, in this or another hub process, does the work again.
+            jobs = [t for t in asyncio.all_tasks()
+                    if getattr(t.get_coro(), "__qualname__", "") == "run_coroutine_job"]
+            if jobs:
+                await asyncio.wait(jobs, timeout=JOB_GRACE_SECONDS)
             self.scheduler.shutdown(wait=False)
         if self.mailer:
             self.mailer.stop()

@@ -83,3 +83,24 @@ async def test_sigterm_while_messages_flow_loses_nothing(settings: Settings,
     # At-least-once publishing may repeat a confirmation, but only with the same message_id.
     assert all(len(ids) == 1 for ids in seen.values())
     assert second.returncode == 0
+
+
+async def test_stop_lets_a_scheduled_job_in_flight_finish(settings: Settings,
+                                                          database_url: str) -> None:
+    """A sweep running when the hub is told to stop completes instead of being cut off."""
+    from broker.hub import Hub
+
+    hub = Hub(settings, delivery=False)
+    await hub.start()
+    finished = asyncio.Event()
+    started = asyncio.Event()
+
+    async def slow_tick() -> None:
+        started.set()
+        await asyncio.sleep(0.5)
+        finished.set()
+
+    hub.scheduler.add_job(slow_tick, id="slow-test-job")
+    await asyncio.wait_for(started.wait(), 10)
+    await hub.stop()
+    assert finished.is_set()
