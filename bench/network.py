@@ -234,7 +234,7 @@ class BenchNetwork:
             "ILLHUB_DATABASE_URL": self.url, "ILLHUB_NAME_PREFIX": s.name_prefix,
             "ILLHUB_HUB_SYMBOL": s.hub_symbol, "ILLHUB_QUEUE_TYPE": s.queue_type,
             "ILLHUB_DATA_DIR": s.data_dir, "ILLHUB_HTTP_PORT": str(free_port()),
-            "ILLHUB_FTP_PORT": str(free_port()), "ILLHUB_OUTBOX_POLL_SECONDS": "0.05",
+            "ILLHUB_FTP_PORT": str(free_port()),
             "ILLHUB_SWEEP_SECONDS": "3600",
         })
         return env

@@ -107,8 +107,10 @@ class PeerRelay:
                 if await self.send_due() == 0:
                     self._wake.clear()
                     try:
+                        # New rows wake it at once; polling is for retries after
+                        # backoff, whose granularity is a second anyway.
                         await asyncio.wait_for(self._wake.wait(),
-                                               self.settings.outbox_poll_seconds)
+                                               max(1.0, self.settings.outbox_poll_seconds))
                     except TimeoutError:
                         pass
         finally:
