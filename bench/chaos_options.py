@@ -27,7 +27,11 @@ class ChaosOptions:
     window: int = 300                 # requests open at once
     requesters: int = 6
     suppliers: int = 5
-    deadline: float = 10.0            # seconds a supplier may stay silent (Express level)
+    # Seconds a supplier may stay silent (Express level). Long enough that a loaded
+    # 2-core box (three hubs, the servers, the simulation, a SIGKILL every 5 s) never
+    # lags that far behind an answer already queued: the hub would then rightly time
+    # that supplier out, and the scenario script would not expect it.
+    deadline: float = 30.0
     drain_timeout: float = 300.0      # give up after this many seconds with no request finished
     progress_seconds: float = 3.0
     keep: bool = False

@@ -147,6 +147,24 @@ class Hub:
             log.exception("deadline sweep failed; next tick retries")
 
     async def _consume(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if await self._consume_until_failure():
+                    return
+            except Exception:
+                # No channel (the broker connection is down and reconnecting): try again.
+                log.warning("cannot consume %s now; trying again in 1 s",
+                            topology.HUB_INBOUND, exc_info=True)
+            # Something failed, and nothing delivered after it may overtake it (a
+            # supplier's Loaned must not be applied before its WillSupply): closing the
+            # channel handed every unacked delivery back to the queue, in order. Start
+            # again after a pause; the queue's delivery limit dead-letters a message that
+            # fails every time.
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 1.0)
+
+    async def _consume_until_failure(self) -> bool:
+        """Consume and process in batches; True when told to stop, False after a failure."""
         assert self.connection and self.pool
         channel = await self.connection.channel()
         await channel.set_qos(prefetch_count=self.settings.prefetch)
@@ -171,52 +189,66 @@ class Hub:
                 batch = [first.result()]
                 while len(batch) < self.settings.intake_batch and not arrived.empty():
                     batch.append(arrived.get_nowait())
-                await self._process(batch)
+                if not await self._process(batch):
+                    return False
+            return True
         finally:
             stop.cancel()
             with suppress(Exception):
                 await queue.cancel(tag)
-            # Anything still in `arrived` was never acked: it returns to the queue when
-            # the channel closes, in order, for this process or the next active consumer.
-            await channel.close()
+            # Anything not acked (still in `arrived`, or in flight) returns to the queue
+            # when the channel closes, in order, for this process or the next consumer.
+            with suppress(Exception):
+                await channel.close()
 
-    async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
+    async def _process(self, batch: list[AbstractIncomingMessage]) -> bool:
         """One transaction for the batch, in delivery order; one ack after the commit.
 
         If anything in the batch fails, the whole transaction rolls back and the
         messages are processed one by one, so one poison message costs its neighbours
-        nothing but a retry.
+        nothing but a retry. False: a message failed on its own (nothing of it or of
+        what came after it was acked).
         """
         assert self.pool
         started = time.perf_counter()
         outcomes: list[str] = []
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                outcomes = await self.intake.process_batch(conn, [to_inbound(m) for m in batch])
+            async with self.pool.acquire() as conn:
+                async with conn.transaction():
+                    outcomes = await self.intake.process_batch(
+                        conn, [to_inbound(m) for m in batch])
+                # Counted the moment the commit returns, before the relay can publish the
+                # answers: whoever sees an answer sees it counted in /metrics.
+                self._count(batch, outcomes, started)
         except Exception:
-            if len(batch) == 1:
-                await self._failed(batch, 0)
-                return
-            log.warning("a batch of %d inbound messages failed; processing them one by one",
-                        len(batch), exc_info=True)
+            if len(batch) > 1:
+                log.warning("a batch of %d inbound messages failed; processing them one by "
+                            "one", len(batch), exc_info=True)
             for i, message in enumerate(batch):
                 try:
-                    async with self.pool.acquire() as conn, conn.transaction():
-                        outcome = await self.intake.process_in(conn, to_inbound(message))
+                    async with self.pool.acquire() as conn:
+                        async with conn.transaction():
+                            outcome = await self.intake.process_in(conn, to_inbound(message))
+                        self._count([message], [outcome], started)
                 except Exception:
-                    await self._failed(batch, i)
-                    return
-                await self._acked([message], [outcome], started, multiple=False)
-            return
-        await self._acked(batch, outcomes, started, multiple=True)
+                    log.exception("processing failed; message %s and everything delivered "
+                                  "after it go back to the queue", batch[i].message_id)
+                    return False
+                await self._acked([message], [outcome], multiple=False)
+            return True
+        await self._acked(batch, outcomes, multiple=True)
+        return True
 
-    async def _acked(self, batch: list[AbstractIncomingMessage], outcomes: list[str],
-                     started: float, *, multiple: bool) -> None:
+    def _count(self, batch: list[AbstractIncomingMessage], outcomes: list[str],
+               started: float) -> None:
         elapsed = time.perf_counter() - started
         self.processed += len(batch)
         for message, outcome in zip(batch, outcomes, strict=True):
             observability.INTAKE_SECONDS.observe(elapsed)
             observability.MESSAGES_IN.labels(message.type or "unknown", outcome).inc()
+
+    async def _acked(self, batch: list[AbstractIncomingMessage], outcomes: list[str],
+                     *, multiple: bool) -> None:
         try:
             # Deliveries on one channel are acked in order, so one multiple-ack of the
             # last message acknowledges the whole batch.
@@ -229,15 +261,6 @@ class Hub:
         if self.intake.on_commit:
             for message, outcome in zip(batch, outcomes, strict=True):
                 await self.intake.on_commit(to_inbound(message), outcome)
-
-    async def _failed(self, batch: list[AbstractIncomingMessage], i: int) -> None:
-        """Nothing of batch[i:] committed: hand it all back, keeping its order."""
-        log.exception("processing failed; message %s and %d after it returned to the queue",
-                      batch[i].message_id, len(batch) - i - 1)
-        with suppress(Exception):
-            # The queue's delivery limit dead-letters a message that fails every time.
-            await batch[-1].nack(multiple=True, requeue=True)
-        await asyncio.sleep(1.0)
 
     async def stop(self) -> None:
         """Graceful stop; safe to call more than once."""
