@@ -2,7 +2,7 @@
 """Settlement at scale: netting and statements for N ledger transactions across M agencies.
 
     .venv/bin/python bench/settlement.py [--transactions 10000000] [--agencies 1000]
-        [--pdf sample|all|none] [--pdf-sample 40] [--workers 4] [--pdf-workers 2] [--keep]
+        [--pdf sample|all|none] [--pdf-sample 40] [--workers 2] [--pdf-workers 2] [--keep]
 
 Creates a scratch database `illhub_bench_<random>` (through --admin-url), migrates
 it, and generates the ledger set-based, straight into ledger_posting, ledger_entry
@@ -20,8 +20,12 @@ Then it times one real settlement run (`settlement.settle.settle`, the same code
 CLI and the scheduler use) with CSV statements for every agency, then the PDFs
 separately (a sample, extrapolated, or all of them), and prints seconds and peak
 memory (resource.getrusage: this process, and the PDF worker processes). The
-PostgreSQL server's own memory is not in these figures. The database is dropped at
-the end unless --keep.
+PostgreSQL server's own memory is not in these figures. On a shared machine the
+seconds depend on what else runs, so the CPU seconds the run used are printed too:
+this process's, and its PostgreSQL backends' (read from /proc when the server is on
+this machine), with the load average before the run. The netting and the streaming
+of the statement lines run at the same time: their phase figures overlap. The
+database is dropped at the end unless --keep.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import os
 import resource
 import secrets
 import shutil
@@ -36,6 +41,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -44,7 +50,7 @@ import asyncpg
 from schemas.database import migrate
 from schemas.settings import Settings
 from settlement.periods import Period
-from settlement.settle import render_pdfs, render_text, settle, statements_dir
+from settlement.settle import STATEMENT_STREAMS, render_pdfs, render_text, settle, statements_dir
 from settlement.statements import StatementMeta
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -52,16 +58,40 @@ PERIOD = Period.parse("2026-10")
 BATCH = 500_000
 KINDS = ("DocumentDelivery", "BookLoan", "PayPerView", "EBookLoan", "ProxySearch")
 TABLES = ("ledger_posting", "ledger_entry", "subsidy_grant")
+TARGET_SECONDS = 60
+TARGET_MB = 512
+PHASES = {"items": "taking the postings (a range)",
+          "netting": "netting, while the lines stream",
+          "csv": "statement lines streamed into the files",
+          "statements": "CSV files complete (totals, later streams appended)",
+          "summary": "centre summary", "close": "closing transaction"}
 
 T0 = time.perf_counter()
 
 
 def say(message: str) -> None:
-    print(f"[{time.perf_counter() - T0:7.1f}s] {message}", flush=True)
+    print(f"[{time.perf_counter() - T0:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def rss_mb(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024      # KiB on Linux
+
+
+def backend_cpu(pids: list[int]) -> float | None:
+    """CPU seconds used so far by these PostgreSQL backends (None: not on this machine)."""
+    total = 0.0
+    try:
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+    return total
+
+
+def own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 # Columns of posting g, from its source transaction src (= g, or g - 1 for a reversal).
@@ -214,10 +244,18 @@ async def generate(url: str, n: int, agencies: int) -> None:
         await conn.close()
 
 
-async def main(args: argparse.Namespace) -> int:
+async def measure(transactions: int = 10_000_000, agencies: int = 1_000, pdf: str = "sample",
+                  *, pdf_sample: int = 40, workers: int = STATEMENT_STREAMS, pdf_workers: int = 2,
+                  keep: bool = False, admin_url: str = ADMIN,
+                  report: list[str] | None = None) -> dict[str, float | int | str]:
+    """One settlement benchmark in a scratch database: its figures (for `python -m bench`).
+
+    Progress goes to stderr. `report` (if given) receives the run's text report.
+    """
+    if pdf not in ("sample", "all", "none"):
+        raise ValueError(f"pdf: {pdf!r} is not one of sample, all, none")
     run = secrets.token_hex(3)
     db = f"illhub_bench_{run}"
-    admin_url = args.admin_url
     admin = await asyncpg.connect(admin_url)
     await admin.execute(f"CREATE DATABASE \"{db}\" ENCODING 'UTF8' TEMPLATE template0")
     await admin.close()
@@ -226,82 +264,100 @@ async def main(args: argparse.Namespace) -> int:
     settings = Settings(database_url=url, data_dir=str(data_dir), name_prefix=f"bench{run}.",
                         hub_symbol="BENCH:CENTRE")
     say(f"scratch database {db}, files in {data_dir}")
+    out: dict[str, float | int | str] = {
+        "bench": "settlement", "transactions": transactions, "agencies": agencies}
     try:
         await migrate(url, report=lambda m: None)
         t = time.perf_counter()
-        await generate(url, args.transactions, args.agencies)
+        await generate(url, transactions, agencies)
         say(f"data generated in {time.perf_counter() - t:.1f}s (not part of the figures)")
 
-        pool = await asyncpg.create_pool(url, min_size=2, max_size=args.workers + 4)
-        rss_before = rss_mb()
-        now = PERIOD.ends_at(settings.timezone) + datetime.timedelta(minutes=15)
-        say(f"settling {PERIOD}: netting + CSV statements for every agency ...")
-        t = time.perf_counter()
-        result = await settle(pool, settings, PERIOD, now=now, pdf=False, workers=args.workers,
-                              progress=lambda m: say("  " + m))
-        run_seconds = time.perf_counter() - t
-        rss_run = rss_mb()
-        assert result is not None and result.created
-        directory = statements_dir(settings, PERIOD)
-        csv_bytes = sum(f.stat().st_size for f in directory.glob("statement-*.csv"))
-        say(f"RUN DONE in {run_seconds:.1f}s: {result.postings:,} postings, "
-            f"{result.entries:,} entries, {len(result.statements):,} agencies, "
-            f"{csv_bytes / 2**20:,.0f} MB of CSV; peak RSS {rss_run:.0f} MB "
-            f"(before the run {rss_before:.0f} MB)")
-        say(f"  phases: {result.timings}")
-        say(f"  invariants: {'all hold' if result.invariants.get('ok') else 'VIOLATED'}")
+        pids: list[int] = []
 
-        metas = [StatementMeta(symbol=s.symbol, name=s.name, period=PERIOD.name,
-                               run_id=result.run_id or 0, date_from=str(result.date_from),
-                               cutoff=str(result.cutoff), generated_at=result.generated_at or "",
-                               centre=settings.hub_symbol, totals=s.totals)
-                   for s in result.statements]
-        pdf_seconds = None
-        if args.pdf != "none" and metas:
-            chosen = metas if args.pdf == "all" else metas[:: max(1, len(metas) //
-                                                                 args.pdf_sample)]
-            lines = sum(m.lines for m in chosen)
-            say(f"PDF statements for {len(chosen):,} agencies ({lines:,} lines) with "
-                f"{args.pdf_workers} worker processes ...")
+        async def remember(conn: asyncpg.Connection) -> None:
+            pids.append(conn.get_server_pid())
+
+        # Every connection opened up front, so that their backends' CPU can be summed.
+        pool = await asyncpg.create_pool(url, min_size=workers + 4, max_size=workers + 4,
+                                         init=remember)
+        try:
+            rss_before = rss_mb()
+            now = PERIOD.ends_at(settings.timezone) + datetime.timedelta(minutes=15)
+            load = os.getloadavg()[0]
+            say(f"settling {PERIOD}: netting + CSV statements for every agency (load "
+                f"average {load:.1f}) ...")
+            pg_before, py_before = backend_cpu(pids), own_cpu()
             t = time.perf_counter()
-            await render_pdfs(chosen, directory, pdf_workers=args.pdf_workers,
-                              progress=lambda m: say("  " + m))
-            pdf_seconds = time.perf_counter() - t
-            all_lines = sum(m.lines for m in metas)
-            say(f"PDF DONE in {pdf_seconds:.1f}s: {lines / pdf_seconds:,.0f} lines/s; "
-                f"all {len(metas):,} agencies ({all_lines:,} lines) would take "
-                f"{all_lines / lines * pdf_seconds:,.0f}s; peak RSS of one worker "
-                f"{rss_mb(resource.RUSAGE_CHILDREN):.0f} MB")
+            result = await settle(pool, settings, PERIOD, now=now, pdf=False, workers=workers,
+                                  progress=lambda m: say("  " + m))
+            run_seconds = time.perf_counter() - t
+            pg_after, py_after = backend_cpu(pids), own_cpu()
+            out.update({"load_before": round(load, 2),
+                        "cpu_seconds_python": round(py_after - py_before, 1)})
+            if pg_before is not None and pg_after is not None:
+                out["cpu_seconds_postgres"] = round(pg_after - pg_before, 1)
+            rss_run = rss_mb()
+            assert result is not None and result.created
+            directory = statements_dir(settings, PERIOD)
+            csv_bytes = sum(f.stat().st_size for f in directory.glob("statement-*.csv"))
+            lines = int(result.invariants["everyEntryInOneStatement"]["linesWritten"])
+            say(f"RUN DONE in {run_seconds:.1f}s: {result.postings:,} postings, "
+                f"{result.entries:,} entries, {len(result.statements):,} agencies, "
+                f"{csv_bytes / 2**20:,.0f} MB of CSV; peak RSS {rss_run:.0f} MB "
+                f"(before the run {rss_before:.0f} MB)")
+            say(f"  phases: {result.timings}")
+            say(f"  invariants: {'all hold' if result.invariants.get('ok') else 'VIOLATED'}")
+            out.update({"seconds": round(run_seconds, 2), "postings": result.postings,
+                        "entries": result.entries, "statements": len(result.statements),
+                        "statement_lines": lines, "statement_bytes": csv_bytes,
+                        "invariants": "hold" if result.invariants.get("ok") else "VIOLATED"})
+            for phase, seconds in result.timings.items():
+                out[f"seconds_{phase}"] = seconds
 
-        t = time.perf_counter()
-        again = await settle(pool, settings, PERIOD, now=now, pdf=False, workers=args.workers)
-        assert again is not None and not again.created and again.run_id == result.run_id
-        say(f"re-run of the closed period (figures recomputed and compared, files checked "
-            f"against their checksums) in {time.perf_counter() - t:.1f}s")
-        await pool.close()
+            metas = [StatementMeta(symbol=s.symbol, name=s.name, period=PERIOD.name,
+                                   run_id=result.run_id or 0, date_from=str(result.date_from),
+                                   cutoff=str(result.cutoff),
+                                   generated_at=result.generated_at or "",
+                                   centre=settings.hub_symbol, totals=s.totals)
+                       for s in result.statements]
+            if pdf != "none" and metas:
+                chosen = metas if pdf == "all" else metas[:: max(1, len(metas) // pdf_sample)]
+                chosen_lines = sum(m.lines for m in chosen)
+                say(f"PDF statements for {len(chosen):,} agencies ({chosen_lines:,} lines) with "
+                    f"{pdf_workers} worker processes ...")
+                t = time.perf_counter()
+                await render_pdfs(chosen, directory, pdf_workers=pdf_workers,
+                                  progress=lambda m: say("  " + m))
+                pdf_seconds = time.perf_counter() - t
+                all_lines = sum(m.lines for m in metas)
+                estimate = all_lines / max(1, chosen_lines) * pdf_seconds
+                say(f"PDF DONE in {pdf_seconds:.1f}s: {chosen_lines / pdf_seconds:,.0f} "
+                    f"lines/s; all {len(metas):,} agencies ({all_lines:,} lines) would take "
+                    f"{estimate:,.0f}s; peak RSS of one worker "
+                    f"{rss_mb(resource.RUSAGE_CHILDREN):.0f} MB")
+                out.update({"pdf": pdf, "pdf_agencies": len(chosen),
+                            "pdf_seconds": round(pdf_seconds, 2),
+                            "pdf_all_seconds_estimate": round(estimate, 1),
+                            "peak_mb_pdf_worker": round(rss_mb(resource.RUSAGE_CHILDREN))})
 
-        print()
-        print("=" * 72)
-        print(f"settlement benchmark: {args.transactions:,} transactions, {args.agencies:,} "
-              "agencies, this machine")
-        print(f"  netting + CSV statements (one run):  {run_seconds:8.1f} s   "
-              f"(target < 60 s)")
-        for phase, seconds in result.timings.items():
-            print(f"      {phase:<10} {seconds:8.1f} s")
-        if pdf_seconds is not None:
-            what = "all" if args.pdf == "all" else "sample"
-            print(f"  PDF statements ({what}):             {pdf_seconds:8.1f} s")
-        print(f"  peak RSS, this process:              {rss_mb():8.0f} MB  (target < 512 MB)")
-        if pdf_seconds is not None:
-            print(f"  peak RSS, largest PDF worker:        "
-                  f"{rss_mb(resource.RUSAGE_CHILDREN):8.0f} MB")
-        print("=" * 72)
-        print()
-        text = render_text(result).splitlines()
-        print("\n".join([*text[:8], "  ...", *text[-24:]]))
-        return 0
+            t = time.perf_counter()
+            again = await settle(pool, settings, PERIOD, now=now, pdf=False, workers=workers)
+            assert again is not None and not again.created and again.run_id == result.run_id
+            rerun = time.perf_counter() - t
+            say(f"re-run of the closed period (figures recomputed and compared, files checked "
+                f"against their checksums) in {rerun:.1f}s")
+            out["seconds_rerun"] = round(rerun, 2)
+            if report is not None:
+                report.append(render_text(result))
+        finally:
+            await pool.close()
+        peak = rss_mb()
+        ok = run_seconds <= TARGET_SECONDS and peak <= TARGET_MB
+        out.update({"peak_mb": round(peak), "target_seconds": TARGET_SECONDS,
+                    "target_mb": TARGET_MB, "result": "pass" if ok else "FAIL"})
+        return out
     finally:
-        if args.keep:
+        if keep:
             say(f"kept database {db} and {data_dir}")
         else:
             admin = await asyncpg.connect(admin_url)
@@ -311,6 +367,51 @@ async def main(args: argparse.Namespace) -> int:
             say(f"dropped {db}")
 
 
+def run_loop(coro: Any) -> Any:
+    """On uvloop where installed, like the hub process that runs scheduled settlements
+    (and `python -m bench`): the statement stream's reads cost less CPU there."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+async def main(args: argparse.Namespace) -> int:
+    report: list[str] = []
+    m = await measure(args.transactions, args.agencies, args.pdf, pdf_sample=args.pdf_sample,
+                      workers=args.workers, pdf_workers=args.pdf_workers, keep=args.keep,
+                      admin_url=args.admin_url, report=report)
+    print()
+    print("=" * 72)
+    print(f"settlement benchmark: {args.transactions:,} transactions, {args.agencies:,} "
+          "agencies, this machine")
+    print(f"  netting + CSV statements (one run):  {m['seconds']:8.1f} s   "
+          f"(target <= {TARGET_SECONDS} s)")
+    for key, value in m.items():
+        if key.startswith("seconds_") and key != "seconds_rerun":
+            phase = key[len("seconds_"):]
+            print(f"      {phase:<10} {value:8.1f} s   {PHASES.get(phase, '')}")
+    print(f"  CPU used by the run: this process {m['cpu_seconds_python']} s, PostgreSQL "
+          f"{m.get('cpu_seconds_postgres', '?')} s (load average before: {m['load_before']})")
+    print(f"  statement lines / bytes:             {m['statement_lines']:,} / "
+          f"{int(m['statement_bytes']) / 2**20:,.0f} MB")
+    if "pdf_seconds" in m:
+        print(f"  PDF statements ({m['pdf']}, {m['pdf_agencies']} agencies): "
+              f"{m['pdf_seconds']:8.1f} s  (all: ~{m['pdf_all_seconds_estimate']} s)")
+    print(f"  re-run of the closed period:         {m['seconds_rerun']:8.1f} s")
+    print(f"  peak RSS, this process:              {m['peak_mb']:8} MB  "
+          f"(target <= {TARGET_MB} MB)")
+    if "peak_mb_pdf_worker" in m:
+        print(f"  peak RSS, largest PDF worker:        {m['peak_mb_pdf_worker']:8} MB")
+    print(f"  result: {m['result']}")
+    print("=" * 72)
+    print()
+    text = report[0].splitlines() if report else []
+    print("\n".join([*text[:8], "  ...", *text[-24:]]))
+    return 0
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transactions", type=int, default=10_000_000)
@@ -318,10 +419,10 @@ if __name__ == "__main__":
     parser.add_argument("--pdf", choices=("sample", "all", "none"), default="sample")
     parser.add_argument("--pdf-sample", type=int, default=40,
                         help="how many agencies' PDFs to render with --pdf sample")
-    parser.add_argument("--workers", type=int, default=4,
+    parser.add_argument("--workers", type=int, default=STATEMENT_STREAMS,
                         help="statement streams from PostgreSQL at once")
     parser.add_argument("--pdf-workers", type=int, default=2,
                         help="PDF worker processes")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--admin-url", default=ADMIN)
-    sys.exit(asyncio.run(main(parser.parse_args())))
+    sys.exit(run_loop(main(parser.parse_args())))

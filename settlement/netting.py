@@ -46,37 +46,38 @@ class InvariantViolation(RuntimeError):
         self.invariants = invariants
 
 
+# "No closed run before this one": a region that holds no posting.
+NO_RUN_MAX = 0
+NO_RUN_CUTOFF = datetime.date(1, 1, 1)
+
+
 @dataclass(frozen=True)
 class Scope:
-    """Which postings a computation covers.
+    """Which postings a computation covers (schemas/migrations/0010_settlement_speed.sql).
 
-    A run: the postings in settlement_item for `run_id`. A preview (run_id None): the
-    postings dated on or before `cutoff` that no run has settled yet, i.e. what a run
-    started now would settle.
+    A run (posting_max set): its region, the postings with id <= posting_max dated on
+    or before `cutoff`, minus the region of the closed run before it (prev_max,
+    prev_cutoff). A preview (posting_max None): the postings dated on or before
+    `cutoff` outside the latest closed run's region, i.e. what a run started now would
+    settle. `date_from` is the period's first day (earlier postings are late).
     """
 
     date_from: datetime.date
     cutoff: datetime.date
     run_id: int | None = None
+    posting_max: int | None = None
+    prev_max: int = NO_RUN_MAX
+    prev_cutoff: datetime.date = NO_RUN_CUTOFF
 
-    def postings(self) -> tuple[str, str, list[Any]]:
-        """(FROM, WHERE, parameters) yielding the postings as `p`; uses $1 only."""
-        if self.run_id is not None:
-            return ("settlement_item s JOIN ledger_posting p ON p.id = s.posting_id",
-                    "s.run_id = $1", [self.run_id])
-        return ("ledger_posting p", _UNSETTLED, [self.cutoff])
-
-    def entries(self) -> tuple[str, str, list[Any]]:
-        """(FROM, WHERE, parameters) yielding the entries of those postings as `e`."""
-        if self.run_id is not None:
-            return ("settlement_item s JOIN ledger_entry e ON e.posting_id = s.posting_id",
-                    "s.run_id = $1", [self.run_id])
-        return ("ledger_entry e JOIN ledger_posting p ON p.id = e.posting_id", _UNSETTLED,
-                [self.cutoff])
-
-
-_UNSETTLED = ("p.local_date <= $1 AND NOT EXISTS "
-              "(SELECT 1 FROM settlement_item s WHERE s.posting_id = p.id)")
+    def where(self, ident: str, day: str, first: int = 1) -> tuple[str, list[Any]]:
+        """(condition, parameters from $first) selecting the postings whose id is the
+        column `ident` and whose date is `day` (a posting's, or its entries' copy)."""
+        sql = (f"{day} <= ${first} AND ({ident} > ${first + 1} OR {day} > ${first + 2})")
+        args: list[Any] = [self.cutoff, self.prev_max, self.prev_cutoff]
+        if self.posting_max is not None:
+            sql = f"{ident} <= ${first + 3} AND {sql}"
+            args.append(self.posting_max)
+        return sql, args
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ class Netting:
         return out
 
 
-def _lines_sql(pfrom: str, pwhere: str) -> str:
+def _lines_sql(pwhere: str, date_from: str) -> str:
     # Both views of each posting in one pass: grouped by supplier and by requester
     # (GROUPING SETS; the other party's column is NULL in each row). A posting whose
     # supplier is its requester is one statement line, counted in both: `self`.
@@ -179,13 +180,13 @@ def _lines_sql(pfrom: str, pwhere: str) -> str:
         SELECT p.supplier, p.requester, p.currency,
                count(*) AS n,
                count(*) FILTER (WHERE p.requester = p.supplier) AS self,
-               count(*) FILTER (WHERE p.local_date < $2) AS late,
-               count(*) FILTER (WHERE p.local_date < $2 AND p.requester = p.supplier)
+               count(*) FILTER (WHERE p.local_date < {date_from}) AS late,
+               count(*) FILTER (WHERE p.local_date < {date_from} AND p.requester = p.supplier)
                    AS late_self,
                sum(p.fee_minor)::bigint AS fee,
                sum(p.subsidy_minor)::bigint AS subsidy,
                sum(p.patron_share_minor)::bigint AS patron
-        FROM {pfrom}
+        FROM ledger_posting p
         WHERE {pwhere}
         GROUP BY GROUPING SETS ((p.supplier, p.currency), (p.requester, p.currency))"""
 
@@ -221,9 +222,15 @@ def _parties(rows: list[asyncpg.Record]) -> dict[tuple[str, str], dict[str, int]
 # One more column in the entries aggregate instead of a GROUP BY posting over all entries;
 # only when it is nonzero are the unbalanced postings counted exactly.
 _WEIGHT = "((hashint8(e.posting_id) & 65535) + 1)"
-# The joins hash a whole run's items: with the default 4 MB they spill to disk in batches.
-# JIT compilation costs more than it saves on these simple aggregates.
-_TUNING = "SET LOCAL work_mem = '256MB'; SET LOCAL jit = off"
+# The aggregations and the grants' join hash or sort a whole run: with the default 4 MB
+# they spill to disk. JIT compilation costs more than it saves on these simple
+# aggregates. The queries already run side by side on their own connections (and next
+# to the statement streams), so parallel workers would only compete for the same cores.
+_TUNING = ("SET LOCAL work_mem = '256MB'; SET LOCAL jit = off; "
+           "SET LOCAL max_parallel_workers_per_gather = 0")
+# The grants meet their postings in posting id order on both sides: merging the two
+# indexes costs half of hashing every posting of the run (bench/settlement.py).
+_QUERY_TUNING = {"grants": "; SET LOCAL enable_hashjoin = off"}
 
 
 async def compute(db: asyncpg.Connection | asyncpg.Pool, scope: Scope, *,
@@ -233,21 +240,24 @@ async def compute(db: asyncpg.Connection | asyncpg.Pool, scope: Scope, *,
     With a pool, the independent aggregations run at once on their own connections
     (at most `connections` of them; default: the pool's size).
     """
-    pfrom, pwhere, args = scope.postings()
-    efrom, ewhere, eargs = scope.entries()
+    pwhere, args = scope.where("p.id", "p.local_date")
+    # Entries carry their posting's id and date (settlement/ledger.py writes both from
+    # the posting), so the run's entries are found without a join; an entry whose copy
+    # disagreed would unbalance the invariants below and abort the run.
+    ewhere, eargs = scope.where("e.posting_id", "e.local_date")
     queries = {
-        "lines": (_lines_sql(pfrom, pwhere), [*args, scope.date_from]),
+        "lines": (_lines_sql(pwhere, f"${len(args) + 1}"), [*args, scope.date_from]),
         "sums": (f"""SELECT e.owner, e.currency, e.account,
                             sum(e.amount_minor)::bigint AS total, count(*) AS n,
                             sum(e.amount_minor * {_WEIGHT}) AS weighted
-                     FROM {efrom} WHERE {ewhere}
+                     FROM ledger_entry e WHERE {ewhere}
                      GROUP BY e.owner, e.currency, e.account""", eargs),
         # One pass over the grants for both breakdowns: by rule, and by budget (a grant
         # counts in full against each budget it lists).
         "grants": (f"""SELECT g.rule, g.budgets, p.currency,
                               sum(g.granted_minor)::bigint AS granted,
                               count(*) FILTER (WHERE g.granted_minor <> 0) AS n
-                       FROM {pfrom} JOIN subsidy_grant g ON g.posting_id = p.id
+                       FROM ledger_posting p JOIN subsidy_grant g ON g.posting_id = p.id
                        WHERE {pwhere}
                        GROUP BY g.rule, g.budgets, p.currency""", args),
     }
@@ -270,7 +280,7 @@ async def compute(db: asyncpg.Connection | asyncpg.Pool, scope: Scope, *,
     unbalanced = 0
     if any(weighted.values()):
         unbalanced = int(await _fetchval(db, f"""
-            SELECT count(*) FROM (SELECT 1 FROM {efrom} WHERE {ewhere}
+            SELECT count(*) FROM (SELECT 1 FROM ledger_entry e WHERE {ewhere}
                                   GROUP BY e.posting_id, e.currency
                                   HAVING sum(e.amount_minor) <> 0) u""", eargs))
         unbalanced = max(unbalanced, 1)
@@ -315,16 +325,19 @@ async def _fetch_all(db: asyncpg.Connection | asyncpg.Pool,
     if isinstance(db, asyncpg.Pool):
         slots = asyncio.Semaphore(max(1, connections or db.get_max_size()))
 
-        async def one(sql: str, args: list[Any]) -> list[asyncpg.Record]:
+        async def one(name: str, sql: str, args: list[Any]) -> list[asyncpg.Record]:
             async with slots, db.acquire() as conn, conn.transaction(readonly=True):
-                await conn.execute(_TUNING)
+                await conn.execute(_TUNING + _QUERY_TUNING.get(name, ""))
                 return await conn.fetch(sql, *args)
 
-        fetched = await asyncio.gather(*(one(sql, a) for sql, a in queries.values()))
+        fetched = await asyncio.gather(*(one(k, sql, a) for k, (sql, a) in queries.items()))
         return dict(zip(queries, fetched, strict=True))
-    async with db.transaction():
-        await db.execute(_TUNING)
-        return {k: await db.fetch(sql, *a) for k, (sql, a) in queries.items()}
+    out = {}
+    for k, (sql, a) in queries.items():
+        async with db.transaction():
+            await db.execute(_TUNING + _QUERY_TUNING.get(k, ""))
+            out[k] = await db.fetch(sql, *a)
+    return out
 
 
 async def _fetch(db: asyncpg.Connection | asyncpg.Pool, sql: str, args: list[Any]

@@ -5,20 +5,24 @@
 1. Under one advisory lock for all settlement (so concurrent `settle` calls, also
    from several hub processes, produce one run; the others wait, then find the
    period closed and return the same result), the period goes `closing`.
-2. A run row is written with every ledger posting dated on or before the period's
-   last day that no earlier run settled (settlement_item, one row per posting,
-   unique), and committed: from here on the run's figures are fixed.
-3. Netting (settlement/netting.py), in SQL; the invariants are checked and the run
-   aborts (its rows removed, the period open again with the reason) if one fails.
-4. Statements (settlement/statements.py): one CSV and PDF per agency, the centre
-   summary, written to a scratch directory.
+2. A run row is written that takes every ledger posting dated on or before the
+   period's last day that no earlier run settled, as a range: the highest posting
+   id committed now and the cutoff, minus the previous run's range
+   (schemas/migrations/0010_settlement_speed.sql), and committed: from here on the
+   run's figures are fixed.
+3. Netting (settlement/netting.py), in SQL, and at the same time the statement
+   lines stream from PostgreSQL into one CSV file per agency
+   (settlement/statements.py); the invariants are checked and the run aborts (its
+   rows removed, the period open again with the reason) if one fails.
+4. Statements: the totals under each agency's lines, the PDFs, the centre summary,
+   all in a scratch directory.
 5. One transaction stores the run record (totals, invariants, files and checksums),
    queues the `ill.finance` messages (`settlement.<period>`, `statement.<symbol>`)
    in the AMQP outbox and the e-mails in the mail outbox, and closes the period;
    then the files move into `<data_dir>/statements/<period>/`.
 
 A closed period never changes. Settling it again recomputes its figures from its
-items and compares them with the stored record, checks its files against the
+postings and compares them with the stored record, checks its files against the
 stored checksums and rewrites any that are missing or damaged (byte for byte: the
 files carry the run's generation time, not the time of the re-run), and returns
 the stored result without queueing anything. A run that died half way leaves the
@@ -57,11 +61,21 @@ from schemas.settings import Settings
 from schemas.symbols import split_symbol
 from settlement import periods
 from settlement.common import CENTRE, fail, table
-from settlement.netting import InvariantViolation, Netting, Scope, compute, invariants, require
+from settlement.netting import (
+    NO_RUN_CUTOFF,
+    NO_RUN_MAX,
+    InvariantViolation,
+    Netting,
+    Scope,
+    compute,
+    invariants,
+    require,
+)
 from settlement.periods import CLOSED, Period
 from settlement.statements import (
     NAME_MAX,
     FileInfo,
+    StatementLines,
     StatementMeta,
     SummaryData,
     SummaryRow,
@@ -73,8 +87,8 @@ from settlement.statements import (
     render_statement_pdf,
     render_summary_pdf,
     statement_name,
+    stream_statement_lines,
     summary_name,
-    write_statement_csvs,
     write_summary_csv,
 )
 
@@ -88,10 +102,10 @@ SETTLE_LOCK = 0x494C4C4853455454
 DEFAULT_CRON = "15 0 1 * *"
 MAX_ATTACHMENT_BYTES = 10 * 2**20
 PDF_INLINE_LINES = 20_000
-# Agencies' statement lines are streamed from PostgreSQL in this many ranges at once
-# (each on its own pooled connection): 4 measured best on 2 cores, PostgreSQL's
-# sorting and formatting being the bottleneck.
-STATEMENT_STREAMS = 4
+# The statement lines are streamed from PostgreSQL in this many shares of the period's
+# dates at once, each on its own pooled connection, while the netting runs next to
+# them: PostgreSQL's sorting and formatting is most of the work (bench/settlement.py).
+STATEMENT_STREAMS = 2
 LOCK_POLL_SECONDS = 0.2
 
 
@@ -276,7 +290,7 @@ async def preview(pool: asyncpg.Pool, settings: Settings, p: Period, *,
             return await _stored(conn, settings, p, reproduced=False)
         async with conn.transaction(readonly=True, isolation="repeatable_read"):
             t = time.monotonic()
-            netting = await compute(conn, Scope(p.first_day, p.last_day))
+            netting = await compute(conn, await open_scope(conn, p))
             record, _problems = invariants(netting)
             names = await _agencies(conn, netting.symbols)
     progress(f"preview of {p}: {netting.postings:,} postings netted in "
@@ -296,6 +310,41 @@ async def preview(pool: asyncpg.Pool, settings: Settings, p: Period, *,
 # the run
 # --------------------------------------------------------------------------
 
+async def _previous(conn: asyncpg.Connection, cutoff: datetime.date | None
+                    ) -> tuple[int, datetime.date]:
+    """(posting_max, cutoff) of the latest closed run, or of the latest one before
+    `cutoff`: the region a run's own region is taken minus."""
+    row = await conn.fetchrow(
+        """SELECT posting_max, cutoff FROM settlement_run
+           WHERE closed_at IS NOT NULL AND ($1::date IS NULL OR cutoff < $1)
+           ORDER BY cutoff DESC LIMIT 1""", cutoff)
+    return (row["posting_max"], row["cutoff"]) if row else (NO_RUN_MAX, NO_RUN_CUTOFF)
+
+
+async def open_scope(conn: asyncpg.Connection, p: Period) -> Scope:
+    """The postings a run for `p` started now would take (for previews)."""
+    prev_max, prev_cutoff = await _previous(conn, None)
+    return Scope(p.first_day, p.last_day, prev_max=prev_max, prev_cutoff=prev_cutoff)
+
+
+async def _take_postings(conn: asyncpg.Connection, p: Period, generated: datetime.datetime
+                         ) -> tuple[int, Scope]:
+    """The run's row, with the range of postings it takes (0010_settlement_speed.sql)."""
+    async with conn.transaction():
+        # SHARE waits for every transaction that is inserting postings right now and
+        # holds off new ones until this commits (milliseconds): all ids up to the
+        # maximum read here are committed, and every later posting's id is larger.
+        await conn.execute("LOCK TABLE ledger_posting IN SHARE MODE")
+        posting_max = await conn.fetchval("SELECT coalesce(max(id), 0) FROM ledger_posting")
+        prev_max, prev_cutoff = await _previous(conn, p.last_day)
+        run_id = await conn.fetchval(
+            """INSERT INTO settlement_run (period, date_from, cutoff, started_at,
+                                           generated_at, posting_max)
+               VALUES ($1, $2, $3, now(), $4, $5) RETURNING id""",
+            p.name, p.first_day, p.last_day, generated, posting_max)
+    return run_id, Scope(p.first_day, p.last_day, run_id, posting_max, prev_max, prev_cutoff)
+
+
 async def _run(pool: asyncpg.Pool, lock: asyncpg.Connection, settings: Settings, p: Period, *,
                centre_email: str | None, pdf: bool, workers: int, pdf_workers: int | None,
                max_attachment_bytes: int, progress: Callable[[str], None]) -> SettlementResult:
@@ -303,62 +352,67 @@ async def _run(pool: asyncpg.Pool, lock: asyncpg.Connection, settings: Settings,
     timings: dict[str, float] = {}
     clock = time.monotonic()
 
-    def lap(name: str) -> float:
+    def lap(name: str, since: float | None = None) -> float:
         nonlocal clock
         now = time.monotonic()
-        timings[name] = round(now - clock, 3)
+        timings[name] = round(now - (clock if since is None else since), 3)
         clock = now
         return timings[name]
 
-    await _discard_unclosed(lock, p)
+    await _discard_unclosed(lock)
     await periods.mark_closing(lock, p)
     generated = _now().astimezone(ZoneInfo(tz)).replace(microsecond=0)
     generated_at = generated.isoformat()
     run_id: int | None = None
     closed = False
     scratch: Path | None = None
+    lines_task: asyncio.Task[StatementLines] | None = None
     try:
-        async with lock.transaction():
-            run_id = await lock.fetchval(
-                """INSERT INTO settlement_run (period, date_from, cutoff, started_at,
-                                               generated_at)
-                   VALUES ($1, $2, $3, now(), $4) RETURNING id""",
-                p.name, p.first_day, p.last_day, generated)
-            # A nested loop over a settlement_item the planner thinks is empty would take
-            # hours at scale; hash or merge joins are right for any size.
-            await lock.execute("SET LOCAL enable_nestloop = off")
-            status = await lock.execute(
-                """INSERT INTO settlement_item (posting_id, run_id)
-                   SELECT p.id, $1 FROM ledger_posting p
-                   WHERE p.local_date <= $2 AND NOT EXISTS
-                         (SELECT 1 FROM settlement_item s WHERE s.posting_id = p.id)""",
-                run_id, p.last_day)
-        await lock.execute("ANALYZE settlement_item")
-        progress(f"run {run_id} for {p}: {int(status.split()[-1]):,} postings taken in "
-                 f"{lap('items'):.1f}s")
-
-        # The lock's connection is taken from the pool: the rest is free for the queries.
-        spare = pool.get_max_size() - 1
-        netting = await compute(pool, Scope(p.first_day, p.last_day, run_id),
-                                connections=spare)
-        record, problems = invariants(netting)
-        progress(f"netting: {len(netting.symbols):,} agencies, {netting.entries:,} entries in "
-                 f"{lap('netting'):.1f}s; invariants "
-                 f"{'hold' if not problems else 'VIOLATED'}")
-        require(record, problems)
-
-        names = await _agencies(lock, netting.symbols)
-        async with lock.transaction():
-            await _store_figures(lock, run_id, netting, names)
-        metas = _metas(netting, names, p, run_id, generated_at, settings.hub_symbol)
-
+        run_id, scope = await _take_postings(lock, p, generated)
+        progress(f"run {run_id} for {p}: postings up to id {scope.posting_max:,} dated up to "
+                 f"{p.last_day}, beyond those of the run before, taken in {lap('items'):.1f}s")
+        names = await _agencies(lock, None)
         directory = statements_dir(settings, p)
         scratch = directory / f".run-{run_id}.tmp"
         await asyncio.to_thread(_fresh_dir, scratch)
-        files, written = await _write_files(
-            pool, run_id, p, tz, metas, netting, record, scratch, pdf=pdf, workers=workers,
-            pdf_workers=pdf_workers, timings=timings, progress=progress,
-            names=names, generated_at=generated_at, centre=settings.hub_symbol)
+
+        # The statement lines stream while the netting runs: neither needs the other
+        # until the totals go under the lines. The lock's connection is taken from the
+        # pool; the streams take theirs first, the netting's queries share the rest.
+        started = time.monotonic()
+        streamed: dict[str, float] = {}
+
+        async def lines() -> StatementLines:
+            out = await stream_statement_lines(
+                pool.acquire, scope, tz, {s: n for s, (n, _e) in names.items()}, scratch,
+                p.name, streams=max(1, min(workers, pool.get_max_size() - 1)),
+                progress=progress)
+            streamed["csv"] = time.monotonic() - started
+            return out
+
+        lines_task = asyncio.create_task(lines())
+        netting = await compute(pool, scope, connections=pool.get_max_size() - 1)
+        record, problems = invariants(netting)
+        progress(f"netting: {len(netting.symbols):,} agencies, {netting.entries:,} entries in "
+                 f"{lap('netting', started):.1f}s; invariants "
+                 f"{'hold' if not problems else 'VIOLATED'}")
+        require(record, problems)
+
+        async with lock.transaction():
+            await _store_figures(lock, run_id, netting, names)
+        metas = _metas(netting, names, p, run_id, generated_at, settings.hub_symbol)
+        streamed_lines = await lines_task
+        lines_task = None
+        csvs = await asyncio.to_thread(streamed_lines.finish, metas)
+        written = streamed_lines.lines
+        timings["csv"] = round(streamed.get("csv", 0.0), 3)
+        lap("statements", started)
+        progress(f"CSV statements: {len(csvs):,} files, {written:,} lines; lines streamed in "
+                 f"{timings['csv']:.1f}s, files complete after {timings['statements']:.1f}s")
+        files = await _write_files(p, run_id, metas, netting, record, scratch, csvs, written,
+                                   pdf=pdf, pdf_workers=pdf_workers, timings=timings,
+                                   progress=progress, names=names, generated_at=generated_at,
+                                   centre=settings.hub_symbol)
         clock = time.monotonic()
         record["everyEntryInOneStatement"]["linesWritten"] = written
         if written != record["everyEntryInOneStatement"]["statementLines"]:
@@ -383,6 +437,10 @@ async def _run(pool: asyncpg.Pool, lock: asyncpg.Connection, settings: Settings,
         scratch = None
         progress(f"period {p} closed: run {run_id}, files in {directory}")
     except BaseException as exc:
+        if lines_task is not None:
+            lines_task.cancel()
+            with contextlib.suppress(BaseException):
+                (await lines_task).discard()
         if not closed:
             with contextlib.suppress(Exception):
                 await _abandon(lock, p, run_id, f"{type(exc).__name__}: {exc}")
@@ -409,19 +467,19 @@ def _publish_files(scratch: Path, directory: Path) -> None:
     scratch.rmdir()
 
 
-async def _discard_unclosed(conn: asyncpg.Connection, p: Period) -> None:
-    """Remove what a run that died half way left behind (its period is still 'closing')."""
-    run_id = await conn.fetchval(
-        "SELECT id FROM settlement_run WHERE period = $1 AND closed_at IS NULL", p.name)
-    if run_id is not None:
+async def _discard_unclosed(conn: asyncpg.Connection) -> None:
+    """Remove what runs that died half way left behind (their periods stay 'closing'
+    until settled again). Only called under the settlement lock, so no run is alive."""
+    for r in await conn.fetch(
+            "SELECT id, period FROM settlement_run WHERE closed_at IS NULL ORDER BY id"):
         log.warning("settlement %s: removing run %s left unfinished by an earlier attempt",
-                    p, run_id)
-        await _delete_run(conn, run_id)
+                    r["period"], r["id"])
+        await _delete_run(conn, r["id"])
 
 
 async def _delete_run(conn: asyncpg.Connection, run_id: int) -> None:
     async with conn.transaction():
-        for tbl in ("settlement_statement", "settlement_net", "settlement_item"):
+        for tbl in ("settlement_statement", "settlement_net"):
             await conn.execute(f"DELETE FROM {tbl} WHERE run_id = $1", run_id)
         await conn.execute("DELETE FROM settlement_run WHERE id = $1 AND closed_at IS NULL",
                            run_id)
@@ -434,12 +492,16 @@ async def _abandon(conn: asyncpg.Connection, p: Period, run_id: int | None, erro
     log.error("settlement %s failed, nothing closed: %s", p, error)
 
 
-async def _agencies(conn: asyncpg.Connection, symbols: list[str]
+async def _agencies(conn: asyncpg.Connection, symbols: list[str] | None
                     ) -> dict[str, tuple[str, str | None]]:
+    """Name and finance e-mail by symbol, as statements print them: of `symbols`, or of
+    every agency (a run streams its lines before it knows which agencies it has)."""
     rows = await conn.fetch("SELECT symbol, name, finance_email FROM agency "
-                            "WHERE symbol = ANY($1::text[])", symbols)
+                            "WHERE $1::text[] IS NULL OR symbol = ANY($1::text[])", symbols)
     found = {r["symbol"]: (clean_text(r["name"], NAME_MAX) or r["symbol"], r["finance_email"])
              for r in rows}
+    if symbols is None:
+        return found
     return {s: found.get(s, (s, None)) for s in symbols}
 
 
@@ -497,21 +559,14 @@ def _summary_data(p: Period, run_id: int, generated_at: str, centre: str, nettin
         late_postings=netting.late_postings, entries=netting.entries)
 
 
-async def _write_files(pool: asyncpg.Pool, run_id: int, p: Period, tz: str,
-                       metas: list[StatementMeta], netting: Netting, record: dict[str, Any],
-                       scratch: Path, *, pdf: bool, workers: int, pdf_workers: int | None,
+async def _write_files(p: Period, run_id: int, metas: list[StatementMeta], netting: Netting,
+                       record: dict[str, Any], scratch: Path, csvs: dict[str, FileInfo],
+                       written: int, *, pdf: bool, pdf_workers: int | None,
                        timings: dict[str, float], progress: Callable[[str], None],
                        names: dict[str, tuple[str, str | None]], generated_at: str,
-                       centre: str) -> tuple[dict[str, list[FileInfo]], int]:
-    """Every file of a run into `scratch`: by agency (CENTRE: the summary) and lines written."""
-    t = time.monotonic()
-    # One pooled connection holds the settlement lock meanwhile.
-    streams = max(1, min(workers, pool.get_max_size() - 1))
-    csvs, written = ({}, 0) if not metas else await write_statement_csvs(
-        pool.acquire, run_id, p.first_day, tz, metas, scratch, workers=streams,
-        progress=progress)
-    timings["csv"] = round(time.monotonic() - t, 3)
-    progress(f"CSV statements: {len(csvs):,} files, {written:,} lines in {timings['csv']:.1f}s")
+                       centre: str) -> dict[str, list[FileInfo]]:
+    """The PDFs and the centre summary next to the CSV statements in `scratch`: every
+    file of the run by agency (CENTRE: the summary)."""
     files: dict[str, list[FileInfo]] = {s: [f] for s, f in csvs.items()}
     if pdf and metas:
         t = time.monotonic()
@@ -530,7 +585,7 @@ async def _write_files(pool: asyncpg.Pool, run_id: int, p: Period, tz: str,
             render_summary_pdf, str(scratch / summary_name(p.name, "pdf")), data))
     files[CENTRE] = summary
     timings["summary"] = round(time.monotonic() - t, 3)
-    return files, written
+    return files
 
 
 async def render_pdfs(metas: list[StatementMeta], directory: Path, *,
@@ -812,18 +867,22 @@ async def _stored(conn: asyncpg.Connection, settings: Settings, p: Period, *,
 async def reproduce(pool: asyncpg.Pool, settings: Settings, p: Period, *, verify: bool = False,
                     workers: int = STATEMENT_STREAMS, pdf_workers: int | None = None,
                     progress: Callable[[str], None] | None = None) -> SettlementResult:
-    """A closed period's run: figures recomputed from its items and compared with the record;
-    files checked against their checksums, missing or damaged ones rewritten (all of them
-    regenerated and compared with verify=True). Nothing is queued again."""
+    """A closed period's run: figures recomputed from its postings and compared with the
+    record; files checked against their checksums, missing or damaged ones rewritten (all
+    of them regenerated and compared with verify=True). Nothing is queued again."""
     say = progress or (lambda _m: None)
     async with pool.acquire() as conn:
         result = await _stored(conn, settings, p, reproduced=True)
         names = {r["agency"]: (r["name"], r["finance_email"]) for r in await conn.fetch(
             "SELECT agency, name, finance_email FROM settlement_statement WHERE run_id = $1",
             result.run_id)}
+        posting_max = await conn.fetchval(
+            "SELECT posting_max FROM settlement_run WHERE id = $1", result.run_id)
+        prev_max, prev_cutoff = await _previous(conn, result.cutoff)
     assert result.run_id is not None
-    netting = await compute(pool, Scope(result.date_from, result.cutoff, result.run_id),
-                            connections=pool.get_max_size() - 1)
+    scope = Scope(result.date_from, result.cutoff, result.run_id, posting_max, prev_max,
+                  prev_cutoff)
+    netting = await compute(pool, scope, connections=pool.get_max_size() - 1)
     _compare(result, netting)
     say(f"period {p} is closed (run {result.run_id}): figures reproduced from its "
         f"{netting.postings:,} postings")
@@ -842,13 +901,17 @@ async def reproduce(pool: asyncpg.Pool, settings: Settings, p: Period, *, verify
                        settings.hub_symbol)
         record = dict(result.invariants)
         record["everyEntryInOneStatement"] = dict(record["everyEntryInOneStatement"])
-        # The run's own choice decides, so that the same files come out again.
+        # The run's own names and choices decide, so that the same files come out again.
         has_pdf = any(f.name.endswith(".pdf") for f in result.files)
-        files, _written = await _write_files(
-            pool, result.run_id, p, settings.timezone, metas, netting, record, scratch,
-            pdf=has_pdf, workers=workers, pdf_workers=pdf_workers, timings={},
-            progress=say, names=names, generated_at=result.generated_at or "",
-            centre=settings.hub_symbol)
+        streamed = await stream_statement_lines(
+            pool.acquire, scope, settings.timezone, {s: n for s, (n, _e) in names.items()},
+            scratch, p.name, streams=max(1, min(workers, pool.get_max_size() - 1)),
+            progress=say)
+        csvs = await asyncio.to_thread(streamed.finish, metas)
+        files = await _write_files(
+            p, result.run_id, metas, netting, record, scratch, csvs, streamed.lines,
+            pdf=has_pdf, pdf_workers=pdf_workers, timings={}, progress=say, names=names,
+            generated_at=result.generated_at or "", centre=settings.hub_symbol)
         made = {f.name: f for fs in files.values() for f in fs}
         differ = [f.name for f in expected if made.get(f.name) != f]
         if differ:
@@ -967,5 +1030,5 @@ def render_text(r: SettlementResult) -> str:
 
 
 __all__ = ["DEFAULT_CRON", "SETTLE_LOCK", "AgencyStatement", "SettlementError",
-           "SettlementResult", "preview", "render_pdfs", "render_text", "reproduce",
+           "SettlementResult", "open_scope", "preview", "render_pdfs", "render_text", "reproduce",
            "scheduled_settlement", "settle", "settle_cli", "statements_dir"]

@@ -8,12 +8,14 @@ Files of a run land in `<data_dir>/statements/<period>/` with stable names:
 CSV: UTF-8 with a byte order mark (so Excel shows Chinese names), one line per
 posting the agency took part in, ordered by date and posting; then its totals per
 currency and a few lines naming the agency, period, run and generation time. The
-lines are produced by PostgreSQL (COPY ... FORMAT csv, sorted by agency) and
-streamed straight into the files: the stream is cut into agencies by their line
-counts from the netting, and each cut is checked against the agency column, so no
-row is ever parsed or held in Python. Text that Excel would take for a formula
-(starting with = + - @) gets a leading apostrophe; line breaks in titles become
-spaces, so every record is one line.
+lines are produced by PostgreSQL (COPY ... FORMAT csv) in one pass over the run's
+postings sorted by date and id: each row carries the posting's supplier line and
+requester line, and the writer only cuts rows in two and appends each line to its
+agency's file (the agency is the line's last field), so no field is ever parsed in
+Python. The period's dates can be split among several such streams at once; later
+shares are appended when the totals are written. Text that Excel would take for a
+formula (starting with = + - @) gets a leading apostrophe; line breaks in titles
+become spaces, so every record is one line.
 
 PDF: a printable rendering of the agency's CSV (read back line by line, so memory
 is bounded by one page), A4 landscape, Chinese text in reportlab's built-in CID font
@@ -26,18 +28,24 @@ mode and the only time printed is the run's generation time.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime
 import hashlib
 import io
+import os
 import re
+import resource
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from schemas.money import MINOR_UNITS, Money
+from settlement.netting import Scope
 
 BOM = "\ufeff"
 CSV_HEADER = (
@@ -110,11 +118,15 @@ def file_info(path: Path) -> FileInfo:
     return FileInfo(path.name, h.hexdigest(), size)
 
 
+# Line breaks, and the statement stream's row marks (see lines_sql), become spaces.
+_ONE_LINE = str.maketrans("\r\n\x1e\x1f", "    ")
+
+
 def clean_text(text: str | None, limit: int) -> str:
     """One line of text for a statement: no line breaks, no formula, at most `limit` chars."""
     if not text:
         return ""
-    out = text.replace("\r", " ").replace("\n", " ")[:limit]
+    out = text.translate(_ONE_LINE)[:limit]
     return "'" + out if out[:1] in ("=", "+", "-", "@") else out
 
 
@@ -142,49 +154,85 @@ def _money_sql(expr: str, currency: str = "p.currency") -> str:
 
 
 def _clean_sql(expr: str, limit: int) -> str:
-    t = f"left(translate({expr}, E'\\r\\n', '  '), {limit})"
-    return f"(CASE WHEN left({expr}, 1) IN ('=', '+', '-', '@') THEN '''' ELSE '' END || {t})"
+    # U+001E and U+001F are the stream's row marks (see lines_sql): never in a field.
+    # Most text needs none of this, and testing for it costs less than translate() on
+    # every title (a sixth of the statement query otherwise).
+    t = f"left(translate({expr}, E'\\r\\n\\x1e\\x1f', '    '), {limit})"
+    full = f"(CASE WHEN left({expr}, 1) IN ('=', '+', '-', '@') THEN '''' ELSE '' END || {t})"
+    return (f"(CASE WHEN ascii({expr}) IN (61, 43, 45, 64) OR octet_length({expr}) > {limit} "
+            f"OR strpos({expr}, E'\\r') + strpos({expr}, E'\\n') + strpos({expr}, E'\\x1e') "
+            f"+ strpos({expr}, E'\\x1f') > 0 THEN {full} ELSE {expr} END)")
 
 
-def lines_sql() -> str:
-    """The statement lines of one run for a range of agencies, in statement order.
+# Postings are sorted on one bigint, date and id packed together, when the ids fit in
+# 40 bits: PostgreSQL sorts on a single integer key several times faster than on two.
+KEY_ID_BITS = 40
+_KEY_EPOCH = "date '2000-01-01'"
+# Each streamed row is one posting: its supplier's line, a mark, its requester's line.
+# The mark is U+001E, or U+001F when the supplier is the requester (one line, 'both';
+# the second half is then ignored). Titles, reasons and names never contain either.
+ROW_MARK = b",\x1e,"
+SELF_MARK = b",\x1f,"
 
-    Parameters: $1 run id, $2 first day of the period (earlier = late), $3 time zone,
-    $4 / $5 the first and last agency symbol of the range (code point order).
+
+def _line(party: str, role: str, other: str, other_name: str, subsidy: str, patron: str,
+          net: str) -> str:
+    return (f"r.local_date, r.transaction_id, r.id, r.event, {role}, {other}, {other_name}, "
+            f"r.service_kind, r.title, r.fee, {subsidy}, {patron}, {net}, r.currency, "
+            f"r.note, {party}")
+
+
+def lines_sql(where: str, first: int, *, packed_key: bool = True) -> str:
+    """The statement lines of a run, one row per posting, in (date, id) order.
+
+    `where` selects the run's postings (netting.Scope.where on p.id and p.local_date)
+    with parameters before ${first}; then ${first} is the first day of the period
+    (earlier: late), +1 the time zone, +2 and +3 the first and last date of this
+    stream's share; the counterparts' names come from the temporary table
+    statement_name (agency, name). A row is the supplier's line and the requester's
+    line (16 CSV fields each) around a mark field, so the writer only cuts rows and
+    sends each line to its agency's file. What both lines share is computed once per
+    posting, in the sorted subquery (the top level only picks and arranges).
     """
-    net = ("CASE WHEN x.sup AND x.req THEN p.subsidy_minor WHEN x.sup THEN p.fee_minor "
-           "ELSE -p.patron_share_minor END")
+    f = first
+    key, inner_order, outer_order = (
+        (f"((p.local_date - {_KEY_EPOCH})::bigint << {KEY_ID_BITS}) + p.id", "1", "r.k")
+        if packed_key else ("p.id", "p.local_date, p.id", "r.local_date, r.id"))
+    fee, sub, pat = (_money_sql(f"p.{col}", "p.currency")
+                     for col in ("fee_minor", "subsidy_minor", "patron_share_minor"))
+    late = (f"'迟到入账 late: dated in ' || to_char(r.local_date, 'YYYY-MM') || ', posted ' "
+            f"|| to_char(r.posted_at AT TIME ZONE ${f + 1}::text, 'YYYY-MM-DD')")
+    reversal = ("'冲正 reversal of posting ' || r.reverses || coalesce(' dated ' || "
+                "(SELECT o.local_date::text FROM ledger_posting o WHERE o.id = r.reverses), '')"
+                f" || coalesce(': ' || {_clean_sql('r.reason', 200)}, '')")
+    supplier = _line("r.supplier", "CASE WHEN r.self THEN 'both' ELSE 'supplier' END",
+                     "r.requester", "r.rname", "CASE WHEN r.self THEN r.sub END",
+                     "CASE WHEN r.self THEN r.pat END",
+                     "CASE WHEN r.self THEN r.sub ELSE r.fee END")
+    # The requester's net is minus the patron share: its text, signed the other way.
+    negpat = ("CASE WHEN r.pat_sign > 0 THEN '-' || r.pat WHEN r.pat_sign < 0 "
+              "THEN substr(r.pat, 2) ELSE r.pat END")
+    requester = _line("r.requester", "'requester'", "r.supplier", "r.sname", "r.sub",
+                      "r.pat", negpat)
+    note = (f"CASE WHEN r.local_date < ${f}::date OR r.reverses IS NOT NULL THEN "
+            f"nullif(concat_ws('; ', CASE WHEN r.local_date < ${f}::date THEN {late} END, "
+            f"CASE WHEN r.reverses IS NOT NULL THEN {reversal} END), '') END")
+    supplier, requester = supplier.replace("r.note", note), requester.replace("r.note", note)
     return f"""
-        SELECT p.local_date, p.transaction_id, p.id, p.event,
-               CASE WHEN x.sup AND x.req THEN 'both' WHEN x.sup THEN 'supplier'
-                    ELSE 'requester' END,
-               x.other, n.name, p.service_kind, {_clean_sql('p.title', TITLE_MAX)},
-               {_money_sql('p.fee_minor')},
-               CASE WHEN x.req THEN {_money_sql('p.subsidy_minor')} END,
-               CASE WHEN x.req THEN {_money_sql('p.patron_share_minor')} END,
-               {_money_sql(net)},
-               p.currency,
-               nullif(concat_ws('; ',
-                   CASE WHEN p.local_date < $2::date THEN
-                       '迟到入账 late: dated in ' || to_char(p.local_date, 'YYYY-MM')
-                       || ', posted ' || to_char(p.posted_at AT TIME ZONE $3::text, 'YYYY-MM-DD')
-                   END,
-                   CASE WHEN p.reverses IS NOT NULL THEN
-                       '冲正 reversal of posting ' || p.reverses
-                       || coalesce(' dated ' || (SELECT o.local_date::text FROM ledger_posting o
-                                                 WHERE o.id = p.reverses), '')
-                       || coalesce(': ' || {_clean_sql('p.reason', 200)}, '')
-                   END), ''),
-               x.party
-        FROM settlement_item s
-        JOIN ledger_posting p ON p.id = s.posting_id
-        CROSS JOIN LATERAL (VALUES (p.supplier, p.requester, true, p.requester = p.supplier),
-                                   (p.requester, p.supplier, false, true))
-             AS x(party, other, sup, req)
-        JOIN settlement_statement n ON n.run_id = $1 AND n.agency = x.other
-        WHERE s.run_id = $1 AND (x.sup OR p.requester <> p.supplier)
-          AND x.party COLLATE "C" >= $4::text AND x.party COLLATE "C" <= $5::text
-        ORDER BY x.party COLLATE "C", p.local_date, p.id"""
+        SELECT {supplier}, CASE WHEN r.self THEN E'\\x1f' ELSE E'\\x1e' END, {requester}
+        FROM (SELECT {key} AS k, p.local_date, p.id, p.transaction_id, p.event,
+                     p.requester, p.supplier, rn.name AS rname, sn.name AS sname,
+                     p.requester = p.supplier AS self, p.service_kind,
+                     {_clean_sql('p.title', TITLE_MAX)} AS title, p.currency,
+                     {fee} AS fee, {sub} AS sub, {pat} AS pat,
+                     sign(p.patron_share_minor)::int2 AS pat_sign,
+                     p.reverses, p.reason, p.posted_at
+              FROM ledger_posting p
+              JOIN pg_temp.statement_name rn ON rn.agency = p.requester
+              JOIN pg_temp.statement_name sn ON sn.agency = p.supplier
+              WHERE {where} AND p.local_date BETWEEN ${f + 2}::date AND ${f + 3}::date
+              ORDER BY {inner_order}) r
+        ORDER BY {outer_order}"""
 
 
 # --------------------------------------------------------------------------
@@ -282,7 +330,7 @@ def statement_tail(meta: StatementMeta) -> bytes:
 # --------------------------------------------------------------------------
 
 class StatementStreamError(RuntimeError):
-    """The line stream does not cut into the agencies' statements as the netting says."""
+    """The line stream does not add up to the agencies' statements as the netting says."""
 
 
 class _HashingFile:
@@ -302,137 +350,312 @@ class _HashingFile:
         return FileInfo(self.path.name, self.hash.hexdigest(), self.size)
 
 
-def _last_field(line: bytes) -> str:
-    row = next(csv.reader([line.decode("utf-8")]))
-    return row[-1] if row else ""
+# An agency's lines are written in blocks of about this many (~40 KB), looked for
+# every SWEEP_ROWS postings: memory stays bounded by agencies x block plus one sweep's
+# lines (~10 MB) whatever the run's size.
+FLUSH_LINES = 256
+SWEEP_ROWS = 32768
+# asyncpg hands over whatever one socket read returned; when PostgreSQL is the slower
+# side that is a few KB per call, and the per-call overhead (~30 us) then costs more
+# than the lines themselves. A short pause after a small read lets the socket fill.
+SMALL_READ = 64 << 10
+READ_PAUSE = 0.002
+FINISH_THREADS = 2
 
 
-class _Splitter:
-    """Receives the COPY stream of a range of agencies and cuts it into their files."""
+class _Out:
+    """One agency's lines from one stream: buffered, then appended to its file (stream
+    0), or to the stream's spill file as blocks whose places are recorded."""
 
-    def __init__(self, metas: Sequence[StatementMeta], directory: Path) -> None:
-        self.metas = list(metas)
-        self.directory = directory
-        self.index = -1
-        self.remaining = 0
-        self.current: _HashingFile | None = None
-        self.first = b""
-        self.tail = b""
-        self.files: dict[str, FileInfo] = {}
+    __slots__ = ("blocks", "buf", "hash", "lines", "path", "size", "started", "symbol")
+
+    def __init__(self, symbol: str, path: Path, hashed: bool) -> None:
+        self.symbol = symbol
+        self.path = path
+        self.buf: list[bytes] = []
         self.lines = 0
+        self.size = 0
+        self.hash = hashlib.sha256() if hashed else None
+        self.started = False
+        self.blocks: list[tuple[int, int]] = []      # (offset, length) in the spill file
 
-    def _open_next(self) -> None:
-        self.index += 1
-        if self.index >= len(self.metas):
-            raise StatementStreamError("more statement lines than the netting counted")
-        meta = self.metas[self.index]
-        self.current = _HashingFile(self.directory / statement_name(meta.symbol, meta.period,
-                                                                    "csv"))
-        self.current.write(statement_head())
-        self.remaining = meta.lines
-        self.first = self.tail = b""
 
-    def _close_current(self) -> None:
-        assert self.current is not None
-        meta = self.metas[self.index]
-        last = self.tail.rstrip(b"\n").rpartition(b"\n")[2]
-        first = self.first.partition(b"\n")[0]
-        for what, line in (("first", first), ("last", last)):
-            if _last_field(line) != meta.symbol:
-                raise StatementStreamError(
-                    f"the {what} line cut for {meta.symbol} belongs to {_last_field(line)!r}")
-        self.current.write(statement_tail(meta))
-        self.files[meta.symbol] = self.current.close()
-        self.current = None
+class _Handles:
+    """Append handles, at most `cap` open at once (a run may have more agencies than
+    the process may open files); the least recently used is closed first."""
 
-    def _write(self, data: bytes) -> None:
-        assert self.current is not None
-        self.current.write(data)
-        if len(self.first) < 1 << 16 and b"\n" not in self.first:
-            self.first += data[: 1 << 16]
-        self.tail = (self.tail + data)[-(1 << 16):]
+    def __init__(self) -> None:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.cap = max(16, min(4096, soft // 2 - 64))
+        self.open: OrderedDict[Path, BinaryIO] = OrderedDict()
 
-    async def __call__(self, chunk: bytes) -> None:
-        pos, size = 0, len(chunk)
-        while pos < size:
-            if self.remaining == 0:
-                if self.current is not None:
-                    self._close_current()
-                self._open_next()
-            n = chunk.count(b"\n", pos)
-            if n < self.remaining:
-                self._write(chunk[pos:])
-                self.remaining -= n
-                self.lines += n
-                return
-            end = pos
-            for _ in range(self.remaining):
-                end = chunk.index(b"\n", end) + 1
-            self._write(chunk[pos:end])
-            self.lines += self.remaining
-            self.remaining = 0
-            pos = end
+    def write(self, path: Path, data: bytes, *, fresh: bool) -> None:
+        f = self.open.pop(path, None)
+        if f is None:
+            if len(self.open) >= self.cap:
+                self.open.popitem(last=False)[1].close()
+            f = path.open("wb" if fresh else "ab", buffering=0)
+        f.write(data)
+        self.open[path] = f
 
-    def finish(self) -> dict[str, FileInfo]:
-        if self.remaining:
+    def close(self) -> None:
+        while self.open:
+            self.open.popitem()[1].close()
+
+
+class _Stream:
+    """The COPY output of one share of the postings, cut into the agencies' files.
+
+    Stream 0 (the earliest dates) writes the statement files themselves, header
+    first, hashing as it goes. A later stream writes one spill file (creating a
+    thousand part files costs more than reading blocks back), which `finish` appends
+    agency by agency.
+    """
+
+    def __init__(self, index: int, symbols: Sequence[str], directory: Path, period: str,
+                 handles: _Handles) -> None:
+        self.index = index
+        self.handles = handles
+        self.head = statement_head()
+        self.spill_path = directory / f".part-{index}"
+        self.spill: BinaryIO | None = self.spill_path.open("wb") if index else None
+        self.spilled = 0
+        self.outs = {s: _Out(s, directory / statement_name(s, period, "csv"), not index)
+                     for s in symbols}
+        # The agency column as PostgreSQL's CSV writes it: the symbol itself unless it
+        # has to be quoted (then the line goes the slow way, _by_last_field).
+        self.appends = {s.encode(): o.buf.append for s, o in self.outs.items()
+                        if not any(c in s for c in ',"\r\n')}
+        self.outs_list = list(self.outs.values())
+        self.unswept = 0
+        self.rest = b""
+        self.rows = 0
+        self.marks = 0
+
+    def _flush(self, o: _Out) -> None:
+        o.lines += len(o.buf)
+        o.buf.append(b"")
+        data = b"\n".join(o.buf)
+        o.buf.clear()           # the same list: __call__ holds its append method
+        if self.spill is not None:
+            self.spill.write(data)
+            o.blocks.append((self.spilled, len(data)))
+            self.spilled += len(data)
+            return
+        assert o.hash is not None
+        if not o.started:
+            data = self.head + data
+        o.hash.update(data)
+        o.size += len(data)
+        self.handles.write(o.path, data, fresh=not o.started)
+        o.started = True
+
+
+    def _by_last_field(self, line: bytes) -> Callable[[bytes], None]:
+        row = next(csv.reader([line.decode("utf-8")]))
+        o = self.outs.get(row[-1]) if row else None
+        if o is None:
             raise StatementStreamError(
-                f"{self.metas[self.index].symbol}: {self.remaining} statement line(s) missing")
-        if self.current is not None:
-            self._close_current()
-        if self.index != len(self.metas) - 1:
-            missing = [m.symbol for m in self.metas[self.index + 1:]]
-            raise StatementStreamError(f"no statement lines for {', '.join(missing[:5])}")
-        return self.files
+                f"a statement line for {row[-1] if row else '?'!r}, an agency the run does "
+                "not know")
+        return o.buf.append
+
+    async def __call__(self, chunk: bytes | bytearray) -> None:
+        # asyncpg hands over a bytearray; the keys sliced from its lines must be bytes.
+        data = bytes(chunk)
+        rows = data.split(b"\n")
+        rows[0] = self.rest + rows[0]
+        self.rest = rows.pop()
+        self.rows += len(rows)
+        self.marks += data.count(b"\x1e")
+        # The hot loop: two dictionary lookups and two appends per posting; the
+        # buffers are looked at every SWEEP_ROWS postings.
+        get = self.appends.get
+        slow = self._by_last_field
+        for row in rows:
+            a, sep, b = row.partition(ROW_MARK)
+            if not sep:
+                a = self._one_line(a)
+            (get(a[a.rfind(b",") + 1:]) or slow(a))(a)
+            if sep:
+                (get(b[b.rfind(b",") + 1:]) or slow(b))(b)
+        self.unswept += len(rows)
+        if self.unswept >= SWEEP_ROWS:
+            self.unswept = 0
+            flush = self._flush
+            for o in self.outs_list:
+                if len(o.buf) >= FLUSH_LINES:
+                    flush(o)
+        if len(data) < SMALL_READ:
+            await asyncio.sleep(READ_PAUSE)
+
+    def _one_line(self, row: bytes) -> bytes:
+        """The line of a posting whose supplier is its requester (marked U+001F)."""
+        line, sep, _rest = row.partition(SELF_MARK)
+        if not sep or row.count(b"\x1f") != 1:
+            raise StatementStreamError("a statement row without its mark: a field holds "
+                                       "the control character U+001E or U+001F")
+        self.marks += 1
+        return line
+
+    def close(self) -> None:
+        if self.rest:
+            raise StatementStreamError("the statement stream ended inside a line")
+        if self.marks != self.rows:
+            raise StatementStreamError(
+                f"{self.rows} postings streamed but {self.marks} row marks: a field holds "
+                "the control character U+001E")
+        for o in self.outs.values():
+            if o.buf:
+                self._flush(o)
+        if self.spill is not None:
+            self.spill.close()
 
 
-def partition(metas: Sequence[StatementMeta], parts: int) -> list[list[StatementMeta]]:
-    """Contiguous ranges of agencies (in statement order) with about equal line counts."""
-    total = sum(m.lines for m in metas)
-    parts = max(1, min(parts, len(metas)))
-    out: list[list[StatementMeta]] = [[]]
-    done = 0
-    for m in metas:
-        if (out[-1] and len(out) < parts and done >= total * len(out) / parts):
-            out.append([])
-        out[-1].append(m)
-        done += m.lines
-    return [p for p in out if p]
+class StatementLines:
+    """A run's statement CSV files while their lines arrive (header and lines first,
+    the totals by `finish` once the netting is known)."""
+
+    def __init__(self, directory: Path, period: str, symbols: Sequence[str], streams: int
+                 ) -> None:
+        self.directory = directory
+        self.handles = _Handles()
+        self.streams = [_Stream(i, symbols, directory, period, self.handles)
+                        for i in range(streams)]
+
+    @property
+    def lines(self) -> int:
+        return sum(o.lines for st in self.streams for o in st.outs.values())
+
+    def lines_of(self, symbol: str) -> int:
+        return sum(st.outs[symbol].lines for st in self.streams)
+
+    def finish(self, metas: Sequence[StatementMeta]) -> dict[str, FileInfo]:
+        """Append the later streams' parts and each agency's totals; the files by agency.
+
+        Every agency with lines must have a statement and every statement exactly its
+        netting's number of lines, else StatementStreamError (nothing is kept).
+        """
+        for st in self.streams:
+            st.close()
+        self.handles.close()
+        wanted = {m.symbol for m in metas}
+        stray = sorted(s for st in self.streams for s, o in st.outs.items()
+                       if o.lines and s not in wanted)
+        if stray:
+            raise StatementStreamError(f"statement lines for {', '.join(stray[:5])}, which "
+                                       "the netting does not have")
+        for m in metas:
+            got = self.lines_of(m.symbol)
+            if got != m.lines:
+                raise StatementStreamError(
+                    f"{m.symbol}: {got} statement lines streamed, the netting counts {m.lines}")
+        # Reading back and hashing the later parts is memory-bound work that releases
+        # the GIL (file I/O, hashlib on large blocks): two threads halve it.
+        spills = [os.open(st.spill_path, os.O_RDONLY) for st in self.streams[1:]]
+        try:
+            with ThreadPoolExecutor(max_workers=FINISH_THREADS) as pool:
+                files = dict(zip([m.symbol for m in metas],
+                                 pool.map(lambda m: self._finish_one(m, spills), metas),
+                                 strict=True))
+        finally:
+            for fd in spills:
+                os.close(fd)
+        self._remove_spills()
+        return files
+
+    def _finish_one(self, m: StatementMeta, spills: list[int]) -> FileInfo:
+        first = self.streams[0].outs[m.symbol]
+        assert first.hash is not None
+        h, size = first.hash, first.size
+        with first.path.open("ab" if first.started else "wb") as f:
+            if not first.started:
+                head = statement_head()
+                f.write(head)
+                h.update(head)
+                size += len(head)
+            for st, fd in zip(self.streams[1:], spills, strict=True):
+                for offset, length in st.outs[m.symbol].blocks:
+                    block = os.pread(fd, length, offset)
+                    f.write(block)
+                    h.update(block)
+                    size += len(block)
+            tail = statement_tail(m)
+            f.write(tail)
+            h.update(tail)
+            size += len(tail)
+        return FileInfo(first.path.name, h.hexdigest(), size)
 
 
-async def write_statement_csvs(
-        acquire: Callable[[], Any], run_id: int, date_from: datetime.date, tz: str,
-        metas: Sequence[StatementMeta], directory: Path, *, workers: int = 2,
-        progress: Callable[[str], None] | None = None) -> tuple[dict[str, FileInfo], int]:
-    """Stream every agency's lines from PostgreSQL into its CSV file.
+    def _remove_spills(self) -> None:
+        for st in self.streams[1:]:
+            if st.spill is not None:
+                st.spill.close()
+            st.spill_path.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        self.handles.close()
+        self._remove_spills()
+
+
+def stream_ranges(date_from: datetime.date, cutoff: datetime.date, streams: int
+                  ) -> list[tuple[datetime.date, datetime.date]]:
+    """The dates of each stream's share: the period's days cut in `streams` runs of
+    days; the first also takes every earlier (late) date."""
+    days = (cutoff - date_from).days + 1
+    streams = max(1, min(streams, days))
+    out = []
+    for i in range(streams):
+        lo = date_from + datetime.timedelta(days=days * i // streams)
+        hi = date_from + datetime.timedelta(days=days * (i + 1) // streams - 1)
+        out.append((datetime.date.min if i == 0 else lo, hi))
+    return out
+
+
+async def stream_statement_lines(
+        acquire: Callable[[], Any], scope: Scope, tz: str, names: dict[str, str],
+        directory: Path, period: str, *, streams: int = 1,
+        progress: Callable[[str], None] | None = None) -> StatementLines:
+    """Stream every line of the run `scope` from PostgreSQL into its agency's CSV file.
 
     `acquire()` gives an async context manager yielding a connection (pool.acquire);
-    `workers` ranges of agencies are streamed at once on their own connections.
-    Returns the files by agency and the number of lines written. `directory` exists.
+    `streams` shares of the period's dates are streamed at once on their own
+    connections. `names` maps every agency that can appear to the name printed for it
+    as a counterpart. `directory` exists. Call `finish` on the result once the netting
+    is known, or `discard`.
     """
-    import asyncio
+    out = StatementLines(directory, period, sorted(names), max(1, streams))
+    where, args = scope.where("p.id", "p.local_date")
+    packed = scope.posting_max is not None and scope.posting_max < 1 << KEY_ID_BITS
+    query = lines_sql(where, len(args) + 1, packed_key=packed)
+    ranges = stream_ranges(scope.date_from, scope.cutoff, len(out.streams))
 
-    query = lines_sql()
-    ranges = partition(sorted(metas, key=lambda m: m.symbol), workers)
-
-    async def one(part: list[StatementMeta]) -> tuple[dict[str, FileInfo], int]:
-        splitter = _Splitter(part, directory)
-        async with acquire() as conn, conn.transaction(readonly=True):
-            await conn.execute("SET LOCAL work_mem = '128MB'; SET LOCAL jit = off")
-            await conn.copy_from_query(query, run_id, date_from, tz, part[0].symbol,
-                                       part[-1].symbol, output=splitter, format="csv")
-        files = splitter.finish()
+    async def one(st: _Stream, lo: datetime.date, hi: datetime.date) -> None:
+        async with acquire() as conn, conn.transaction():
+            # The sort of a stream's postings spills to disk past work_mem either way;
+            # more memory only makes fewer, larger runs.
+            await conn.execute("SET LOCAL work_mem = '256MB'; SET LOCAL jit = off; "
+                               "SET LOCAL max_parallel_workers_per_gather = 0")
+            # The names as a table with statistics: joined from an unnest() of
+            # parameters, the planner hashes the ledger side instead (seconds more).
+            await conn.execute("CREATE TEMP TABLE statement_name (agency text PRIMARY KEY, "
+                               "name text NOT NULL) ON COMMIT DROP")
+            await conn.copy_records_to_table("statement_name", records=list(names.items()),
+                                             schema_name="pg_temp")
+            await conn.execute("ANALYZE pg_temp.statement_name")
+            await conn.copy_from_query(query, *args, scope.date_from, tz, lo, hi, output=st,
+                                       format="csv")
         if progress:
-            progress(f"statements {part[0].symbol} .. {part[-1].symbol}: {len(files)} CSV "
-                     f"files, {splitter.lines:,} lines")
-        return files, splitter.lines
+            progress(f"statement lines dated {'…' if lo == datetime.date.min else lo} .. "
+                     f"{hi}: {st.rows:,} postings")
 
-    results = await asyncio.gather(*(one(p) for p in ranges))
-    files: dict[str, FileInfo] = {}
-    lines = 0
-    for f, n in results:
-        files.update(f)
-        lines += n
-    return files, lines
+    try:
+        await asyncio.gather(*(one(st, lo, hi) for st, (lo, hi)
+                               in zip(out.streams, ranges, strict=False)))
+    except BaseException:
+        out.discard()
+        raise
+    return out
 
 
 def read_statement_lines(path: Path) -> Iterable[list[str]]:
@@ -868,6 +1091,7 @@ __all__ = [
     "CSV_HEADER",
     "GENERATED_LABEL",
     "FileInfo",
+    "StatementLines",
     "StatementMeta",
     "StatementStreamError",
     "SummaryData",
@@ -879,12 +1103,12 @@ __all__ = [
     "file_stem",
     "fit",
     "lines_sql",
-    "partition",
     "read_statement_lines",
     "render_statement_pdf",
     "render_summary_pdf",
     "statement_name",
+    "stream_ranges",
+    "stream_statement_lines",
     "summary_name",
-    "write_statement_csvs",
     "write_summary_csv",
 ]

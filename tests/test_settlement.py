@@ -25,11 +25,12 @@ from schemas.settings import Settings
 from settlement import periods
 from settlement.common import CENTRE
 from settlement.ledger import post_charge, reverse
-from settlement.netting import InvariantViolation, Scope, compute, invariants
+from settlement.netting import InvariantViolation, compute, invariants
 from settlement.periods import Period
 from settlement.settle import (
     SettlementError,
     SettlementResult,
+    open_scope,
     reproduce,
     scheduled_settlement,
     settle,
@@ -457,6 +458,33 @@ async def test_concurrent_settle_gives_one_run(pool: asyncpg.Pool, settings: Set
                                f"settlement.{period}") == 1
 
 
+async def test_a_posting_being_written_when_the_run_starts_is_in_it(pool: asyncpg.Pool,
+                                                                    settings: Settings) -> None:
+    """The run's range ends at the highest posting id committed when it starts. A posting
+    still being written may have a lower id than one already committed: the run waits
+    for it, so it is not left behind inside the range, settled by no run."""
+    year = await fresh_year(pool)
+    nlc, shl = await libraries(pool, "国家图书馆", "上海图书馆")
+    v = await no_subsidy(pool)
+    period = f"{year}-07"
+    async with pool.acquire() as writer:
+        tx = writer.transaction()
+        await tx.start()
+        await post_charge(writer, transaction_id=f"ILL-{unique('S')}", event="Loaned",
+                          requester=shl, supplier=nlc, service_kind="BookLoan",
+                          fee=cny("2.50"), quote=None, on=at(f"{year}-07-31", "23:00"),
+                          subsidy_version=v)
+        # A later id, committed first.
+        await charge(pool, v, shl, nlc, "10.00", at(f"{year}-07-01"))
+        run = asyncio.create_task(settle(pool, settings, period, now=after(period)))
+        await asyncio.sleep(0.5)
+        assert not run.done()          # waiting for the first posting's transaction
+        await tx.commit()
+    result = await run
+    assert result is not None and result.postings == 2
+    assert nets(result, [nlc, shl]) == {nlc: "12.50", shl: "-12.50"}
+
+
 async def test_scheduled_settlement_runs_once_after_the_period(pool: asyncpg.Pool,
                                                                settings: Settings) -> None:
     year = await fresh_year(pool)
@@ -537,6 +565,39 @@ async def test_settle_cli_reports_the_run(pool: asyncpg.Pool, settings: Settings
     assert "already closed" in capsys.readouterr().out
 
 
+async def test_statement_lines_survive_odd_symbols_and_text(pool: asyncpg.Pool,
+                                                          settings: Settings) -> None:
+    """A symbol CSV must quote, a library that supplies itself, control characters."""
+    year = await fresh_year(pool)
+    plain = (await libraries(pool, "国家图书馆"))[0]
+    odd = agency_symbol(unique("Q,X"))
+    await pool.execute(
+        "INSERT INTO agency (symbol, name, roles, password_hash, province, city) "
+        "VALUES ($1, $2, ARRAY['requester', 'supplier'], 'x', '北京', '北京')",
+        odd, "=逗号,图书馆\x1e")
+    v = await half_subsidy(pool, odd)
+    period = f"{year}-05"
+    await charge(pool, v, odd, plain, "10.00", at(f"{year}-05-02"), title='敦煌,"学"\x1e研究')
+    await charge(pool, v, odd, odd, "8.00", at(f"{year}-05-30"), title="自给 self")
+    result = await settle(pool, settings, period, now=after(period))
+    assert result is not None and result.invariants["ok"]
+    directory = statements_dir(settings, period)
+    _h, lines, rest = read_csv(directory / statement_name(odd, period, "csv"))
+    assert [(r[4], r[5], r[15]) for r in lines] == [("requester", plain, odd),
+                                                    ("both", odd, odd)]
+    # The title keeps its comma and quotes, loses the control character; the name is
+    # defused for Excel.
+    assert lines[0][8] == '敦煌,"学" 研究' and lines[0][6] == "国家图书馆"
+    assert lines[1][6] == "'=逗号,图书馆 "
+    # Supplying itself: one line, fee 8.00, half of it subsidised, the net is the subsidy.
+    assert lines[1][9:13] == ["8.00", "4.00", "4.00", "4.00"]
+    assert ["本馆 Agency", odd, "'=逗号,图书馆 "] in rest
+    _h, theirs, _r = read_csv(directory / statement_name(plain, period, "csv"))
+    assert [(r[4], r[5], r[6]) for r in theirs] == [("supplier", odd, "'=逗号,图书馆 ")]
+    checked = await reproduce(pool, settings, Period.parse(period), verify=True)
+    assert checked.restored == [] and checked.files == result.files
+
+
 async def test_nets_are_per_currency(pool: asyncpg.Pool, settings: Settings) -> None:
     year = await fresh_year(pool)
     hku, pku = await libraries(pool, "香港大学图书馆", "北京大学图书馆")
@@ -603,7 +664,8 @@ async def test_invariants_catch_what_does_not_add_up(pool: asyncpg.Pool,
     year = await fresh_year(pool)
     period, *_ = await worked_example(pool, year)
     p = Period.parse(period)
-    netting = await compute(pool, Scope(p.first_day, p.last_day))
+    async with pool.acquire() as conn:
+        netting = await compute(conn, await open_scope(conn, p))
     record, problems = invariants(netting)
     assert problems == [] and record["ok"]
 
@@ -666,15 +728,25 @@ async def test_a_run_that_died_half_way_is_redone(pool: asyncpg.Pool,
     year = await fresh_year(pool)
     period, pku, fdu, lzu = await worked_example(pool, year)
     p = Period.parse(period)
-    # What a process killed after taking the postings leaves behind.
+    # What a process killed after taking the postings leaves behind: the run's row with
+    # its range, and the period closing.
     async with pool.acquire() as conn:
         await periods.mark_closing(conn, p)
         run = await conn.fetchval(
-            "INSERT INTO settlement_run (period, date_from, cutoff, started_at, generated_at) "
-            "VALUES ($1, $2, $3, now(), now()) RETURNING id", period, p.first_day, p.last_day)
-        await conn.execute("INSERT INTO settlement_item SELECT id, $1 FROM ledger_posting "
-                           "WHERE local_date BETWEEN $2 AND $3", run, p.first_day, p.last_day)
+            "INSERT INTO settlement_run (period, date_from, cutoff, started_at, generated_at, "
+            "posting_max) SELECT $1, $2, $3, now(), now(), max(id) FROM ledger_posting "
+            "RETURNING id", period, p.first_day, p.last_day)
     assert (await periods.state(pool, p)).state == "closing"
+    # Taken, a posting cannot be added to the run's range any more.
+    with pytest.raises(asyncpg.RestrictViolationError,
+                       match=f"falls into settlement run {run} of {period}"):
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO ledger_posting (id, transaction_id, event, kind, requester, "
+                "supplier, service_kind, currency, fee_minor, subsidy_minor, "
+                "patron_share_minor, occurred_at, local_date) VALUES ($1, 'ILL-x', 'Loaned', "
+                "'charge', $2, $2, 'BookLoan', 'CNY', 0, 0, 0, now(), $3)",
+                -run, pku, p.last_day)
     result = await settle(pool, settings, period, now=after(period))
     assert result is not None and result.created and result.run_id != run
     assert nets(result, [pku, fdu, lzu]) == {pku: "26.00", fdu: "5.00", lzu: "-2.00"}
