@@ -172,7 +172,7 @@ class Hub:
         # when the robust connection comes back after a broker restart.
         queue = await channel.declare_queue(self.settings.name(topology.HUB_INBOUND), passive=True)
         arrived: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        tag = await queue.consume(arrived.put)
+        await queue.consume(arrived.put)
         stop = asyncio.create_task(self._stop.wait())
         try:
             while not self._stop.is_set():
@@ -194,10 +194,11 @@ class Hub:
             return True
         finally:
             stop.cancel()
-            with suppress(Exception):
-                await queue.cancel(tag)
-            # Anything not acked (still in `arrived`, or in flight) returns to the queue
-            # when the channel closes, in order, for this process or the next consumer.
+            # No basic.cancel first: that would make another hub the single active
+            # consumer while this one still holds unacked deliveries, and it could apply
+            # a later message before an earlier one comes back. Closing the channel
+            # returns everything unacked (still in `arrived`, or in flight) to the queue
+            # ahead of newer messages, and only then hands the queue over.
             with suppress(Exception):
                 await channel.close()
 

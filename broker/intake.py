@@ -191,10 +191,6 @@ class Intake:
         The inbox gate of the whole batch is one statement, and so are all its answers
         and outcomes at the end: a handful of round trips per batch, not per message.
         """
-        # Intake's statements are the same few, over and over, with parameters that do
-        # not change the best plan: PostgreSQL's per-execution (custom) replanning was
-        # most of their cost (0.8 ms -> 0.24 ms for the request facts, measured).
-        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
         gates = await self._gates(conn, inbounds)
         batch = Batch()
         outcomes = []
