@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 RELAY_LOCK = 0x494C4C484F555452  # "ILLHOUTR"
 NOTIFY_CHANNEL = "illhub_outbox"
 MAX_BACKOFF_SECONDS = 300
+BROKER_RETRY_SECONDS = 0.5
 MANDATORY = frozenset({OUTBOUND, DEAD})
 
 
@@ -88,6 +89,7 @@ class Relay:
         self._wake = asyncio.Event()
         self._stopping = False
         self._listener: asyncpg.Connection | None = None
+        self._broker_down = False
 
     async def _exchange(self, base: str) -> AbstractExchange:
         if base not in self._exchanges:
@@ -116,8 +118,11 @@ class Relay:
             while not self._stopping:
                 if self._listener.is_closed():
                     raise ConnectionError("the relay's LISTEN session was closed")
+                self._broker_down = False
                 sent = await self.publish_batch()
-                if sent == 0:
+                if self._broker_down:
+                    await asyncio.sleep(BROKER_RETRY_SECONDS)
+                elif sent == 0:
                     self._wake.clear()
                     try:
                         await asyncio.wait_for(self._wake.wait(),
@@ -163,6 +168,16 @@ class Relay:
                 await conn.execute(
                     "UPDATE outbox SET published_at = now(), attempts = attempts + 1 "
                     "WHERE id = ANY($1::bigint[])", done)
+            # The broker refusing one message (unroutable, nacked) is that message's
+            # problem: back off. Anything else (channel closed, connection lost) is the
+            # broker's, and says nothing about the rows: they stay due and go out as
+            # soon as the connection is back, with no backoff piled up meanwhile.
+            if any(not isinstance(exc, DeliveryError | PublishError) for _, exc in failed):
+                log.warning("outbox relay: broker unavailable (%s); %d message(s) wait",
+                            _describe(next(exc for _, exc in failed)), len(failed))
+                failed = [(r, exc) for r, exc in failed
+                          if isinstance(exc, DeliveryError | PublishError)]
+                self._broker_down = True
             for row, exc in failed:
                 delay = min(MAX_BACKOFF_SECONDS, 2 ** min(row["attempts"], 12))
                 log.warning("outbox %s to %s/%s not delivered (%s); retry in %ss",
