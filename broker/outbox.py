@@ -33,6 +33,7 @@ RELAY_LOCK = 0x494C4C484F555452  # "ILLHOUTR"
 NOTIFY_CHANNEL = "illhub_outbox"
 MAX_BACKOFF_SECONDS = 300
 BROKER_RETRY_SECONDS = 0.5
+PUBLISH_TIMEOUT_SECONDS = 10.0
 MANDATORY = frozenset({OUTBOUND, DEAD})
 
 
@@ -206,7 +207,10 @@ class Relay:
         # An agency's message with no queue to land in is an error to retry; an event or
         # finance summary nobody subscribed to is simply not wanted by anyone yet.
         mandatory = row["exchange"] in MANDATORY
-        await exchange.publish(message, routing_key=row["routing_key"], mandatory=mandatory)
+        # Bounded: a confirm lost with a dropped connection would otherwise hold the
+        # relay (and its lock) forever; a timeout counts as the broker being away.
+        await asyncio.wait_for(exchange.publish(message, routing_key=row["routing_key"],
+                                                mandatory=mandatory), PUBLISH_TIMEOUT_SECONDS)
 
 
 def _describe(exc: BaseException) -> str:
