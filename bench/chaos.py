@@ -141,14 +141,7 @@ async def _load_catalogue(pool: asyncpg.Pool, suppliers: list[str], fees: Fees,
 
 async def teardown(s: Settings, symbols: list[str]) -> None:
     async with Management(s.amqp_management_url.get_secret_value()) as mgmt:
-        for sym in symbols:
-            await mgmt.delete_user(sym)
-        for queue in await mgmt.queue_names(s.vhost):
-            if queue.startswith(s.name_prefix):
-                await mgmt.delete_queue(s.vhost, queue)
-        for exchange in await mgmt.exchange_names(s.vhost):
-            if exchange.startswith(s.name_prefix):
-                await mgmt.delete_exchange(s.vhost, exchange)
+        await mgmt.remove_scratch(s.vhost, s.name_prefix, symbols)
     await drop_database(s.database_url.get_secret_value())
 
 

@@ -535,14 +535,7 @@ async def main(args: argparse.Namespace, base: Settings | None = None) -> int:
         await pool.close()
     finally:
         async with Management(settings.amqp_management_url.get_secret_value()) as mgmt:
-            for user in users:
-                await mgmt.delete_user(user)
-            for queue in await mgmt.queue_names(settings.vhost):
-                if queue.startswith(settings.name_prefix):
-                    await mgmt.delete_queue(settings.vhost, queue)
-            for exchange in await mgmt.exchange_names(settings.vhost):
-                if exchange.startswith(settings.name_prefix):
-                    await mgmt.delete_exchange(settings.vhost, exchange)
+            await mgmt.remove_scratch(settings.vhost, settings.name_prefix, users)
         admin = await asyncpg.connect(admin_url)
         await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         await admin.close()

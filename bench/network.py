@@ -291,14 +291,7 @@ class BenchNetwork:
         await self.pool.close()
         s = self.settings
         async with Management(s.amqp_management_url.get_secret_value()) as mgmt:
-            for user in self._users:
-                await mgmt.delete_user(user)
-            for queue in await mgmt.queue_names(s.vhost):
-                if queue.startswith(s.name_prefix):
-                    await mgmt.delete_queue(s.vhost, queue)
-            for exchange in await mgmt.exchange_names(s.vhost):
-                if exchange.startswith(s.name_prefix):
-                    await mgmt.delete_exchange(s.vhost, exchange)
+            await mgmt.remove_scratch(s.vhost, s.name_prefix, self._users)
         admin = await asyncpg.connect(ADMIN)
         await admin.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
         await admin.close()

@@ -98,6 +98,17 @@ class Management:
     async def close_connection(self, name: str) -> None:
         await self._call("DELETE", f"/connections/{self._q(name)}", ok=(204, 404))
 
+    async def remove_scratch(self, vhost: str, prefix: str, users: list[str]) -> None:
+        """Delete a scratch run's broker users and its prefixed queues and exchanges."""
+        for user in users:
+            await self.delete_user(user)
+        for queue in await self.queue_names(vhost):
+            if queue.startswith(prefix):
+                await self.delete_queue(vhost, queue)
+        for exchange in await self.exchange_names(vhost):
+            if exchange.startswith(prefix):
+                await self.delete_exchange(vhost, exchange)
+
     async def queues(self, vhost: str) -> list[dict[str, Any]]:
         return await self._call(
             "GET", f"/queues/{self._q(vhost)}?columns=name,consumers,idle_since") or []
