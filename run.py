@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from broker.management import ManagementError
+from infra.rabbit_admin import ManagementError
 from schemas.settings import Settings
 
 EXIT_USAGE = 2
@@ -35,7 +35,7 @@ async def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from schemas.database import MigrationError, migrate
+    from infra.database import MigrationError, migrate
 
     try:
         applied = await migrate(settings.database_url.get_secret_value())
@@ -46,8 +46,8 @@ async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_topology(settings: Settings, args: argparse.Namespace) -> int:
-    from broker.topology import declare_all
-    from schemas.database import create_pool
+    from infra.database import create_pool
+    from infra.topology import declare_all
 
     pool = await create_pool(settings.database_url.get_secret_value(), max_size=1)
     try:
@@ -72,7 +72,7 @@ async def cmd_schemas(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_hub(settings: Settings, args: argparse.Namespace) -> int:
-    from broker.hub import Hub
+    from app.hub import Hub
 
     await Hub(settings).run_forever()
     return 0
@@ -80,7 +80,7 @@ async def cmd_hub(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_agency(settings: Settings, args: argparse.Namespace) -> int:
     from broker import agencies
-    from schemas.database import create_pool
+    from infra.database import create_pool
 
     pool = await create_pool(settings.database_url.get_secret_value(), max_size=2)
     try:
@@ -121,7 +121,7 @@ async def cmd_agency(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_holdings(settings: Settings, args: argparse.Namespace) -> int:
     from broker.holdings import holdings_import_cli
-    from schemas.database import migrate
+    from infra.database import migrate
 
     await migrate(settings.database_url.get_secret_value(), report=lambda _m: None)
     return await holdings_import_cli(settings.database_url.get_secret_value(), args.file,
@@ -132,7 +132,7 @@ async def cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from broker.dispatch import PolicyError, load_policy
-    from schemas.database import connect
+    from infra.database import connect
     from settlement.common import read_input
 
     conn = await connect(settings.database_url.get_secret_value())
@@ -165,7 +165,7 @@ async def cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
     from broker.dispatch import explain
-    from schemas.database import connect
+    from infra.database import connect
 
     conn = await connect(settings.database_url.get_secret_value())
     try:
@@ -182,7 +182,7 @@ async def cmd_dead(settings: Settings, args: argparse.Namespace) -> int:
     from broker import deadletters
     from broker.dispatch import Dispatcher
     from broker.intake import Intake
-    from schemas.database import create_pool
+    from infra.database import create_pool
 
     pool = await create_pool(settings.database_url.get_secret_value(), max_size=2)
     try:
@@ -236,7 +236,7 @@ async def cmd_ledger(settings: Settings, args: argparse.Namespace) -> int:
         return await ledger.ledger_show_cli(url, args.symbol, args.date_from, args.date_to)
     from datetime import UTC, datetime
 
-    from schemas.database import connect
+    from infra.database import connect
 
     conn = await connect(url)
     try:
@@ -260,7 +260,7 @@ async def cmd_ledger(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_flags(settings: Settings, args: argparse.Namespace) -> int:
     from broker import violations
-    from schemas.database import create_pool
+    from infra.database import create_pool
 
     if args.kind and args.kind not in violations.KINDS:
         return fail(f"--kind must be one of {', '.join(violations.KINDS)}", EXIT_USAGE)
@@ -286,7 +286,7 @@ async def cmd_settle(settings: Settings, args: argparse.Namespace) -> int:
 # --- demo (broker/demo.py) ----------------------------------------------------------------
 
 async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from broker.demo import demo_cli
+    from sim.demo import demo_cli
 
     return await demo_cli(settings, args)
 
@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"invalid settings: {exc}", EXIT_USAGE)
     handler = logging.StreamHandler()
     if settings.log_format == "json":
-        from broker.observability import JsonFormatter
+        from infra.observability import JsonFormatter
 
         handler.setFormatter(JsonFormatter())
     else:

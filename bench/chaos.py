@@ -59,9 +59,9 @@ from bench.chaos_options import ChaosError, ChaosOptions, add_arguments, options
 from bench.chaos_parties import ITEMS, Hubs, Network, isbn13, issn
 from bench.hub_processes import DB_APPLICATION, HubFailed, HubProcesses, free_port
 from broker import agencies
-from broker.demo_sim import start_mail_folder
-from broker.management import Management
+from infra.rabbit_admin import Management
 from schemas.settings import Settings
+from sim.parties import start_mail_folder
 
 log = logging.getLogger(__name__)
 Out = Callable[[str], None]
@@ -373,7 +373,7 @@ async def run(settings: Settings, opts: ChaosOptions, out: Out = print) -> Verdi
         f"~{opts.kill_interval:g} s, SMTP outage {opts.smtp_outage:g} s, broker restart "
         f"{'yes' if opts.broker_restart else 'no'}, PostgreSQL restart "
         f"{'yes' if opts.db_restart else 'no'} (seed {opts.seed})")
-    from schemas.database import create_pool, migrate
+    from infra.database import create_pool, migrate
 
     await create_database(db)
     await migrate(db, report=lambda _m: None)
@@ -389,7 +389,7 @@ async def run(settings: Settings, opts: ChaosOptions, out: Out = print) -> Verdi
         symbols += [*requesters, *suppliers]
         fees = Fees(suppliers)
         await _load_catalogue(pool, suppliers, fees, data)
-        from broker.topology import declare_all
+        from infra.topology import declare_all
 
         await declare_all(s, [*requesters, *suppliers])
         out(f"  database {opts.database}, prefix {opts.name_prefix!r} in vhost {s.vhost!r}, "

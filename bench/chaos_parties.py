@@ -1,6 +1,6 @@
 """The chaos harness's libraries, suppliers and readers: scripted, and keeping their own books.
 
-Each party is a real AMQP client (`broker.client.AgencyClient`, its own broker user)
+Each party is a real AMQP client (`illclient.client.AgencyClient`, its own broker user)
 and knows nothing of the hub's database. Unlike the demo's world (broker/demo_sim.py),
 whose parties act by chance, here every request carries its scenario in its id, so
 the harness knows the state each request must end in; the suppliers upload with
@@ -34,9 +34,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from broker.client import AgencyClient, Received
-from broker.demo_sim import LINK, agency_id, make_pdf, symbol_of
+from illclient.client import AgencyClient, Received
 from schemas.settings import Settings
+from sim.parties import LINK, agency_id, make_pdf, symbol_of
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from bench.network import BenchNetwork, Progress, request_body, say, servers_cpu
-from broker.topology import INBOUND, agency_queue
+from infra.topology import INBOUND, agency_queue
 
 WINDOW = 400  # publishes in flight per requester connection
 

@@ -52,9 +52,9 @@ from bench.fuzz_cases import (
     draw_cases,
 )
 from bench.fuzz_cases import issn as make_issn
-from broker.client import AgencyClient
 from broker.intake import ERROR_VALUE_LIMIT, Inbound, Intake
-from broker.topology import HUB_DEAD, INBOUND, agency_queue
+from illclient.client import AgencyClient
+from infra.topology import HUB_DEAD, INBOUND, agency_queue
 from schemas.settings import Settings
 
 OUTCOMES = ("ok", "error", "dead", "silent")
@@ -125,7 +125,7 @@ class Fuzzer:
     async def run(self, cases: list[Case], run_tag: str) -> Observed:
         self.run_tag = run_tag
         watch = _CrashWatch(self.seen)
-        logging.getLogger("broker.hub").addHandler(watch)
+        logging.getLogger("app.hub").addHandler(watch)
         s = self.settings
         agency = await aio_pika.connect_robust(s.amqp_url_for(self.symbol, self.password))
         admin = await aio_pika.connect_robust(s.amqp_url.get_secret_value())
@@ -149,7 +149,7 @@ class Fuzzer:
                           f"{time.perf_counter() - started:.1f}s")
             await self._wait(cases)
         finally:
-            logging.getLogger("broker.hub").removeHandler(watch)
+            logging.getLogger("app.hub").removeHandler(watch)
             await agency.close()
             await admin.close()
         return self.seen
@@ -465,10 +465,10 @@ async def main(args: argparse.Namespace, base: Settings | None = None) -> int:
     """The full run on the servers of `base` (default: the settings from the environment)."""
     from pydantic import SecretStr
 
+    from app.hub import Hub
     from broker.agencies import NewAgency, add
-    from broker.hub import Hub
-    from broker.management import Management
-    from schemas.database import migrate
+    from infra.database import migrate
+    from infra.rabbit_admin import Management
 
     # One warning per dead letter would bury the progress lines.
     logging.getLogger("broker.intake").setLevel(logging.ERROR)

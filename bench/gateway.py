@@ -35,7 +35,7 @@ from delivery.config import DeliverySettings
 from delivery.gateway import start_http
 from delivery.grants import create_grant
 from delivery.store import new_store_name, store_root
-from schemas.database import create_pool, migrate
+from infra.database import create_pool, migrate
 from schemas.settings import Settings
 
 

@@ -34,7 +34,7 @@ from broker.holdings import (
     format_report,
     import_csv,
 )
-from schemas.database import migrate
+from infra.database import migrate
 
 ADMIN_URL = os.environ.get("ILLHUB_BENCH_PG_ADMIN_URL",
                            "postgresql://postgres@127.0.0.1:5432/postgres")

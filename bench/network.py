@@ -27,8 +27,8 @@ import asyncpg
 
 from broker.agencies import NewAgency, add
 from broker.dispatch import load_policy
-from broker.management import Management
-from schemas.database import migrate
+from infra.database import migrate
+from infra.rabbit_admin import Management
 from schemas.settings import Settings
 from settlement.fees import load_fees
 

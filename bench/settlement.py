@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import asyncpg
 
-from schemas.database import migrate
+from infra.database import migrate
 from schemas.settings import Settings
 from settlement.periods import Period
 from settlement.settle import STATEMENT_STREAMS, render_pdfs, render_text, settle, statements_dir

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import aio_pika
 import asyncpg
 
-from broker.credentials import hash_password
-from broker.management import Management
-from broker.topology import INBOUND, agency_queue, declare_agency_queue
+from infra.credentials import hash_password
+from infra.rabbit_admin import Management
+from infra.topology import INBOUND, agency_queue, declare_agency_queue
 from schemas.settings import Settings
 from schemas.symbols import split_symbol
 

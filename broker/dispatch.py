@@ -21,16 +21,17 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from broker import observability, states, violations
+from broker import states, violations
 from broker.holdings import identifiers_of
 from broker.intake import Context, Outcome, Refusal
-from broker.outbox import Outgoing, enqueue
 from broker.policy import Policy, PolicyError, RequestFacts, Rota, SupplierFacts
-from broker.topology import EVENTS, OUTBOUND
 from delivery.config import DeliverySettings
 from delivery.grants import create_grant
 from delivery.intake import CopyProblem, accept_copy
 from delivery.mail import enqueue_patron_mail
+from infra import observability
+from infra.outbox import Outgoing, enqueue
+from infra.topology import EVENTS, OUTBOUND
 from schemas.iso18626 import (
     ErrorType,
     MessageType,

@@ -18,9 +18,9 @@ from typing import Any, Protocol
 import asyncpg
 from pydantic import BaseModel
 
-from broker import observability
-from broker.outbox import OUTBOX_INSERT, Outgoing, outbox_columns
-from broker.topology import DEAD, OUTBOUND
+from infra import observability
+from infra.outbox import OUTBOX_INSERT, Outgoing, outbox_columns
+from infra.topology import DEAD, OUTBOUND
 from schemas.iso18626 import (
     CONFIRMATION_OF,
     ErrorType,

@@ -25,9 +25,9 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 
-from broker.observability import MESSAGES_OUT
-from broker.outbox import MAX_BACKOFF_SECONDS
 from broker.violations import raise_flag
+from infra.observability import MESSAGES_OUT
+from infra.outbox import MAX_BACKOFF_SECONDS
 from schemas.iso18626 import CONFIRMATION_OF, MessageType
 from schemas.iso18626_xml import XmlMessageError, read_xml, to_xml
 from schemas.settings import Settings

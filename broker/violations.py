@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from broker.outbox import Outgoing, enqueue
-from broker.topology import EVENTS
+from infra.outbox import Outgoing, enqueue
+from infra.topology import EVENTS
 
 KINDS = ("charge_above_schedule", "deadline_breaches", "copy_without_valid_file",
          "loan_overdue", "cancellation_rate", "peer_error")

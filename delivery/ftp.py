@@ -30,9 +30,9 @@ from aioftp.server import (
     worker,
 )
 
-from broker.credentials import hash_password, verify_password
 from delivery.config import DeliverySettings
 from delivery.paths import ftp_root, home_of, is_inside
+from infra.credentials import hash_password, verify_password
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -33,11 +33,11 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from broker.operators import add_operator_routes
 from delivery.config import DeliverySettings
 from delivery.grants import PREFIX_CHARS, TOKEN_PATTERN, hash_token
 from delivery.paths import store_root
 from schemas.settings import Settings
+from web.operators.pages import add_operator_routes
 
 log = logging.getLogger(__name__)
 

@@ -54,8 +54,8 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from broker.outbox import Outgoing, enqueue
-from broker.topology import FINANCE
+from infra.outbox import Outgoing, enqueue
+from infra.topology import FINANCE
 from schemas.money import Money
 from schemas.settings import Settings
 from schemas.symbols import split_symbol
@@ -251,7 +251,7 @@ async def scheduled_settlement(pool: asyncpg.Pool, settings: Settings,
 async def settle_cli(settings: Settings, period: str, dry_run: bool,
                      centre_email: str | None = None) -> int:
     """`run.py settle --period YYYY-MM|current [--dry-run]`: 0 done, 1 error (said why)."""
-    from schemas.database import create_pool
+    from infra.database import create_pool
 
     def say(message: str) -> None:
         print(f"  {datetime.datetime.now():%H:%M:%S} {message}", file=sys.stderr, flush=True)

@@ -22,8 +22,8 @@ from urllib.parse import quote
 import asyncpg
 import pytest
 
-from broker.management import Management
-from schemas.database import create_pool, migrate
+from infra.database import create_pool, migrate
+from infra.rabbit_admin import Management
 from schemas.settings import Settings
 
 PG_ADMIN = os.environ.get("ILLHUB_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -178,7 +178,7 @@ async def make_agency(settings: Settings, pool: asyncpg.Pool):
 @pytest.fixture
 async def hub(settings: Settings, database_url: str):
     """A hub process's machinery running in this event loop."""
-    from broker.hub import Hub
+    from app.hub import Hub
 
     h = Hub(settings)
     await h.start()

@@ -10,7 +10,7 @@ import json
 
 import aio_pika
 
-from broker.client import AgencyClient
+from illclient.client import AgencyClient
 from schemas.settings import Settings
 from tests import messages
 from tests.conftest import eventually

@@ -17,12 +17,12 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from broker import demo
-from broker.demo_network import load_network
-from broker.demo_report import DELIVERED
 from broker.states import TERMINAL
 from schemas.settings import Settings
 from settlement import ledger
+from sim import demo
+from sim.network import load_network
+from sim.report import DELIVERED
 
 
 @pytest.fixture

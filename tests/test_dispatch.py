@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from broker.client import AgencyClient, Received
 from broker.dispatch import explain, load_policy
+from illclient.client import AgencyClient, Received
 from schemas.settings import Settings
 from tests import messages
 

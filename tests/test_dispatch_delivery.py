@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from broker.client import AgencyClient
+from app.hub import Hub
 from broker.dispatch import Dispatcher
-from broker.hub import Hub
+from illclient.client import AgencyClient
 from schemas.settings import Settings
 from tests import messages
 from tests.delivery_fixtures import ftp_upload, home, pdf_bytes, unique_email, with_smtp

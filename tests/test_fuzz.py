@@ -16,10 +16,10 @@ import secrets
 
 import asyncpg
 
+from app.hub import Hub
 from bench.fuzz import fuzz, seed_transactions, snapshot, still_routing
 from bench.fuzz_cases import CATEGORIES, Targets, issn
-from broker.client import AgencyClient
-from broker.hub import Hub
+from illclient.client import AgencyClient
 from schemas.settings import Settings
 
 CASES = 1200

@@ -8,8 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
-from broker.client import AgencyClient
-from broker.topology import declare_all
+from illclient.client import AgencyClient
+from infra.topology import declare_all
 from schemas.settings import Settings
 from tests import messages
 
@@ -88,7 +88,7 @@ async def test_sigterm_while_messages_flow_loses_nothing(settings: Settings,
 async def test_stop_lets_a_scheduled_job_in_flight_finish(settings: Settings,
                                                           database_url: str) -> None:
     """A sweep running when the hub is told to stop completes instead of being cut off."""
-    from broker.hub import Hub
+    from app.hub import Hub
 
     hub = Hub(settings, delivery=False)
     await hub.start()

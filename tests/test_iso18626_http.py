@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from broker.client import AgencyClient
+from illclient.client import AgencyClient
 from schemas.iso18626 import ErrorType
 from schemas.iso18626_xml import read_xml, to_xml
 from schemas.settings import Settings

@@ -9,8 +9,8 @@ import secrets
 import pytest
 
 from broker.agencies import AgencyError, NewAgency, add
-from broker.outbox import Outgoing, enqueue
-from broker.topology import EVENTS, OUTBOUND
+from infra.outbox import Outgoing, enqueue
+from infra.topology import EVENTS, OUTBOUND
 from schemas.iso18626_xml import read_xml
 from tests import messages
 from tests.conftest import agency_symbol, eventually

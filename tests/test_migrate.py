@@ -6,7 +6,7 @@ import asyncio
 
 import asyncpg
 
-from schemas.database import MigrationError, load_migrations, migrate
+from infra.database import MigrationError, load_migrations, migrate
 from tests.conftest import PG_ADMIN, RUN_ID
 
 

@@ -28,13 +28,13 @@ from bench.chaos import create_database, drop_database, teardown, with_database
 from bench.chaos_parties import isbn13
 from bench.hub_processes import HubProcesses
 from broker.agencies import NewAgency, add
-from broker.client import AgencyClient, Received
-from broker.demo_sim import agency_id, now_iso, start_mail_folder
 from broker.holdings import import_csv
 from delivery.mail import enqueue_mail
-from schemas.database import create_pool, migrate
+from illclient.client import AgencyClient, Received
+from infra.database import create_pool, migrate
 from schemas.settings import Settings
 from settlement.fees import load_fees
+from sim.parties import agency_id, now_iso, start_mail_folder
 
 LOANS = 60
 MAILS = 60

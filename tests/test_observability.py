@@ -7,8 +7,8 @@ import logging
 
 import aiohttp
 
-from broker.client import AgencyClient
-from broker.observability import JsonFormatter, transaction_id
+from illclient.client import AgencyClient
+from infra.observability import JsonFormatter, transaction_id
 from schemas.settings import Settings
 from tests import messages
 

@@ -24,12 +24,12 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from broker.client import AgencyClient, Received
-from broker.operators import COOKIE, LoginGuard, OperatorSettings, Sessions
-from broker.operators_data import REQUESTER_LIMIT
 from delivery.gateway import make_app
+from illclient.client import AgencyClient, Received
 from schemas.settings import Settings
 from tests import messages
+from web.operators.data import REQUESTER_LIMIT
+from web.operators.pages import COOKIE, LoginGuard, OperatorSettings, Sessions
 
 PASSWORD = "correct horse 馆际互借 battery"
 
@@ -173,7 +173,7 @@ async def operator_network(settings: Settings, pool: asyncpg.Pool, make_agency: 
     province, 12.00 + 0.50 per page), Beijing (national) and a vendor whose 80.00 per
     copy is above the request's maximumCosts (50.00), so dispatch excludes it.
     """
-    from broker.hub import Hub
+    from app.hub import Hub
     from settlement.fees import load_fees
 
     monkeypatch.setenv("ILLHUB_OPERATOR_PASSWORD", PASSWORD)

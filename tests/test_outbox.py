@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import aio_pika
 
-from broker import topology
-from broker.outbox import Outgoing, Relay, enqueue
+from infra import topology
+from infra.outbox import Outgoing, Relay, enqueue
 from schemas.settings import Settings
 from tests.conftest import agency_symbol
 

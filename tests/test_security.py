@@ -31,16 +31,16 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from app.hub import Hub
 from bench.fuzz_cases import issn as make_issn
-from broker import topology
-from broker.client import AgencyClient
-from broker.credentials import verify_password
 from broker.dispatch import Dispatcher
-from broker.hub import Hub
-from broker.management import Management
 from delivery.gateway import make_app
 from delivery.grants import TOKEN_BYTES, hash_token
 from delivery.intake import CopyProblem, accept_copy
+from illclient.client import AgencyClient
+from infra import topology
+from infra.credentials import verify_password
+from infra.rabbit_admin import Management
 from run import QUIET_LOGGERS
 from schemas.settings import Settings
 from tests import messages

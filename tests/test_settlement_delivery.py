@@ -11,9 +11,9 @@ import re
 import aio_pika
 import asyncpg
 
-from broker import topology
-from broker.outbox import Relay
 from delivery.mail import MailSender
+from infra import topology
+from infra.outbox import Relay
 from schemas.settings import Settings
 from settlement.settle import settle, statements_dir
 from settlement.statements import attachment_name, statement_name, summary_name

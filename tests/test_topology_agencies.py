@@ -9,9 +9,9 @@ import aio_pika
 import aiormq
 import pytest
 
-from broker import topology
 from broker.agencies import AgencyError, NewAgency, add, disable
-from broker.management import Management
+from infra import topology
+from infra.rabbit_admin import Management
 from schemas.settings import Settings
 from tests.conftest import agency_symbol
 

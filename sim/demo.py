@@ -41,7 +41,9 @@ import asyncpg
 from pydantic import SecretStr
 
 from broker import agencies
-from broker.demo_network import (
+from infra.rabbit_admin import Management
+from schemas.settings import Deadlines, Settings, mask_url
+from sim.network import (
     DEMO_DIR,
     REQUEST_WEIGHT,
     Agency,
@@ -52,7 +54,8 @@ from broker.demo_network import (
     scale_policy_hours,
     write_holdings_csv,
 )
-from broker.demo_report import (
+from sim.parties import SimClock, World, start_mail_folder
+from sim.report import (
     Summary,
     compute,
     format_summary,
@@ -60,9 +63,6 @@ from broker.demo_report import (
     pending_mail,
     yuan,
 )
-from broker.demo_sim import SimClock, World, start_mail_folder
-from broker.management import Management
-from schemas.settings import Deadlines, Settings, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -415,7 +415,7 @@ async def run(settings: Settings, opts: DemoOptions, out: Out = print) -> Summar
     out(f"ILL Hub demo: {network_line}, over {opts.days:g} simulated days at "
         f"{opts.speed / 3600:g} simulated hours per second (seed {opts.seed})")
 
-    from schemas.database import create_pool, migrate
+    from infra.database import create_pool, migrate
 
     if opts.smtp:
         await _check_smtp(s.smtp_host, s.smtp_port)
@@ -440,8 +440,8 @@ async def run(settings: Settings, opts: DemoOptions, out: Out = print) -> Summar
         world = World(net, SimClock(opts.speed), rng=random.Random(opts.seed),
                       passwords=passwords, hub_symbol=s.hub_symbol, pool=pool,
                       mail_dir=data / "mail")
+        from app.hub import Hub
         from broker.dispatch import Dispatcher
-        from broker.hub import Hub
         from delivery.config import DeliverySettings
 
         knobs: dict[str, object] = {"passive_ports": "", "public_base_url": None,

@@ -16,7 +16,9 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from broker.operators_data import (
+from broker.policy import TIER_NAMES
+from schemas.money import Money
+from web.operators.data import (
     DAYS,
     REQUESTER_LIMIT,
     SUPPLIER_LIMIT,
@@ -25,9 +27,7 @@ from broker.operators_data import (
     Dashboard,
     TransactionView,
 )
-from broker.operators_svg import bar_chart, hbar_chart, meter
-from broker.policy import TIER_NAMES
-from schemas.money import Money
+from web.operators.svg import bar_chart, hbar_chart, meter
 
 VOID = frozenset({"br", "hr", "img", "input", "link", "meta"})
 

@@ -19,16 +19,16 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from broker import observability, topology
 from broker.dispatch import Dispatcher
 from broker.intake import Inbound, Intake
-from broker.outbox import Relay
 from delivery.ftp import FtpDrop, start_ftp
 from delivery.gateway import HttpServer, make_app, start_http
 from delivery.intake import release_drops
 from delivery.mail import MailSender
 from delivery.retention import schedule_retention
-from schemas.database import create_pool
+from infra import observability, topology
+from infra.database import create_pool
+from infra.outbox import Relay
 from schemas.settings import Settings
 from settlement.settle import scheduled_settlement
 
@@ -102,8 +102,8 @@ class Hub:
         app = make_app(self.settings, self.pool, delivery=d)
         observability.add_routes(app, self.pool, self._broker_up)
         # ISO 18626 over HTTP: XML peers POST here, and get what is theirs POSTed back.
-        from broker.iso18626_http import Iso18626Endpoint
         from broker.peers import PeerRelay
+        from web.iso18626 import Iso18626Endpoint
 
         Iso18626Endpoint(self.settings, self.pool, self.intake).add_routes(app)
         self.peers = PeerRelay(self.pool, self.settings)

@@ -34,8 +34,10 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from broker.client import AgencyClient, Received
-from broker.demo_network import (
+from broker.holdings import identifiers_of
+from illclient.client import AgencyClient, Received
+from settlement.fees import quotes
+from sim.network import (
     Agency,
     Book,
     Journal,
@@ -45,8 +47,6 @@ from broker.demo_network import (
     isbn10_of,
     person,
 )
-from broker.holdings import identifiers_of
-from settlement.fees import quotes
 
 log = logging.getLogger(__name__)
 

@@ -59,8 +59,10 @@ from aiohttp import web
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from broker import operators_data as data
-from broker.operators_html import (
+from delivery.config import DeliverySettings
+from schemas.settings import Settings, _secrets_dir
+from web.operators import data as data
+from web.operators.html import (
     Clock,
     agency_page,
     dashboard_page,
@@ -70,8 +72,6 @@ from broker.operators_html import (
     transaction_page,
     txn_href,
 )
-from delivery.config import DeliverySettings
-from schemas.settings import Settings, _secrets_dir
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class Operators:
         return self.sessions is not None and self.sessions.valid(request.cookies.get(COOKIE))
 
 
-OPS = web.AppKey("broker.operators", Operators)
+OPS = web.AppKey("web.operators.pages", Operators)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -23,8 +23,8 @@ import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from aio_pika.exceptions import DeliveryError, PublishError
 
-from broker.observability import MESSAGES_OUT
-from broker.topology import DEAD, EXCHANGES, OUTBOUND
+from infra.observability import MESSAGES_OUT
+from infra.topology import DEAD, EXCHANGES, OUTBOUND
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)

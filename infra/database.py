@@ -6,12 +6,14 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+# The SQL is part of the contracts (schemas/); this module only applies it.
+MIGRATIONS_DIR = Path(str(resources.files("schemas") / "migrations"))
 # One fixed advisory-lock key ("ILLHUBMG") so concurrent `migrate` runs queue up
 # behind each other instead of racing to create the same tables.
 MIGRATE_LOCK = 0x494C4C4855424D47

@@ -18,7 +18,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from broker.topology import INBOUND, agency_queue
+from infra.topology import INBOUND, agency_queue
 from schemas.settings import Settings
 
 _UNSET: Any = object()

@@ -32,9 +32,9 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel
 
-from broker import observability
-from broker.credentials import verify_password
 from broker.intake import CONFIRMATION_OF, Inbound, Intake
+from infra import observability
+from infra.credentials import verify_password
 from schemas.iso18626 import (
     Action,
     ErrorType,
