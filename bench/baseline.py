@@ -47,8 +47,8 @@ async def pipeline(net: BenchNetwork, messages: int, *, publish: bool = True,
     s = net.settings
     tag = secrets.token_hex(2)
     names = [s.name(f"baseline.{tag}.{q}") for q in ("in", "out1", "out2", "out3")]
-    args = {"x-queue-type": s.queue_type}
-    connection = await aio_pika.connect(s.amqp_url.get_secret_value())
+    args = {"x-queue-type": s.amqp.queue_type}
+    connection = await aio_pika.connect(s.amqp.url.get_secret_value())
     setup = await connection.channel(publisher_confirms=True)
     for name in names:
         await setup.declare_queue(name, durable=True, arguments=args)
@@ -56,7 +56,7 @@ async def pipeline(net: BenchNetwork, messages: int, *, publish: bool = True,
                                    "bibliographicInfo": {"title": "图书馆论坛" * 20}}},
                       ensure_ascii=False).encode()
     progress(f"baseline{'' if publish else ' (no publishes)'}: preloading "
-             f"{messages:,} messages into {s.queue_type} queue {names[0]} ...")
+             f"{messages:,} messages into {s.amqp.queue_type} queue {names[0]} ...")
     await _preload(setup, names[0], messages, body)
 
     consume = await connection.channel()

@@ -52,15 +52,18 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from pydantic import SecretStr
 
 from bench.chaos_checks import Fees, Verdict, settle_all, verify
 from bench.chaos_options import ChaosError, ChaosOptions, add_arguments, options_from
 from bench.chaos_parties import ITEMS, Hubs, Network, isbn13, issn
 from bench.hub_processes import DB_APPLICATION, HubFailed, HubProcesses, free_port
 from broker import agencies
+from broker.holdings import import_csv
+from broker.shards import declare_hub_topology
+from infra.database import create_pool, migrate
 from infra.rabbit_admin import Management
 from schemas.settings import Settings
+from settlement.fees import load_fees
 from sim.parties import start_mail_folder
 
 log = logging.getLogger(__name__)
@@ -123,8 +126,6 @@ async def _register(s: Settings, pool: asyncpg.Pool, opts: ChaosOptions
 
 async def _load_catalogue(pool: asyncpg.Pool, suppliers: list[str], fees: Fees,
                           data: Path) -> None:
-    from broker.holdings import import_csv
-    from settlement.fees import load_fees
 
     path = data / "holdings.csv"
     lines = ["symbol,id_type,id_value"]
@@ -140,9 +141,9 @@ async def _load_catalogue(pool: asyncpg.Pool, suppliers: list[str], fees: Fees,
 
 
 async def teardown(s: Settings, symbols: list[str]) -> None:
-    async with Management(s.amqp_management_url.get_secret_value()) as mgmt:
-        await mgmt.remove_scratch(s.vhost, s.name_prefix, symbols)
-    await drop_database(s.database_url.get_secret_value())
+    async with Management(s.amqp.management_url.get_secret_value()) as mgmt:
+        await mgmt.remove_scratch(s.vhost, s.amqp.name_prefix, symbols)
+    await drop_database(s.database_url)
 
 
 # ---- faults ------------------------------------------------------------------------------
@@ -191,7 +192,7 @@ async def sever_broker(s: Settings, hubs: HubProcesses) -> int:
     """Close the hubs' AMQP connections (named by this run's prefix) through the management API."""
     names = {hubs.connection_name(i) for i in range(hubs.count)}
     closed = 0
-    async with Management(s.amqp_management_url.get_secret_value()) as mgmt:
+    async with Management(s.amqp.management_url.get_secret_value()) as mgmt:
         # The management API lists a new connection only after its next statistics
         # interval (5 s by default): a hub restarted just now may not be there yet.
         for _ in range(30):
@@ -290,7 +291,7 @@ class Chaos:
 
     async def _outage(self, what: str) -> None:
         if what == "sever-db":
-            n = await sever_database(self.pool, self.s.database_url.get_secret_value()
+            n = await sever_database(self.pool, self.s.database_url
                                      .rsplit("/", 1)[1])
             self.faults.db_severed += n
             self.note(f"severed {n} PostgreSQL session(s) of the hubs")
@@ -305,7 +306,7 @@ class Chaos:
             self.note("RabbitMQ back")
         elif what == "restart-db":
             self.note("restarting PostgreSQL (pg_ctlcluster ... restart)")
-            await restart_postgres(self.s.database_url.get_secret_value())
+            await restart_postgres(self.s.database_url)
             self.faults.db_restarts += 1
             self.note("PostgreSQL back")
 
@@ -313,12 +314,11 @@ class Chaos:
 # ---- running ------------------------------------------------------------------------------
 
 def _settings(settings: Settings, opts: ChaosOptions, data: Path, smtp_port: int) -> Settings:
-    url = with_database(settings.database_url.get_secret_value(), opts.database)
-    return settings.model_copy(update={
-        "database_url": SecretStr(url), "name_prefix": opts.name_prefix,
-        "hub_symbol": opts.symbol("HUB"), "data_dir": str(data),
-        "smtp_host": "127.0.0.1", "smtp_port": smtp_port, "smtp_user": None,
-        "smtp_password": None})
+    url = with_database(settings.database_url, opts.database)
+    return settings.updated(
+        database__url=url, amqp__name_prefix=opts.name_prefix, hub_symbol=opts.symbol("HUB"),
+        data_dir=str(data), smtp__host="127.0.0.1", smtp__port=smtp_port, smtp__user=None,
+        smtp__password=None)
 
 
 async def _arrivals(net: Network, opts: ChaosOptions) -> None:
@@ -368,12 +368,11 @@ async def run(settings: Settings, opts: ChaosOptions, out: Out = print) -> Verdi
     data = Path(tempfile.mkdtemp(prefix=f"illhub-chaos-{opts.token}-"))
     smtp_port = free_port()
     s = _settings(settings, opts, data, smtp_port)
-    db = s.database_url.get_secret_value()
+    db = s.database_url
     out(f"ILL Hub chaos: {opts.requests} requests, {opts.hubs} hub processes, SIGKILL every "
         f"~{opts.kill_interval:g} s, SMTP outage {opts.smtp_outage:g} s, broker restart "
         f"{'yes' if opts.broker_restart else 'no'}, PostgreSQL restart "
         f"{'yes' if opts.db_restart else 'no'} (seed {opts.seed})")
-    from infra.database import create_pool, migrate
 
     await create_database(db)
     await migrate(db, report=lambda _m: None)
@@ -389,19 +388,18 @@ async def run(settings: Settings, opts: ChaosOptions, out: Out = print) -> Verdi
         symbols += [*requesters, *suppliers]
         fees = Fees(suppliers)
         await _load_catalogue(pool, suppliers, fees, data)
-        from infra.topology import declare_all
 
-        await declare_all(s, [*requesters, *suppliers])
+        await declare_hub_topology(s, pool, [*requesters, *suppliers])
         out(f"  database {opts.database}, prefix {opts.name_prefix!r} in vhost {s.vhost!r}, "
             f"{len(requesters)} libraries and {len(suppliers)} suppliers (own broker users), "
             f"files in {data}/")
 
         hubs = HubProcesses(s, opts.hubs, data / "logs", extra_env={
-            "ILLHUB_SWEEP_SECONDS": "1",
+            "ILLHUB_DEADLINES__SWEEP_SECONDS": "1",
             "ILLHUB_DEADLINES__EXPRESS": f"{opts.deadline / 3600:.8f}",
-            "ILLHUB_DELIVERY_MAIL_POLL_SECONDS": "0.5",
-            "ILLHUB_DELIVERY_MAIL_BACKOFF_SECONDS": "1",
-            "ILLHUB_DELIVERY_MAIL_MAX_BACKOFF_SECONDS": "4",
+            "ILLHUB_SMTP__POLL_SECONDS": "0.5",
+            "ILLHUB_SMTP__BACKOFF_SECONDS": "1",
+            "ILLHUB_SMTP__MAX_BACKOFF_SECONDS": "4",
         })
         net = Network(s, passwords, requesters, suppliers,
                       Hubs(hubs.ftp_ports, hubs.http_ports, hubs.alive), seed=opts.seed)

@@ -24,6 +24,7 @@ from bench.chaos_parties import PAGES, Network
 from schemas.settings import Settings
 from settlement import ledger
 from settlement.periods import Period
+from settlement.settle import settle
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,6 @@ async def verify(pool: asyncpg.Pool, settings: Settings, net: Network, fees: Fee
 async def settle_all(pool: asyncpg.Pool, settings: Settings, started: datetime.datetime,
                      now: datetime.datetime) -> dict[str, int]:
     """Settle every period the run touched; each agency's net, summed over them."""
-    from settlement.settle import settle
 
     tz = settings.timezone
     first, last = Period.containing(started, tz), Period.containing(now, tz)

@@ -42,6 +42,7 @@ import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
 
+from app.hub import Hub
 from bench.fuzz_cases import (
     CASE_ID_LENGTH,
     CATEGORIES,
@@ -52,8 +53,11 @@ from bench.fuzz_cases import (
     draw_cases,
 )
 from bench.fuzz_cases import issn as make_issn
+from broker.agencies import NewAgency, add
 from broker.intake import ERROR_VALUE_LIMIT, Inbound, Intake
 from illclient.client import AgencyClient
+from infra.database import migrate
+from infra.rabbit_admin import Management
 from infra.topology import HUB_DEAD, INBOUND, agency_queue
 from schemas.settings import Settings
 
@@ -128,7 +132,7 @@ class Fuzzer:
         logging.getLogger("app.hub").addHandler(watch)
         s = self.settings
         agency = await aio_pika.connect_robust(s.amqp_url_for(self.symbol, self.password))
-        admin = await aio_pika.connect_robust(s.amqp_url.get_secret_value())
+        admin = await aio_pika.connect_robust(s.amqp.url.get_secret_value())
         try:
             channel = await agency.channel(publisher_confirms=True)
             exchange = await channel.get_exchange(s.name(INBOUND), ensure=False)
@@ -463,17 +467,12 @@ async def fuzz(settings: Settings, pool: asyncpg.Pool, me: tuple[str, str], targ
 
 async def main(args: argparse.Namespace, base: Settings | None = None) -> int:
     """The full run on the servers of `base` (default: the settings from the environment)."""
-    from pydantic import SecretStr
 
-    from app.hub import Hub
-    from broker.agencies import NewAgency, add
-    from infra.database import migrate
-    from infra.rabbit_admin import Management
 
     # One warning per dead letter would bury the progress lines.
     logging.getLogger("broker.intake").setLevel(logging.ERROR)
     base = base or Settings()
-    server = base.database_url.get_secret_value().rsplit("/", 1)[0]
+    server = base.database_url.rsplit("/", 1)[0]
     admin_url = f"{server}/postgres"
     run = secrets.token_hex(3)
     db = f"illhub_fuzz_{run}"
@@ -483,9 +482,9 @@ async def main(args: argparse.Namespace, base: Settings | None = None) -> int:
     url = f"{server}/{db}"
     # Own database, prefix and agencies; classic queues, as in the tests (quiet on a
     # small machine; the intake is the same).
-    settings = base.model_copy(update={
-        "database_url": SecretStr(url), "name_prefix": f"fuzz{run}.",
-        "hub_symbol": f"F{run}:HUB", "queue_type": "classic", "outbox_poll_seconds": 0.05})
+    settings = base.updated(
+        database__url=url, amqp__name_prefix=f"fuzz{run}.", hub_symbol=f"F{run}:HUB",
+        amqp__queue_type="classic", outbox__poll_seconds=0.05)
     users: list[str] = []
     failed = True
     try:
@@ -514,7 +513,7 @@ async def main(args: argparse.Namespace, base: Settings | None = None) -> int:
               f"with {symbols['SUP']}")
         targets = Targets(me=symbols["FUZZER"], requester=symbols["LIB"],
                           supplier=symbols["SUP"], their_requests=tuple(theirs),
-                          hub=settings.hub_symbol, limit=settings.max_message_bytes)
+                          hub=settings.hub_symbol, limit=settings.intake.max_message_bytes)
         result = await fuzz(settings, pool, (symbols["FUZZER"], password), targets,
                             args.messages, args.seed, progress=lambda line: print(line,
                                                                                   flush=True))
@@ -534,8 +533,8 @@ async def main(args: argparse.Namespace, base: Settings | None = None) -> int:
         await hub.stop()
         await pool.close()
     finally:
-        async with Management(settings.amqp_management_url.get_secret_value()) as mgmt:
-            await mgmt.remove_scratch(settings.vhost, settings.name_prefix, users)
+        async with Management(settings.amqp.management_url.get_secret_value()) as mgmt:
+            await mgmt.remove_scratch(settings.vhost, settings.amqp.name_prefix, users)
         admin = await asyncpg.connect(admin_url)
         await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         await admin.close()

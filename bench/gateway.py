@@ -31,12 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 import asyncpg
 
-from delivery.config import DeliverySettings
-from delivery.gateway import start_http
 from delivery.grants import create_grant
 from delivery.store import new_store_name, store_root
 from infra.database import create_pool, migrate
 from schemas.settings import Settings
+from web.app import make_app, start_http
 
 
 def clients(url: str, n: int, seconds: float, out: Any) -> None:
@@ -98,8 +97,8 @@ async def main(args: argparse.Namespace) -> int:
 
 
 async def run(args: argparse.Namespace, dsn: str, data_dir: str) -> int:
-    settings = Settings(database_url=dsn, data_dir=data_dir, http_host="127.0.0.1",
-                        http_port=0)
+    settings = Settings(database={"url": dsn}, data_dir=data_dir,
+                        http={"host": "127.0.0.1", "port": 0})
     pool = await create_pool(dsn, min_size=4, max_size=args.pool)
     size = int(args.size_mb * 1024 * 1024)
     doc_id, store_name = new_store_name()
@@ -116,7 +115,7 @@ async def run(args: argparse.Namespace, dsn: str, data_dir: str) -> int:
         grant = await create_grant(conn, document_id=doc_id, transaction_id="bench",
                                    patron_email=None, patron_name=None, downloads=None,
                                    days=1, now=datetime.now(UTC))
-    server = await start_http(settings, pool, delivery=DeliverySettings())
+    server = await start_http(settings, make_app(settings, pool))
     url = grant.url(server.base_url)
     try:
         ctx = multiprocessing.get_context("spawn")

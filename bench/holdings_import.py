@@ -31,7 +31,6 @@ from broker.holdings import (
     _ean13_check,
     _isbn10_check,
     _issn_check,
-    format_report,
     import_csv,
 )
 from infra.database import migrate
@@ -119,7 +118,7 @@ async def measure(rows: int = 1_000_000, agencies: int = 200,
                     f"in {time.monotonic() - t0:.1f} s")
                 for key, label, replace in PHASES:
                     report = await _timed_import(conn, path, replace, label)
-                    for line in format_report(report, limit=3):
+                    for line in report.summary(limit=3):
                         say("  " + line)
                     if key == "merge":
                         out.update({"seconds": round(report.seconds, 2),

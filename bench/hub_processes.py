@@ -53,30 +53,18 @@ class HubProcesses:
         self.starts = 0
 
     def connection_name(self, i: int) -> str:
-        return f"{self.settings.name_prefix}hub-{i}"
+        return f"{self.settings.amqp.name_prefix}hub-{i}"
 
     def env(self, i: int) -> dict[str, str]:
-        s = self.settings
+        s = self.settings.updated(
+            database__url=_with_query(self.settings.database_url, "application_name",
+                                      DB_APPLICATION),
+            amqp__url=_with_query(self.settings.amqp.url.get_secret_value(), "name",
+                                  self.connection_name(i)),
+            http__port=self.http_ports[i], ftp__port=self.ftp_ports[i],
+            ftp__passive_ports="", smtp__security="none", outbox__poll_seconds=0.2)
         env = {k: v for k, v in os.environ.items() if not k.startswith("ILLHUB_")}
-        env.update({
-            "ILLHUB_DATABASE_URL": _with_query(s.database_url.get_secret_value(),
-                                               "application_name", DB_APPLICATION),
-            "ILLHUB_AMQP_URL": _with_query(s.amqp_url.get_secret_value(), "name",
-                                           self.connection_name(i)),
-            "ILLHUB_AMQP_MANAGEMENT_URL": s.amqp_management_url.get_secret_value(),
-            "ILLHUB_NAME_PREFIX": s.name_prefix,
-            "ILLHUB_QUEUE_TYPE": s.queue_type,
-            "ILLHUB_HUB_SYMBOL": s.hub_symbol,
-            "ILLHUB_TIMEZONE": s.timezone,
-            "ILLHUB_DATA_DIR": str(s.data_dir),
-            "ILLHUB_HTTP_PORT": str(self.http_ports[i]),
-            "ILLHUB_FTP_PORT": str(self.ftp_ports[i]),
-            "ILLHUB_SMTP_HOST": s.smtp_host,
-            "ILLHUB_SMTP_PORT": str(s.smtp_port),
-            "ILLHUB_OUTBOX_POLL_SECONDS": "0.2",
-            "ILLHUB_DELIVERY_PASSIVE_PORTS": "",
-            "ILLHUB_DELIVERY_SMTP_SECURITY": "none",
-        })
+        env.update(s.environment())
         env.update(self.extra_env)
         return env
 

@@ -194,7 +194,7 @@ class BenchNetwork:
         pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
         n_sup = max(15, agencies * 3 // 10)
         net = cls(settings, db, url, pool, secrets.token_urlsafe(12), [], [], [], workdir)
-        progress(f"network {run}: database {db}, prefix {settings.name_prefix!r}, "
+        progress(f"network {run}: database {db}, prefix {settings.amqp.name_prefix!r}, "
                  f"{queue_type} queues; registering {agencies} agencies ...")
         for i in range(agencies):
             province, city = PROVINCES[i % len(PROVINCES)]
@@ -228,15 +228,10 @@ class BenchNetwork:
         return net
 
     def hub_env(self, index: int) -> dict[str, str]:
-        s = self.settings
+        s = self.settings.updated(database__url=self.url, http__port=free_port(),
+                                  ftp__port=free_port(), deadlines__sweep_seconds=3600)
         env = {k: v for k, v in os.environ.items() if not k.startswith("ILLHUB_")}
-        env.update({
-            "ILLHUB_DATABASE_URL": self.url, "ILLHUB_NAME_PREFIX": s.name_prefix,
-            "ILLHUB_HUB_SYMBOL": s.hub_symbol, "ILLHUB_QUEUE_TYPE": s.queue_type,
-            "ILLHUB_DATA_DIR": s.data_dir, "ILLHUB_HTTP_PORT": str(free_port()),
-            "ILLHUB_FTP_PORT": str(free_port()),
-            "ILLHUB_SWEEP_SECONDS": "3600",
-        })
+        env.update(s.environment())
         return env
 
     async def start_hubs(self, n: int) -> list[HubProcess]:
@@ -254,7 +249,7 @@ class BenchNetwork:
     async def wait_consuming(self, timeout: float = 60.0) -> None:
         """Until a hub consumes hub.inbound (single active consumer: one of them)."""
         deadline = time.monotonic() + timeout
-        async with Management(self.settings.amqp_management_url.get_secret_value()) as m:
+        async with Management(self.settings.amqp.management_url.get_secret_value()) as m:
             while time.monotonic() < deadline:
                 for hub in self.hubs:
                     if hub.process.returncode is not None:
@@ -290,8 +285,8 @@ class BenchNetwork:
         await self.stop_hubs()
         await self.pool.close()
         s = self.settings
-        async with Management(s.amqp_management_url.get_secret_value()) as mgmt:
-            await mgmt.remove_scratch(s.vhost, s.name_prefix, self._users)
+        async with Management(s.amqp.management_url.get_secret_value()) as mgmt:
+            await mgmt.remove_scratch(s.vhost, s.amqp.name_prefix, self._users)
         admin = await asyncpg.connect(ADMIN)
         await admin.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
         await admin.close()

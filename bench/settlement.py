@@ -47,10 +47,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import asyncpg
 
+from app.cli.finance import render_text
 from infra.database import migrate
 from schemas.settings import Settings
 from settlement.periods import Period
-from settlement.settle import STATEMENT_STREAMS, render_pdfs, render_text, settle, statements_dir
+from settlement.settle import STATEMENT_STREAMS, render_pdfs, settle, statements_dir
 from settlement.statements import StatementMeta
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

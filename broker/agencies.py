@@ -97,7 +97,7 @@ async def add(settings: Settings, pool: asyncpg.Pool, agency: NewAgency) -> None
         )
         # The broker side is created inside the DB transaction, so a broker failure
         # leaves no agency row; a DB failure after it is undone below.
-        async with Management(settings.amqp_management_url.get_secret_value()) as mgmt:
+        async with Management(settings.amqp.management_url.get_secret_value()) as mgmt:
             if await mgmt.get_user(agency.symbol) is not None:
                 raise AgencyError(f"broker user {agency.symbol} already exists in RabbitMQ "
                                   "but not in the hub's database; remove it first")
@@ -105,7 +105,7 @@ async def add(settings: Settings, pool: asyncpg.Pool, agency: NewAgency) -> None
                 await mgmt.put_user(agency.symbol, agency.password)
                 await mgmt.set_permissions(settings.vhost, agency.symbol,
                                            **permissions(settings, agency.symbol))
-                connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+                connection = await aio_pika.connect(settings.amqp.url.get_secret_value())
                 async with connection:
                     await declare_agency_queue(await connection.channel(), settings,
                                                agency.symbol)
@@ -122,7 +122,7 @@ async def disable(settings: Settings, pool: asyncpg.Pool, symbol: str) -> None:
             "RETURNING true", symbol)
         if not found:
             raise AgencyError(f"no agency {symbol}")
-        async with Management(settings.amqp_management_url.get_secret_value()) as mgmt:
+        async with Management(settings.amqp.management_url.get_secret_value()) as mgmt:
             await mgmt.clear_permissions(settings.vhost, symbol)
             await mgmt.close_connections_of(symbol)
 
@@ -131,3 +131,15 @@ async def listing(pool: asyncpg.Pool) -> list[asyncpg.Record]:
     return await pool.fetch(
         """SELECT symbol, name, roles, province, city, email, finance_email, enabled, created_at
            FROM agency ORDER BY symbol""")
+
+
+async def enabled_symbols(pool: asyncpg.Pool) -> list[str]:
+    """The agencies that may send and receive now (each has a queue to declare)."""
+    return [r["symbol"] for r in await pool.fetch(
+        "SELECT symbol FROM agency WHERE enabled ORDER BY symbol")]
+
+
+async def name_of(conn: asyncpg.Connection, symbol: str) -> str | None:
+    """An agency's name, or None if no agency has this symbol."""
+    name = await conn.fetchval("SELECT name FROM agency WHERE symbol = $1", symbol)
+    return str(name) if name is not None else None

@@ -25,11 +25,11 @@ from broker import states, violations
 from broker.holdings import identifiers_of
 from broker.intake import Context, Outcome, Refusal
 from broker.policy import Policy, PolicyError, RequestFacts, Rota, SupplierFacts
-from delivery.config import DeliverySettings
 from delivery.grants import create_grant
 from delivery.intake import CopyProblem, accept_copy
 from delivery.mail import enqueue_patron_mail
 from infra import observability
+from infra.locks import Lock, try_transaction_lock
 from infra.outbox import Outgoing, enqueue
 from infra.topology import EVENTS, OUTBOUND
 from schemas.iso18626 import (
@@ -51,7 +51,6 @@ from settlement.ledger import ChargeRefused, billable_event, post_charge, record
 
 log = logging.getLogger(__name__)
 
-SWEEP_LOCK = 0x494C4C4853574550  # "ILLHSWEP"
 DEFAULT_KIND = {"Copy": ServiceKind.DOCUMENT_DELIVERY, "Loan": ServiceKind.BOOK_LOAN,
                 "CopyOrLoan": ServiceKind.DOCUMENT_DELIVERY}
 RETURNABLE = {"Copy": False, "Loan": True, "CopyOrLoan": None}
@@ -115,6 +114,22 @@ class PolicyStore:
         return self.policy, self.version
 
 
+@dataclass(frozen=True)
+class LoadedPolicy:
+    version: int
+    loaded_at: datetime
+    file_name: str | None
+    source: str
+
+
+async def active_policy(conn: asyncpg.Connection) -> LoadedPolicy | None:
+    """The policy version in force (the newest), with the text it was loaded from."""
+    row = await conn.fetchrow(
+        "SELECT version, loaded_at, file_name, source FROM policy_version "
+        "ORDER BY version DESC LIMIT 1")
+    return LoadedPolicy(**dict(row)) if row else None
+
+
 async def load_policy(conn: asyncpg.Connection, text: str, file_name: str | None) -> int:
     """Validate and store a new policy version; raises PolicyError with the rule and field."""
     policy = Policy.from_toml(text)
@@ -135,9 +150,9 @@ class Dispatcher:
         self.clock = clock
         self.policies = PolicyStore()
         self.zone = ZoneInfo(settings.timezone)
-        self.delivery = DeliverySettings()
-        self.base_url = (self.delivery.public_base_url
-                         or f"http://{settings.http_host}:{settings.http_port}")
+        # Where readers' links point; the hub process sets it once its HTTP server is
+        # up (with port 0 the address is known only then).
+        self.base_url = settings.public_base_url
 
     async def __call__(self, conn: asyncpg.Connection, ctx: Context) -> Outcome:
         if ctx.kind is MessageType.REQUEST:
@@ -458,8 +473,7 @@ class Dispatcher:
                           "is FTP (the path of the uploaded file in your FTP home)", txn.id)
         try:
             document = await accept_copy(conn, self.settings, supplier=txn.supplier,
-                                         item_id=item_id, transaction_id=txn.id,
-                                         delivery=self.delivery)
+                                         item_id=item_id, transaction_id=txn.id)
         except CopyProblem as problem:
             async def flag(c: asyncpg.Connection, why: str = str(problem)) -> None:
                 await violations.raise_flag(
@@ -471,10 +485,9 @@ class Dispatcher:
                           txn.id, after=flag) from problem
         request = json.loads(txn.request)["request"]
         email, name = _patron_contact(request)
-        d = self.delivery
         policy, _ = await self.policies.current(conn)
         downloads, days = policy.delivery_limits(txn.supplier, txn.service_kind) or (
-            d.grant_downloads(), d.days)
+            self.settings.delivery.grant_downloads(), self.settings.delivery.days)
         due = msg.status_info.due_date
         if ebook:
             downloads = None
@@ -596,7 +609,7 @@ class Dispatcher:
         handled = 0
         while True:
             async with pool.acquire() as conn, conn.transaction():
-                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SWEEP_LOCK):
+                if not await try_transaction_lock(conn, Lock.DEADLINE_SWEEP):
                     return handled
                 rows = await conn.fetch(
                     """SELECT * FROM ill_transaction WHERE deadline_at <= $1
@@ -608,7 +621,7 @@ class Dispatcher:
             handled += len(rows)
             if len(rows) < batch:
                 async with pool.acquire() as conn, conn.transaction():
-                    if await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SWEEP_LOCK):
+                    if await try_transaction_lock(conn, Lock.DEADLINE_SWEEP):
                         await violations.sweep_overdue_loans(conn, now)
                 return handled
 

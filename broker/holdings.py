@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import csv
 import re
-import sys
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter, mul
 from pathlib import Path
@@ -398,6 +397,23 @@ class ImportReport:
     seconds: float = 0.0
     rejections: list[Rejection] = field(default_factory=list)
 
+    def summary(self, *, limit: int) -> list[str]:
+        """The counts and the first `limit` rejected lines, as printable lines."""
+        mode = "replace" if self.replace else "merge"
+        rate = self.read / self.seconds if self.seconds > 0 else 0.0
+        lines = [
+            f"{self.path} ({mode}): {self.read} lines read, {self.accepted} accepted, "
+            f"{self.rejected} rejected in {self.seconds:.1f} s ({rate:,.0f} lines/s)",
+            f"holdings: {self.inserted} inserted, {self.unchanged} already held, "
+            f"{self.duplicates} duplicate lines, {self.removed} removed; "
+            f"{self.symbols} agencies",
+        ]
+        shown = self.rejections[:limit]
+        lines += [f"line {r.line}: {r.reason}" for r in shown]
+        if self.rejected > len(shown):
+            lines.append(f"... and {self.rejected - len(shown)} more")
+        return lines
+
 
 class _Parser:
     """Streams a holdings CSV into normalised staging rows, recording rejections."""
@@ -614,58 +630,3 @@ async def import_csv(conn: asyncpg.Connection, path: str | Path, *, replace: boo
         fh.close()
     report.seconds = time.monotonic() - started
     return report
-
-
-# --- command line --------------------------------------------------------------------
-
-CLI_MAX_REJECTIONS = 20
-
-
-def format_report(report: ImportReport, *, limit: int = CLI_MAX_REJECTIONS) -> list[str]:
-    """The summary and the first `limit` rejected lines, as printable lines."""
-    mode = "replace" if report.replace else "merge"
-    rate = report.read / report.seconds if report.seconds > 0 else 0.0
-    lines = [
-        f"{report.path} ({mode}): {report.read} lines read, {report.accepted} accepted, "
-        f"{report.rejected} rejected in {report.seconds:.1f} s ({rate:,.0f} lines/s)",
-        f"holdings: {report.inserted} inserted, {report.unchanged} already held, "
-        f"{report.duplicates} duplicate lines, {report.removed} removed; "
-        f"{report.symbols} agencies",
-    ]
-    shown = report.rejections[:limit]
-    lines += [f"line {r.line}: {r.reason}" for r in shown]
-    if report.rejected > len(shown):
-        lines.append(f"... and {report.rejected - len(shown)} more")
-    return lines
-
-
-def exit_code(report: ImportReport) -> int:
-    return 1 if report.rejected else 0
-
-
-async def holdings_import_cli(database_url: str, path: str, replace: bool) -> int:
-    """`run.py holdings import`: 0 all imported, 1 some lines rejected (the rest
-    imported), 2 file unreadable or bad header (nothing imported)."""
-    started = time.monotonic()
-
-    def progress(lines: int) -> None:
-        elapsed = time.monotonic() - started
-        print(f"{lines:,} lines ({lines / elapsed:,.0f} lines/s)", file=sys.stderr, flush=True)
-
-    conn = await asyncpg.connect(database_url)
-    try:
-        report = await import_csv(conn, path, replace=replace, progress=progress,
-                                  progress_every=100_000,
-                                  max_rejections=CLI_MAX_REJECTIONS)
-    except HoldingsFileError as exc:
-        print(f"error: {exc}; nothing imported", file=sys.stderr)
-        return 2
-    finally:
-        await conn.close()
-    _print_lines(format_report(report))
-    return exit_code(report)
-
-
-def _print_lines(lines: Iterable[str]) -> None:
-    for line in lines:
-        print(line)

@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 import asyncpg
@@ -53,6 +54,15 @@ SENDER_FIELD = {
 }
 HEADER_WIRE = {"requesting_agency_id": "requestingAgencyId",
                "supplying_agency_id": "supplyingAgencyId"}
+
+
+class IntakeOutcome(StrEnum):
+    """What became of one delivery; stored in `inbox.outcome` (all but DUPLICATE)."""
+
+    OK = "ok"  # valid, handled, confirmed OK (or a confirmation recorded as a receipt)
+    ERROR = "error"  # answered with an ISO 18626 ERROR confirmation
+    DEAD = "dead"  # dead-lettered (and answered, when there was a sender to answer)
+    DUPLICATE = "duplicate"  # seen before (same sender and message_id): ignored
 
 
 @dataclass
@@ -168,12 +178,13 @@ Gate = tuple[bool, bool]  # (the sender is an enabled agency, the message_id is 
 
 class Intake:
     def __init__(self, settings: Settings, handler: Handler = accept_only,
-                 on_commit: Callable[[Inbound, str], Awaitable[None]] | None = None) -> None:
+                 on_commit: Callable[[Inbound, IntakeOutcome], Awaitable[None]] | None = None
+                 ) -> None:
         self.settings = settings
         self.handler = handler
         self.on_commit = on_commit
 
-    async def process(self, pool: asyncpg.Pool, inbound: Inbound) -> str:
+    async def process(self, pool: asyncpg.Pool, inbound: Inbound) -> IntakeOutcome:
         """Process one delivery in its own DB transaction; returns the outcome recorded.
 
         The caller acks only after this returns (the transaction has committed).
@@ -185,7 +196,7 @@ class Intake:
         return outcome
 
     async def process_batch(self, conn: asyncpg.Connection,
-                            inbounds: list[Inbound]) -> list[str]:
+                            inbounds: list[Inbound]) -> list[IntakeOutcome]:
         """Process deliveries in order inside the caller's transaction (group commit).
 
         The inbox gate of the whole batch is one statement, and so are all its answers
@@ -204,7 +215,7 @@ class Intake:
                      inbounds: list[Inbound]) -> list[Gate | None]:
         """The inbox gate for every delivery that can take it (sender, id, size all
         present and fine); None for the rest, which process_in checks one by one."""
-        limit = self.settings.max_message_bytes
+        limit = self.settings.intake.max_message_bytes
         pending = [(i, m) for i, m in enumerate(inbounds)
                    if m.sender and m.message_id and len(m.body) <= limit]
         gates: list[Gate | None] = [None] * len(inbounds)
@@ -223,7 +234,7 @@ class Intake:
         return gates
 
     async def process_in(self, conn: asyncpg.Connection, inbound: Inbound, *,
-                         batch: Batch | None = None, gate: Gate | None = None) -> str:
+                         batch: Batch | None = None, gate: Gate | None = None) -> IntakeOutcome:
         """Process one delivery inside the caller's transaction.
 
         With `batch`, answers are left in it for the caller to flush; `gate` is this
@@ -234,11 +245,11 @@ class Intake:
             outcome = await self.process_in(conn, inbound, batch=batch, gate=gate)
             await batch.flush(conn)
             return outcome
-        limit = self.settings.max_message_bytes
+        limit = self.settings.intake.max_message_bytes
         sender = inbound.sender
         if sender is None:
             await self._dead(conn, batch, inbound, "no user_id property: the sender is unknown")
-            return "dead"
+            return IntakeOutcome.DEAD
         guess = _guess_kind(inbound)
         if inbound.message_id and len(inbound.body) <= limit:
             # The usual case in one round trip (or none, gated with its batch): a known
@@ -247,13 +258,14 @@ class Intake:
                                                        inbound.message_type)
             if not known:
                 await self._dead(conn, batch, inbound, _unknown(sender))
-                return "dead"
+                return IntakeOutcome.DEAD
             if not fresh:
-                return "duplicate"  # the first delivery's effects have committed already
+                # The first delivery's effects have committed already.
+                return IntakeOutcome.DUPLICATE
         else:
             if not await _is_agency(conn, sender):
                 await self._dead(conn, batch, inbound, _unknown(sender))
-                return "dead"
+                return IntakeOutcome.DEAD
             if len(inbound.body) > limit:
                 return await self._refuse(conn, batch, inbound, guess, None,
                                           ErrorType.BADLY_FORMED_MESSAGE,
@@ -310,8 +322,8 @@ class Intake:
                                       f"match the body's message type {str(kind)!r}", body=raw)
         if kind not in INBOUND_KINDS:
             # Confirmations from agencies are receipts: recorded, never answered.
-            await _set_outcome(conn, inbound, "ok", body=raw)
-            return "ok"
+            await _set_outcome(conn, inbound, IntakeOutcome.OK, body=raw)
+            return IntakeOutcome.OK
         named = getattr(header, SENDER_FIELD[kind]).symbol
         if named != sender:
             path = f"{kind}.header.{HEADER_WIRE[SENDER_FIELD[kind]]}"
@@ -340,26 +352,27 @@ class Intake:
         batch.outgoing += [*self._answer(inbound, answer, result.transaction_id),
                            *result.outgoing]
         batch.answered.append((sender, inbound.message_id, json.dumps(raw, ensure_ascii=False)))
-        return "ok"
+        return IntakeOutcome.OK
 
     async def _refuse(self, conn: asyncpg.Connection, batch: Batch, inbound: Inbound,
                       kind: MessageType,
                       header: Any, error_type: ErrorType, error_value: str, *,
                       body: Any = None, dead: bool = False, record: bool = True,
-                      transaction_id: str | None = None) -> str:
+                      transaction_id: str | None = None) -> IntakeOutcome:
         assert inbound.sender is not None
         if len(error_value) > ERROR_VALUE_LIMIT:
             error_value = error_value[:ERROR_VALUE_LIMIT - 1] + "…"
         log.info("refused %s from %s: %s: %s", kind, inbound.sender, error_type, error_value)
         answer = confirmation(kind, header, ok=False, error_type=error_type,
                               error_value=error_value)
+        outcome = IntakeOutcome.DEAD if dead else IntakeOutcome.ERROR
         batch.outgoing += self._answer(inbound, answer, transaction_id)
         if dead:
             await self._dead(conn, batch, inbound, f"{error_type}: {error_value}")
         if record:
-            await _set_outcome(conn, inbound, "dead" if dead else "error", body=body,
+            await _set_outcome(conn, inbound, outcome, body=body,
                                error=(str(error_type), error_value))
-        return "dead" if dead else "error"
+        return outcome
 
     def _answer(self, inbound: Inbound, answer: tuple[MessageType, BaseModel],
                 transaction_id: str | None) -> list[Outgoing]:
@@ -470,7 +483,7 @@ async def _is_agency(conn: asyncpg.Connection, symbol: str) -> bool:
         "SELECT true FROM agency WHERE symbol = $1 AND enabled", symbol))
 
 
-async def _set_outcome(conn: asyncpg.Connection, inbound: Inbound, outcome: str, *,
+async def _set_outcome(conn: asyncpg.Connection, inbound: Inbound, outcome: IntakeOutcome, *,
                        body: Any = None, error: tuple[str, str] | None = None) -> None:
     await conn.execute(
         """UPDATE inbox SET outcome = $3, body = $4::jsonb, error_type = $5, error_value = $6

@@ -26,8 +26,9 @@ import aiohttp
 import asyncpg
 
 from broker.violations import raise_flag
+from infra.locks import Lock, try_transaction_lock
 from infra.observability import MESSAGES_OUT
-from infra.outbox import MAX_BACKOFF_SECONDS
+from infra.relay import MAX_BACKOFF_SECONDS
 from schemas.iso18626 import CONFIRMATION_OF, MessageType
 from schemas.iso18626_xml import XmlMessageError, read_xml, to_xml
 from schemas.settings import Settings
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 PEER_NOTIFY_CHANNEL = "illhub_peers"
 
 TRANSPORT = "iso18626-http"
-PEER_LOCK = 0x494C4C4850454552  # "ILLHPEER": one peer relay at a time across hubs
 
 _PENDING = """
 SELECT o.id, o.routing_key, o.message_id, o.message_type, o.headers, o.body, o.attempts,
@@ -97,7 +97,7 @@ class PeerRelay:
                 await asyncio.sleep(1.0)
 
     async def _listen_and_send(self) -> None:
-        listener = await asyncpg.connect(self.settings.database_url.get_secret_value())
+        listener = await asyncpg.connect(self.settings.database_url)
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         try:
             await listener.add_listener(PEER_NOTIFY_CHANNEL, lambda *_: self._wake.set())
@@ -110,7 +110,7 @@ class PeerRelay:
                         # New rows wake it at once; polling is for retries after
                         # backoff, whose granularity is a second anyway.
                         await asyncio.wait_for(self._wake.wait(),
-                                               max(1.0, self.settings.outbox_poll_seconds))
+                                               max(1.0, self.settings.outbox.poll_seconds))
                     except TimeoutError:
                         pass
         finally:
@@ -130,7 +130,7 @@ class PeerRelay:
             timeout=aiohttp.ClientTimeout(total=self.timeout))
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", PEER_LOCK):
+                if not await try_transaction_lock(conn, Lock.PEER_RELAY):
                     return 0
                 # An agency that went back to AMQP gets what is still pending on its queue.
                 await conn.execute(

@@ -53,8 +53,8 @@ from typing import Any
 
 from schemas.iso18626 import ServiceKind, ServiceType
 from schemas.money import Money
+from schemas.rulefile import parse_date
 from schemas.symbols import split_symbol
-from settlement.common import parse_date
 
 SERVICE_KINDS: tuple[str, ...] = tuple(k.value for k in ServiceKind)
 SERVICE_TYPES: tuple[str, ...] = tuple(t.value for t in ServiceType)

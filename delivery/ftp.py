@@ -30,7 +30,6 @@ from aioftp.server import (
     worker,
 )
 
-from delivery.config import DeliverySettings
 from delivery.paths import ftp_root, home_of, is_inside
 from infra.credentials import hash_password, verify_password
 from schemas.settings import Settings
@@ -166,11 +165,10 @@ class UploadTracker:
 class SupplierLogins(aioftp.AbstractUserManager):
     """Agency symbol and password, checked against `agency` (enabled suppliers only)."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, delivery: DeliverySettings) -> None:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
         super().__init__()
         self.settings = settings
         self.pool = pool
-        self.delivery = delivery
         self.sessions: Counter[str] = Counter()
         self._counted: set[int] = set()
         self._dummy_hash: str | None = None
@@ -200,13 +198,13 @@ class SupplierLogins(aioftp.AbstractUserManager):
             stored = row["password_hash"]
         ok = await asyncio.to_thread(verify_password, password, stored)
         ok = ok and row is not None and row["enabled"] and row["supplier"]
-        if ok and self.sessions[login] >= self.delivery.max_connections_per_supplier:
+        if ok and self.sessions[login] >= self.settings.ftp.max_connections_per_supplier:
             log.warning("FTP login for %s refused: %d sessions already open",
                         login, self.sessions[login])
             ok = False
         if not ok:
             log.info("FTP login refused for %r", login[:64])
-            await asyncio.sleep(self.delivery.login_failure_delay)
+            await asyncio.sleep(self.settings.ftp.login_failure_delay)
             return False
         await asyncio.to_thread(user.base_path.mkdir, mode=0o750, parents=True, exist_ok=True)
         self.sessions[login] += 1
@@ -401,22 +399,21 @@ class FtpDrop:
 
 
 async def start_ftp(settings: Settings, pool: asyncpg.Pool,
-                    delivery: DeliverySettings | None = None) -> FtpDrop:
-    delivery = delivery or DeliverySettings()
+) -> FtpDrop:
     ftp_root(settings).mkdir(parents=True, exist_ok=True)
     server = DropServer(
-        SupplierLogins(settings, pool, delivery),
+        SupplierLogins(settings, pool),
         UploadTracker(pool),
-        delivery.max_upload_bytes,
-        data_ports=delivery.data_ports(),
-        ipv4_pasv_forced_response_address=delivery.announce_address,
-        idle_timeout=delivery.ftp_idle_timeout,
-        maximum_connections=delivery.ftp_max_connections,
-        socket_timeout=delivery.ftp_idle_timeout,
+        settings.ftp.max_upload_bytes,
+        data_ports=settings.ftp.data_ports(),
+        ipv4_pasv_forced_response_address=settings.ftp.announce_address,
+        idle_timeout=settings.ftp.idle_timeout,
+        maximum_connections=settings.ftp.max_connections,
+        socket_timeout=settings.ftp.idle_timeout,
         welcome_message="ILL Hub FTP drop: log in with your agency symbol and password",
     )
-    await server.start(settings.ftp_host, settings.ftp_port)
+    await server.start(settings.ftp.host, settings.ftp.port)
     host, port = server.address
     log.info("FTP drop listening on %s:%s (passive ports %s, announced %s)", host, port,
-             delivery.passive_ports or "any", delivery.announce_address or "as bound")
-    return FtpDrop(server=server, host=host or settings.ftp_host, port=port)
+             settings.ftp.passive_ports or "any", settings.ftp.announce_address or "as bound")
+    return FtpDrop(server=server, host=host or settings.ftp.host, port=port)

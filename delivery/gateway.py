@@ -33,11 +33,9 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from delivery.config import DeliverySettings
 from delivery.grants import PREFIX_CHARS, TOKEN_PATTERN, hash_token
 from delivery.paths import store_root
 from schemas.settings import Settings
-from web.operators.pages import add_operator_routes
 
 log = logging.getLogger(__name__)
 
@@ -191,14 +189,13 @@ class BadTokenGuard:
 class Gateway:
     settings: Settings
     pool: asyncpg.Pool
-    delivery: DeliverySettings
     clock: Callable[[], datetime]
     guard: BadTokenGuard
     store: Path
 
     def address(self, request: web.Request) -> str:
         remote = request.remote or "unknown"
-        if remote in self.delivery.trusted_proxies:
+        if remote in self.settings.http.trusted_proxies:
             forwarded = request.headers.get("X-Forwarded-For", "")
             hops = [h.strip() for h in forwarded.split(",") if h.strip()]
             if hops:
@@ -315,55 +312,13 @@ async def _send(request: web.Request, handle: Any, size: int,
     return sent
 
 
-async def healthz(request: web.Request) -> web.Response:
-    gw = request.app[STATE]
-    try:
-        await asyncio.wait_for(gw.pool.fetchval("SELECT 1"), 5)
-    except (OSError, asyncpg.PostgresError, TimeoutError):
-        return web.json_response({"status": "degraded", "database": "unreachable"}, status=503)
-    return web.json_response({"status": "ok"})
-
-
-def make_app(settings: Settings, pool: asyncpg.Pool, *, delivery: DeliverySettings | None = None,
-             clock: Callable[[], datetime] | None = None) -> web.Application:
-    delivery = delivery or DeliverySettings()
-    app = web.Application()
+def add_download_routes(app: web.Application, settings: Settings, pool: asyncpg.Pool, *,
+                        clock: Callable[[], datetime] | None = None) -> None:
+    """Serve `GET /d/{token}` (and HEAD, which does not count) on the hub's HTTP app."""
     app[STATE] = Gateway(
-        settings=settings, pool=pool, delivery=delivery,
-        clock=clock or (lambda: datetime.now(UTC)),
-        guard=BadTokenGuard(delivery.bad_token_limit, delivery.bad_token_window_seconds),
+        settings=settings, pool=pool, clock=clock or (lambda: datetime.now(UTC)),
+        guard=BadTokenGuard(settings.http.bad_token_limit,
+                            settings.http.bad_token_window_seconds),
         store=store_root(settings),
     )
-    app.router.add_get("/d/{token}", download)  # also answers HEAD, without counting
-    app.router.add_get("/healthz", healthz)
-    add_operator_routes(app, settings, pool)  # the operators' pages at /ops/
-    return app
-
-
-@dataclass
-class HttpServer:
-    runner: web.AppRunner
-    host: str
-    port: int
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    async def stop(self) -> None:
-        await self.runner.cleanup()
-
-
-async def start_http(settings: Settings, pool: asyncpg.Pool, *,
-                     delivery: DeliverySettings | None = None,
-                     clock: Callable[[], datetime] | None = None,
-                     app: web.Application | None = None) -> HttpServer:
-    """Serve the gateway (or `app`, if the lead mounts it into a larger one) on http_host:port."""
-    app = app or make_app(settings, pool, delivery=delivery, clock=clock)
-    runner = web.AppRunner(app, access_log_class=MaskingAccessLogger, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.http_host, settings.http_port, backlog=1024)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    log.info("download gateway listening on http://%s:%s", host, port)
-    return HttpServer(runner=runner, host=host, port=port)
+    app.router.add_get("/d/{token}", download)

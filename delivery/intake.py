@@ -22,11 +22,10 @@ from pathlib import Path, PurePosixPath
 
 import asyncpg
 
-from delivery.config import DeliverySettings
 from delivery.filetypes import HEAD_BYTES, FileType, describe_mismatch, sniff
 from delivery.paths import BadItemPath, home_of, is_inside, item_path
 from delivery.store import DOCUMENT_COLUMNS, Document, copy_into_store, new_store_name, store_root
-from schemas.settings import Settings
+from schemas.settings import Ftp, Settings
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +75,14 @@ def _open_upload(home: Path, path: Path, shown: str) -> _Upload:
 
 
 async def _check_finished(conn: asyncpg.Connection, supplier: str, relative: str,
-                          st: os.stat_result, shown: str, delivery: DeliverySettings) -> None:
+                          st: os.stat_result, shown: str, ftp: Ftp) -> None:
     row = await conn.fetchrow(
         "SELECT state, size FROM ftp_upload WHERE supplier = $1 AND path = $2", supplier, relative)
     if row is None:
         # Not uploaded through our FTP server (an operator copied it in): trust it
         # only once it has stopped changing.
         age = time.time() - st.st_mtime
-        if age < delivery.upload_quiet_seconds:
+        if age < ftp.upload_quiet_seconds:
             raise CopyProblem(ITEM_FIELD, f"upload of '{shown}' still in progress (changed "
                                           f"{age:.0f} s ago); send CopyCompleted when it is done")
         return
@@ -100,14 +99,12 @@ async def _check_finished(conn: asyncpg.Connection, supplier: str, relative: str
 
 async def accept_copy(conn: asyncpg.Connection, settings: Settings, *, supplier: str,
                       item_id: str, transaction_id: str,
-                      delivery: DeliverySettings | None = None,
                       filename: str | None = None) -> Document:
     """Check and store the file `item_id` in `supplier`'s FTP home; raises CopyProblem.
 
     Idempotent per (supplier, file, transaction) until the upload is released, so
     a retried CopyCompleted gets the same Document back.
     """
-    delivery = delivery or DeliverySettings()
     try:
         relative_path = item_path(item_id)
     except BadItemPath as exc:
@@ -131,18 +128,18 @@ async def accept_copy(conn: asyncpg.Connection, settings: Settings, *, supplier:
         st = upload.stat
         if st.st_size == 0:
             raise CopyProblem(ITEM_FIELD, f"file '{relative}' is empty")
-        if st.st_size > delivery.max_upload_bytes:
+        if st.st_size > settings.ftp.max_upload_bytes:
             raise CopyProblem(ITEM_FIELD, f"file '{relative}' is {st.st_size / 2**20:.1f} MB, "
-                                          f"over the {delivery.max_upload_mb} MB limit")
-        await _check_finished(conn, supplier, relative, st, relative, delivery)
+                                          f"over the {settings.ftp.max_upload_mb} MB limit")
+        await _check_finished(conn, supplier, relative, st, relative, settings.ftp)
 
         found: list[FileType] = []
 
         def check_head(head: bytes) -> None:
-            kind = sniff(head[:HEAD_BYTES], delivery.allowed_types)
+            kind = sniff(head[:HEAD_BYTES], settings.ftp.allowed_types)
             if kind is None:
                 raise CopyProblem(ITEM_FIELD, f"file '{relative}' "
-                                  f"{describe_mismatch(head, delivery.allowed_types)}")
+                                  f"{describe_mismatch(head, settings.ftp.allowed_types)}")
             found.append(kind)
 
         doc_id, store_name = new_store_name()

@@ -29,15 +29,14 @@ import asyncpg
 from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from delivery.config import DeliverySettings
 from delivery.intake import release_drops
 from delivery.paths import ftp_root, store_root, symbol_of_home
 from delivery.store import INCOMING_PREFIX
+from infra.locks import Lock, try_transaction_lock
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 
-RETENTION_LOCK = 0x494C4C4844454C52  # "ILLHDELR"
 ORPHAN_AGE = timedelta(hours=1)
 
 
@@ -70,22 +69,21 @@ FOR UPDATE OF d SKIP LOCKED
 
 
 async def sweep(db: asyncpg.Connection | asyncpg.Pool, settings: Settings,
-                now: datetime | None = None, *, delivery: DeliverySettings | None = None,
+                now: datetime | None = None, *,
                 batch: int = 1000) -> SweepReport:
     if isinstance(db, asyncpg.Pool):
         async with db.acquire() as conn:
-            return await sweep(conn, settings, now, delivery=delivery, batch=batch)
+            return await sweep(conn, settings, now, batch=batch)
     conn = db
     now = now or datetime.now(UTC)
-    delivery = delivery or DeliverySettings()
-    grace = timedelta(days=delivery.grace_days)
+    grace = timedelta(days=settings.delivery.grace_days)
     report = SweepReport()
     report.released = await release_drops(conn, settings)
     unlink: list[Path] = []
     store = store_root(settings)
 
     async with conn.transaction():
-        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RETENTION_LOCK):
+        if not await try_transaction_lock(conn, Lock.RETENTION):
             report.skipped = True
             return report
 
@@ -105,23 +103,23 @@ async def sweep(db: asyncpg.Connection | asyncpg.Pool, settings: Settings,
                 """INSERT INTO retention_log (at, kind, ref, path, bytes, reason)
                    VALUES ($1, 'document', $2, $3, $4, $5)""",
                 [(now, str(r["id"]), r["store_name"], r["size"],
-                  f"all grants ended more than {delivery.grace_days} days ago "
+                  f"all grants ended more than {settings.delivery.grace_days} days ago "
                   f"(transaction {r['transaction_id']})") for r in docs])
             unlink.extend(store / r["store_name"] for r in docs)
             report.documents = len(docs)
             report.bytes_freed += sum(r["size"] for r in docs)
 
-        await _sweep_uploads(conn, settings, delivery, now, report)
+        await _sweep_uploads(conn, settings, now, report)
         await _sweep_orphans(conn, store, now, report, exclude={r["store_name"] for r in docs})
 
         mails = await conn.fetchval(
             """WITH gone AS (DELETE FROM mail_outbox
                              WHERE coalesce(sent_at, failed_at) < $1 RETURNING 1)
-               SELECT count(*) FROM gone""", now - timedelta(days=delivery.mail_keep_days))
+               SELECT count(*) FROM gone""", now - timedelta(days=settings.smtp.keep_days))
         if mails:
             await conn.execute(
                 "INSERT INTO retention_log (at, kind, reason) VALUES ($1, 'mail', $2)",
-                now, f"{mails} sent or refused mail(s) older than {delivery.mail_keep_days} days")
+                now, f"{mails} sent or refused mail(s) older than {settings.smtp.keep_days} days")
         report.mails = int(mails)
 
     # Only now that the rows say so are the stored files removed.
@@ -136,8 +134,8 @@ async def sweep(db: asyncpg.Connection | asyncpg.Pool, settings: Settings,
 
 
 async def _sweep_uploads(conn: asyncpg.Connection, settings: Settings,
-                         delivery: DeliverySettings, now: datetime, report: SweepReport) -> None:
-    cutoff = (now - timedelta(hours=delivery.abandoned_upload_hours)).timestamp()
+                         now: datetime, report: SweepReport) -> None:
+    cutoff = (now - timedelta(hours=settings.ftp.abandoned_upload_hours)).timestamp()
     pending = {(r["supplier"], r["drop_path"]) for r in await conn.fetch(
         """SELECT supplier, drop_path FROM document
            WHERE drop_released_at IS NULL AND drop_path IS NOT NULL""")}
@@ -154,7 +152,7 @@ async def _sweep_uploads(conn: asyncpg.Connection, settings: Settings,
             """INSERT INTO retention_log (at, kind, ref, path, bytes, reason)
                VALUES ($1, 'upload', $2, $3, $4, $5)""",
             now, supplier, relative, size,
-            f"left in the FTP drop for more than {delivery.abandoned_upload_hours:g} hours")
+            f"left in the FTP drop for more than {settings.ftp.abandoned_upload_hours:g} hours")
         report.uploads += 1
         report.bytes_freed += size
         report.deleted_paths.append(str(home / relative))
@@ -228,16 +226,15 @@ def _unlink(path: Path) -> bool:
 
 
 def schedule_retention(scheduler: AsyncIOScheduler, settings: Settings, pool: asyncpg.Pool,
-                       delivery: DeliverySettings | None = None) -> Job:
+) -> Job:
     """Add the sweep to an APScheduler 3 AsyncIOScheduler (every `retention_minutes`).
 
     Each hub process may schedule it: the advisory lock makes one of them work per tick.
     """
-    delivery = delivery or DeliverySettings()
 
     async def tick() -> None:
-        await sweep(pool, settings, delivery=delivery)
+        await sweep(pool, settings)
 
-    return scheduler.add_job(tick, "interval", minutes=delivery.retention_minutes,
+    return scheduler.add_job(tick, "interval", minutes=settings.delivery.retention_minutes,
                              id="delivery.retention", replace_existing=True,
                              max_instances=1, coalesce=True)

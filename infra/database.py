@@ -12,11 +12,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from infra.locks import Lock, session_lock, unlock
+
 # The SQL is part of the contracts (schemas/); this module only applies it.
 MIGRATIONS_DIR = Path(str(resources.files("schemas") / "migrations"))
-# One fixed advisory-lock key ("ILLHUBMG") so concurrent `migrate` runs queue up
-# behind each other instead of racing to create the same tables.
-MIGRATE_LOCK = 0x494C4C4855424D47
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
@@ -100,7 +99,7 @@ async def migrate(dsn: str, *, report: Callable[[str], None] = print) -> list[in
     conn = await asyncpg.connect(dsn)
     applied_now: list[int] = []
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK)
+        await session_lock(conn, Lock.MIGRATE)
         try:
             await conn.execute(
                 """CREATE TABLE IF NOT EXISTS schema_migration (
@@ -128,7 +127,7 @@ async def migrate(dsn: str, *, report: Callable[[str], None] = print) -> list[in
                     )
                 applied_now.append(mig.version)
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK)
+            await unlock(conn, Lock.MIGRATE)
     finally:
         await conn.close()
     return applied_now

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
+
+
+@dataclass(frozen=True)
+class Consumer:
+    queue: str
+    tag: str
+    # The queue's single active consumer (the others wait their turn).
+    active: bool
 
 
 class ManagementError(RuntimeError):
@@ -127,6 +136,13 @@ class Management:
     async def delete_exchange(self, vhost: str, name: str) -> None:
         await self._call("DELETE", f"/exchanges/{self._q(vhost)}/{self._q(name)}",
                          ok=(204, 404))
+
+    async def consumers(self, vhost: str) -> list[Consumer]:
+        """Every consumer in the vhost, with whether it is a queue's single active one."""
+        rows = await self._call("GET", f"/consumers/{self._q(vhost)}") or []
+        return [Consumer(queue=r["queue"]["name"], tag=r["consumer_tag"],
+                         active=r.get("activity_status") == "single_active")
+                for r in rows if isinstance(r.get("queue"), dict)]
 
     async def users(self) -> list[dict[str, Any]]:
         return await self._call("GET", "/users") or []

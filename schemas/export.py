@@ -77,7 +77,7 @@ def _version() -> str:
 
 
 def _server(settings: Settings) -> dict[str, Any]:
-    url = settings.amqp_url.get_secret_value()
+    url = settings.amqp.url.get_secret_value()
     parts = urlsplit(url)
     scheme = parts.scheme or "amqp"
     port = parts.port or (5671 if scheme == "amqps" else 5672)

@@ -1,22 +1,231 @@
-"""The hub's configuration: environment (ILLHUB_*), a `.env` file, a secrets directory.
+"""The hub's configuration, one tree: environment (ILLHUB_*), `.env`, a secrets directory.
 
-Precedence, highest first: constructor arguments, environment variables, `.env`,
-files in the secrets directory (one file per setting, named like the variable
-without prefix, e.g. `secrets/amqp_url`), then the defaults below. The defaults
-work on a machine with RabbitMQ and PostgreSQL on loopback.
+Built once, in the composition root (`app/`), and passed down; no domain module
+builds its own. Precedence, highest first: constructor arguments, environment
+variables, `.env`, files in the secrets directory (one file per setting, named
+like the variable without its prefix, e.g. `secrets/amqp__url`), then the
+defaults below, which work on a machine with RabbitMQ and PostgreSQL on loopback.
+
+Nested settings use `__` in names: `ILLHUB_AMQP__URL`, `ILLHUB_DEADLINES__RUSH=12`.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from enum import StrEnum
 from functools import cached_property
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NestedSecretsSettingsSource, SettingsConfigDict
 
+ENV_PREFIX = "ILLHUB_"
+NESTED = "__"
 SECRETS_DIR_ENV = "ILLHUB_SECRETS_DIR"
+
+# The flat names of the first releases, and the nested setting that replaced each. A
+# deployment that still sets one is told so instead of silently running on a default.
+RENAMED = {
+    "AMQP_URL": "AMQP__URL", "AMQP_MANAGEMENT_URL": "AMQP__MANAGEMENT_URL",
+    "NAME_PREFIX": "AMQP__NAME_PREFIX", "QUEUE_TYPE": "AMQP__QUEUE_TYPE",
+    "DATABASE_URL": "DATABASE__URL", "HTTP_HOST": "HTTP__HOST", "HTTP_PORT": "HTTP__PORT",
+    "FTP_HOST": "FTP__HOST", "FTP_PORT": "FTP__PORT", "SMTP_HOST": "SMTP__HOST",
+    "SMTP_PORT": "SMTP__PORT", "SMTP_USER": "SMTP__USER", "SMTP_PASSWORD": "SMTP__PASSWORD",
+    "MAIL_FROM": "SMTP__MAIL_FROM", "PREFETCH": "INTAKE__PREFETCH",
+    "INTAKE_BATCH": "INTAKE__BATCH", "MAX_MESSAGE_BYTES": "INTAKE__MAX_MESSAGE_BYTES",
+    "OUTBOX_BATCH": "OUTBOX__BATCH", "OUTBOX_POLL_SECONDS": "OUTBOX__POLL_SECONDS",
+    "SETTLEMENT_CRON": "SETTLEMENT__CRON",
+    "CENTRE_FINANCE_EMAIL": "SETTLEMENT__CENTRE_FINANCE_EMAIL",
+    "SWEEP_SECONDS": "DEADLINES__SWEEP_SECONDS", "OPERATOR_PASSWORD": "OPERATORS__PASSWORD",
+    "OPERATOR_SESSION_HOURS": "OPERATORS__SESSION_HOURS",
+    "OPERATOR_LOGIN_ATTEMPTS": "OPERATORS__LOGIN_ATTEMPTS",
+    "OPERATOR_LOGIN_WINDOW_SECONDS": "OPERATORS__LOGIN_WINDOW_SECONDS",
+}
+_OLD_DELIVERY = "DELIVERY_"  # ILLHUB_DELIVERY_X became ILLHUB_{DELIVERY,FTP,HTTP,SMTP}__X
+
+
+class FileTypeName(StrEnum):
+    """Kinds of file the FTP drop may accept (delivery/filetypes.py knows their bytes)."""
+
+    PDF = "pdf"
+    TIFF = "tiff"
+    JPEG = "jpeg"
+    PNG = "png"
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Amqp(_Part):
+    url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    # RabbitMQ management API: agencies' broker users, and which hub is active on which
+    # intake shard.
+    management_url: SecretStr = SecretStr("http://guest:guest@127.0.0.1:15672/")
+    # Put before every exchange and queue name (tests and the demo use one of their own).
+    name_prefix: str = ""
+    # Queues are quorum queues (replicated, ARCHITECTURE §3.2). "classic" exists for
+    # throwaway brokers such as the test suite's, where hundreds of short-lived quorum
+    # queues per run overload a small RabbitMQ for no benefit.
+    queue_type: Literal["quorum", "classic"] = "quorum"
+
+
+class Intake(_Part):
+    # How many shards `hub.inbound` is cut into (ARCHITECTURE §5): each shard has one
+    # active consumer, and different hub processes are active on different shards. May
+    # change between restarts; the hub drains the old shards before it uses the new.
+    shards: int = Field(default=4, ge=1, le=64)
+    # Unacked messages one shard's consumer may hold.
+    prefetch: int = Field(default=256, ge=1)
+    # Group commit: up to this many messages already delivered are processed in one
+    # PostgreSQL transaction and acked together after it commits. Kept below 64: each
+    # message may open a savepoint, and a transaction with more than 64 subtransactions
+    # makes every other session's snapshot slower (PostgreSQL's subxid cache overflows).
+    batch: int = Field(default=48, ge=1, le=63)
+    # The largest body accepted before any parsing is attempted.
+    max_message_bytes: int = Field(default=1_048_576, ge=1024)
+    # How often a hub looks at who is active on which shard, and hands shards over.
+    balance_seconds: float = Field(default=2.0, gt=0)
+
+
+class Outbox(_Part):
+    batch: int = Field(default=200, ge=1)
+    poll_seconds: float = Field(default=0.5, gt=0)
+
+
+class Database(_Part):
+    url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/illhub")
+
+
+class Http(_Part):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # The public address readers click in their mail (default: http://host:port).
+    public_base_url: str | None = None
+    # Reverse proxies whose X-Forwarded-For is believed for the client address.
+    trusted_proxies: list[str] = []
+    # Unknown download tokens from one address within the window: answers slow down,
+    # then 429.
+    bad_token_limit: int = 20
+    bad_token_window_seconds: float = 300.0
+
+
+def parse_port_range(text: str) -> range:
+    low, sep, high = text.partition("-")
+    try:
+        first = int(low)
+        last = int(high) if sep else first
+    except ValueError:
+        raise ValueError(f"passive_ports {text!r} is not like 50000-50099") from None
+    if not 1 <= first <= last <= 65535:
+        raise ValueError(f"passive_ports {text!r} is not a port range within 1-65535")
+    return range(first, last + 1)
+
+
+class Ftp(_Part):
+    """The suppliers' FTP drop. Defaults follow OCLC Article Exchange: files up to 120 MB."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=2121, ge=0, le=65535)
+    max_upload_mb: int = 120
+    allowed_types: list[FileTypeName] = [FileTypeName.PDF]
+    # "50000-50099": the ports to open in the firewall; empty = any free port.
+    passive_ports: str = "50000-50099"
+    # The IPv4 address put in PASV answers when the hub sits behind NAT.
+    announce_address: str | None = None
+    idle_timeout: float = 300.0
+    max_connections: int = 256
+    max_connections_per_supplier: int = 8
+    # A wrong password costs this long, on top of the scrypt check.
+    login_failure_delay: float = 1.0
+    # A file put into a home by other means than our FTP server counts as complete
+    # once it has not changed for this long.
+    upload_quiet_seconds: float = 10.0
+    abandoned_upload_hours: float = 24.0
+
+    @field_validator("allowed_types")
+    @classmethod
+    def _some_types(cls, value: list[FileTypeName]) -> list[FileTypeName]:
+        if not value:
+            raise ValueError(f"allowed_types must name some of "
+                             f"{', '.join(t.value for t in FileTypeName)}")
+        return value
+
+    @field_validator("passive_ports")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        if value.strip():
+            parse_port_range(value)
+        return value.strip()
+
+    def data_ports(self) -> range | None:
+        return parse_port_range(self.passive_ports) if self.passive_ports else None
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+
+class Smtp(_Part):
+    host: str = "127.0.0.1"
+    port: int = 8025
+    user: str | None = None
+    password: SecretStr | None = None
+    mail_from: str = "ILL Hub <illhub@localhost>"
+    security: Literal["auto", "starttls", "tls", "none"] = "auto"
+    timeout: float = 30.0
+    poll_seconds: float = 5.0
+    backoff_seconds: float = 30.0
+    max_backoff_seconds: float = 3600.0
+    # Sent mail rows (addresses are personal data) are deleted after this many days.
+    keep_days: int = 30
+
+
+class Delivery(_Part):
+    """Download links. Defaults follow OCLC Article Exchange: 5 downloads within 30 days."""
+
+    # Downloads per link (0 = unlimited) and days until the link expires.
+    downloads: int = Field(default=5, ge=0)
+    days: int = Field(default=30, ge=1)
+    # Days a document is kept after its last grant ended, so a library can ask for a
+    # fresh link without the supplier scanning again.
+    grace_days: int = 7
+    retention_minutes: float = 60.0
+
+    def grant_downloads(self) -> int | None:
+        return self.downloads or None
+
+
+class Deadlines(_Part):
+    """How long a supplier may stay silent on a forwarded request, by service level (hours)."""
+
+    express: float = 2.0
+    rush: float = 24.0
+    normal: float = 72.0
+    # How often the hub looks for suppliers past their deadline.
+    sweep_seconds: float = 30.0
+
+
+class Settlement(_Part):
+    # When runs start (cron, consortium time zone; default 00:05 on the 1st of each
+    # month, settling the month before) and who at the centre gets the summary.
+    cron: str = "5 0 1 * *"
+    centre_finance_email: str | None = None
+
+
+class Operators(_Part):
+    # The operators' shared password. Unset or empty: the pages are off.
+    password: SecretStr | None = None
+    session_hours: float = 12.0
+    # Failed sign-ins per client address per window before answers become 429.
+    login_attempts: int = 5
+    login_window_seconds: float = 900.0
+
+    def secret(self) -> str | None:
+        value = self.password.get_secret_value() if self.password else ""
+        return value if value.strip() else None
 
 
 def _secrets_dir() -> str | None:
@@ -24,115 +233,149 @@ def _secrets_dir() -> str | None:
     return path if os.path.isdir(path) else None
 
 
-class Deadlines(BaseSettings):
-    """How long a supplier may stay silent on a forwarded request, by service level (hours)."""
-
-    express: float = 2.0
-    rush: float = 24.0
-    normal: float = 72.0
+def refuse_renamed(environ: dict[str, str]) -> None:
+    """Raise if a setting of the first releases is still set under its old flat name."""
+    found = [f"{ENV_PREFIX}{old} is now {ENV_PREFIX}{new}" for old, new in RENAMED.items()
+             if f"{ENV_PREFIX}{old}" in environ]
+    found += [f"{key} is now {ENV_PREFIX}<DELIVERY|FTP|HTTP|SMTP>__"
+              f"{key.removeprefix(ENV_PREFIX + _OLD_DELIVERY)} (see README, Configuration)"
+              for key in environ if key.startswith(ENV_PREFIX + _OLD_DELIVERY)
+              and not key.startswith(ENV_PREFIX + "DELIVERY" + NESTED)]
+    if found:
+        raise ValueError("renamed settings: " + "; ".join(sorted(found)))
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="ILLHUB_",
-        env_nested_delimiter="__",
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED,
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
+        frozen=True,
     )
 
-    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
-    amqp_management_url: SecretStr = SecretStr("http://guest:guest@127.0.0.1:15672/")
-    database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/illhub")
-    name_prefix: str = ""
-    # Queues are quorum queues (replicated, ARCHITECTURE §3.2). "classic" exists for
-    # throwaway brokers such as the test suite's, where hundreds of short-lived quorum
-    # queues per run overload a small RabbitMQ for no benefit.
-    queue_type: Literal["quorum", "classic"] = "quorum"
     hub_symbol: str = "ILLHUB:CENTRE"
     timezone: str = "Asia/Shanghai"
     currency: str = "CNY"
     # Where the hub keeps files: document store, FTP homes, statements, mail folder.
     data_dir: str = "var"
-
-    http_host: str = "127.0.0.1"
-    http_port: int = 8080
-    ftp_host: str = "127.0.0.1"
-    ftp_port: int = 2121
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = 8025
-    smtp_user: str | None = None
-    smtp_password: SecretStr | None = None
-    mail_from: str = "ILL Hub <illhub@localhost>"
-
-    # Intake: how many inbound messages one consumer may hold unacked, and the
-    # largest body accepted before any parsing is attempted.
-    prefetch: int = 256
-    # Group commit: up to this many messages already delivered are processed in one
-    # PostgreSQL transaction and acked together after it commits. Kept below 64: each
-    # message may open a savepoint, and a transaction with more than 64 subtransactions
-    # makes every other session's snapshot slower (PostgreSQL's subxid cache overflows).
-    intake_batch: int = 48
-    max_message_bytes: int = 1_048_576
-    outbox_batch: int = 200
-    outbox_poll_seconds: float = 0.5
-
     # "json": one JSON object per log line, with the hub transaction id (for log shippers).
     log_format: Literal["text", "json"] = "text"
-
-    deadlines: Deadlines = Field(default_factory=Deadlines)
-    # Settlement: when runs start (cron, consortium time zone; default 00:05 on the 1st
-    # of each month, settling the month before) and who at the centre gets the summary.
-    settlement_cron: str = "5 0 1 * *"
-    centre_finance_email: str | None = None
-
-    # How often the hub looks for suppliers past their deadline.
-    sweep_seconds: float = 30.0
     # A second open request from the same patron for the same item: refuse it with an
     # error confirmation, or accept it and flag it in the audit log.
     duplicate_requests: Literal["refuse", "accept"] = "refuse"
+
+    amqp: Amqp = Amqp()
+    intake: Intake = Intake()
+    outbox: Outbox = Outbox()
+    database: Database = Database()
+    http: Http = Http()
+    ftp: Ftp = Ftp()
+    smtp: Smtp = Smtp()
+    delivery: Delivery = Delivery()
+    deadlines: Deadlines = Deadlines()
+    settlement: Settlement = Settlement()
+    operators: Operators = Operators()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: Any, init_settings: Any,
                                    env_settings: Any, dotenv_settings: Any,
                                    file_secret_settings: Any) -> tuple[Any, ...]:
-        from pydantic_settings import SecretsSettingsSource
-
+        refuse_renamed(dict(os.environ))
         secrets_dir = _secrets_dir()
         sources = [init_settings, env_settings, dotenv_settings]
         if secrets_dir:
-            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir,
-                                                 env_prefix=""))
+            sources.append(NestedSecretsSettingsSource(settings_cls, secrets_dir=secrets_dir,
+                                                 env_prefix="",
+                                                 secrets_nested_delimiter=NESTED))
         return tuple(sources)
 
     def name(self, base: str) -> str:
         """An exchange or queue name with the configured prefix (ARCHITECTURE §3.2)."""
-        return f"{self.name_prefix}{base}"
+        return f"{self.amqp.name_prefix}{base}"
 
     @cached_property
     def vhost(self) -> str:
-        path = urlsplit(self.amqp_url.get_secret_value()).path
+        path = urlsplit(self.amqp.url.get_secret_value()).path
         return unquote(path[1:]) if len(path) > 1 else "/"
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url.get_secret_value()
+
+    @property
+    def public_base_url(self) -> str:
+        """What readers' download links start with."""
+        if self.http.public_base_url:
+            return self.http.public_base_url.rstrip("/")
+        return f"http://{self.http.host}:{self.http.port}"
 
     def amqp_url_for(self, user: str, password: str) -> str:
         """The hub's broker URL with another user's credentials (for agencies and tests)."""
-        parts = urlsplit(self.amqp_url.get_secret_value())
+        parts = urlsplit(self.amqp.url.get_secret_value())
         host = parts.hostname or "127.0.0.1"
         netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
         if parts.port:
             netloc += f":{parts.port}"
         return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
 
+    def updated(self, **changes: Any) -> Settings:
+        """A copy with some settings changed, each named as in the environment without
+        the prefix: `settings.updated(amqp__name_prefix="t1.", smtp__port=2525)`."""
+        data = self.model_dump()
+        for key, value in changes.items():
+            *parents, leaf = key.split(NESTED)
+            node = data
+            for part in parents:
+                if part not in node or not isinstance(node[part], dict):
+                    raise KeyError(f"no settings group {part!r} (in {key!r})")
+                node = node[part]
+            if leaf not in node:
+                raise KeyError(f"no setting {key!r}")
+            node[leaf] = value
+        return type(self).model_validate(_revealed(data))
+
+    def environment(self) -> dict[str, str]:
+        """These settings as ILLHUB_* variables, for a child process (`run.py hub`)."""
+        out: dict[str, str] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}{NESTED}{k.upper()}" if prefix else k.upper(), v)
+            elif value is not None:
+                out[ENV_PREFIX + prefix] = _env_value(value)
+
+        walk("", _revealed(self.model_dump()))
+        return out
+
     def masked(self) -> dict[str, Any]:
-        """Effective settings for display: secrets and URL passwords never shown."""
-        out: dict[str, Any] = {}
-        for key, value in self.model_dump().items():
+        """Every setting for display; secrets and URL passwords are never shown."""
+        def mask(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: mask(v) for k, v in value.items()}
             if isinstance(value, SecretStr):
                 raw = value.get_secret_value()
-                out[key] = mask_url(raw) if "://" in raw else "**********"
-            else:
-                out[key] = value
-        return out
+                return mask_url(raw) if "://" in raw else "**********"
+            return value
+        return mask(self.model_dump(mode="python"))
+
+
+def _revealed(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _revealed(v) for k, v in value.items()}
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return value
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, list):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def mask_url(url: str) -> str:

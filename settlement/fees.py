@@ -36,24 +36,22 @@ import datetime
 import itertools
 import json
 import re
-import sys
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from infra.locks import Lock, transaction_lock
 from schemas.iso18626 import ServiceKind
 from schemas.money import DEFAULT_CURRENCY, Money
+from schemas.rulefile import parse_amount, parse_date, type_name, unknown_key
 from schemas.symbols import split_symbol
-from settlement.common import fail, parse_amount, parse_date, read_input, type_name, unknown_key
 
 SERVICE_KINDS: tuple[str, ...] = tuple(k.value for k in ServiceKind)
 # Serialises loads, so two operators loading at once cannot leave overlapping schedules.
-FEES_LOCK = 0x494C4C4846454553  # "ILLHFEES"
 DEFAULT_ASSUMED_PAGES = 10
 DEFAULT_ASSUMED_HOURS = Decimal(1)
 
@@ -317,7 +315,7 @@ async def load_fees(conn: asyncpg.Connection, text: str, *,
             raise FeeError(f"{e.label}: supplier: agency {e.supplier!r} does not have the "
                            "supplier role")
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", FEES_LOCK)
+        await transaction_lock(conn, Lock.FEES)
         load_id = await conn.fetchval(
             "INSERT INTO fee_load (file_name, source, entries) VALUES ($1, $2, $3) RETURNING id",
             file_name, text, len(entries))
@@ -468,24 +466,3 @@ def fee_to_charge(delivery_costs: Money | None, quote: Money | None) -> Money | 
     return delivery_costs if delivery_costs is not None else quote
 
 
-# --------------------------------------------------------------------------
-# run.py fees load FILE
-# --------------------------------------------------------------------------
-
-async def fees_load_cli(database_url: str, path: str) -> int:
-    """`run.py fees load FILE`: 0 loaded, 1 nothing loaded (error on stderr)."""
-    try:
-        text = read_input(path)
-    except ValueError as exc:
-        return fail(str(exc))
-    conn = await asyncpg.connect(database_url)
-    try:
-        report = await load_fees(conn, text, file_name=Path(path).name)
-    except FeeError as exc:
-        return fail(f"{path}: {exc}; nothing loaded")
-    finally:
-        await conn.close()
-    for line in report.lines():
-        print(line)
-    sys.stdout.flush()
-    return 0

@@ -48,7 +48,6 @@ intake does) should call `record_flag(conn, exc)` afterwards so the flag stays.
 from __future__ import annotations
 
 import datetime
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
@@ -56,7 +55,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from schemas.money import Money
-from settlement.common import CENTRE, DEFAULT_TZ, fail, local_date, signed, table
+from settlement.common import CENTRE, DEFAULT_TZ, local_date
 from settlement.subsidy import Grant, give_back, grant, rules_version
 
 BILLABLE_STATUSES: frozenset[str] = frozenset({"CopyCompleted", "Loaned"})
@@ -392,6 +391,21 @@ _CHECKS: tuple[tuple[str, str], ...] = (
 )
 
 
+@dataclass(frozen=True)
+class LedgerSize:
+    postings: int
+    entries: int
+    budget_rows: int
+
+
+async def size(conn: asyncpg.Connection) -> LedgerSize:
+    row = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM ledger_posting) AS postings, "
+        "(SELECT count(*) FROM ledger_entry) AS entries, "
+        "(SELECT count(*) FROM subsidy_budget) AS budget_rows")
+    return LedgerSize(**dict(row))
+
+
 async def check(conn: asyncpg.Connection) -> list[str]:
     """The ledger's invariants; every problem found, as a sentence (empty = all good)."""
     problems: list[str] = []
@@ -498,95 +512,9 @@ async def balance(conn: asyncpg.Connection, symbol: str, date_from: datetime.dat
         postings=n)
 
 
-# --------------------------------------------------------------------------
-# run.py ledger check / ledger show
-# --------------------------------------------------------------------------
-
-async def ledger_check_cli(database_url: str) -> int:
-    """`run.py ledger check`: 0 all invariants hold, 1 problems (listed) or no database."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        problems = await check(conn)
-        counts = await conn.fetchrow(
-            "SELECT (SELECT count(*) FROM ledger_posting) AS p, "
-            "(SELECT count(*) FROM ledger_entry) AS e, (SELECT count(*) FROM subsidy_budget) AS b")
-    finally:
-        await conn.close()
-    for p in problems:
-        print(p)
-    if problems:
-        return fail(f"{len(problems)} ledger problem(s) found")
-    print(f"ledger ok: {counts['p']} postings, {counts['e']} entries and {counts['b']} budget "
-          "rows checked; every transaction balances, no budget is below zero")
-    return 0
-
-
-def _as_date(value: datetime.date | str | None, what: str) -> datetime.date | None:
-    if value is None or isinstance(value, datetime.date):
-        return value
-    try:
-        return datetime.date.fromisoformat(value)
-    except ValueError as exc:
-        raise ValueError(f"{what} {value!r} is not a date (YYYY-MM-DD)") from exc
-
-
-def _money_list(ms: Sequence[Money]) -> str:
-    return ", ".join(f"{signed(m)} {m.currency}" for m in ms) or "0"
-
-
-async def ledger_show_cli(database_url: str, symbol: str,
-                          date_from: datetime.date | str | None,
-                          date_to: datetime.date | str | None) -> int:
-    """`run.py ledger show SYMBOL --from DATE --to DATE`: entries and balance (CENTRE for
-    the centre's own account)."""
-    try:
-        start, end = _as_date(date_from, "--from"), _as_date(date_to, "--to")
-    except ValueError as exc:
-        return fail(str(exc))
-    if start and end and end < start:
-        return fail(f"--to {end} is before --from {start}")
-    conn = await asyncpg.connect(database_url)
-    try:
-        name = (await conn.fetchval("SELECT name FROM agency WHERE symbol = $1", symbol)
-                if symbol != CENTRE else "the centre (subsidy outlay)")
-        if name is None:
-            return fail(f"no agency {symbol!r} is registered")
-        lines = await entries(conn, symbol, start, end)
-        bal = await balance(conn, symbol, start, end)
-    finally:
-        await conn.close()
-    span = f"{start or 'beginning'} .. {end or 'today'}"
-    print(f"{symbol}  {name}")
-    print(f"ledger entries {span}")
-    if lines:
-        table(("date", "transaction", "event", "account", "amount", "counterpart",
-               "service", "title"),
-              [(e.local_date, e.transaction_id, e.event, e.account,
-                f"{signed(e.amount)} {e.amount.currency}",
-                f"{e.counterpart} {e.counterpart_name or ''}".strip(), e.service_kind,
-                e.title or "") for e in lines], right=(4,))
-    else:
-        print("(no entries)")
-    print()
-    if start:
-        print(f"opening balance   {_money_list(bal.opening)}")
-    for account, m in bal.by_account:
-        print(f"  {account:<16}{signed(m):>12} {m.currency}")
-    if symbol != CENTRE and any(a in ("payable", "subsidy") for a, _ in bal.by_account):
-        print(f"patron share collected from readers: "
-              f"{', '.join(str(m) for m in bal.patron_share)}")
-    print(f"movement          {_money_list(bal.movement)}  ({bal.postings} postings)")
-    meaning = ("negative: the centre's subsidy outlay" if symbol == CENTRE else
-               f"positive: the centre owes {symbol}; negative: {symbol} owes the centre")
-    print(f"closing balance   {_money_list(bal.closing)}  ({meaning})")
-    sys.stdout.flush()
-    return 0
-
-
 __all__ = [
     "ACCOUNTS", "BILLABLE_STATUSES", "CENTRE", "Balance", "ChargeAboveMaxCost",
     "ChargeAboveQuote", "ChargeCurrencyMismatch", "ChargeRefused", "Entry", "EntryLine",
-    "PostingResult", "balance", "billable_event", "check", "entries", "ledger_check_cli",
-    "ledger_show_cli", "post_charge", "postings", "record_flag", "reverse",
-    "reverse_transaction",
+    "PostingResult", "balance", "billable_event", "check", "entries", "post_charge",
+    "postings", "record_flag", "reverse", "reverse_transaction",
 ]

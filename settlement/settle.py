@@ -42,7 +42,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -54,13 +53,14 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from infra.locks import Lock, try_session_lock, unlock
 from infra.outbox import Outgoing, enqueue
 from infra.topology import FINANCE
 from schemas.money import Money
 from schemas.settings import Settings
 from schemas.symbols import split_symbol
 from settlement import periods
-from settlement.common import CENTRE, fail, table
+from settlement.common import CENTRE
 from settlement.netting import (
     NO_RUN_CUTOFF,
     NO_RUN_MAX,
@@ -94,9 +94,8 @@ from settlement.statements import (
 
 log = logging.getLogger(__name__)
 
-# One advisory lock for every settlement run ("ILLHSETL"): runs of different periods
-# would compete for the same unsettled postings, so they never overlap either.
-SETTLE_LOCK = 0x494C4C4853455454
+# One advisory lock (Lock.SETTLEMENT) for every settlement run: runs of different
+# periods would compete for the same unsettled postings, so they never overlap either.
 # When the lead wires a setting: the hub's scheduler runs scheduled_settlement on
 # this cron (consortium time zone); any time after the period's end will do.
 DEFAULT_CRON = "15 0 1 * *"
@@ -192,7 +191,7 @@ async def settle(pool: asyncpg.Pool, settings: Settings, period: str | Period, *
             "use --dry-run to preview it")
     while True:
         async with pool.acquire() as lock:
-            if await lock.fetchval("SELECT pg_try_advisory_lock($1)", SETTLE_LOCK):
+            if await try_session_lock(lock, Lock.SETTLEMENT):
                 return await _locked(pool, lock, settings, p, centre_email=centre_email,
                                      pdf=pdf, verify=verify, workers=workers,
                                      pdf_workers=pdf_workers,
@@ -222,7 +221,7 @@ async def _locked(pool: asyncpg.Pool, lock: asyncpg.Connection, settings: Settin
                           workers=workers, pdf_workers=pdf_workers,
                           max_attachment_bytes=max_attachment_bytes, progress=say)
     finally:
-        await lock.execute("SELECT pg_advisory_unlock($1)", SETTLE_LOCK)
+        await unlock(lock, Lock.SETTLEMENT)
 
 
 async def scheduled_settlement(pool: asyncpg.Pool, settings: Settings,
@@ -246,35 +245,6 @@ async def scheduled_settlement(pool: asyncpg.Pool, settings: Settings,
     log.info("settlement %s closed: run %s, %d agencies, %d postings", p, result.run_id,
              len(result.statements), result.postings)
     return p.name
-
-
-async def settle_cli(settings: Settings, period: str, dry_run: bool,
-                     centre_email: str | None = None) -> int:
-    """`run.py settle --period YYYY-MM|current [--dry-run]`: 0 done, 1 error (said why)."""
-    from infra.database import create_pool
-
-    def say(message: str) -> None:
-        print(f"  {datetime.datetime.now():%H:%M:%S} {message}", file=sys.stderr, flush=True)
-
-    try:
-        pool = await create_pool(settings.database_url.get_secret_value(), min_size=1,
-                                 max_size=STATEMENT_STREAMS + 3)
-    except (OSError, asyncpg.PostgresError) as exc:
-        return fail(f"cannot reach the database: {exc}")
-    try:
-        result = await settle(pool, settings, period, dry_run=dry_run,
-                              centre_email=centre_email, progress=say)
-    except InvariantViolation as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return fail(f"settlement aborted, nothing closed: {exc}")
-    except (ValueError, SettlementError) as exc:
-        return fail(str(exc))
-    finally:
-        await pool.close()
-    assert result is not None
-    print(render_text(result))
-    return 0
 
 
 # --------------------------------------------------------------------------
@@ -797,7 +767,7 @@ async def _close(conn: asyncpg.Connection, p: Period, run_id: int, netting: Nett
 
 async def _mail(conn: asyncpg.Connection, to: str, subject: str, files: list[FileInfo],
                 directory: Path, limit: int, text: Callable[[bool], str], *, kind: str) -> int:
-    from delivery.mail import enqueue_mail
+    from infra.mailqueue import enqueue_mail
 
     attach = sum(f.bytes for f in files) <= limit
     attachments = []
@@ -958,77 +928,6 @@ def _compare(stored: SettlementResult, netting: Netting) -> None:
                               "reproduce: " + "; ".join(problems))
 
 
-# --------------------------------------------------------------------------
-# text
-# --------------------------------------------------------------------------
-
-def render_text(r: SettlementResult) -> str:
-    """The CLI's report of a run or a preview."""
-    import io
-
-    out = io.StringIO()
-    if r.dry_run:
-        head = (f"PREVIEW of {r.period} (period {r.state}; nothing written): postings dated up "
-                f"to {r.cutoff} not yet settled")
-    elif r.created:
-        head = f"settlement {r.period} ({r.date_from} .. {r.cutoff}): run {r.run_id} closed now"
-    elif r.reproduced:
-        head = (f"settlement {r.period} ({r.date_from} .. {r.cutoff}): already closed by run "
-                f"{r.run_id}; figures reproduced, nothing sent again")
-    else:
-        head = (f"settlement {r.period} ({r.date_from} .. {r.cutoff}): already closed by run "
-                f"{r.run_id}; its record")
-    print(head, file=out)
-    print(f"{r.postings:,} postings ({r.late_postings:,} late, dated before {r.date_from}), "
-          f"{r.entries:,} entries, {len(r.statements):,} agencies", file=out)
-    if r.generated_at:
-        print(f"generated at {r.generated_at}", file=out)
-    print(file=out)
-    rows = []
-    for s in r.statements:
-        for t in s.totals:
-            c = t.currency
-            rows.append((s.symbol, s.name, t.lines, amount(t.earned, c), amount(t.owed, c),
-                         amount(t.subsidy, c), amount(t.net, c), c,
-                         {"receive": "to receive", "pay": "to pay", "none": "-"}[t.direction]))
-    if rows:
-        table(("agency", "name", "lines", "earned", "owed", "subsidy", "net", "cur", ""),
-              rows, right=(2, 3, 4, 5, 6), out=out)
-    else:
-        print("(nothing to settle)", file=out)
-    for c, t in r.totals.items():
-        print(f"\n{c}: agencies receive {amount(t['toReceive'], c)}, agencies pay "
-              f"{amount(t['toPay'], c)}; sum of nets {amount(t['net'], c)}; centre position "
-              f"{amount(t['centre'], c)} (subsidy outlay {amount(-t['centre'], c)})", file=out)
-    if r.by_rule:
-        print("\nsubsidy outlay by rule:", file=out)
-        for rule, c, granted, n in r.by_rule:
-            print(f"  {rule}: {amount(granted, c)} {c} ({n} postings)", file=out)
-    if r.by_budget:
-        print("subsidy outlay by budget (a grant counts against every budget its rule names):",
-              file=out)
-        for name, requester, period, c, granted in r.by_budget:
-            print(f"  {name} ({requester or 'global'}, {period}): {amount(granted, c)} {c}",
-                  file=out)
-    inv = r.invariants
-    print("\ninvariants:", file=out)
-    for key, label in (("entriesBalance", "entries balance"),
-                       ("netsSumToMinusCentre", "agency nets sum to minus the centre's position"),
-                       ("everyEntryInOneStatement", "every entry in exactly one statement")):
-        v = inv.get(key, {})
-        print(f"  {label}: {'ok' if v.get('ok') else 'VIOLATED'}", file=out)
-    for p in inv.get("everyEntryInOneStatement", {}).get("problems", []):
-        print(f"    {p}", file=out)
-    if r.directory is not None and not r.dry_run:
-        print(f"\nfiles in {r.directory}:", file=out)
-        for f in r.files:
-            print(f"  {f.name}  {f.bytes:,} bytes  sha256 {f.sha256}", file=out)
-        print(f"  and {sum(len(s.files) for s in r.statements):,} statement files", file=out)
-        if r.restored:
-            print(f"  restored: {', '.join(r.restored)}", file=out)
-    return out.getvalue().rstrip("\n")
-
-
-__all__ = ["DEFAULT_CRON", "SETTLE_LOCK", "AgencyStatement", "SettlementError",
-           "SettlementResult", "open_scope", "preview", "render_pdfs", "render_text", "reproduce",
-           "scheduled_settlement", "settle", "settle_cli", "statements_dir"]
+__all__ = ["DEFAULT_CRON", "AgencyStatement", "SettlementError",
+           "SettlementResult", "open_scope", "preview", "render_pdfs", "reproduce",
+           "scheduled_settlement", "settle", "statements_dir"]

@@ -50,27 +50,15 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import asyncpg
 
 from schemas.iso18626 import ServiceKind
 from schemas.money import DEFAULT_CURRENCY, Money
+from schemas.rulefile import parse_amount, parse_date, type_name, unknown_key
 from schemas.symbols import split_symbol
-from settlement.common import (
-    DEFAULT_TZ,
-    check_period,
-    fail,
-    parse_amount,
-    parse_date,
-    period_of,
-    read_input,
-    table,
-    type_name,
-    unknown_key,
-)
+from settlement.common import check_period, period_of
 
 SERVICE_KINDS: tuple[str, ...] = tuple(k.value for k in ServiceKind)
 GROUP_PREFIX = "group:"
@@ -634,57 +622,6 @@ async def budgets_report(conn: asyncpg.Connection, period: str) -> list[BudgetRo
     return out
 
 
-async def budgets_cli(database_url: str, period: str | None, *,
-                      tz: str | ZoneInfo = DEFAULT_TZ) -> int:
-    """`run.py budgets [--period YYYY-MM]`: limit, spent and remaining of every budget."""
-    if period is None or period == "current":
-        period = period_of(datetime.datetime.now(ZoneInfo(str(tz))).date())
-    try:
-        check_period(period)
-    except ValueError as exc:
-        return fail(str(exc))
-    conn = await asyncpg.connect(database_url)
-    try:
-        rows = await budgets_report(conn, period)
-    finally:
-        await conn.close()
-    if not rows:
-        print(f"no subsidy budgets in use for {period}")
-        return 0
-    print(f"subsidy budgets, period {period}")
-
-    def used(b: BudgetRow) -> str:
-        return f"{100 * b.spent.minor / b.limit.minor:.0f}%" if b.limit.minor else "-"
-
-    table(("budget", "requester", "period", "limit", "spent", "remaining", "used"),
-          [(b.name, (f"{b.requester} {b.requester_name or ''}".strip() if b.requester
-                     else "(global)"), b.period, str(b.limit), str(b.spent), str(b.remaining),
-            used(b)) for b in rows], right=(3, 4, 5, 6))
-    return 0
-
-
-async def subsidy_load_cli(database_url: str, path: str) -> int:
-    """`run.py subsidy load FILE`: 0 loaded, 1 nothing loaded (error on stderr)."""
-    try:
-        text = read_input(path)
-    except ValueError as exc:
-        return fail(str(exc))
-    conn = await asyncpg.connect(database_url)
-    try:
-        version = await load_subsidy(conn, text, Path(path).name)
-        rules, _ = await rules_version(conn, version)
-    except SubsidyError as exc:
-        return fail(f"{path}: {exc}; nothing loaded")
-    finally:
-        await conn.close()
-    assert rules is not None
-    print(f"subsidy version {version} ({rules.version_label}) loaded from {path}: "
-          f"{len(rules.rules)} rule(s), {len(rules.budgets)} budget(s); postings use it "
-          "from now on")
-    return 0
-
-
 __all__: Sequence[str] = (
-    "Budget", "BudgetRow", "Grant", "Rule", "SubsidyError", "SubsidyRules", "budgets_cli",
-    "budgets_report", "give_back", "grant", "load_subsidy", "rules_version",
-    "subsidy_load_cli")
+    "Budget", "BudgetRow", "Grant", "Rule", "SubsidyError", "SubsidyRules",
+    "budgets_report", "give_back", "grant", "load_subsidy", "rules_version")

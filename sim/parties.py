@@ -33,6 +33,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+from aiosmtpd.smtp import SMTP
 
 from broker.holdings import identifiers_of
 from illclient.client import AgencyClient, Received
@@ -818,11 +819,6 @@ def _write(path: Path, data: bytes) -> None:
 async def start_mail_folder(folder: Path, on_mail: Callable[[bytes], None], port: int = 0
                             ) -> tuple[asyncio.Server, int]:
     """An SMTP server on loopback (a free port unless `port` is given), in this event loop."""
-    try:
-        from aiosmtpd.smtp import SMTP
-    except ImportError as exc:  # a test extra: `pip install aiosmtpd`, or bash .ci/setup
-        raise RuntimeError("the demo's mail catcher needs aiosmtpd (bash .ci/setup installs "
-                           "it); or run with --smtp to use the configured SMTP server") from exc
     handler = MailFolder(folder, on_mail)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(

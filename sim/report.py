@@ -22,6 +22,7 @@ import asyncpg
 
 from broker.states import TERMINAL
 from settlement import ledger
+from settlement.subsidy import budgets_report
 
 DELIVERED = ("CopyCompleted", "LoanCompleted", "CompletedWithoutReturn", "Loaned", "Received",
              "ShippedReturn", "Overdue", "Recalled")
@@ -210,7 +211,6 @@ async def compute(pool: asyncpg.Pool, *, speed: float, mail_dir: Path | None,
             else:
                 s.nets.append((owner, names.get(owner, owner), net))
         s.nets.sort(key=lambda x: (-x[2], x[0]))
-        from settlement.subsidy import budgets_report
 
         for b in await budgets_report(conn, period):
             who = f" {b.requester}" if b.requester else ""

@@ -109,17 +109,16 @@ async def prefix(vhost: str) -> AsyncIterator[str]:
 @pytest.fixture
 def settings(database_url: str, vhost: str, prefix: str, tmp_path) -> Settings:
     return Settings(
-        database_url=database_url,
-        amqp_url=f"{AMQP_BASE}/{quote(vhost, safe='')}",
-        amqp_management_url=MANAGEMENT,
-        name_prefix=prefix,
-        # Classic queues: a run creates hundreds of short-lived queues, and as quorum
-        # queues they overloaded a 2-core RabbitMQ 3.10 until declarations hung.
-        # test_topology_agencies checks the production (quorum) declarations.
-        queue_type="classic",
+        database={"url": database_url},
+        amqp={"url": f"{AMQP_BASE}/{quote(vhost, safe='')}", "management_url": MANAGEMENT,
+              "name_prefix": prefix,
+              # Classic queues: a run creates hundreds of short-lived queues, and as
+              # quorum queues they overloaded a 2-core RabbitMQ 3.10 until declarations
+              # hung. test_topology_agencies checks the production (quorum) declarations.
+              "queue_type": "classic"},
         hub_symbol=f"T{RUN_ID}:HUB",
-        http_port=0,
-        ftp_port=0,
+        http={"port": 0},
+        ftp={"port": 0},
         data_dir=str(tmp_path / "var"),
     )
 

@@ -31,13 +31,12 @@ import asyncpg
 import pytest
 from aiosmtpd.controller import Controller
 
-from delivery.config import DeliverySettings
 from delivery.ftp import FtpDrop, start_ftp
-from delivery.gateway import HttpServer, start_http
 from delivery.grants import Grant, create_grant
 from delivery.paths import home_of
 from delivery.store import Document, load_document, new_store_name, store_root
 from schemas.settings import Settings
+from web.app import HttpServer, make_app, start_http
 
 
 def free_port() -> int:
@@ -52,17 +51,18 @@ def pdf_bytes(size: int = 50_000) -> bytes:
     return head + secrets.token_bytes(max(0, size - len(head) - len(tail))) + tail
 
 
-def delivery_settings(**overrides: Any) -> DeliverySettings:
-    values: dict[str, Any] = dict(passive_ports="", login_failure_delay=0.05,
-                                  upload_quiet_seconds=0.0, bad_token_limit=5,
-                                  mail_backoff_seconds=30, mail_poll_seconds=0.2)
+def delivery_settings(settings: Settings, **overrides: Any) -> Settings:
+    """`settings` made quick for delivery tests (no passive port range, short delays)."""
+    values: dict[str, Any] = dict(ftp__passive_ports="", ftp__login_failure_delay=0.05,
+                                  ftp__upload_quiet_seconds=0.0, http__bad_token_limit=5,
+                                  smtp__backoff_seconds=30, smtp__poll_seconds=0.2)
     values.update(overrides)
-    return DeliverySettings(**values)
+    return settings.updated(**values)
 
 
 @pytest.fixture
-def dl_settings() -> DeliverySettings:
-    return delivery_settings()
+def dl_settings(settings: Settings) -> Settings:
+    return delivery_settings(settings)
 
 
 @pytest.fixture
@@ -73,8 +73,8 @@ async def dl_supplier(make_agency: Callable[..., Awaitable[tuple[str, str]]]) ->
 
 @pytest.fixture
 async def dl_ftp(settings: Settings, pool: asyncpg.Pool,
-                 dl_settings: DeliverySettings) -> AsyncIterator[FtpDrop]:
-    drop = await start_ftp(settings, pool, dl_settings)
+                 dl_settings: Settings) -> AsyncIterator[FtpDrop]:
+    drop = await start_ftp(dl_settings, pool)
     yield drop
     await drop.stop()
 
@@ -98,9 +98,9 @@ def dl_clock() -> Clock:
 
 
 @pytest.fixture
-async def dl_gateway(settings: Settings, pool: asyncpg.Pool, dl_settings: DeliverySettings,
+async def dl_gateway(settings: Settings, pool: asyncpg.Pool, dl_settings: Settings,
                      dl_clock: Clock) -> AsyncIterator[HttpServer]:
-    server = await start_http(settings, pool, delivery=dl_settings, clock=dl_clock)
+    server = await start_http(dl_settings, make_app(dl_settings, pool, clock=dl_clock))
     yield server
     await server.stop()
 
@@ -154,7 +154,7 @@ async def dl_smtp() -> AsyncIterator[SmtpServer]:
 
 
 def with_smtp(settings: Settings, smtp: SmtpServer) -> Settings:
-    return settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": smtp.port})
+    return settings.updated(smtp__host="127.0.0.1", smtp__port=smtp.port)
 
 
 def unique_email(label: str = "reader") -> str:

@@ -14,7 +14,7 @@ from schemas.settings import Settings
 def _options(settings: Settings, **knobs: object) -> ChaosOptions:
     opts = ChaosOptions(broker_restart=False, db_restart=False, window=60, deadline=4.0,
                         drain_timeout=60.0, progress_seconds=1000.0,
-                        prefix=f"{settings.name_prefix}chaos.")
+                        prefix=f"{settings.amqp.name_prefix}chaos.")
     for key, value in knobs.items():
         setattr(opts, key, value)
     return opts

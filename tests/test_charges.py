@@ -14,7 +14,9 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
+from app.cli import run_command
 from schemas.money import Money
+from schemas.settings import Settings
 from settlement.common import CENTRE
 from settlement.fees import load_fees, pages_of, quote
 from settlement.ledger import (
@@ -27,8 +29,6 @@ from settlement.ledger import (
     billable_event,
     check,
     entries,
-    ledger_check_cli,
-    ledger_show_cli,
     post_charge,
     record_flag,
     reverse,
@@ -37,10 +37,8 @@ from settlement.ledger import (
 from settlement.subsidy import (
     SubsidyError,
     SubsidyRules,
-    budgets_cli,
     budgets_report,
     load_subsidy,
-    subsidy_load_cli,
 )
 from tests.conftest import RUN_ID, agency_symbol, unique
 
@@ -96,7 +94,7 @@ async def charge(conn: asyncpg.Connection, version: int | None, requester: str, 
 # --------------------------------------------------------------------------
 
 async def test_worked_example(pool: asyncpg.Pool, capsys: pytest.CaptureFixture[str],
-                              database_url: str) -> None:
+                              settings: Settings) -> None:
     """A west member borrows a book from the national library, subsidised twice."""
     lzu, nlc, pku = await new_agencies(pool, "兰州大学图书馆", "国家图书馆", "北京大学图书馆")
     west, support, centre = budget_name("west"), budget_name("support"), budget_name("centre")
@@ -174,7 +172,8 @@ budgets = ["{support}", "{centre}"]
         assert report[(centre, "")].spent == cny("18.00")
         assert await check(conn) == []
 
-    assert await ledger_show_cli(database_url, lzu, "2026-10-01", "2026-10-31") == 0
+    assert await run_command(settings, ["ledger", "show", lzu, "--from", "2026-10-01",
+                                        "--to", "2026-10-31"]) == 0
     out = capsys.readouterr().out
     assert "兰州大学图书馆" in out and "敦煌学研究" in out and "国家图书馆" in out
     assert "-38.00 CNY" in out and "+20.00 CNY" in out
@@ -499,7 +498,7 @@ def test_example_subsidy_file_parses_and_round_trips() -> None:
     assert SubsidyRules.from_dict(rules.to_dict()) == rules
 
 
-async def test_budgets_and_subsidy_cli(pool: asyncpg.Pool, database_url: str, tmp_path: Path,
+async def test_budgets_and_subsidy_cli(pool: asyncpg.Pool, settings: Settings, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     req, sup = await new_agencies(pool, "报表图书馆", "供应馆")
     own, pot = budget_name("own"), budget_name("pot")
@@ -521,21 +520,21 @@ when = {{ requester = ["{req}"] }}
 percent = 100
 budgets = ["{own}", "{pot}"]
 """, "utf-8")
-    assert await subsidy_load_cli(database_url, str(path)) == 0
+    assert await run_command(settings, ["subsidy", "load", str(path)]) == 0
     assert "2 budget(s)" in capsys.readouterr().out
     async with pool.acquire() as conn:
         await charge(conn, None, req, sup, "12.00", on=at("2026-12-05"))
-    assert await budgets_cli(database_url, "2026-12") == 0
+    assert await run_command(settings, ["budgets", "--period", "2026-12"]) == 0
     out = capsys.readouterr().out
     own_line = next(line for line in out.splitlines() if line.startswith(own))
     assert "报表图书馆" in own_line and "50.00 CNY" in own_line and "38.00 CNY" in own_line
     assert "24%" in own_line
     pot_line = next(line for line in out.splitlines() if line.startswith(pot))
     assert "(global)" in pot_line and "total" in pot_line and "988.00 CNY" in pot_line
-    assert await budgets_cli(database_url, "2026-13") == 1
+    assert await run_command(settings, ["budgets", "--period", "2026-13"]) == 1
     assert "error: period '2026-13'" in capsys.readouterr().err
     path.write_text("[[rule]]\nname = 'x'\n", "utf-8")
-    assert await subsidy_load_cli(database_url, str(path)) == 1
+    assert await run_command(settings, ["subsidy", "load", str(path)]) == 1
     assert "percent / fixed" in capsys.readouterr().err
 
 
@@ -758,7 +757,7 @@ async def test_zero_fee_posts_no_entries(pool: asyncpg.Pool) -> None:
     assert r.entries == () and r.fee == cny("0.00") and not r.duplicate
 
 
-async def test_ledger_show_and_check_cli(pool: asyncpg.Pool, database_url: str,
+async def test_ledger_show_and_check_cli(pool: asyncpg.Pool, settings: Settings,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     req, sup = await new_agencies(pool, "复旦大学图书馆", "上海图书馆")
     async with pool.acquire() as conn:
@@ -766,18 +765,19 @@ async def test_ledger_show_and_check_cli(pool: asyncpg.Pool, database_url: str,
                      on=at("2026-09-30"))
         await charge(conn, None, req, sup, "8.00", title="鲁迅全集", kind="PayPerView",
                      event="CopyCompleted", on=at("2026-10-05"))
-    assert await ledger_show_cli(database_url, sup, datetime.date(2026, 10, 1),
-                                 datetime.date(2026, 10, 31)) == 0
+    assert await run_command(settings, ["ledger", "show", sup, "--from", "2026-10-01",
+                                        "--to", "2026-10-31"]) == 0
     out = capsys.readouterr().out
     assert "上海图书馆" in out and "鲁迅全集" in out and "复旦大学图书馆" in out
     assert "《四库全书》" not in out                   # September is outside the window
     assert "opening balance   +25.00 CNY" in out
     assert "closing balance   +33.00 CNY" in out
-    assert await ledger_show_cli(database_url, "NOBODY:X", None, None) == 1
+    assert await run_command(settings, ["ledger", "show", "NOBODY:X"]) == 1
     assert "error: no agency 'NOBODY:X'" in capsys.readouterr().err
-    assert await ledger_show_cli(database_url, sup, "2026-10-31", "2026-10-01") == 1
+    assert await run_command(settings, ["ledger", "show", sup, "--from", "2026-10-31",
+                                        "--to", "2026-10-01"]) == 1
     assert "is before --from" in capsys.readouterr().err
-    assert await ledger_show_cli(database_url, CENTRE, None, None) == 0
+    assert await run_command(settings, ["ledger", "show", CENTRE]) == 0
     capsys.readouterr()
-    assert await ledger_check_cli(database_url) == 0
+    assert await run_command(settings, ["ledger", "check"]) == 0
     assert capsys.readouterr().out.startswith("ledger ok:")

@@ -32,8 +32,9 @@ async def test_config_masks_secrets(settings: Settings) -> None:
     code, out, _ = await run(settings, "config")
     assert code == 0
     shown = json.loads(out)
-    assert shown["name_prefix"] == settings.name_prefix
-    assert ":guest@" not in shown["amqp_url"] and "****" in shown["amqp_url"]
+    assert shown["amqp"]["name_prefix"] == settings.amqp.name_prefix
+    assert ":guest@" not in shown["amqp"]["url"] and "****" in shown["amqp"]["url"]
+    assert shown["intake"]["shards"] == settings.intake.shards
 
 
 async def test_schemas_command_writes_the_contract(settings: Settings, tmp_path: Path) -> None:

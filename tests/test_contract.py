@@ -164,14 +164,14 @@ async def test_oversized_body_refused_before_parsing(settings: Settings, hub, ma
                                                      pool) -> None:
     symbol, pw = await make_agency()
     async with AgencyClient(settings, symbol, pw) as lib:
-        huge = b"[" * (settings.max_message_bytes + 10)  # would explode a naive parser
+        huge = b"[" * (settings.intake.max_message_bytes + 10)  # would explode a naive parser
         await lib.send("request", huge)
         got = await lib.receive()
     assert "limit is" in got.content["errorData"]["errorValue"]
 
 
 async def _assert_in_hub_dead(settings: Settings, message_id: str | None) -> None:
-    conn = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    conn = await aio_pika.connect(settings.amqp.url.get_secret_value())
     async with conn:
         ch = await conn.channel()
         queue = await ch.get_queue(settings.name("hub.dead"), ensure=False)

@@ -11,7 +11,8 @@ import asyncpg
 
 from delivery.grants import create_grant
 from delivery.intake import accept_copy, release_drops
-from delivery.mail import MailSender, enqueue_patron_mail
+from delivery.mail import enqueue_patron_mail
+from infra.mailqueue import MailSender
 from schemas.settings import Settings
 from tests.delivery_fixtures import ftp_upload, home, pdf_bytes, unique_email, with_smtp
 
@@ -33,12 +34,12 @@ async def test_supplier_upload_reaches_the_reader_with_a_limited_link(
     transaction = f"tx-{uuid.uuid4().hex[:10]}"
     title = "红楼梦版本研究"
     async with pool.acquire() as conn, conn.transaction():
-        doc = await accept_copy(conn, settings, supplier=symbol, item_id="/红楼梦研究.pdf",
-                                transaction_id=transaction, delivery=dl_settings)
+        doc = await accept_copy(conn, dl_settings, supplier=symbol, item_id="/红楼梦研究.pdf",
+                                transaction_id=transaction)
         grant = await create_grant(conn, document_id=doc.id, transaction_id=transaction,
                                    patron_email=reader, patron_name="王小明",
-                                   downloads=dl_settings.grant_downloads(),
-                                   days=dl_settings.days, now=dl_clock.now)
+                                   downloads=dl_settings.delivery.grant_downloads(),
+                                   days=dl_settings.delivery.days, now=dl_clock.now)
         await enqueue_patron_mail(conn, grant=grant, document=doc, title=title,
                                   supplier_name="北京大学图书馆",
                                   requester_name="复旦大学图书馆",
@@ -47,7 +48,7 @@ async def test_supplier_upload_reaches_the_reader_with_a_limited_link(
     assert not (home(settings, symbol) / "红楼梦研究.pdf").exists()
 
     await dl_smtp.start()
-    await MailSender(pool, with_smtp(settings, dl_smtp), dl_settings).send_due()
+    await MailSender(pool, with_smtp(dl_settings, dl_smtp)).send_due()
     [mail] = dl_smtp.catcher.messages_to(reader)
     assert title in str(mail["Subject"])
     body = mail.get_body(("plain",)).get_content()

@@ -38,12 +38,12 @@ def store_files(settings: Settings) -> set[str]:
 
 
 async def refused(pool: asyncpg.Pool, settings: Settings, supplier: str, item_id: str,
-                  **kwargs: object) -> CopyProblem:
-    kwargs.setdefault("delivery", delivery_settings())
+                  **overrides: object) -> CopyProblem:
+    quick = delivery_settings(settings, **overrides)
     async with pool.acquire() as conn, conn.transaction():
         with pytest.raises(CopyProblem) as caught:
-            await accept_copy(conn, settings, supplier=supplier, item_id=item_id,
-                              transaction_id=tx(), **kwargs)  # type: ignore[arg-type]
+            await accept_copy(conn, quick, supplier=supplier, item_id=item_id,
+                              transaction_id=tx())
     assert caught.value.field == "deliveryInfo.itemId"
     return caught.value
 
@@ -56,11 +56,11 @@ async def test_uploaded_pdf_is_stored_hashed_and_released(settings: Settings,
     await asyncio.to_thread(ftp_upload, dl_ftp, symbol, password, "红楼梦研究.pdf", content)
     transaction = tx()
     async with pool.acquire() as conn, conn.transaction():
-        doc = await accept_copy(conn, settings, supplier=symbol, item_id="/红楼梦研究.pdf",
-                                transaction_id=transaction, delivery=dl_settings)
+        doc = await accept_copy(conn, dl_settings, supplier=symbol, item_id="/红楼梦研究.pdf",
+                                transaction_id=transaction)
         # Retried inside the same transaction: the same document, not a second one.
-        again = await accept_copy(conn, settings, supplier=symbol, item_id="红楼梦研究.pdf",
-                                  transaction_id=transaction, delivery=dl_settings)
+        again = await accept_copy(conn, dl_settings, supplier=symbol, item_id="红楼梦研究.pdf",
+                                  transaction_id=transaction)
     assert again == doc
     assert doc.sha256 == hashlib.sha256(content).hexdigest()
     assert (doc.size, doc.content_type, doc.filename) == (len(content), "application/pdf",
@@ -148,8 +148,8 @@ async def test_upload_in_progress_is_refused_until_finished(settings: Settings,
         await asyncio.to_thread(upload.thread.join, 10)
     assert isinstance(upload.result, str) and upload.result.startswith("226")
     async with pool.acquire() as conn, conn.transaction():
-        doc = await accept_copy(conn, settings, supplier=symbol, item_id="slow.pdf",
-                                transaction_id=tx(), delivery=dl_settings)
+        doc = await accept_copy(conn, dl_settings, supplier=symbol, item_id="slow.pdf",
+                                transaction_id=tx())
     assert doc.sha256 == hashlib.sha256(content).hexdigest()
 
 
@@ -160,13 +160,13 @@ async def test_file_copied_in_by_hand_must_be_quiet_first(settings: Settings,
     own = home(settings, symbol)
     own.mkdir(parents=True, exist_ok=True)
     (own / "manual.pdf").write_bytes(pdf_bytes(3000))
-    strict = delivery_settings(upload_quiet_seconds=60)
-    problem = await refused(pool, settings, symbol, "manual.pdf", delivery=strict)
+    strict = delivery_settings(settings, ftp__upload_quiet_seconds=60)
+    problem = await refused(pool, settings, symbol, "manual.pdf", ftp__upload_quiet_seconds=60)
     assert "still in progress" in str(problem)
     set_age(own / "manual.pdf", hours=1)
     async with pool.acquire() as conn, conn.transaction():
-        doc = await accept_copy(conn, settings, supplier=symbol, item_id="manual.pdf",
-                                transaction_id=tx(), delivery=strict)
+        doc = await accept_copy(conn, strict, supplier=symbol, item_id="manual.pdf",
+                                transaction_id=tx())
     assert doc.size > 0
 
 
@@ -177,14 +177,13 @@ async def test_size_and_type_limits_are_configurable(settings: Settings, pool: a
     own.mkdir(parents=True, exist_ok=True)
     (own / "big.pdf").write_bytes(pdf_bytes(2 * 1024 * 1024 + 10))
     (own / "scan.tif").write_bytes(b"II*\x00" + b"\x00" * 500)
-    small = delivery_settings(max_upload_mb=1)
     assert "over the 1 MB limit" in str(await refused(pool, settings, symbol, "big.pdf",
-                                                      delivery=small))
+                                                      ftp__max_upload_mb=1))
     assert "is not a PDF" in str(await refused(pool, settings, symbol, "scan.tif"))
-    tiff_ok = delivery_settings(allowed_types=["pdf", "tiff"])
+    tiff_ok = delivery_settings(settings, ftp__allowed_types=["pdf", "tiff"])
     async with pool.acquire() as conn, conn.transaction():
-        doc = await accept_copy(conn, settings, supplier=symbol, item_id="scan.tif",
-                                transaction_id=tx(), delivery=tiff_ok)
+        doc = await accept_copy(conn, tiff_ok, supplier=symbol, item_id="scan.tif",
+                                transaction_id=tx())
     assert doc.content_type == "image/tiff"
 
 
@@ -202,15 +201,15 @@ async def test_rolled_back_intake_leaves_the_upload_in_place(settings: Settings,
 
     with pytest.raises(Crash):
         async with pool.acquire() as conn, conn.transaction():
-            first = await accept_copy(conn, settings, supplier=symbol, item_id="retry.pdf",
-                                      transaction_id=transaction, delivery=dl_settings)
+            first = await accept_copy(conn, dl_settings, supplier=symbol, item_id="retry.pdf",
+                                      transaction_id=transaction)
             raise Crash
     await release_drops(pool, settings)
     assert (home(settings, symbol) / "retry.pdf").read_bytes() == content
     # The redelivered CopyCompleted succeeds; the first attempt's copy is an orphan.
     async with pool.acquire() as conn, conn.transaction():
-        second = await accept_copy(conn, settings, supplier=symbol, item_id="retry.pdf",
-                                   transaction_id=transaction, delivery=dl_settings)
+        second = await accept_copy(conn, dl_settings, supplier=symbol, item_id="retry.pdf",
+                                   transaction_id=transaction)
     assert second.id != first.id
     # Another transaction cannot claim the same upload while it is still in the drop.
     problem = await refused(pool, settings, symbol, "retry.pdf")
@@ -219,8 +218,7 @@ async def test_rolled_back_intake_leaves_the_upload_in_place(settings: Settings,
     orphan = first.path(settings)
     assert orphan.exists()
     set_age(orphan, hours=2)
-    report = await sweep(pool, settings, datetime.now(UTC) + timedelta(minutes=1),
-                         delivery=dl_settings)
+    report = await sweep(pool, dl_settings, datetime.now(UTC) + timedelta(minutes=1))
     assert not report.skipped
     assert not orphan.exists()
     assert second.path(settings).exists()

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from delivery.mail import enqueue_mail
-from delivery.retention import RETENTION_LOCK, sweep
+from delivery.retention import sweep
+from infra.locks import Lock
+from infra.mailqueue import enqueue_mail
 from schemas.settings import Settings
 from tests.delivery_fixtures import (
     delivery_settings,
@@ -36,13 +37,13 @@ async def test_expired_documents_go_after_the_grace_period_live_ones_stay(
     old_grant = await put_grant(pool, expiring, days=30, now=now)
     await put_grant(pool, live, days=30, now=now)
     await put_grant(pool, live, days=60, now=now)  # a second reader keeps it alive
-    delivery = delivery_settings(grace_days=7)
+    quick = delivery_settings(settings, delivery__grace_days=7)
 
-    report = await sweep(pool, settings, now + timedelta(days=36), delivery=delivery)
+    report = await sweep(pool, quick, now + timedelta(days=36))
     assert not report.skipped
     assert expiring.path(settings).exists() and not await deleted(pool, expiring.id)
 
-    report = await sweep(pool, settings, now + timedelta(days=38), delivery=delivery)
+    report = await sweep(pool, quick, now + timedelta(days=38))
     assert report.documents >= 1
     assert not expiring.path(settings).exists() and await deleted(pool, expiring.id)
     assert live.path(settings).exists() and not await deleted(pool, live.id)
@@ -54,7 +55,7 @@ async def test_expired_documents_go_after_the_grace_period_live_ones_stay(
     assert (log["kind"], log["path"], log["bytes"]) == ("document", expiring.store_name, 4000)
     assert "7 days" in log["reason"]
 
-    await sweep(pool, settings, now + timedelta(days=68), delivery=delivery)
+    await sweep(pool, quick, now + timedelta(days=68))
     assert not live.path(settings).exists() and await deleted(pool, live.id)
 
 
@@ -65,10 +66,10 @@ async def test_used_up_grants_end_at_their_last_download(settings: Settings,
     grant = await put_grant(pool, doc, downloads=1, days=60, now=now)
     await pool.execute("UPDATE download_grant SET remaining = 0, used = 1, last_download_at = $2 "
                        "WHERE id = $1", grant.id, now + timedelta(days=1))
-    delivery = delivery_settings(grace_days=7)
-    await sweep(pool, settings, now + timedelta(days=7, hours=23), delivery=delivery)
+    quick = delivery_settings(settings, delivery__grace_days=7)
+    await sweep(pool, quick, now + timedelta(days=7, hours=23))
     assert doc.path(settings).exists()
-    await sweep(pool, settings, now + timedelta(days=8, hours=1), delivery=delivery)
+    await sweep(pool, quick, now + timedelta(days=8, hours=1))
     assert not doc.path(settings).exists()
 
 
@@ -84,7 +85,7 @@ async def test_abandoned_uploads_are_removed_fresh_ones_kept(settings: Settings,
     set_age(old, hours=25)
     await pool.execute("INSERT INTO ftp_upload (supplier, path, state, size) "
                        "VALUES ($1, 'sub/forgotten.pdf', 'done', 2000)", symbol)
-    report = await sweep(pool, settings, datetime.now(UTC), delivery=delivery_settings())
+    report = await sweep(pool, delivery_settings(settings), datetime.now(UTC))
     assert report.uploads == 1
     assert not old.exists() and fresh.exists()
     assert await pool.fetchval("SELECT count(*) FROM ftp_upload WHERE supplier = $1",
@@ -98,11 +99,10 @@ async def test_only_one_process_sweeps_at_a_time(settings: Settings, pool: async
     other = await asyncpg.connect(database_url)
     try:
         async with other.transaction():
-            await other.execute("SELECT pg_advisory_xact_lock($1)", RETENTION_LOCK)
-            report = await sweep(pool, settings, datetime.now(UTC),
-                                 delivery=delivery_settings())
+            await other.execute("SELECT pg_advisory_xact_lock($1)", int(Lock.RETENTION))
+            report = await sweep(pool, delivery_settings(settings), datetime.now(UTC))
             assert report.skipped
-        report = await sweep(pool, settings, datetime.now(UTC), delivery=delivery_settings())
+        report = await sweep(pool, delivery_settings(settings), datetime.now(UTC))
         assert not report.skipped
     finally:
         await other.close()
@@ -114,8 +114,7 @@ async def test_old_sent_mail_is_purged(settings: Settings, pool: asyncpg.Pool) -
         kept = await enqueue_mail(conn, unique_email(), "s", "t")
         sent = await enqueue_mail(conn, unique_email(), "s", "t")
     await pool.execute("UPDATE mail_outbox SET sent_at = $2, raw = NULL WHERE id = $1", sent, now)
-    await sweep(pool, settings, now + timedelta(days=31),
-                delivery=delivery_settings(mail_keep_days=30))
+    await sweep(pool, delivery_settings(settings, smtp__keep_days=30), now + timedelta(days=31))
     remaining = {r["id"] for r in await pool.fetch(
         "SELECT id FROM mail_outbox WHERE id = ANY($1::bigint[])", [kept, sent])}
     assert remaining == {kept}  # unsent mail is never purged

@@ -17,10 +17,10 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from app import demo
 from broker.states import TERMINAL
 from schemas.settings import Settings
 from settlement import ledger
-from sim import demo
 from sim.network import load_network
 from sim.report import DELIVERED
 
@@ -29,12 +29,12 @@ from sim.report import DELIVERED
 async def small_demo(settings: Settings, run_id: str):
     opts = demo.DemoOptions(
         requests=30, requesters=8, suppliers=6, speed=86_400, days=3, seed=7, keep=True,
-        database=f"illhub_test_{run_id}_demo", prefix=f"{settings.name_prefix}demo.",
+        database=f"illhub_test_{run_id}_demo", prefix=f"{settings.amqp.name_prefix}demo.",
         symbol_tag=f"T{run_id}-demo", progress_seconds=5)
     lines: list[str] = []
     try:
         summary = await asyncio.wait_for(demo.run(settings, opts, out=lines.append), 150)
-        url = urlunsplit(urlsplit(settings.database_url.get_secret_value())._replace(
+        url = urlunsplit(urlsplit(settings.database_url)._replace(
             path=f"/{opts.database}"))
         conn = await asyncpg.connect(url)
         try:

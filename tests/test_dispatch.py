@@ -375,7 +375,7 @@ async def test_explain_reads_the_whole_path(network, pool) -> None:
 async def test_events_go_out_on_ill_events(settings: Settings, network) -> None:
     import aio_pika
 
-    conn = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    conn = await aio_pika.connect(settings.amqp.url.get_secret_value())
     async with conn:
         ch = await conn.channel()
         events = await ch.get_exchange(settings.name("ill.events"), ensure=False)

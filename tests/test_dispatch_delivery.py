@@ -10,7 +10,6 @@ import aiohttp
 import pytest
 
 from app.hub import Hub
-from broker.dispatch import Dispatcher
 from illclient.client import AgencyClient
 from schemas.settings import Settings
 from tests import messages
@@ -26,10 +25,8 @@ LINK = re.compile(r"https?://\S+/d/[A-Za-z0-9_-]{32}")
 async def live(settings: Settings, make_agency, pool, dl_settings, dl_smtp
                ) -> AsyncIterator[tuple[Hub, Party, Party, str]]:
     await dl_smtp.start()
-    s = with_smtp(settings, dl_smtp)
-    dispatcher = Dispatcher(s)
-    dispatcher.delivery = dl_settings
-    hub = Hub(s, dispatcher)
+    s = with_smtp(dl_settings, dl_smtp)
+    hub = Hub(s)
     req_symbol, req_pw = await make_agency(name="复旦大学图书馆", roles=("requester",),
                                            province="上海", city="上海")
     sup_symbol, sup_pw = await make_agency(name="国家图书馆", roles=("supplier",),

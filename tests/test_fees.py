@@ -8,12 +8,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from app.cli import run_command
 from schemas.money import Money
+from schemas.settings import Settings
 from settlement.fees import (
     FeeError,
     count_pages,
     fee_to_charge,
-    fees_load_cli,
     load_fees,
     max_cost_problem,
     pages_of,
@@ -266,21 +267,21 @@ def test_max_cost_and_fee_to_charge() -> None:
     assert fee_to_charge(None, None) is None                     # nothing to charge
 
 
-async def test_fees_load_cli(database_url: str, pool: asyncpg.Pool, tmp_path: Path,
+async def test_fees_load_cli(settings: Settings, pool: asyncpg.Pool, tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
     (sup,) = await new_agencies(pool, "命令行馆")
     path = tmp_path / "fees.toml"
     path.write_text(_one('service_kind = "EBookLoan"\neffective_from = 2026-01-01\n'
                          'per_loan = "5.00"', supplier=sup), "utf-8")
-    assert await fees_load_cli(database_url, str(path)) == 0
+    assert await run_command(settings, ["fees", "load", str(path)]) == 0
     assert "1 schedule entry for 1 supplier" in capsys.readouterr().out
     path.write_text(_one('service_kind = "EBookLoan"\neffective_from = 2026-01-01\n'
                          'per_loan = 5', supplier=sup), "utf-8")
-    assert await fees_load_cli(database_url, str(path)) == 1
+    assert await run_command(settings, ["fees", "load", str(path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}: fee[1] ({sup} EBookLoan): per_loan:")
     assert "nothing loaded" in err
-    assert await fees_load_cli(database_url, str(tmp_path / "missing.toml")) == 1
+    assert await run_command(settings, ["fees", "load", str(tmp_path / "missing.toml")]) == 1
     assert "cannot read" in capsys.readouterr().err
 
 

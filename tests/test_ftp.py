@@ -9,10 +9,9 @@ import random
 
 import asyncpg
 
-from delivery.config import DeliverySettings
 from delivery.ftp import start_ftp
 from delivery.paths import ftp_root, home_dirname
-from schemas.settings import Settings
+from schemas.settings import Ftp, Settings
 from tests.conftest import eventually
 from tests.delivery_fixtures import (
     delivery_settings,
@@ -179,7 +178,7 @@ async def test_upload_over_the_limit_is_aborted_and_removed(settings: Settings,
                                                             pool: asyncpg.Pool,
                                                             dl_supplier) -> None:
     symbol, password = dl_supplier
-    drop = await start_ftp(settings, pool, delivery_settings(max_upload_mb=1))
+    drop = await start_ftp(delivery_settings(settings, ftp__max_upload_mb=1), pool)
     try:
         big = pdf_bytes(3 * 1024 * 1024)
         result = await asyncio.to_thread(
@@ -228,8 +227,8 @@ async def test_passive_ports_and_announced_address(settings: Settings, pool: asy
     symbol, password = dl_supplier
     first = random.randrange(40000, 48000)
     ports = f"{first}-{first + 19}"
-    drop = await start_ftp(settings, pool, delivery_settings(passive_ports=ports,
-                                                             announce_address="127.0.0.1"))
+    drop = await start_ftp(delivery_settings(settings, ftp__passive_ports=ports,
+                                             ftp__announce_address="127.0.0.1"), pool)
     try:
         def pasv(ftp: ftplib.FTP) -> tuple[str, int]:
             reply = ftp.sendcmd("PASV")
@@ -247,11 +246,11 @@ async def test_passive_ports_and_announced_address(settings: Settings, pool: asy
 
 
 def test_port_range_setting_is_validated() -> None:
-    assert DeliverySettings(passive_ports="50000-50002").data_ports() == range(50000, 50003)
-    assert DeliverySettings(passive_ports="").data_ports() is None
+    assert Ftp(passive_ports="50000-50002").data_ports() == range(50000, 50003)
+    assert Ftp(passive_ports="").data_ports() is None
     for bad in ("50002-50000", "abc", "1-70000"):
         try:
-            DeliverySettings(passive_ports=bad)
+            Ftp(passive_ports=bad)
         except ValueError:
             continue
         raise AssertionError(f"{bad} accepted")
@@ -260,7 +259,8 @@ def test_port_range_setting_is_validated() -> None:
 async def test_sessions_per_supplier_are_capped(settings: Settings, pool: asyncpg.Pool,
                                                 dl_supplier) -> None:
     symbol, password = dl_supplier
-    drop = await start_ftp(settings, pool, delivery_settings(max_connections_per_supplier=1))
+    drop = await start_ftp(delivery_settings(settings, ftp__max_connections_per_supplier=1),
+                           pool)
     try:
         first = await asyncio.to_thread(ftp_session, drop, symbol, password)
         assert await asyncio.to_thread(try_login, drop, symbol, password) == "530"

@@ -28,7 +28,7 @@ CASES = 1200
 async def test_hostile_messages_each_get_a_specific_answer(settings: Settings, make_agency,
                                                            pool: asyncpg.Pool) -> None:
     # A smaller size limit keeps the oversized bodies (limit + up to 64 KiB) cheap.
-    s = settings.model_copy(update={"max_message_bytes": 128 * 1024})
+    s = settings.updated(intake__max_message_bytes=128 * 1024)
     me, me_pw = await make_agency(roles=("requester", "supplier"))
     lib, lib_pw = await make_agency(roles=("requester",))
     sup, sup_pw = await make_agency(roles=("supplier",))
@@ -45,7 +45,7 @@ async def test_hostile_messages_each_get_a_specific_answer(settings: Settings, m
         theirs = await seed_transactions(requester, supplier, item)
         before = await snapshot(pool, lib)
         targets = Targets(me=me, requester=lib, supplier=sup, their_requests=tuple(theirs),
-                          hub=s.hub_symbol, limit=s.max_message_bytes)
+                          hub=s.hub_symbol, limit=s.intake.max_message_bytes)
         run = await fuzz(s, pool, (me, me_pw), targets, CASES, seed, stall_seconds=20)
         report = run.report
         assert not report.failures, (

@@ -10,10 +10,11 @@ import aiohttp
 import asyncpg
 import pytest
 
-from delivery.gateway import BadTokenGuard, content_disposition, start_http
+from delivery.gateway import BadTokenGuard, content_disposition
 from delivery.grants import revoke_grant
 from schemas.settings import Settings
 from tests.delivery_fixtures import delivery_settings, pdf_bytes, put_document, put_grant
+from web.app import make_app, start_http
 
 pytest_plugins = ("tests.delivery_fixtures",)
 
@@ -114,9 +115,9 @@ async def test_unlimited_and_revoked_grants(settings: Settings, pool: asyncpg.Po
 
 async def test_unknown_tokens_404_then_slowed_then_429(settings: Settings, pool: asyncpg.Pool,
                                                        dl_clock) -> None:
-    gw = await start_http(settings, pool, clock=dl_clock,
-                          delivery=delivery_settings(bad_token_limit=4,
-                                                     trusted_proxies=["127.0.0.1"]))
+    quick = delivery_settings(settings, http__bad_token_limit=4,
+                              http__trusted_proxies=["127.0.0.1"])
+    gw = await start_http(quick, make_app(quick, pool, clock=dl_clock))
     doc = await put_document(pool, settings, pdf_bytes(5_000))
     grant = await put_grant(pool, doc, downloads=5)
     try:

@@ -17,11 +17,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.cli import run_command
 from broker import holdings
 from broker.holdings import (
     HoldingsFileError,
     holders,
-    holdings_import_cli,
     identifiers_of,
     import_csv,
     normalise_doi_prefix,
@@ -30,6 +30,7 @@ from broker.holdings import (
     normalise_title_key,
     title_key,
 )
+from schemas.settings import Settings
 from tests.conftest import agency_symbol
 
 # --- independent reference check digits (not the code under test) -------------------
@@ -632,17 +633,17 @@ async def test_holders_uses_the_primary_key(pool: asyncpg.Pool) -> None:
 # --- command line ---------------------------------------------------------------------
 
 
-async def test_cli_exit_codes_and_output(pool: asyncpg.Pool, database_url: str, tmp_path: Path,
+async def test_cli_exit_codes_and_output(pool: asyncpg.Pool, settings: Settings, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     (a,) = await make_agencies(pool, 1)
     good = write_csv(tmp_path / "good.csv", [f"{a},issn,0378-5955"])
-    assert await holdings_import_cli(database_url, str(good), replace=False) == 0
+    assert await run_command(settings, ["holdings", "import", str(good)]) == 0
     out = capsys.readouterr().out
     assert "1 lines read, 1 accepted, 0 rejected" in out
 
     bad_lines = [f"{a},issn,0000-000{i % 9 + 1}" for i in range(25)]   # all wrong check digits
     mixed = write_csv(tmp_path / "mixed.csv", [f"{a},issn,1001-8867", *bad_lines])
-    assert await holdings_import_cli(database_url, str(mixed), replace=False) == 1
+    assert await run_command(settings, ["holdings", "import", str(mixed)]) == 1
     out = capsys.readouterr().out
     assert "line 3: invalid ISSN check digit" in out
     assert "line 22:" in out and "line 23:" not in out
@@ -650,8 +651,8 @@ async def test_cli_exit_codes_and_output(pool: asyncpg.Pool, database_url: str, 
     assert (a, "issn", "1001-8867") in await held(pool, [a])
 
     header = write_csv(tmp_path / "header.csv", [f"{a},issn"], header="symbol,issn")
-    assert await holdings_import_cli(database_url, str(header), replace=True) == 2
+    assert await run_command(settings, ["holdings", "import", str(header), "--replace"]) == 2
     assert "nothing imported" in capsys.readouterr().err
-    assert await holdings_import_cli(database_url, str(tmp_path / "missing.csv"),
-                                     replace=False) == 2
+    assert await run_command(settings, ["holdings", "import", str(tmp_path / "missing.csv")]
+                             ) == 2
     assert len(await held(pool, [a])) == 2

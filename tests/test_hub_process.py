@@ -8,8 +8,11 @@ import signal
 import sys
 from pathlib import Path
 
+import asyncpg
+
+from app.hub import Hub
+from broker.shards import declare_hub_topology
 from illclient.client import AgencyClient
-from infra.topology import declare_all
 from schemas.settings import Settings
 from tests import messages
 
@@ -17,19 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def hub_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "ILLHUB_DATABASE_URL": settings.database_url.get_secret_value(),
-        "ILLHUB_AMQP_URL": settings.amqp_url.get_secret_value(),
-        "ILLHUB_AMQP_MANAGEMENT_URL": settings.amqp_management_url.get_secret_value(),
-        "ILLHUB_NAME_PREFIX": settings.name_prefix,
-        "ILLHUB_QUEUE_TYPE": settings.queue_type,
-        "ILLHUB_HUB_SYMBOL": settings.hub_symbol,
-        "ILLHUB_OUTBOX_POLL_SECONDS": "0.2",
-        "ILLHUB_HTTP_PORT": "0",
-        "ILLHUB_FTP_PORT": "0",
-        "ILLHUB_DATA_DIR": str(settings.data_dir),
-    })
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ILLHUB_")}
+    env.update(settings.updated(outbox__poll_seconds=0.2).environment())
     return env
 
 
@@ -39,11 +31,11 @@ async def start_hub(settings: Settings) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
 
 
-async def test_sigterm_while_messages_flow_loses_nothing(settings: Settings,
+async def test_sigterm_while_messages_flow_loses_nothing(settings: Settings, pool: asyncpg.Pool,
                                                          make_agency) -> None:
     total = 400
     symbol, pw = await make_agency()
-    await declare_all(settings)
+    await declare_hub_topology(settings, pool)
     first = await start_hub(settings)
     async with AgencyClient(settings, symbol, pw) as lib:
         # Wait for the hub to answer before loading it.
@@ -88,8 +80,6 @@ async def test_sigterm_while_messages_flow_loses_nothing(settings: Settings,
 async def test_stop_lets_a_scheduled_job_in_flight_finish(settings: Settings,
                                                           database_url: str) -> None:
     """A sweep running when the hub is told to stop completes instead of being cut off."""
-    from app.hub import Hub
-
     hub = Hub(settings, delivery=False)
     await hub.start()
     finished = asyncio.Event()

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from delivery.mail import MailSender, enqueue_mail, enqueue_patron_mail
+from delivery.mail import enqueue_patron_mail
+from infra.mailqueue import MailSender, enqueue_mail
 from schemas.settings import Settings
 from tests.delivery_fixtures import (
     delivery_settings,
@@ -32,7 +33,7 @@ async def test_patron_mail_is_bilingual_and_properly_encoded(settings: Settings,
         await enqueue_patron_mail(conn, grant=grant, document=doc, title=title,
                                   supplier_name="北京大学图书馆", requester_name="复旦大学图书馆",
                                   base_url="https://ill.example.cn/", settings=settings)
-    sender = MailSender(pool, with_smtp(settings, dl_smtp), delivery_settings())
+    sender = MailSender(pool, with_smtp(delivery_settings(settings), dl_smtp))
     assert await sender.send_due() >= 1
 
     [msg] = dl_smtp.catcher.messages_to(grant.patron_email)
@@ -41,7 +42,7 @@ async def test_patron_mail_is_bilingual_and_properly_encoded(settings: Settings,
     assert title in str(msg["Subject"])
     assert str(msg["Subject"]).startswith("文献传递 Document delivery")
     assert msg["To"].addresses[0].display_name == "李明"
-    assert msg["Message-ID"].startswith("<") and msg["From"] == settings.mail_from
+    assert msg["Message-ID"].startswith("<") and msg["From"] == settings.smtp.mail_from
     text = msg.get_body(("plain",)).get_content()
     html = msg.get_body(("html",)).get_content()
     url = f"https://ill.example.cn/d/{grant.token}"
@@ -66,7 +67,7 @@ async def test_smtp_down_then_up_sends_each_mail_exactly_once(settings: Settings
         for i, to in enumerate(recipients):
             await enqueue_mail(conn, to, f"对账单 Statement {i}", f"第 {i} 封 mail {i}")
     t0 = datetime.now(UTC)
-    senders = [MailSender(pool, smtp_settings, delivery_settings()) for _ in range(3)]
+    senders = [MailSender(pool, delivery_settings(smtp_settings)) for _ in range(3)]
     assert await senders[0].send_due(t0) == 0
     rows = await pool.fetch("SELECT attempts, available_at, last_error FROM mail_outbox "
                             "WHERE recipients[1] = ANY($1)", recipients)
@@ -99,8 +100,8 @@ async def test_backoff_doubles_up_to_the_cap(settings: Settings, pool: asyncpg.P
     to = unique_email("backoff")
     async with pool.acquire() as conn:
         mail_id = await enqueue_mail(conn, to, "subject", "text")
-    sender = MailSender(pool, with_smtp(settings, dl_smtp),
-                        delivery_settings(mail_backoff_seconds=30, mail_max_backoff_seconds=200))
+    sender = MailSender(pool, with_smtp(delivery_settings(
+        settings, smtp__backoff_seconds=30, smtp__max_backoff_seconds=200), dl_smtp))
     now = datetime.now(UTC)
     delays = []
     for _ in range(5):
@@ -123,7 +124,7 @@ async def test_permanent_refusal_is_not_retried(settings: Settings, pool: asyncp
     async with pool.acquire() as conn:
         bad_id = await enqueue_mail(conn, bad, "s", "t")
         await enqueue_mail(conn, good, "s", "t")
-    sender = MailSender(pool, with_smtp(settings, dl_smtp), delivery_settings())
+    sender = MailSender(pool, with_smtp(delivery_settings(settings), dl_smtp))
     await sender.send_due()
     row = await pool.fetchrow("SELECT sent_at, failed_at, last_error FROM mail_outbox "
                               "WHERE id = $1", bad_id)
@@ -143,7 +144,7 @@ async def test_generic_mail_with_chinese_attachment_name(settings: Settings,
                            "附件为本期结算单。", "<p>附件为本期结算单。</p>",
                            [("结算单 2025-07.csv", statement, "text/csv"),
                             ("statement.pdf", pdf_bytes(2000), "application/pdf")])
-    sender = MailSender(pool, with_smtp(settings, dl_smtp), delivery_settings())
+    sender = MailSender(pool, with_smtp(delivery_settings(settings), dl_smtp))
     await sender.send_due()
     [msg] = dl_smtp.catcher.messages_to(to)
     raw = next(r for rcpts, r in dl_smtp.catcher.received if to in rcpts)
@@ -153,5 +154,5 @@ async def test_generic_mail_with_chinese_attachment_name(settings: Settings,
     assert attachments[0].get_payload(decode=True) == statement
     assert msg["Subject"] == "2025年7月结算单 Statement July 2025"
     # No sender given at enqueue time: the sender's configured From is filled in.
-    assert msg["From"] == settings.mail_from
+    assert msg["From"] == settings.smtp.mail_from
     assert msg["To"].addresses[0].display_name == "财务处"

@@ -22,16 +22,15 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from pydantic import SecretStr
 
 from bench.chaos import create_database, drop_database, teardown, with_database
 from bench.chaos_parties import isbn13
 from bench.hub_processes import HubProcesses
 from broker.agencies import NewAgency, add
 from broker.holdings import import_csv
-from delivery.mail import enqueue_mail
 from illclient.client import AgencyClient, Received
 from infra.database import create_pool, migrate
+from infra.mailqueue import enqueue_mail
 from schemas.settings import Settings
 from settlement.fees import load_fees
 from sim.parties import agency_id, now_iso, start_mail_folder
@@ -46,13 +45,12 @@ DEADLINE = 2.0  # seconds a supplier has to answer (Express)
 async def scratch(settings: Settings) -> AsyncIterator[tuple[Settings, asyncpg.Pool, str]]:
     """A database of this test's own: other tests' rows must not meet three sweepers."""
     token = secrets.token_hex(3)
-    url = with_database(settings.database_url.get_secret_value(), f"illhub_multihub_{token}")
+    url = with_database(settings.database_url, f"illhub_multihub_{token}")
     await create_database(url)
     await migrate(url, report=lambda _m: None)
     data = tempfile.mkdtemp(prefix="illhub-multihub-")
-    s = settings.model_copy(update={
-        "database_url": SecretStr(url), "hub_symbol": f"MH{token.upper()}:HUB",
-        "data_dir": data})
+    s = settings.updated(database__url=url, hub_symbol=f"MH{token.upper()}:HUB",
+                         data_dir=data)
     pool = await create_pool(url, max_size=4)
     try:
         yield s, pool, f"MH{token.upper()}"
@@ -71,11 +69,11 @@ async def test_three_hubs_sweep_once_and_serialise_each_transaction(
     mails: Counter[str] = Counter()
     server, port = await start_mail_folder(Path(s0.data_dir) / "mail", lambda raw: mails.update(
         re.findall(rb"(?im)^Message-ID:\s*(<[^>]+>)", raw)[:1]))
-    s = s0.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": port})
+    s = s0.updated(smtp__host="127.0.0.1", smtp__port=port)
     hubs = HubProcesses(s, 3, Path(s.data_dir) / "logs", extra_env={
-        "ILLHUB_SWEEP_SECONDS": "0.2",
+        "ILLHUB_DEADLINES__SWEEP_SECONDS": "0.2",
         "ILLHUB_DEADLINES__EXPRESS": f"{DEADLINE / 3600:.8f}",
-        "ILLHUB_DELIVERY_MAIL_POLL_SECONDS": "0.2"})
+        "ILLHUB_SMTP__POLL_SECONDS": "0.2"})
     clients: dict[str, AgencyClient] = {}
     try:
         for sym in passwords:

@@ -24,12 +24,12 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from delivery.gateway import make_app
 from illclient.client import AgencyClient, Received
 from schemas.settings import Settings
 from tests import messages
+from web.app import make_app
 from web.operators.data import REQUESTER_LIMIT
-from web.operators.pages import COOKIE, LoginGuard, OperatorSettings, Sessions
+from web.operators.pages import COOKIE, LoginGuard, Sessions
 
 PASSWORD = "correct horse 馆际互借 battery"
 
@@ -106,11 +106,8 @@ def pct(part: int, whole: int) -> str:
 async def ops_client(settings: Settings, pool: asyncpg.Pool,
                      monkeypatch: pytest.MonkeyPatch,
                      password: str | None = PASSWORD) -> AsyncIterator[TestClient]:
-    """The hub's HTTP app (make_app, as the hub builds it) with the password in the env."""
-    if password is None:
-        monkeypatch.delenv("ILLHUB_OPERATOR_PASSWORD", raising=False)
-    else:
-        monkeypatch.setenv("ILLHUB_OPERATOR_PASSWORD", password)
+    """The hub's HTTP app (make_app, as the hub builds it) with the operators' password."""
+    settings = settings.updated(operators__password=password)
     client = TestClient(TestServer(make_app(settings, pool)))
     await client.start_server()
     try:
@@ -176,8 +173,7 @@ async def operator_network(settings: Settings, pool: asyncpg.Pool, make_agency: 
     from app.hub import Hub
     from settlement.fees import load_fees
 
-    monkeypatch.setenv("ILLHUB_OPERATOR_PASSWORD", PASSWORD)
-    hub = Hub(settings)
+    hub = Hub(settings.updated(operators__password=PASSWORD))
     await hub.start()
     clients: list[AgencyClient] = []
     try:
@@ -292,7 +288,7 @@ async def test_disabled_without_a_password(settings: Settings, pool: asyncpg.Poo
             async with client.get(path, headers=HTML, allow_redirects=False) as resp:
                 assert resp.status == 503
                 body = await resp.text()
-                assert "ILLHUB_OPERATOR_PASSWORD" in body and "disabled" in body
+                assert "ILLHUB_OPERATORS__PASSWORD" in body and "disabled" in body
         async with client.post("/ops/login", data={"password": ""}) as resp:
             assert resp.status == 503
         # The gateway itself is unaffected.
@@ -329,7 +325,7 @@ async def test_refused_without_a_session(settings: Settings, pool: asyncpg.Pool,
 
 async def test_wrong_password_is_401_and_repeated_failures_are_slowed(
         settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
-    limit = OperatorSettings().login_attempts
+    limit = settings.operators.login_attempts
     async with ops_client(settings, pool, monkeypatch) as client:
         page = await get_page(client, "/ops/login")
         assert 'type="password"' in page and 'action="/ops/login"' in page

@@ -5,14 +5,15 @@ from __future__ import annotations
 import aio_pika
 
 from infra import topology
-from infra.outbox import Outgoing, Relay, enqueue
+from infra.outbox import Outgoing, enqueue
+from infra.relay import Relay
 from schemas.settings import Settings
 from tests.conftest import agency_symbol
 
 
 async def test_unroutable_is_recorded_and_retried(settings: Settings, pool) -> None:
     symbol = agency_symbol()  # no queue yet: publishing to it is unroutable
-    conn = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    conn = await aio_pika.connect(settings.amqp.url.get_secret_value())
     async with conn:
         channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
         await topology.declare(channel, settings)

@@ -743,7 +743,7 @@ def _resolve(document: dict[str, Any], ref: str) -> Any:
 
 
 def test_export_writes_schemas_and_asyncapi(tmp_path: Path) -> None:
-    settings = Settings(name_prefix="t42.", amqp_url="amqp://hub:pa55word@127.0.0.1:5672/ill")
+    settings = Settings(amqp={"name_prefix": "t42.", "url": "amqp://hub:pa55word@127.0.0.1:5672/ill"})
     paths = write_schemas(tmp_path / "out", settings)
     names = sorted(p.name for p in paths)
     assert names == sorted([f"{k}.schema.json" for k in MessageType] + ["asyncapi.json"])
@@ -788,7 +788,7 @@ def test_export_writes_schemas_and_asyncapi(tmp_path: Path) -> None:
 
 
 def test_export_is_deterministic(tmp_path: Path) -> None:
-    settings = Settings(name_prefix="", amqp_url="amqp://guest:guest@127.0.0.1:5672/")
+    settings = Settings(amqp={"name_prefix": "", "url": "amqp://guest:guest@127.0.0.1:5672/"})
     first = {p.name: p.read_bytes() for p in write_schemas(tmp_path / "a", settings)}
     second = {p.name: p.read_bytes() for p in write_schemas(tmp_path / "b", settings)}
     assert first == second

@@ -31,17 +31,16 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from app.cli import QUIET_LOGGERS
 from app.hub import Hub
 from bench.fuzz_cases import issn as make_issn
 from broker.dispatch import Dispatcher
-from delivery.gateway import make_app
+from broker.shards import declare_hub_topology
 from delivery.grants import TOKEN_BYTES, hash_token
 from delivery.intake import CopyProblem, accept_copy
 from illclient.client import AgencyClient
-from infra import topology
 from infra.credentials import verify_password
 from infra.rabbit_admin import Management
-from run import QUIET_LOGGERS
 from schemas.settings import Settings
 from tests import messages
 from tests.delivery_fixtures import (
@@ -57,6 +56,7 @@ from tests.delivery_fixtures import (
     with_smtp,
 )
 from tests.test_dispatch import Party, requester_action, supplier_message
+from web.app import make_app
 
 pytest_plugins = ("tests.delivery_fixtures",)
 
@@ -78,14 +78,16 @@ async def broker_refusals():
 
 
 async def test_an_agency_cannot_reach_beyond_its_queue_and_ill_inbound(
-        settings: Settings, make_agency, broker_refusals) -> None:
-    await topology.declare_all(settings)
+        settings: Settings, pool: asyncpg.Pool, make_agency, broker_refusals) -> None:
+    shards = await declare_hub_topology(settings, pool)
     alice, alice_pw = await make_agency()
     bob, _ = await make_agency()
     n = settings.name
     attempts = {
         "consume bob's queue": lambda ch: _consume(ch, n(f"agency.{bob}")),
-        "consume hub.inbound": lambda ch: _consume(ch, n("hub.inbound")),
+        "consume an intake shard": lambda ch: _consume(ch, n(shards.queues()[0])),
+        "publish to an intake shard's exchange": lambda ch: _publish(
+            ch, n(f"hub.intake.g{shards.number}"), "request"),
         "read hub.dead": lambda ch: _get(ch, n("hub.dead")),
         "purge bob's queue": lambda ch: _purge(ch, n(f"agency.{bob}")),
         "delete bob's queue": lambda ch: ch.queue_delete(n(f"agency.{bob}")),
@@ -283,8 +285,7 @@ async def test_download_tokens_are_found_only_by_their_full_hash(
 
 async def test_every_operator_page_refuses_without_a_session(
         settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ILLHUB_OPERATOR_PASSWORD", "operators' secret 密码")
-    app = make_app(settings, pool)
+    app = make_app(settings.updated(operators__password="operators' secret 密码"), pool)
     pages = []
     for resource in app.router.resources():
         info = resource.get_info()
@@ -328,7 +329,7 @@ async def test_agency_passwords_are_stored_only_as_scrypt_hashes(
         found = await pool.fetchval(
             f'SELECT count(*) FROM "{table}" t WHERE strpos(t::text, $1) > 0', password)
         assert found == 0, table
-    async with Management(settings.amqp_management_url.get_secret_value()) as mgmt:
+    async with Management(settings.amqp.management_url.get_secret_value()) as mgmt:
         user = await mgmt.get_user(symbol)
     assert user is not None and password not in str(user)
 
@@ -346,7 +347,6 @@ async def test_logs_of_a_whole_flow_hold_no_secret_and_no_patron_data(
     Every logger at DEBUG except the ones run.py holds at WARNING (QUIET_LOGGERS: at
     DEBUG aiormq dumps whole AMQP frames, patron data included, which this test caught).
     """
-    monkeypatch.setenv("ILLHUB_OPERATOR_PASSWORD", OPERATOR_PASSWORD)
     log_file = tmp_path / "hub.log"
     handler = logging.FileHandler(log_file, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
@@ -364,9 +364,8 @@ async def test_logs_of_a_whole_flow_hold_no_secret_and_no_patron_data(
                                     "reader's name": surname + given}
     try:
         await dl_smtp.start()
-        s = with_smtp(settings, dl_smtp)
+        s = with_smtp(dl_settings, dl_smtp).updated(operators__password=OPERATOR_PASSWORD)
         dispatcher = Dispatcher(s)
-        dispatcher.delivery = dl_settings
         req_symbol, req_pw = await make_agency(roles=("requester",))
         sup_symbol, sup_pw = await make_agency(roles=("supplier",))
         secrets_seen |= {"requester's password": req_pw, "supplier's password": sup_pw,

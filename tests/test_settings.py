@@ -1,76 +1,124 @@
-"""Settings precedence: init > environment > .env > secrets dir > defaults."""
+"""Settings: one tree, precedence init > environment > .env > secrets dir > defaults."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from schemas.settings import Settings, mask_url
+from schemas.settings import ENV_PREFIX, FileTypeName, Settings, mask_url
 
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path):
-    for key in ("ILLHUB_NAME_PREFIX", "ILLHUB_HTTP_PORT", "ILLHUB_AMQP_URL",
-                "ILLHUB_DEADLINES__RUSH", "ILLHUB_SECRETS_DIR", "ILLHUB_DATABASE_URL"):
-        monkeypatch.delenv(key, raising=False)
+    for key in list(os.environ):
+        if key.startswith(ENV_PREFIX):
+            monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
 def test_defaults_work_on_loopback(clean_env) -> None:
     s = Settings()
-    assert s.amqp_url.get_secret_value().startswith("amqp://guest:guest@127.0.0.1:5672")
-    assert s.database_url.get_secret_value().startswith("postgresql://")
+    assert s.amqp.url.get_secret_value().startswith("amqp://guest:guest@127.0.0.1:5672")
+    assert s.database_url.startswith("postgresql://")
     assert s.name("ill.inbound") == "ill.inbound"
     assert s.deadlines.express == 2 and s.deadlines.rush == 24 and s.deadlines.normal == 72
     assert s.vhost == "/"
+    assert s.intake.shards == 4 and s.ftp.allowed_types == [FileTypeName.PDF]
+    assert s.public_base_url == "http://127.0.0.1:8080"
 
 
 def test_precedence(clean_env, monkeypatch: pytest.MonkeyPatch) -> None:
     secrets_dir = clean_env / "secrets"
     secrets_dir.mkdir()
-    (secrets_dir / "name_prefix").write_text("from-secrets.")
-    (secrets_dir / "http_port").write_text("7001")
-    (secrets_dir / "amqp_url").write_text("amqp://hub:s3cret@broker:5672/ill")
-    assert Settings().name_prefix == "from-secrets."
-    assert Settings().amqp_url.get_secret_value() == "amqp://hub:s3cret@broker:5672/ill"
+    (secrets_dir / "amqp__name_prefix").write_text("from-secrets.")
+    (secrets_dir / "http__port").write_text("7001")
+    (secrets_dir / "amqp__url").write_text("amqp://hub:s3cret@broker:5672/ill")
+    assert Settings().amqp.name_prefix == "from-secrets."
+    assert Settings().amqp.url.get_secret_value() == "amqp://hub:s3cret@broker:5672/ill"
 
-    (clean_env / ".env").write_text("ILLHUB_NAME_PREFIX=from-dotenv.\nILLHUB_HTTP_PORT=7002\n")
-    assert Settings().name_prefix == "from-dotenv."
-    assert Settings().http_port == 7002
+    (clean_env / ".env").write_text(
+        "ILLHUB_AMQP__NAME_PREFIX=from-dotenv.\nILLHUB_HTTP__PORT=7002\n")
+    assert Settings().amqp.name_prefix == "from-dotenv."
+    assert Settings().http.port == 7002
 
-    monkeypatch.setenv("ILLHUB_NAME_PREFIX", "from-env.")
+    monkeypatch.setenv("ILLHUB_AMQP__NAME_PREFIX", "from-env.")
     monkeypatch.setenv("ILLHUB_DEADLINES__RUSH", "12")
     s = Settings()
-    assert s.name_prefix == "from-env." and s.http_port == 7002 and s.deadlines.rush == 12
+    assert s.amqp.name_prefix == "from-env." and s.http.port == 7002 and s.deadlines.rush == 12
 
-    assert Settings(name_prefix="from-init.").name_prefix == "from-init."
+    assert Settings(amqp={"name_prefix": "from-init."}).amqp.name_prefix == "from-init."
 
 
 def test_secrets_dir_from_env(clean_env, monkeypatch: pytest.MonkeyPatch) -> None:
     elsewhere = clean_env / "run-secrets"
     elsewhere.mkdir()
-    (elsewhere / "database_url").write_text("postgresql://hub:pw@db:5432/illhub")
+    (elsewhere / "database__url").write_text("postgresql://hub:pw@db:5432/illhub")
+    (elsewhere / "operators__password").write_text("操作员的密码 long enough")
     monkeypatch.setenv("ILLHUB_SECRETS_DIR", str(elsewhere))
-    assert Settings().database_url.get_secret_value() == "postgresql://hub:pw@db:5432/illhub"
+    s = Settings()
+    assert s.database_url == "postgresql://hub:pw@db:5432/illhub"
+    assert s.operators.secret() == "操作员的密码 long enough"
 
 
-def test_masked_never_shows_passwords(clean_env) -> None:
-    s = Settings(amqp_url="amqp://hub:topsecret@broker:5672/ill",
-                 smtp_password="mailsecret")
-    shown = str(s.masked())
-    assert "topsecret" not in shown and "mailsecret" not in shown
-    assert s.masked()["amqp_url"] == "amqp://hub:****@broker:5672/ill"
+def test_masked_shows_every_group_but_no_password(clean_env) -> None:
+    s = Settings(amqp={"url": "amqp://hub:topsecret@broker:5672/ill"},
+                 smtp={"password": "mailsecret"}, operators={"password": "opsecret"})
+    shown = s.masked()
+    assert "topsecret" not in str(shown) and "mailsecret" not in str(shown)
+    assert "opsecret" not in str(shown)
+    assert shown["amqp"]["url"] == "amqp://hub:****@broker:5672/ill"
+    assert shown["smtp"]["password"] == "**********"
+    assert {"amqp", "intake", "outbox", "database", "http", "ftp", "smtp", "delivery",
+            "deadlines", "settlement", "operators"} <= set(shown)
     assert mask_url("http://a@b/") == "http://a@b/"
 
 
 def test_vhost_and_agency_url(clean_env) -> None:
-    s = Settings(amqp_url="amqp://guest:guest@127.0.0.1:5672/illhub-test")
+    s = Settings(amqp={"url": "amqp://guest:guest@127.0.0.1:5672/illhub-test"})
     assert s.vhost == "illhub-test"
     url = s.amqp_url_for("CALIS:100010", "p@ss/word")
     assert url == "amqp://CALIS%3A100010:p%40ss%2Fword@127.0.0.1:5672/illhub-test"
 
 
 def test_bad_value_names_the_setting(clean_env, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ILLHUB_HTTP_PORT", "eighty")
-    with pytest.raises(Exception, match="http_port"):
+    monkeypatch.setenv("ILLHUB_HTTP__PORT", "eighty")
+    with pytest.raises(Exception, match=r"http\.port"):
         Settings()
+    monkeypatch.delenv("ILLHUB_HTTP__PORT")
+    monkeypatch.setenv("ILLHUB_FTP__ALLOWED_TYPES", '["pdf", "docx"]')
+    with pytest.raises(Exception, match="allowed_types"):
+        Settings()
+
+
+def test_a_setting_under_its_old_flat_name_is_refused(clean_env,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deployment configured for an earlier release must not silently run on defaults."""
+    monkeypatch.setenv("ILLHUB_AMQP_URL", "amqp://hub:pw@broker/")
+    monkeypatch.setenv("ILLHUB_DELIVERY_DOWNLOADS", "3")
+    with pytest.raises(ValueError) as caught:
+        Settings()
+    assert "ILLHUB_AMQP_URL is now ILLHUB_AMQP__URL" in str(caught.value)
+    assert "ILLHUB_DELIVERY_DOWNLOADS" in str(caught.value)
+
+
+def test_updated_and_environment_round_trip(clean_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Settings().updated(amqp__name_prefix="t1.", smtp__port=2525,
+                           ftp__allowed_types=["pdf", "tiff"], operators__password="密码 x")
+    assert s.amqp.name_prefix == "t1." and s.smtp.port == 2525
+    with pytest.raises(KeyError):
+        s.updated(smtp__hots="typo")
+    with pytest.raises(ValueError):
+        s.updated(http__port=-1)
+    for key, value in s.environment().items():
+        monkeypatch.setenv(key, value)
+    assert Settings() == s  # what a child `run.py hub` process would build
+
+
+def test_settings_are_built_once_and_never_changed(clean_env) -> None:
+    s = Settings()
+    with pytest.raises(Exception, match="frozen"):
+        s.hub_symbol = "X:Y"  # type: ignore[misc]
+    with pytest.raises(Exception, match="frozen"):
+        s.smtp.port = 1  # type: ignore[misc]

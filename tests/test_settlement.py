@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 from pypdf import PdfReader
 
+from app.cli import run_command
 from schemas.money import Money
 from schemas.settings import Settings
 from settlement import periods
@@ -34,7 +35,6 @@ from settlement.settle import (
     reproduce,
     scheduled_settlement,
     settle,
-    settle_cli,
     statements_dir,
 )
 from settlement.statements import (
@@ -534,14 +534,14 @@ async def test_dry_run_writes_nothing(pool: asyncpg.Pool, settings: Settings,
     # The CLI: `settle --period current --dry-run` (today's open month) and errors.
     today = await charge(pool, None, pku, fdu, "3.50", datetime.datetime.now(TZ))
     assert today
-    assert await settle_cli(settings, "current", True) == 0
+    assert await run_command(settings, ["settle", "--period", "current", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("PREVIEW of ") and "nothing written" in out
     assert pku in out and fdu in out and "invariants:" in out
     assert await counts() == (before[0], before[1], before[2], before[3], before[4], before[5])
-    assert await settle_cli(settings, "current", False) == 1
+    assert await run_command(settings, ["settle", "--period", "current"]) == 1
     assert "has not ended yet" in capsys.readouterr().err
-    assert await settle_cli(settings, "2026-13", True) == 1
+    assert await run_command(settings, ["settle", "--period", "2026-13", "--dry-run"]) == 1
     assert "YYYY-MM" in capsys.readouterr().err
     # Leave nothing of this year unsettled for the tests after this one.
     assert await settle(pool, settings, period, now=after(period)) is not None
@@ -551,7 +551,7 @@ async def test_settle_cli_reports_the_run(pool: asyncpg.Pool, settings: Settings
                                           capsys: pytest.CaptureFixture[str]) -> None:
     year = await fresh_year(pool)
     period, _pku, _fdu, lzu = await worked_example(pool, year)
-    assert await settle_cli(settings, period, False) == 0
+    assert await run_command(settings, ["settle", "--period", period]) == 0
     out = capsys.readouterr().out
     assert f"settlement {period} ({year}-03-01 .. {year}-03-31): run" in out
     assert "closed now" in out and "北京大学图书馆" in out
@@ -559,9 +559,10 @@ async def test_settle_cli_reports_the_run(pool: asyncpg.Pool, settings: Settings
     assert "-2.00" in line and "to pay" in line
     assert "entries balance: ok" in out and "every entry in exactly one statement: ok" in out
     assert summary_name(period, "csv") in out
-    assert await settle_cli(settings, period, False) == 0
+    assert await run_command(settings, ["settle", "--period", period]) == 0
     assert "already closed by run" in capsys.readouterr().out
-    assert await settle_cli(settings, period, True) == 0      # a closed period's record
+    # A closed period's record:
+    assert await run_command(settings, ["settle", "--period", period, "--dry-run"]) == 0
     assert "already closed" in capsys.readouterr().out
 
 

@@ -11,9 +11,9 @@ import re
 import aio_pika
 import asyncpg
 
-from delivery.mail import MailSender
 from infra import topology
-from infra.outbox import Relay
+from infra.mailqueue import MailSender
+from infra.relay import Relay
 from schemas.settings import Settings
 from settlement.settle import settle, statements_dir
 from settlement.statements import attachment_name, statement_name, summary_name
@@ -31,7 +31,7 @@ async def test_finance_messages_arrive_on_ill_finance(pool: asyncpg.Pool,
                                                       settings: Settings) -> None:
     year = await fresh_year(pool)
     period, pku, fdu, lzu = await worked_example(pool, year)
-    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    connection = await aio_pika.connect(settings.amqp.url.get_secret_value())
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         exchanges = await topology.declare(channel, settings)
@@ -114,7 +114,7 @@ async def test_finance_emails_arrive_with_the_statements(pool: asyncpg.Pool, set
     lzu_mail = result.statement(lzu).finance_email
     assert lzu_mail and all(s.mail_id for s in result.statements)
 
-    sender = MailSender(pool, with_smtp(settings, dl_smtp), delivery_settings())
+    sender = MailSender(pool, with_smtp(delivery_settings(settings), dl_smtp))
     wanted = [s.finance_email for s in result.statements] + [centre]
     for _ in range(20):
         await sender.send_due()
@@ -164,7 +164,7 @@ async def test_statements_too_large_to_attach_are_announced(pool: asyncpg.Pool,
     result = await settle(pool, settings, period, now=after(period), max_attachment_bytes=100)
     assert result is not None
     address = result.statement(fdu).finance_email or ""
-    sender = MailSender(pool, with_smtp(settings, dl_smtp), delivery_settings())
+    sender = MailSender(pool, with_smtp(delivery_settings(settings), dl_smtp))
     for _ in range(20):
         await sender.send_due()
         if dl_smtp.catcher.messages_to(address):

@@ -7,9 +7,11 @@ import gc
 
 import aio_pika
 import aiormq
+import asyncpg
 import pytest
 
 from broker.agencies import AgencyError, NewAgency, add, disable
+from broker.shards import declare_hub_topology
 from infra import topology
 from infra.rabbit_admin import Management
 from schemas.settings import Settings
@@ -34,13 +36,14 @@ async def expected_refusals():
     loop.set_exception_handler(previous)
 
 
-async def test_topology_declared_twice(settings: Settings) -> None:
-    settings = settings.model_copy(update={"queue_type": "quorum"})  # as in production
-    await topology.declare_all(settings)
-    await topology.declare_all(settings)  # same arguments: no PRECONDITION_FAILED
-    async with Management(settings.amqp_management_url.get_secret_value()) as mgmt:
+async def test_topology_declared_twice(settings: Settings, pool: asyncpg.Pool) -> None:
+    settings = settings.updated(amqp__queue_type="quorum")  # as in production
+    first = await declare_hub_topology(settings, pool)
+    again = await declare_hub_topology(settings, pool)  # same arguments: no PRECONDITION_FAILED
+    assert first == again and first.shards == settings.intake.shards
+    async with Management(settings.amqp.management_url.get_secret_value()) as mgmt:
         q = await mgmt._call("GET", f"/queues/{mgmt._q(settings.vhost)}/"
-                                    f"{mgmt._q(settings.name('hub.inbound'))}")
+                                    f"{mgmt._q(settings.name(first.queues()[0]))}")
     assert q["arguments"]["x-queue-type"] == "quorum"
     assert q["arguments"]["x-single-active-consumer"] is True
     assert q["arguments"]["x-delivery-limit"] == topology.DELIVERY_LIMIT
@@ -48,9 +51,9 @@ async def test_topology_declared_twice(settings: Settings) -> None:
     assert q["durable"] is True
 
 
-async def test_agency_reads_only_its_own_queue(settings: Settings, make_agency,
-                                               expected_refusals) -> None:
-    await topology.declare_all(settings)
+async def test_agency_reads_only_its_own_queue(settings: Settings, pool: asyncpg.Pool,
+                                               make_agency, expected_refusals) -> None:
+    await declare_hub_topology(settings, pool)
     alice, alice_pw = await make_agency()
     bob, _ = await make_agency()
     conn = await aio_pika.connect(settings.amqp_url_for(alice, alice_pw))
@@ -75,9 +78,9 @@ async def test_agency_reads_only_its_own_queue(settings: Settings, make_agency,
             await ch3.declare_queue(settings.name("sneaky"), durable=True)
 
 
-async def test_spoofed_user_id_is_refused_by_the_broker(settings: Settings, make_agency,
-                                                       expected_refusals) -> None:
-    await topology.declare_all(settings)
+async def test_spoofed_user_id_is_refused_by_the_broker(settings: Settings, pool: asyncpg.Pool,
+                                                       make_agency, expected_refusals) -> None:
+    await declare_hub_topology(settings, pool)
     alice, pw = await make_agency()
     conn = await aio_pika.connect(settings.amqp_url_for(alice, pw))
     async with conn:
@@ -108,7 +111,7 @@ async def test_bad_agency_input(settings: Settings, pool, field, value, message)
     fields[field] = value
     with pytest.raises(AgencyError, match=message):
         await add(settings, pool, NewAgency(**fields))
-    async with Management(settings.amqp_management_url.get_secret_value()) as mgmt:
+    async with Management(settings.amqp.management_url.get_secret_value()) as mgmt:
         if field != "symbol":
             assert await mgmt.get_user(fields["symbol"]) is None
 

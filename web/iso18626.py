@@ -94,7 +94,7 @@ class Iso18626Endpoint:
 
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        limit = self.settings.max_message_bytes
+        limit = self.settings.intake.max_message_bytes
         raw = await request.content.read(limit + 1)
         if len(raw) > limit:
             return web.Response(status=413, text=f"document larger than {limit} bytes\n")

@@ -1,6 +1,6 @@
 """The operators' web pages on the hub's HTTP server: `/ops/`, behind a password.
 
-Routes (all under `/ops`, mounted by `delivery.gateway.make_app`):
+Routes (all under `/ops`, mounted by `web.app.make_app`):
 
   GET  /ops/login            sign-in form (`?next=/ops/...` returns there afterwards)
   POST /ops/login            checks the password; sets the session cookie; 303 to `next`
@@ -15,17 +15,17 @@ Routes (all under `/ops`, mounted by `delivery.gateway.make_app`):
   GET  /ops/search?q=...     a hub transaction id or a requester's request id: one match
                              redirects to its page, several are listed
 
-Settings (own model, env prefix `ILLHUB_OPERATOR_`, also `.env` and the secrets
-directory as `secrets/operator_password`):
+Settings (`settings.operators`; also `.env` and the secrets directory as
+`secrets/operators__password`):
 
-  ILLHUB_OPERATOR_PASSWORD         the operators' shared password. Unset or empty: every
+  ILLHUB_OPERATORS__PASSWORD       the operators' shared password. Unset or empty: every
                                    /ops page answers 503 saying how to turn them on.
-  ILLHUB_OPERATOR_SESSION_HOURS    how long a sign-in lasts (default 12)
-  ILLHUB_OPERATOR_LOGIN_ATTEMPTS   failed sign-ins per client address per window before
-  ILLHUB_OPERATOR_LOGIN_WINDOW_SECONDS  answers become 429 (defaults 5 per 900 s; in
+  ILLHUB_OPERATORS__SESSION_HOURS  how long a sign-in lasts (default 12)
+  ILLHUB_OPERATORS__LOGIN_ATTEMPTS failed sign-ins per client address per window before
+  ILLHUB_OPERATORS__LOGIN_WINDOW_SECONDS  answers become 429 (defaults 5 per 900 s; in
                                    memory, per process; behind a reverse proxy the
                                    address comes from X-Forwarded-For only when the
-                                   proxy is in ILLHUB_DELIVERY_TRUSTED_PROXIES, as for
+                                   proxy is in ILLHUB_HTTP__TRUSTED_PROXIES, as for
                                    the download gateway)
 
 Sessions are stateless: the cookie `illhub_ops` carries an expiry and a nonce,
@@ -56,11 +56,9 @@ from urllib.parse import quote
 
 import asyncpg
 from aiohttp import web
-from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from delivery.config import DeliverySettings
-from schemas.settings import Settings, _secrets_dir
+from schemas.settings import Operators as OperatorSettings
+from schemas.settings import Settings
 from web.operators import data as data
 from web.operators.html import (
     Clock,
@@ -86,35 +84,6 @@ HEADERS = {
                                 "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
 }
 STATEMENT_TIMEOUT = "15s"
-
-
-class OperatorSettings(BaseSettings):
-    """The operators' pages' own settings (schemas/settings.py does not know them)."""
-
-    model_config = SettingsConfigDict(env_prefix="ILLHUB_OPERATOR_", env_file=".env",
-                                      env_file_encoding="utf-8", extra="ignore")
-
-    password: SecretStr | None = None
-    session_hours: float = 12.0
-    login_attempts: int = 5
-    login_window_seconds: float = 900.0
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls: Any, init_settings: Any,
-                                   env_settings: Any, dotenv_settings: Any,
-                                   file_secret_settings: Any) -> tuple[Any, ...]:
-        from pydantic_settings import SecretsSettingsSource
-
-        sources = [init_settings, env_settings, dotenv_settings]
-        secrets_dir = _secrets_dir()
-        if secrets_dir:  # secrets/operator_password, like the hub's other secrets
-            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir,
-                                                 env_prefix="operator_"))
-        return tuple(sources)
-
-    def secret(self) -> str | None:
-        value = self.password.get_secret_value() if self.password else ""
-        return value if value.strip() else None
 
 
 class Sessions:
@@ -199,7 +168,7 @@ class Operators:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def address(self, request: web.Request) -> str:
-        """The client, as the download gateway sees it (ILLHUB_DELIVERY_TRUSTED_PROXIES)."""
+        """The client, as the download gateway sees it (ILLHUB_HTTP__TRUSTED_PROXIES)."""
         remote = request.remote or "unknown"
         if remote in self.trusted_proxies:
             hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")
@@ -242,9 +211,9 @@ def wants_html(request: web.Request) -> bool:
 DISABLED_PAGE = message_page(
     "Operator pages are disabled 运营页面未启用",
     "The operators' pages need a password, and none is configured.",
-    "To turn them on, set ILLHUB_OPERATOR_PASSWORD in the hub's environment or .env file "
-    "(or write it to secrets/operator_password) and restart the hub.",
-    "请设置 ILLHUB_OPERATOR_PASSWORD 后重启。")
+    "To turn them on, set ILLHUB_OPERATORS__PASSWORD in the hub's environment or .env file "
+    "(or write it to secrets/operators__password) and restart the hub.",
+    "请设置 ILLHUB_OPERATORS__PASSWORD 后重启。")
 
 
 @web.middleware
@@ -368,17 +337,17 @@ async def _to_dashboard(request: web.Request) -> web.StreamResponse:
 def operators_app(settings: Settings, pool: asyncpg.Pool, *,
                   config: OperatorSettings | None = None,
                   clock: Callable[[], datetime] | None = None) -> web.Application:
-    config = config or OperatorSettings()
+    config = config or settings.operators
     secret = config.secret()
     sessions = Sessions(secret, config.session_hours) if secret else None
     if sessions is None:
-        log.info("operator pages disabled: set ILLHUB_OPERATOR_PASSWORD to enable /ops/")
+        log.info("operator pages disabled: set ILLHUB_OPERATORS__PASSWORD to enable /ops/")
     elif len(secret or "") < 12:
         log.warning("the operator password is shorter than 12 characters")
     sub = web.Application(middlewares=[_gate])
     sub[OPS] = Operators(settings=settings, pool=pool, config=config, sessions=sessions,
                          guard=LoginGuard(config.login_attempts, config.login_window_seconds),
-                         trusted_proxies=frozenset(DeliverySettings().trusted_proxies),
+                         trusted_proxies=frozenset(settings.http.trusted_proxies),
                          **({"clock": clock} if clock else {}))
     sub.router.add_get("/login", login_form)
     sub.router.add_post("/login", login)

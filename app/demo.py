@@ -22,7 +22,6 @@ What it does, in order:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import random
@@ -33,16 +32,25 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
 
 import asyncpg
-from pydantic import SecretStr
 
+from app.hub import Hub
 from broker import agencies
+from broker.dispatch import PolicyError, load_policy
+from broker.holdings import import_csv
+from infra.database import create_pool, migrate
 from infra.rabbit_admin import Management
-from schemas.settings import Deadlines, Settings, mask_url
+from schemas.settings import Settings, mask_url
+from settlement.fees import FeeError, load_fees
+from settlement.netting import InvariantViolation
+from settlement.periods import Period
+from settlement.settle import SettlementError, settle
+from settlement.subsidy import SubsidyError, load_subsidy
 from sim.network import (
     DEMO_DIR,
     REQUEST_WEIGHT,
@@ -135,31 +143,31 @@ def _port_or_free(host: str, port: int) -> int:
 
 
 def demo_settings(settings: Settings, opts: DemoOptions) -> Settings:
-    own_db = urlsplit(settings.database_url.get_secret_value()).path.lstrip("/")
+    own_db = urlsplit(settings.database_url).path.lstrip("/")
     if own_db == opts.database:
         raise DemoError(f"--database {opts.database!r} is the hub's own database "
-                        "(ILLHUB_DATABASE_URL); the demo needs a database of its own")
-    if opts.prefix == settings.name_prefix:
+                        "(ILLHUB_DATABASE__URL); the demo needs a database of its own")
+    if opts.prefix == settings.amqp.name_prefix:
         raise DemoError(f"--prefix {opts.prefix!r} is the hub's own name prefix "
-                        "(ILLHUB_NAME_PREFIX); the demo needs a prefix of its own")
+                        "(ILLHUB_AMQP__NAME_PREFIX); the demo needs a prefix of its own")
     d = settings.deadlines
     speed = opts.speed
     # Deadlines are hours of real time for the hub: the configured (simulated) hours
     # divided by the speed, so a 72 h deadline passes in 72 * 3600 / speed seconds.
-    deadlines = Deadlines(express=d.express / speed, rush=d.rush / speed,
-                          normal=d.normal / speed)
-    sweep = max(0.5, min(settings.sweep_seconds, d.rush * 3600 / speed / 6))
-    return settings.model_copy(update={
-        "database_url": SecretStr(_with_database(settings.database_url.get_secret_value(),
-                                                 opts.database)),
-        "name_prefix": opts.prefix,
-        "data_dir": str(Path(settings.data_dir) / "demo"),
-        "http_port": _port_or_free(settings.http_host, settings.http_port),
-        "ftp_port": 0,
-        "deadlines": deadlines,
-        "sweep_seconds": sweep,
-        "outbox_poll_seconds": min(settings.outbox_poll_seconds, 0.2),
-    })
+    sweep = max(0.5, min(d.sweep_seconds, d.rush * 3600 / speed / 6))
+    return settings.updated(
+        database__url=_with_database(settings.database_url, opts.database),
+        amqp__name_prefix=opts.prefix,
+        data_dir=str(Path(settings.data_dir) / "demo"),
+        http__port=_port_or_free(settings.http.host, settings.http.port),
+        # The hub's own links: a demo is on loopback, whatever the hub is configured to say.
+        http__public_base_url=None,
+        ftp__port=0, ftp__passive_ports="",
+        deadlines__express=d.express / speed, deadlines__rush=d.rush / speed,
+        deadlines__normal=d.normal / speed, deadlines__sweep_seconds=sweep,
+        outbox__poll_seconds=min(settings.outbox.poll_seconds, 0.2),
+        smtp__poll_seconds=0.5, smtp__backoff_seconds=2.0,
+    )
 
 
 # --- before and after: a clean slate ------------------------------------------------------
@@ -177,7 +185,7 @@ def _tags(user: dict[str, object]) -> list[str]:
 async def _clear_broker(s: Settings, symbols: list[str], *, strict: bool) -> None:
     """Delete the demo's broker users and its queues and exchanges (by prefix)."""
     wanted = set(symbols)
-    async with Management(s.amqp_management_url.get_secret_value()) as mgmt:
+    async with Management(s.amqp.management_url.get_secret_value()) as mgmt:
         for user in await mgmt.users():
             name = str(user.get("name"))
             if name not in wanted:
@@ -189,7 +197,7 @@ async def _clear_broker(s: Settings, symbols: list[str], *, strict: bool) -> Non
                         "run the demo with --symbol-tag NAME so its agencies get other names")
                 continue
             await mgmt.delete_user(name)
-        prefix = s.name_prefix
+        prefix = s.amqp.name_prefix
         for queue in await mgmt.queue_names(s.vhost):
             if queue.startswith(prefix):
                 await mgmt.delete_queue(s.vhost, queue)
@@ -220,7 +228,7 @@ async def teardown(settings: Settings, opts: DemoOptions) -> None:
     """
     s = demo_settings(settings, opts)
     await _clear_broker(s, _symbols(opts), strict=False)
-    await _drop_database(s.database_url.get_secret_value())
+    await _drop_database(s.database_url)
 
 
 # --- setting up the network -------------------------------------------------------------
@@ -228,7 +236,7 @@ async def teardown(settings: Settings, opts: DemoOptions) -> None:
 async def _register(s: Settings, pool: asyncpg.Pool, net: Network) -> dict[str, str]:
     passwords = {a.symbol: secrets.token_urlsafe(12) for a in net.agencies}
     sem = asyncio.Semaphore(6)
-    async with Management(s.amqp_management_url.get_secret_value()) as mgmt:
+    async with Management(s.amqp.management_url.get_secret_value()) as mgmt:
         async def one(a: Agency) -> None:
             async with sem:
                 await agencies.add(s, pool, agencies.NewAgency(
@@ -243,9 +251,6 @@ async def _register(s: Settings, pool: asyncpg.Pool, net: Network) -> dict[str, 
 
 
 async def _load_files(pool: asyncpg.Pool, net: Network, speed: float, out: Out) -> None:
-    from broker.dispatch import PolicyError, load_policy
-    from settlement.fees import FeeError, load_fees
-    from settlement.subsidy import SubsidyError, load_subsidy
 
     async with pool.acquire() as conn:
         try:
@@ -269,7 +274,6 @@ async def _load_files(pool: asyncpg.Pool, net: Network, speed: float, out: Out) 
 
 
 async def _import_holdings(pool: asyncpg.Pool, net: Network, data: Path, out: Out) -> None:
-    from broker.holdings import import_csv
 
     path = data / "holdings.csv"
     lines = await asyncio.to_thread(write_holdings_csv, path, net.holdings)
@@ -292,7 +296,7 @@ async def _check_smtp(host: str, port: int) -> None:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
     except (OSError, TimeoutError) as exc:
         raise DemoError(f"--smtp: cannot reach the SMTP server {host}:{port} "
-                        f"(ILLHUB_SMTP_HOST/ILLHUB_SMTP_PORT): {exc}") from exc
+                        f"(ILLHUB_SMTP__HOST/ILLHUB_SMTP__PORT): {exc}") from exc
     writer.close()
 
 
@@ -357,25 +361,12 @@ async def _simulate(world: World, pool: asyncpg.Pool, opts: DemoOptions, out: Ou
 # current month as if its end had passed (the demo's month is simulated), writes every
 # agency's statement (CSV and PDF) to <data_dir>/statements/<period>/ and queues the
 # mails to the finance contacts; the hub still runs, so they reach the demo's mail
-# folder. Without a settlement run (an older checkout) it checks the ledger instead.
+# folder.
 CENTRE_FINANCE = "jiesuan@illhub-centre.example"
 
 
 async def settle_period(settings: Settings, pool: asyncpg.Pool, period: str,
                         out: Out) -> list[str]:
-    from settlement import ledger
-
-    try:
-        from settlement.netting import InvariantViolation
-        from settlement.periods import Period
-        from settlement.settle import SettlementError, settle
-    except ImportError:
-        async with pool.acquire() as conn:
-            problems = await ledger.check(conn)
-        if problems:
-            raise DemoError(f"ledger check failed: {'; '.join(problems[:5])}") from None
-        return [f"settlement      period {period}: no settlement run in this checkout; "
-                "ledger invariants checked instead"]
     p = Period.parse(period)
     after_end = p.ends_at(settings.timezone) + timedelta(minutes=1)
     try:
@@ -408,17 +399,16 @@ async def run(settings: Settings, opts: DemoOptions, out: Out = print) -> Summar
         raise DemoError(str(exc)) from exc
     s = demo_settings(settings, opts)
     data = Path(s.data_dir)
-    db = s.database_url.get_secret_value()
+    db = s.database_url
     provinces = len({a.province for a in net.agencies})
     network_line = (f"{opts.requests} requests from {len(net.requesters)} libraries to "
                     f"{len(net.suppliers)} suppliers in {provinces} provinces")
     out(f"ILL Hub demo: {network_line}, over {opts.days:g} simulated days at "
         f"{opts.speed / 3600:g} simulated hours per second (seed {opts.seed})")
 
-    from infra.database import create_pool, migrate
 
     if opts.smtp:
-        await _check_smtp(s.smtp_host, s.smtp_port)
+        await _check_smtp(s.smtp.host, s.smtp.port)
     await _clear_broker(s, net.every_symbol, strict=True)
     await _drop_database(db)
     await asyncio.to_thread(_clear_dir, data)
@@ -440,29 +430,20 @@ async def run(settings: Settings, opts: DemoOptions, out: Out = print) -> Summar
         world = World(net, SimClock(opts.speed), rng=random.Random(opts.seed),
                       passwords=passwords, hub_symbol=s.hub_symbol, pool=pool,
                       mail_dir=data / "mail")
-        from app.hub import Hub
-        from broker.dispatch import Dispatcher
-        from delivery.config import DeliverySettings
-
-        knobs: dict[str, object] = {"passive_ports": "", "public_base_url": None,
-                                    "mail_poll_seconds": 0.5, "mail_backoff_seconds": 2.0}
         if not opts.smtp:
             try:
                 mail_server, smtp_port = await start_mail_folder(data / "mail", world.on_mail)
             except RuntimeError as exc:
                 raise DemoError(str(exc)) from exc
-            s = s.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": smtp_port,
-                                     "smtp_user": None, "smtp_password": None})
-            knobs["smtp_security"] = "none"
-        dispatcher = Dispatcher(s)
-        dispatcher.delivery = DeliverySettings(**knobs)
-        hub = Hub(s, dispatcher)
+            s = s.updated(smtp__host="127.0.0.1", smtp__port=smtp_port, smtp__user=None,
+                          smtp__password=None, smtp__security="none")
+        hub = Hub(s)
         await hub.start()
         assert hub.ftp is not None and hub.http is not None
         world.ftp = (hub.ftp.host, hub.ftp.port)
         base_url = hub.http.base_url
         mail_where = (f"{data / 'mail'}/ (one .eml per mail)" if not opts.smtp
-                      else f"SMTP server {s.smtp_host}:{s.smtp_port}")
+                      else f"SMTP server {s.smtp.host}:{s.smtp.port}")
         out(f"  hub running: download gateway {base_url}, FTP drop "
             f"{hub.ftp.host}:{hub.ftp.port}, mail to {mail_where}")
         d = s.deadlines
@@ -475,7 +456,7 @@ async def run(settings: Settings, opts: DemoOptions, out: Out = print) -> Summar
 
         completed = await _simulate(world, pool, opts, out)
         sim_days = world.clock.hours() / 24
-        period = datetime.now(UTC).astimezone(dispatcher.zone).strftime("%Y-%m")
+        period = datetime.now(ZoneInfo(s.timezone)).strftime("%Y-%m")
         settlement_lines = await settle_period(s, pool, period, out)
         # Mail the settlement may have queued goes out while the hub still runs.
         for _ in range(100):
@@ -495,16 +476,16 @@ async def run(settings: Settings, opts: DemoOptions, out: Out = print) -> Summar
                  f"holdings:   {data / 'holdings.csv'}",
                  f"hub HTTP:   {base_url}/  (download links /d/...; operators' dashboard at "
                  f"{base_url}/ops/ while a hub runs: run.py demo --keep, then "
-                 "ILLHUB_OPERATOR_PASSWORD=... ILLHUB_DATABASE_URL=.../illhub_demo "
-                 "ILLHUB_NAME_PREFIX=demo. run.py hub)"]
+                 "ILLHUB_OPERATORS__PASSWORD=... ILLHUB_DATABASE__URL=.../illhub_demo "
+                 "ILLHUB_AMQP__NAME_PREFIX=demo. run.py hub)"]
         statements = data / "statements" / period
         if statements.is_dir():
             where.insert(1, f"statements: {statements}/  (one CSV and one PDF per agency, "
                          "and the centre's summary)")
         if opts.keep:
-            url = mask_url(_with_database(settings.database_url.get_secret_value(),
+            url = mask_url(_with_database(settings.database_url,
                                           opts.database))
-            env = f"ILLHUB_DATABASE_URL={url} ILLHUB_NAME_PREFIX={opts.prefix}"
+            env = f"ILLHUB_DATABASE__URL={url} ILLHUB_AMQP__NAME_PREFIX={opts.prefix}"
             where.append(f"database:   {opts.database} kept; explore it, e.g.")
             if summary.example:
                 where.append(f"            {env} {sys.executable} run.py explain "
@@ -539,39 +520,3 @@ async def run(settings: Settings, opts: DemoOptions, out: Out = print) -> Summar
                 await teardown(settings, opts)
             except Exception:
                 log.warning("demo clean-up failed", exc_info=True)
-
-
-def options_from(args: argparse.Namespace) -> DemoOptions:
-    opts = DemoOptions()
-    for name in ("requests", "speed", "days", "seed", "requesters", "suppliers", "keep", "smtp",
-                 "database", "prefix", "symbol_tag", "timeout"):
-        value = getattr(args, name, None)
-        if value is not None:
-            setattr(opts, name, value)
-    return opts
-
-
-async def demo_cli(settings: Settings, args: argparse.Namespace) -> int:
-    """`run.py demo`: exit 0 when every request finished and nothing went wrong."""
-    if not getattr(args, "verbose", False):
-        # The progress lines are the demo's output; the hub's own INFO logs would drown them.
-        logging.getLogger().setLevel(logging.WARNING)
-        # "job skipped: maximum number of running instances" is routine on a busy machine.
-        logging.getLogger("apscheduler").setLevel(logging.ERROR)
-    try:
-        summary = await run(settings, options_from(args), out=_say)
-    except (DemoError, NetworkError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if summary.open:
-        print(f"error: {summary.open} request(s) did not finish within the time limit",
-              file=sys.stderr)
-        return 1
-    if summary.ledger_problems or summary.problems:
-        print("error: the demo ran into problems (see above)", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _say(line: str) -> None:
-    print(line, flush=True)

@@ -1,0 +1,225 @@
+"""`run.py agency | holdings | policy | explain | dead | flags`: the network and its traffic."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from app.cli.commands import EXIT_USAGE, Command, fail
+from broker import agencies, deadletters, violations
+from broker.dispatch import Dispatcher, PolicyError, active_policy, explain, load_policy
+from broker.holdings import HoldingsFileError, import_csv
+from broker.intake import Intake, IntakeOutcome
+from infra.database import connect, create_pool, migrate
+from schemas.rulefile import read_input
+from schemas.settings import Settings
+
+# Rejected holdings lines shown by `holdings import` (the rest are counted).
+MAX_REJECTIONS_SHOWN = 20
+
+
+async def agency(settings: Settings, args: argparse.Namespace) -> int:
+    pool = await create_pool(settings.database_url, max_size=2)
+    try:
+        if args.action == "add":
+            province, city = agencies.parse_region(args.region)
+            new = agencies.NewAgency(
+                symbol=args.symbol, name=args.name,
+                roles=tuple(r.strip() for r in args.roles.split(",") if r.strip()),
+                password=args.password, province=province, city=city,
+                email=args.email, finance_email=args.finance_email,
+                iso18626_url=args.iso18626_url, iso18626_version=args.iso18626_version)
+            try:
+                await agencies.add(settings, pool, new)
+            except agencies.AgencyError as exc:
+                return fail(str(exc))
+            print(f"agency {args.symbol} added: broker user, queue "
+                  f"{settings.name('agency.' + args.symbol)}"
+                  + (f"; ISO 18626 {args.iso18626_version} XML to {args.iso18626_url}"
+                     if args.iso18626_url else ""))
+        elif args.action == "disable":
+            try:
+                await agencies.disable(settings, pool, args.symbol)
+            except agencies.AgencyError as exc:
+                return fail(str(exc))
+            print(f"agency {args.symbol} disabled: broker access revoked, history kept")
+        else:
+            rows = await agencies.listing(pool)
+            for r in rows:
+                region = "/".join(x for x in (r["province"], r["city"]) if x) or "-"
+                state = "enabled" if r["enabled"] else "DISABLED"
+                print(f"{r['symbol']:<24} {state:<8} {','.join(r['roles']):<18} "
+                      f"{region:<12} {r['name']}")
+            print(f"{len(rows)} agencies")
+    finally:
+        await pool.close()
+    return 0
+
+
+def _agency_arguments(p: argparse.ArgumentParser) -> None:
+    asub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = asub.add_parser("add", help="register an agency and create its broker user and queue")
+    a.add_argument("symbol", help="SCHEME:VALUE, e.g. CALIS:100010")
+    a.add_argument("--name", required=True)
+    a.add_argument("--roles", required=True, help="requester,supplier")
+    a.add_argument("--region", help="PROVINCE/CITY, e.g. 上海/上海")
+    a.add_argument("--email")
+    a.add_argument("--finance-email")
+    a.add_argument("--password", required=True,
+                   help="broker, FTP and ISO 18626 HTTP (Basic) password")
+    a.add_argument("--iso18626-url", metavar="URL",
+                   help="the agency's ILL system takes ISO 18626 XML over HTTP at URL: the "
+                        "hub POSTs its messages there instead of to its AMQP queue")
+    a.add_argument("--iso18626-version", choices=("1.2", "2021"), default="1.2",
+                   help="ISO 18626 schema version to send to --iso18626-url (default 1.2)")
+    asub.add_parser("list", help="list agencies")
+    d = asub.add_parser("disable", help="revoke an agency's broker access, keep its history")
+    d.add_argument("symbol")
+
+
+async def holdings(settings: Settings, args: argparse.Namespace) -> int:
+    """0 all imported, 1 some lines rejected (the rest imported), 2 file unreadable or bad
+    header (nothing imported)."""
+    await migrate(settings.database_url, report=lambda _m: None)
+    started = time.monotonic()
+
+    def progress(lines: int) -> None:
+        elapsed = time.monotonic() - started
+        print(f"{lines:,} lines ({lines / elapsed:,.0f} lines/s)", file=sys.stderr, flush=True)
+
+    conn = await connect(settings.database_url)
+    try:
+        report = await import_csv(conn, args.file, replace=args.replace, progress=progress,
+                                  progress_every=100_000, max_rejections=MAX_REJECTIONS_SHOWN)
+    except HoldingsFileError as exc:
+        return fail(f"{exc}; nothing imported", EXIT_USAGE)
+    finally:
+        await conn.close()
+    for line in report.summary(limit=MAX_REJECTIONS_SHOWN):
+        print(line)
+    return 1 if report.rejected else 0
+
+
+def _holdings_arguments(p: argparse.ArgumentParser) -> None:
+    hsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    h = hsub.add_parser("import", help="import a holdings CSV (merge by default)")
+    h.add_argument("file")
+    h.add_argument("--replace", action="store_true",
+                   help="replace all holdings of the symbols in the file")
+
+
+async def policy(settings: Settings, args: argparse.Namespace) -> int:
+    conn = await connect(settings.database_url)
+    try:
+        if args.action == "load":
+            try:
+                text = read_input(args.file)
+            except ValueError as exc:
+                return fail(str(exc))
+            try:
+                version = await load_policy(conn, text, Path(args.file).name)
+            except PolicyError as exc:
+                return fail(f"{args.file}: {exc}")
+            print(f"policy version {version} loaded from {args.file}; hubs use it from their "
+                  "next request")
+            return 0
+        loaded = await active_policy(conn)
+    finally:
+        await conn.close()
+    if loaded is None:
+        print("no policy loaded: routing uses holdings, tiers and scorecards only")
+    else:
+        print(f"# policy version {loaded.version} ({loaded.file_name}), loaded "
+              f"{loaded.loaded_at:%Y-%m-%d %H:%M:%S %Z}")
+        print(loaded.source)
+    return 0
+
+
+def _policy_arguments(p: argparse.ArgumentParser) -> None:
+    psub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    pl = psub.add_parser("load", help="validate a TOML policy file and make it the active version")
+    pl.add_argument("file")
+    psub.add_parser("show", help="print the active policy version")
+
+
+async def explain_transaction(settings: Settings, args: argparse.Namespace) -> int:
+    conn = await connect(settings.database_url)
+    try:
+        for line in await explain(conn, args.transaction):
+            print(line)
+    except LookupError as exc:
+        return fail(str(exc))
+    finally:
+        await conn.close()
+    return 0
+
+
+def _explain_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("transaction", help="hub transaction id, e.g. ILL-20261124-3F9A2C7B01")
+
+
+async def dead(settings: Settings, args: argparse.Namespace) -> int:
+    pool = await create_pool(settings.database_url, max_size=2)
+    try:
+        if args.action == "list":
+            rows = await deadletters.listing(pool, limit=args.limit, include_replayed=args.all)
+            for r in reversed(rows):
+                state = f"replayed {r['replayed_at']:%Y-%m-%d %H:%M}" if r["replayed_at"] else ""
+                print(f"{r['id']:>6}  {r['received_at']:%Y-%m-%d %H:%M:%S}  "
+                      f"{r['sender'] or '(no sender)':<20} {r['routing_key'] or '-':<24} "
+                      f"{r['size']:>7} B  {r['reason']}  {state}")
+            print(f"{len(rows)} dead letter(s) shown")
+            return 0
+        try:
+            outcome = await deadletters.replay(pool, Intake(settings, Dispatcher(settings)),
+                                               args.id)
+        except LookupError as exc:
+            return fail(str(exc))
+        print(f"dead letter {args.id} replayed: {outcome}")
+        return 0 if outcome in (IntakeOutcome.OK, IntakeOutcome.DUPLICATE) else 1
+    finally:
+        await pool.close()
+
+
+def _dead_arguments(p: argparse.ArgumentParser) -> None:
+    dsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dl = dsub.add_parser("list", help="list dead letters, newest last")
+    dl.add_argument("--limit", type=int, default=50)
+    dl.add_argument("--all", action="store_true", help="include replayed ones")
+    dr = dsub.add_parser("replay", help="process a dead letter again through intake")
+    dr.add_argument("id", type=int)
+
+
+async def flags(settings: Settings, args: argparse.Namespace) -> int:
+    if args.kind and args.kind not in violations.KINDS:
+        return fail(f"--kind must be one of {', '.join(violations.KINDS)}", EXIT_USAGE)
+    pool = await create_pool(settings.database_url, max_size=1)
+    try:
+        rows = await violations.listing(pool, kind=args.kind, limit=args.limit)
+    finally:
+        await pool.close()
+    for r in reversed(rows):
+        print(f"{r['raised_at']:%Y-%m-%d %H:%M}  {r['kind']:<24} {r['subject']:<20} "
+              f"{r['transaction_id'] or '-':<26} {r['detail']}")
+    print(f"{len(rows)} flag(s)")
+    return 0
+
+
+def _flags_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kind", help=", ".join(violations.KINDS))
+    p.add_argument("--limit", type=int, default=100)
+
+
+COMMANDS = [
+    Command("agency", "register, list and disable agencies", agency, _agency_arguments),
+    Command("holdings", "load suppliers' holdings (CSV: symbol,id_type,id_value)", holdings,
+            _holdings_arguments),
+    Command("policy", "load and show the routing (and subsidy) policy", policy,
+            _policy_arguments),
+    Command("explain", "print a transaction's rota, reasons and audit trail",
+            explain_transaction, _explain_arguments),
+    Command("dead", "list dead letters and replay one after a fix", dead, _dead_arguments),
+    Command("flags", "list violation and quality flags, newest last", flags, _flags_arguments),
+]
