@@ -2,110 +2,226 @@
 
 A transaction's state is the ISO 18626 status the requester last saw, plus two
 hub states that record the requester's own loan actions (`Received`,
-`ShippedReturn`; the ISO status shown for them stays `Loaned`). Events are a
+`ShippedReturn`; the ISO status shown for them stays `Loaned`) and `New`, which a
+transaction has only inside the database transaction that creates it. Events are a
 supplier status (`status:Loaned`) or a requester action (`action:Renew`).
 
 Each entry maps (state, event) to the state after it. An event missing from a
 state's row is refused: an action with UnsupportedActionType, a status with
-UnrecognisedDataValue naming it. `ADVANCE` means the supplier gave up (Unfilled):
-the rota moves on and the state is decided by what comes next.
+UnrecognisedDataValue naming it. `Step.SAME` keeps the state; `Step.ADVANCE` means
+the supplier gave up (Unfilled): the rota moves on and the state is decided by what
+comes next. `None` refuses an event that the row's base would allow.
 
 CopyOrLoan requests follow the union of both tables until the supplier delivers;
 its first delivery status (CopyCompleted or Loaned) decides which table applies.
+
+`State` is also the CHECK constraint on `ill_transaction.state`
+(schemas/migrations/0013_transaction_state_check.sql; tests/test_states.py keeps the two
+equal): a new state needs a migration that widens the CHECK.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Final
 
-ADVANCE: Final = "→next supplier"
+from schemas.iso18626_codes import Action, Status
 
-TERMINAL = frozenset({"CopyCompleted", "LoanCompleted", "CompletedWithoutReturn", "Unfilled",
-                      "Cancelled"})
+
+class State(StrEnum):
+    """A transaction's state, spelled as ISO 18626 spells it and as the database stores it."""
+
+    NEW = "New"
+    EXPECT_TO_SUPPLY = "ExpectToSupply"
+    WILL_SUPPLY = "WillSupply"
+    RETRY_POSSIBLE = "RetryPossible"
+    LOANED = "Loaned"
+    RECEIVED = "Received"              # hub state: the requester said Received (ISO: Loaned)
+    OVERDUE = "Overdue"
+    RECALLED = "Recalled"
+    SHIPPED_RETURN = "ShippedReturn"   # hub state: the requester sent it back (ISO: Loaned)
+    COPY_COMPLETED = "CopyCompleted"
+    LOAN_COMPLETED = "LoanCompleted"
+    COMPLETED_WITHOUT_RETURN = "CompletedWithoutReturn"
+    UNFILLED = "Unfilled"
+    CANCELLED = "Cancelled"
+
+
+class Event(StrEnum):
+    """A supplier status or a requester action, spelled as the audit log keeps it."""
+
+    STATUS_REQUEST_RECEIVED = "status:RequestReceived"
+    STATUS_EXPECT_TO_SUPPLY = "status:ExpectToSupply"
+    STATUS_WILL_SUPPLY = "status:WillSupply"
+    STATUS_LOANED = "status:Loaned"
+    STATUS_OVERDUE = "status:Overdue"
+    STATUS_RECALLED = "status:Recalled"
+    STATUS_RETRY_POSSIBLE = "status:RetryPossible"
+    STATUS_UNFILLED = "status:Unfilled"
+    STATUS_COPY_COMPLETED = "status:CopyCompleted"
+    STATUS_LOAN_COMPLETED = "status:LoanCompleted"
+    STATUS_COMPLETED_WITHOUT_RETURN = "status:CompletedWithoutReturn"
+    STATUS_CANCELLED = "status:Cancelled"
+    ACTION_STATUS_REQUEST = "action:StatusRequest"
+    ACTION_RECEIVED = "action:Received"
+    ACTION_CANCEL = "action:Cancel"
+    ACTION_RENEW = "action:Renew"
+    ACTION_SHIPPED_RETURN = "action:ShippedReturn"
+    ACTION_SHIPPED_FORWARD = "action:ShippedForward"
+    ACTION_NOTIFICATION = "action:Notification"
+
+    @classmethod
+    def of_status(cls, status: Status) -> Event:
+        return cls(f"status:{status}")
+
+    @classmethod
+    def of_action(cls, action: Action) -> Event:
+        return cls(f"action:{action}")
+
+    @property
+    def is_status(self) -> bool:
+        return self.value.startswith("status:")
+
+    @property
+    def iso(self) -> str:
+        """The ISO 18626 value: the status or the action without its prefix."""
+        return self.value.partition(":")[2]
+
+
+class HubEvent(StrEnum):
+    """What the hub itself does to a transaction, as the audit log and `ill.events` name it."""
+
+    REQUEST = "request"
+    RETRY_OF = "retry of"
+    RETRIED = "retried"
+    COST_ABOVE_MAXIMUM = "cost above maximumCosts"
+    FORWARD = "forward"
+    DEADLINE = "deadline"
+    ROTA_EXHAUSTED = "rota exhausted"
+    DOCUMENT_DELIVERED = "document delivered"
+
+
+class Step(StrEnum):
+    """What an event does when it names no new state."""
+
+    SAME = "="
+    ADVANCE = "→next supplier"
+
+
+ADVANCE: Final = Step.ADVANCE
+
+
+class EntryOutcome(StrEnum):
+    """Where a rota entry stands (the CHECK on rota_entry.outcome lists the same)."""
+
+    PENDING = "pending"
+    FORWARDED = "forwarded"
+    UNFILLED = "unfilled"
+    TIMED_OUT = "timed_out"
+    SUPPLIED = "supplied"
+    CANCELLED = "cancelled"
+
+# A table row: what each event leads to (None: refused although the base allows it).
+Row = dict[Event, State | Step | None]
+
+S, E = State, Event  # short names for the tables below (deleted after them)
+
+TERMINAL = frozenset({S.COPY_COMPLETED, S.LOAN_COMPLETED, S.COMPLETED_WITHOUT_RETURN,
+                      S.UNFILLED, S.CANCELLED})
 # Where the supplier still owes an answer or a delivery: the deadline runs.
-AWAITING_SUPPLIER = frozenset({"ExpectToSupply", "WillSupply"})
+AWAITING_SUPPLIER = frozenset({S.EXPECT_TO_SUPPLY, S.WILL_SUPPLY})
 
-_ALWAYS = {"action:StatusRequest": "=", "action:Notification": "="}
-_OPEN = {
+_ALWAYS: Row = {E.ACTION_STATUS_REQUEST: Step.SAME, E.ACTION_NOTIFICATION: Step.SAME}
+_OPEN: Row = {
     **_ALWAYS,
-    "status:RequestReceived": "=",
-    "status:ExpectToSupply": "ExpectToSupply",
-    "status:WillSupply": "WillSupply",
-    "status:RetryPossible": "RetryPossible",
-    "status:Unfilled": ADVANCE,
-    "status:Cancelled": "Cancelled",
-    "action:Cancel": "=",
+    E.STATUS_REQUEST_RECEIVED: Step.SAME,
+    E.STATUS_EXPECT_TO_SUPPLY: S.EXPECT_TO_SUPPLY,
+    E.STATUS_WILL_SUPPLY: S.WILL_SUPPLY,
+    E.STATUS_RETRY_POSSIBLE: S.RETRY_POSSIBLE,
+    E.STATUS_UNFILLED: Step.ADVANCE,
+    E.STATUS_CANCELLED: S.CANCELLED,
+    E.ACTION_CANCEL: Step.SAME,
 }
-_RETRY = {**_ALWAYS, "action:Cancel": "Cancelled", "status:Unfilled": ADVANCE,
-          "status:Cancelled": "Cancelled", "status:RetryPossible": "="}
+_RETRY: Row = {**_ALWAYS, E.ACTION_CANCEL: S.CANCELLED, E.STATUS_UNFILLED: Step.ADVANCE,
+               E.STATUS_CANCELLED: S.CANCELLED, E.STATUS_RETRY_POSSIBLE: Step.SAME}
 
-NON_RETURNABLE: dict[str, dict[str, str]] = {
-    "ExpectToSupply": {**_OPEN, "status:CopyCompleted": "CopyCompleted"},
-    "WillSupply": {**_OPEN, "status:CopyCompleted": "CopyCompleted"},
-    "RetryPossible": _RETRY,
-    "CopyCompleted": {**_ALWAYS, "action:Received": "=", "status:CopyCompleted": "="},
-    "Unfilled": dict(_ALWAYS),
-    "Cancelled": dict(_ALWAYS),
+NON_RETURNABLE: dict[State, Row] = {
+    S.EXPECT_TO_SUPPLY: {**_OPEN, E.STATUS_COPY_COMPLETED: S.COPY_COMPLETED},
+    S.WILL_SUPPLY: {**_OPEN, E.STATUS_COPY_COMPLETED: S.COPY_COMPLETED},
+    S.RETRY_POSSIBLE: _RETRY,
+    S.COPY_COMPLETED: {**_ALWAYS, E.ACTION_RECEIVED: Step.SAME,
+                       E.STATUS_COPY_COMPLETED: Step.SAME},
+    S.UNFILLED: dict(_ALWAYS),
+    S.CANCELLED: dict(_ALWAYS),
 }
 
-_ON_LOAN = {
+_ON_LOAN: Row = {
     **_ALWAYS,
-    "action:Renew": "=",
-    "action:ShippedReturn": "ShippedReturn",
-    "status:Loaned": "=",  # e.g. the answer to a Renew, with a new due date
-    "status:Overdue": "Overdue",
-    "status:Recalled": "Recalled",
-    "status:LoanCompleted": "LoanCompleted",
-    "status:CompletedWithoutReturn": "CompletedWithoutReturn",
+    E.ACTION_RENEW: Step.SAME,
+    E.ACTION_SHIPPED_RETURN: S.SHIPPED_RETURN,
+    E.STATUS_LOANED: Step.SAME,  # e.g. the answer to a Renew, with a new due date
+    E.STATUS_OVERDUE: S.OVERDUE,
+    E.STATUS_RECALLED: S.RECALLED,
+    E.STATUS_LOAN_COMPLETED: S.LOAN_COMPLETED,
+    E.STATUS_COMPLETED_WITHOUT_RETURN: S.COMPLETED_WITHOUT_RETURN,
 }
 
-RETURNABLE: dict[str, dict[str, str]] = {
-    "ExpectToSupply": {**_OPEN, "status:Loaned": "Loaned"},
-    "WillSupply": {**_OPEN, "status:Loaned": "Loaned"},
-    "RetryPossible": _RETRY,
-    "Loaned": {**_ON_LOAN, "action:Received": "Received"},
-    "Received": {**_ON_LOAN, "action:Received": "=", "status:Loaned": "Received"},
-    "Overdue": {**_ON_LOAN, "action:Received": "=", "status:Loaned": "Loaned",
-                "status:Overdue": "="},
-    "Recalled": {**_ON_LOAN, "action:Renew": None, "action:Received": "=",
-                 "status:Recalled": "="},
-    "ShippedReturn": {**_ALWAYS, "action:ShippedReturn": "=",
-                      "status:LoanCompleted": "LoanCompleted",
-                      "status:Overdue": "=", "status:Loaned": "=",
-                      "status:CompletedWithoutReturn": "CompletedWithoutReturn"},
-    "LoanCompleted": dict(_ALWAYS),
-    "CompletedWithoutReturn": dict(_ALWAYS),
-    "Unfilled": dict(_ALWAYS),
-    "Cancelled": dict(_ALWAYS),
+RETURNABLE: dict[State, Row] = {
+    S.EXPECT_TO_SUPPLY: {**_OPEN, E.STATUS_LOANED: S.LOANED},
+    S.WILL_SUPPLY: {**_OPEN, E.STATUS_LOANED: S.LOANED},
+    S.RETRY_POSSIBLE: _RETRY,
+    S.LOANED: {**_ON_LOAN, E.ACTION_RECEIVED: S.RECEIVED},
+    S.RECEIVED: {**_ON_LOAN, E.ACTION_RECEIVED: Step.SAME, E.STATUS_LOANED: S.RECEIVED},
+    S.OVERDUE: {**_ON_LOAN, E.ACTION_RECEIVED: Step.SAME, E.STATUS_LOANED: S.LOANED,
+                E.STATUS_OVERDUE: Step.SAME},
+    S.RECALLED: {**_ON_LOAN, E.ACTION_RENEW: None, E.ACTION_RECEIVED: Step.SAME,
+                 E.STATUS_RECALLED: Step.SAME},
+    S.SHIPPED_RETURN: {**_ALWAYS, E.ACTION_SHIPPED_RETURN: Step.SAME,
+                       E.STATUS_LOAN_COMPLETED: S.LOAN_COMPLETED,
+                       E.STATUS_OVERDUE: Step.SAME, E.STATUS_LOANED: Step.SAME,
+                       E.STATUS_COMPLETED_WITHOUT_RETURN: S.COMPLETED_WITHOUT_RETURN},
+    S.LOAN_COMPLETED: dict(_ALWAYS),
+    S.COMPLETED_WITHOUT_RETURN: dict(_ALWAYS),
+    S.UNFILLED: dict(_ALWAYS),
+    S.CANCELLED: dict(_ALWAYS),
 }
 
 # The ISO 18626 status shown for a state (StatusRequest answers, events).
-ISO_STATUS = {"Received": "Loaned", "ShippedReturn": "Loaned"}
+ISO_STATUS = {S.RECEIVED: Status.LOANED, S.SHIPPED_RETURN: Status.LOANED}
+
+del S, E
 
 
-def table(returnable: bool | None) -> dict[str, dict[str, str | None]]:
-    """The table for a transaction; None (CopyOrLoan, not delivered yet) is the union."""
-    if returnable is True:
-        return RETURNABLE  # type: ignore[return-value]
-    if returnable is False:
-        return NON_RETURNABLE  # type: ignore[return-value]
-    merged: dict[str, dict[str, str | None]] = {}
+def _union() -> dict[State, Row]:
+    merged: dict[State, Row] = {}
     for state in set(RETURNABLE) | set(NON_RETURNABLE):
         merged[state] = {**RETURNABLE.get(state, {}), **NON_RETURNABLE.get(state, {})}
     return merged
 
 
-def next_state(returnable: bool | None, state: str, event: str) -> str | None:
-    """The state after `event`, `ADVANCE`, or None if the model does not allow it."""
+_EITHER = _union()
+
+
+def table(returnable: bool | None) -> dict[State, Row]:
+    """The table for a transaction; None (CopyOrLoan, not delivered yet) is the union."""
+    if returnable is True:
+        return RETURNABLE
+    if returnable is False:
+        return NON_RETURNABLE
+    return _EITHER
+
+
+def next_state(returnable: bool | None, state: State, event: Event) -> State | Step | None:
+    """The state after `event`, `Step.ADVANCE`, or None if the model does not allow it."""
     target = table(returnable).get(state, {}).get(event)
     if target is None:
         return None
-    return state if target == "=" else target
+    return state if target is Step.SAME else target
 
 
-def allowed_events(returnable: bool | None, state: str) -> list[str]:
+def allowed_events(returnable: bool | None, state: State) -> list[Event]:
     return sorted(e for e, t in table(returnable).get(state, {}).items() if t is not None)
 
 
-def iso_status(state: str) -> str:
+def iso_status(state: State) -> str:
     return ISO_STATUS.get(state, state)

@@ -1,0 +1,68 @@
+"""Actions from the requester (requestingAgencyMessage): answered by the hub
+(StatusRequest, a Cancel while a retry is on offer) or relayed to the current supplier
+(ARCHITECTURE §3.4 rule 5)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from broker import violations
+from broker.dispatch import messages, sql, store
+from broker.dispatch.desk import Desk
+from broker.dispatch.store import Txn
+from broker.intake import Context, Outcome, Refusal
+from broker.states import EntryOutcome, Event, State, allowed_events, iso_status, next_state
+from infra.outbox import Outgoing
+from schemas.iso18626 import RequestingAgencyMessage
+from schemas.iso18626_codes import Action, ErrorType, MessageType, ReasonForMessage
+
+
+async def from_requester(desk: Desk, conn: asyncpg.Connection, ctx: Context) -> Outcome:
+    msg: RequestingAgencyMessage = ctx.message  # type: ignore[assignment]
+    txn = await store.find(conn, ctx.sender, msg.header.requesting_agency_request_id,
+                           MessageType.REQUESTING_AGENCY_MESSAGE)
+    event = Event.of_action(msg.action)
+    target = next_state(txn.returnable, txn.state, event)
+    if not isinstance(target, State):  # None: not allowed (ADVANCE is for suppliers only)
+        allowed = [e.iso for e in allowed_events(txn.returnable, txn.state)
+                   if not e.is_status]
+        raise Refusal(ErrorType.UNSUPPORTED_ACTION_TYPE,
+                      f"requestingAgencyMessage.action: {str(msg.action)!r} is not allowed "
+                      f"while the request is {txn.state} (allowed: {', '.join(allowed)})",
+                      txn.id)
+    now = desk.clock()
+    if msg.action == Action.STATUS_REQUEST:
+        answer = messages.to_requester(desk, txn, ReasonForMessage.STATUS_REQUEST_RESPONSE,
+                                       iso_status(txn.state), now, supplier=txn.supplier)
+        await store.audit(conn, desk.clock(), txn.id, ctx.sender, event, txn.state,
+                          txn.state, ctx.message_id, {})
+        return Outcome(outgoing=[answer], transaction_id=txn.id)
+    if msg.action == Action.CANCEL and txn.state == State.RETRY_POSSIBLE:
+        out = await _cancel_retry(desk, conn, txn, msg.note, now)
+    else:
+        if msg.action == Action.CANCEL:
+            await conn.execute(sql.SET_CANCEL_REQUESTED, txn.id, now)
+            await violations.check_cancellation_rate(conn, ctx.sender, now)
+        if target != txn.state:
+            await store.set_state(conn, txn, target, now)
+        out = [messages.relay_to_supplier(txn, ctx.raw, ctx.message_id)]
+    out.append(messages.event(txn, txn.state, target, event, now))
+    await store.audit(conn, desk.clock(), txn.id, ctx.sender, event, txn.state, target,
+                      ctx.message_id, {"note": msg.note} if msg.note else {})
+    return Outcome(outgoing=out, transaction_id=txn.id)
+
+
+async def _cancel_retry(desk: Desk, conn: asyncpg.Connection, txn: Txn, note: str | None,
+                        now: datetime) -> list[Outgoing]:
+    """The supplier already stopped and waits for a retry: the hub closes it now."""
+    out: list[Outgoing] = []
+    await store.set_state(conn, txn, State.CANCELLED, now)
+    if txn.rota_position is not None:  # not when the hub itself offered the retry
+        await store.close_entry(conn, txn, EntryOutcome.CANCELLED, now)
+        await store.score(conn, txn.supplier, open_requests=-1)
+        out.append(messages.to_supplier_action(desk, txn, Action.CANCEL, now, note))
+    out.append(messages.to_requester(desk, txn, ReasonForMessage.CANCEL_RESPONSE,
+                                     State.CANCELLED, now, supplier=txn.supplier, answer="Y"))
+    return out

@@ -1,0 +1,328 @@
+"""A new request: the duplicate checks, the rota the policy builds, and the new
+transaction forwarded to its first supplier (ARCHITECTURE §3.4 rules 1 to 3).
+
+`new_request` reads (and locks) but writes nothing before its last Refusal, so intake
+can skip the savepoint around it (`Dispatcher.refuses_before_writing`). Keep it that
+way when changing it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from broker.dispatch import messages, rota, sql, store
+from broker.dispatch.desk import Desk
+from broker.dispatch.store import NewTransaction, Txn
+from broker.holdings import identifiers_of
+from broker.intake import Context, Outcome, Refusal
+from broker.policy import Policy, RequestFacts, Rota, SupplierFacts
+from broker.states import EntryOutcome, HubEvent, State
+from infra import observability
+from infra.outbox import Outgoing
+from schemas.iso18626 import Request, RequestConfirmation, confirmation, dump_message
+from schemas.iso18626_codes import (
+    ErrorType,
+    MessageType,
+    ReasonForMessage,
+    RequestType,
+    ServiceKind,
+    ServiceType,
+)
+from schemas.money import Money
+from settlement.fees import fee_terms, max_cost_problem, pages_of
+
+DEFAULT_KIND = {ServiceType.COPY: ServiceKind.DOCUMENT_DELIVERY,
+                ServiceType.LOAN: ServiceKind.BOOK_LOAN,
+                ServiceType.COPY_OR_LOAN: ServiceKind.DOCUMENT_DELIVERY}
+RETURNABLE = {ServiceType.COPY: False, ServiceType.LOAN: True, ServiceType.COPY_OR_LOAN: None}
+
+
+def new_transaction_id(now: datetime) -> str:
+    return f"ILL-{now:%Y%m%d}-{secrets.token_hex(5).upper()}"
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What a request asks for, as the duplicate checks and routing read it."""
+
+    request_id: str
+    ids: list[tuple[str, str]]
+    item_key: str | None
+    patron_key: str | None
+    service_type: ServiceType | None
+    kind: ServiceKind | None
+    level: str | None
+    named: str | None  # the supplier the requester asks for by name
+
+
+@dataclass(frozen=True)
+class Routed:
+    """The rota for a request, and what it means for the new transaction."""
+
+    rota: Rota
+    quoted: dict[str, Money]
+    policy_version: int | None
+    named: str | None
+    too_dear: str | None  # why the named supplier's price is above maximumCosts
+
+    def ranked(self) -> list[dict[str, Any]]:
+        return [{"supplier": r.symbol, "tier": r.tier, "score": r.score,
+                 "reasons": list(r.reasons),
+                 "quote_minor": self.quoted[r.symbol].minor if r.symbol in self.quoted else None,
+                 "quote_currency": self.quoted[r.symbol].currency
+                 if r.symbol in self.quoted else None}
+                for r in self.rota.ranked]
+
+    def excluded(self) -> list[dict[str, Any]]:
+        return [{"supplier": e.symbol, "reason": e.reason} for e in self.rota.excluded]
+
+
+def _asked(ctx: Context) -> Asked:
+    req: Request = ctx.message  # type: ignore[assignment]
+    request_id = req.header.requesting_agency_request_id
+    if not request_id.strip():
+        raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                      "request.header.requestingAgencyRequestId: must not be empty")
+    ids = identifiers_of(ctx.raw)
+    service_type = req.service_info.service_type if req.service_info else None
+    named = req.header.supplying_agency_id
+    return Asked(
+        request_id=request_id, ids=ids,
+        item_key=next((f"{t}:{v}" for t, v in ids if t != "title_key"),
+                      next((f"{t}:{v}" for t, v in ids), None)),
+        patron_key=_patron_key(ctx.raw["request"]), service_type=service_type,
+        kind=(req.hub_extensions.service_kind if req.hub_extensions
+              and req.hub_extensions.service_kind else
+              DEFAULT_KIND[service_type] if service_type else None),
+        level=req.service_info.service_level if req.service_info else None,
+        named=named.symbol if named and named.agency_id_value else None)
+
+
+async def new_request(desk: Desk, conn: asyncpg.Connection, ctx: Context) -> Outcome:
+    req: Request = ctx.message  # type: ignore[assignment]
+    asked = _asked(ctx)
+    now = desk.clock()
+    today = desk.today(now)
+    rows = await _request_facts(desk, conn, ctx.sender, asked, today)
+    known = rows[0]
+    if known["earlier_id"] is not None:
+        # A repeat of a request we already have: the same answer, no second transaction.
+        model = json.loads(known["earlier_confirmation"])
+        return Outcome(transaction_id=known["earlier_id"], confirmation=(
+            MessageType.REQUEST_CONFIRMATION,
+            RequestConfirmation.model_validate(model["requestConfirmation"])))
+    if asked.service_type is None or asked.kind is None:
+        raise Refusal(ErrorType.BADLY_FORMED_MESSAGE,
+                      "request.serviceInfo.serviceType: required element missing "
+                      "(the hub routes by it)")
+    max_cost = _max_cost(req)
+    retry_of = await _retry_of(conn, ctx.sender, req)
+    duplicate_of = await _duplicate_of(desk, conn, ctx.sender, asked, known, retry_of)
+    routed = await _route(desk, conn, ctx, asked, rows, max_cost,
+                          retry_of.supplier if retry_of is not None else asked.named, today)
+    answer = confirmation(MessageType.REQUEST, req.header, ok=True)
+    # The usual case, a new request forwarded at once to the first supplier, is written
+    # by one statement; the others go step by step.
+    straight = retry_of is None and not routed.too_dear and bool(routed.rota.ranked)
+    detail: dict[str, Any] = {"rota": list(routed.rota.symbols),
+                              "rules": list(routed.rota.rules_applied),
+                              "policyVersion": routed.policy_version}
+    if duplicate_of:
+        detail["duplicateOf"] = duplicate_of
+    txn = await store.insert_transaction(conn, NewTransaction(
+        id=new_transaction_id(now), requester=ctx.sender, request_id=asked.request_id,
+        service_type=str(asked.service_type), service_kind=str(asked.kind),
+        service_level=asked.level, returnable=RETURNABLE[asked.service_type],
+        request=ctx.raw, confirmation=dump_message(*answer),
+        max_cost_minor=max_cost.minor if max_cost else None,
+        currency=max_cost.currency if max_cost else None, patron_key=asked.patron_key,
+        item_key=asked.item_key, duplicate_of=duplicate_of,
+        policy_version=routed.policy_version, now=now, ranked=routed.ranked(),
+        excluded=routed.excluded(), at=desk.clock(), message_id=ctx.message_id, detail=detail,
+        deadline=now + timedelta(hours=desk.deadline_hours(asked.level)) if straight else None,
+        today=today))
+    observability.transaction_id.set(txn.id)
+    if straight:
+        out = messages.forwarded(desk, txn, State.NEW, txn.current_supplier, 1, now,
+                                 note=None, first=True)
+    else:
+        if retry_of is not None:
+            await _supersede(desk, conn, ctx, retry_of, txn, now)
+        out = await _first_step(desk, conn, txn, routed, now)
+    return Outcome(outgoing=out, transaction_id=txn.id, confirmation=answer)
+
+
+def _max_cost(req: Request) -> Money | None:
+    if not (req.billing_info and req.billing_info.maximum_costs):
+        return None
+    try:
+        return Money.from_costs(req.billing_info.maximum_costs)
+    except ValueError as exc:
+        raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                      f"request.billingInfo.maximumCosts: {exc}") from exc
+
+
+async def _duplicate_of(desk: Desk, conn: asyncpg.Connection, requester: str, asked: Asked,
+                        known: asyncpg.Record, retry_of: Txn | None) -> str | None:
+    """An open request of the same patron for the same item: refused, or flagged."""
+    duplicate_of, other = known["duplicate_of"], known["duplicate_request_id"]
+    if retry_of is not None and duplicate_of == retry_of.id:
+        # The request a Retry supersedes is not a duplicate of it; look for another.
+        duplicate_of, other = None, None
+        row = await conn.fetchrow(sql.OTHER_DUPLICATE, requester, asked.patron_key,
+                                  asked.item_key, retry_of.id)
+        if row is not None:
+            duplicate_of, other = row["id"], row["request_id"]
+    if duplicate_of and desk.settings.duplicate_requests == "refuse":
+        raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                      f"request: duplicate of open request {other!r} (transaction "
+                      f"{duplicate_of}) for the same patron and item; cancel it "
+                      "or wait for it to finish")
+    return duplicate_of  # type: ignore[no-any-return]
+
+
+async def _route(desk: Desk, conn: asyncpg.Connection, ctx: Context, asked: Asked,
+                 rows: list[asyncpg.Record], max_cost: Money | None, named: str | None,
+                 today: date) -> Routed:
+    """The rota under the policy in force (the one `_request_facts` read with)."""
+    known = rows[0]
+    facts = RequestFacts(
+        requester=ctx.sender, province=known["requester_province"],
+        city=known["requester_city"], service_type=str(asked.service_type),
+        service_kind=str(asked.kind), id_types=frozenset(t for t, _ in asked.ids),
+        max_cost_minor=max_cost.minor if max_cost else None, named_supplier=named,
+        today=today)
+    if named and named != ctx.sender and not any(r["symbol"] == named for r in rows):
+        # Only a Retry can name a supplier the first query did not ask about.
+        rows = [*rows, *await conn.fetch(sql.CANDIDATES_ONLY, [named], ctx.sender,
+                                         str(asked.kind), today)]
+    route, quoted = _rank(desk.policies.policy, facts, rows, pages_of(ctx.raw))
+    too_dear = None
+    if named and max_cost and named in quoted and named not in route.symbols:
+        too_dear = max_cost_problem(quoted[named], max_cost)
+    return Routed(rota=route, quoted=quoted, policy_version=desk.policies.version,
+                  named=named, too_dear=too_dear)
+
+
+async def _first_step(desk: Desk, conn: asyncpg.Connection, txn: Txn, routed: Routed,
+                      now: datetime) -> list[Outgoing]:
+    """A new transaction not forwarded at once: offer a retry, forward, or give up."""
+    if routed.too_dear and routed.named:
+        # Asked for by name but above the requester's limit: offer a retry at the
+        # supplier's price instead of silently routing elsewhere.
+        return await _offer_retry(desk, conn, txn, routed.named, routed.quoted[routed.named],
+                                  now, routed.too_dear)
+    if routed.rota.ranked:
+        return await rota.forward(desk, conn, txn, 1, now, note=None, first=True)
+    why = "; ".join(f"{e.symbol}: {e.reason}" for e in routed.rota.excluded[:5])
+    return await rota.finish_unfilled(
+        desk, conn, txn, now, "no supplier in the network can supply this item"
+        + (f" ({why})" if why else ""), actor="hub")
+
+
+async def _supersede(desk: Desk, conn: asyncpg.Connection, ctx: Context, retry_of: Txn,
+                     txn: Txn, now: datetime) -> None:
+    """A Retry replaces the request it answers: that one is cancelled."""
+    if retry_of.rota_position is not None:
+        await store.close_entry(conn, retry_of, EntryOutcome.CANCELLED, now)
+        await store.score(conn, retry_of.supplier, open_requests=-1)
+    await store.set_state(conn, retry_of, State.CANCELLED, now)
+    await store.audit(conn, desk.clock(), retry_of.id, ctx.sender, HubEvent.RETRIED,
+                      retry_of.state, State.CANCELLED, ctx.message_id, {"retriedAs": txn.id})
+    await store.audit(conn, desk.clock(), txn.id, ctx.sender, HubEvent.RETRY_OF, None,
+                      State.NEW, ctx.message_id, {"previous": retry_of.id})
+
+
+async def _offer_retry(desk: Desk, conn: asyncpg.Connection, txn: Txn, supplier: str,
+                       price: Money, now: datetime, why: str) -> list[Outgoing]:
+    await conn.execute(sql.OFFER_RETRY, txn.id, supplier, price.minor, price.currency, now)
+    await store.audit(conn, desk.clock(), txn.id, "hub", HubEvent.COST_ABOVE_MAXIMUM,
+                      State.NEW, State.RETRY_POSSIBLE, None, {"supplier": supplier, "why": why})
+    message = messages.to_requester(
+        desk, txn, ReasonForMessage.REQUEST_RESPONSE, State.RETRY_POSSIBLE, now,
+        supplier=supplier, answer="N", note=why,
+        more_info={"reasonRetry": "CostExceedsMaxCost", "offeredCosts": price.to_costs()})
+    return [message, messages.event(txn, State.NEW, State.RETRY_POSSIBLE,
+                                    HubEvent.COST_ABOVE_MAXIMUM, now, supplier=supplier)]
+
+
+async def _retry_of(conn: asyncpg.Connection, requester: str, req: Request) -> Txn | None:
+    """A `Retry` request answers a supplier's RetryPossible: it supersedes that request."""
+    info = req.service_info
+    if info is None or info.request_type != RequestType.RETRY:
+        return None
+    previous = info.requesting_agency_previous_request_id
+    field = "request.serviceInfo.requestingAgencyPreviousRequestId"
+    if not previous:
+        raise Refusal(ErrorType.BADLY_FORMED_MESSAGE,
+                      f"{field}: required element missing for requestType Retry")
+    txn = await store.lookup(conn, requester, previous)
+    if txn is None:
+        raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                      f"{field}: no request {previous!r} from {requester} is known")
+    if txn.state != State.RETRY_POSSIBLE:
+        raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                      f"{field}: request {previous!r} is {txn.state}, not RetryPossible; "
+                      "only a request a supplier offered to retry can be retried")
+    return txn
+
+
+async def _request_facts(desk: Desk, conn: asyncpg.Connection, requester: str, asked: Asked,
+                         today: date) -> list[asyncpg.Record]:
+    """The facts row(s) of `sql.REQUEST_FACTS`, read with the policy in force.
+
+    Which suppliers the policy may add depends on the policy, and the query tells
+    which version is in force: if an operator loaded a new one since, read again.
+    """
+    while True:
+        cached = desk.policies.version
+        extra = sorted({*desk.policies.policy.all_extra_suppliers(),
+                        *([asked.named] if asked.named else [])})
+        rows: list[asyncpg.Record] = await conn.fetch(
+            sql.REQUEST_FACTS, requester, asked.request_id, asked.patron_key, asked.item_key,
+            [t for t, _ in asked.ids], [v for _, v in asked.ids], extra, str(asked.kind or ""),
+            today)
+        if rows[0]["policy_version"] == cached:
+            return rows
+        await desk.policies.at(rows[0]["policy_version"], conn)
+
+
+def _rank(policy: Policy, facts: RequestFacts, rows: list[asyncpg.Record],
+          pages: int | None) -> tuple[Rota, dict[str, Money]]:
+    """Rank the candidates: the holders, and whom the matching rules add."""
+    wanted = policy.extra_suppliers(facts)
+    quoted: dict[str, Money] = {}
+    suppliers = []
+    for r in rows:
+        if r["symbol"] is None or (r["matched"] is None and r["symbol"] not in wanted):
+            continue
+        if r["entry"] is not None:
+            quoted[r["symbol"]] = fee_terms(r).quote(pages=pages)
+        if not r["eligible"]:
+            continue
+        answered = (r["filled"] or 0) + (r["unfilled"] or 0) + (r["timed_out"] or 0)
+        suppliers.append(SupplierFacts(
+            symbol=r["symbol"], province=r["province"], city=r["city"],
+            holds=frozenset(r["matched"] or ()),
+            quote_minor=quoted[r["symbol"]].minor if r["symbol"] in quoted else None,
+            fill_rate=(r["filled"] / answered) if answered else None,
+            turnaround_hours=(r["turnaround_total"] / r["filled"] / 3600)
+            if r["filled"] else None,
+            open_requests=r["open_requests"], forwarded_today=r["forwarded_today"]))
+    return policy.rota(facts, suppliers), quoted
+
+
+def _patron_key(request: dict[str, Any]) -> str | None:
+    patron = request.get("patronInfo") or {}
+    if not isinstance(patron, dict):
+        return None
+    if patron.get("patronId"):
+        return f"id:{patron['patronId']}"
+    name = f"{patron.get('surname') or ''}{patron.get('givenName') or ''}".strip()
+    return f"name:{name.casefold()}" if name else None

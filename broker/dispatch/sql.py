@@ -1,0 +1,308 @@
+"""Every SQL statement of dispatch, by name.
+
+Kept as Python constants rather than `.sql` files: several statements are built from
+shared parts (the scorecard upsert, the supplier's day count, the audit row of a
+forward, the candidate query), and the state and outcome names they write come from
+`broker.states`, so a rule is written once and a renamed state cannot drift from its
+SQL. Files read by name would need a template language for both, and package data to
+install them.
+
+Dispatch's tables are ill_transaction, rota_entry, rota_excluded, audit_log,
+scorecard, supplier_day and policy_version. Other packages' data is read only through
+what they publish: agency and holding (broker), `fee_terms_in_force()` (settlement,
+schemas/migrations/0014_fee_view.sql).
+
+Most statements take positional parameters ($1...). The two that are assembled from
+parts take named ones (`:name`), numbered once by `named()`, so the parts can share
+them and a caller passes each by name: `NEW_TRANSACTION.args({...})`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from broker.states import AWAITING_SUPPLIER, TERMINAL, EntryOutcome, HubEvent, State
+
+# A string literal (left as it is) or a `:name` parameter (not a `::type` cast).
+_PARAM = re.compile(r"'(?:[^']|'')*'|(?<![:\w]):([a-z_][a-z0-9_]*)")
+
+
+@dataclass(frozen=True)
+class Named:
+    """A statement written with `:name` parameters, as asyncpg takes it ($1..$n)."""
+
+    text: str
+    names: tuple[str, ...]
+
+    def args(self, values: Mapping[str, object]) -> tuple[object, ...]:
+        """The positional arguments; every name exactly once, nothing else."""
+        if values.keys() != set(self.names):
+            missing = sorted(set(self.names) - values.keys())
+            extra = sorted(values.keys() - set(self.names))
+            raise TypeError(f"statement parameters: missing {missing}, unknown {extra}")
+        return tuple(values[name] for name in self.names)
+
+
+def named(text: str) -> Named:
+    """Number a statement's `:name` parameters in order of first use."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return match.group(0)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return Named(_PARAM.sub(number, text), tuple(names))
+
+
+def _quoted(values: frozenset[State]) -> str:
+    return ", ".join(f"'{v}'" for v in sorted(values))
+
+
+# ---- policy versions ------------------------------------------------------------------
+
+POLICY_NEWEST = "SELECT version, normalised FROM policy_version ORDER BY version DESC LIMIT 1"
+POLICY_OF_VERSION = "SELECT normalised FROM policy_version WHERE version = $1"
+POLICY_ACTIVE = ("SELECT version, loaded_at, file_name, source FROM policy_version "
+                 "ORDER BY version DESC LIMIT 1")
+POLICY_INSERT = ("INSERT INTO policy_version (source, normalised, file_name) "
+                 "VALUES ($1, $2::jsonb, $3) RETURNING version")
+
+# ---- the transaction row --------------------------------------------------------------
+
+# What dispatch reads of a transaction (store.Txn has one field for each).
+TXN_COLUMNS = ("id, requester, request_id, service_type, service_kind, service_level, "
+               "returnable, state, supplier, rota_position, deadline_at, cancel_requested_at, "
+               "request, max_cost_minor, currency, quote_minor, quote_currency")
+
+TXN_FIND = (f"SELECT {TXN_COLUMNS} FROM ill_transaction "
+            "WHERE requester = $1 AND request_id = $2 FOR UPDATE")
+TXN_PAST_DEADLINE = f"""
+SELECT {TXN_COLUMNS} FROM ill_transaction WHERE deadline_at <= $1
+ORDER BY deadline_at LIMIT $2 FOR UPDATE SKIP LOCKED"""
+
+# A state change: the deadline runs only while the supplier owes an answer, and a
+# terminal state closes the transaction.
+SET_STATE = f"""
+UPDATE ill_transaction SET state = $2::text, updated_at = $3::timestamptz,
+       returnable = coalesce($4::boolean, returnable),
+       deadline_at = CASE WHEN $2::text IN ({_quoted(AWAITING_SUPPLIER)}) THEN deadline_at END,
+       closed_at = CASE WHEN $2::text IN ({_quoted(TERMINAL)}) THEN $3::timestamptz END
+WHERE id = $1"""
+SET_DUE = "UPDATE ill_transaction SET due_at = $2 WHERE id = $1"
+SET_CANCEL_REQUESTED = "UPDATE ill_transaction SET cancel_requested_at = $2 WHERE id = $1"
+OFFER_RETRY = f"""
+UPDATE ill_transaction SET supplier = $2, state = '{State.RETRY_POSSIBLE}',
+       quote_minor = $3, quote_currency = $4, updated_at = $5
+WHERE id = $1"""
+
+# Another open request of the patron for the item, besides the one a Retry supersedes.
+OTHER_DUPLICATE = """
+SELECT id, request_id FROM ill_transaction
+WHERE requester = $1 AND patron_key = $2 AND item_key = $3 AND closed_at IS NULL
+  AND id <> $4
+LIMIT 1"""
+
+# ---- the rota -------------------------------------------------------------------------
+
+CLOSE_ENTRY = """
+UPDATE rota_entry SET outcome = $3, answered_at = $4
+WHERE transaction_id = $1 AND position = $2 RETURNING forwarded_at"""
+IS_ROTA_PARTY = "SELECT true FROM rota_entry WHERE transaction_id = $1 AND supplier = $2 LIMIT 1"
+# The next supplier still pending, among the enabled agencies.
+NEXT_POSITION = f"""
+SELECT e.position FROM rota_entry e JOIN agency a ON a.symbol = e.supplier
+WHERE e.transaction_id = $1 AND e.position > $2 AND e.outcome = '{EntryOutcome.PENDING}'
+  AND a.enabled
+ORDER BY e.position LIMIT 1"""
+
+# ---- one rule, one place: scorecard, day count, audit log ------------------------------
+
+# A supplier's scorecard: the counts add up, open_requests never falls below zero. The
+# change comes from a CTE `score_change` (supplier, forwarded, filled, unfilled,
+# timed_out, turnaround, open_requests) of the statement it is part of. `excluded`
+# holds the clamped first value of open_requests, so an update reads the change itself.
+_SCORE_UPSERT = """
+INSERT INTO scorecard AS s (supplier, forwarded, filled, unfilled, timed_out,
+                            turnaround_total, open_requests)
+SELECT supplier, forwarded, filled, unfilled, timed_out, turnaround, greatest(open_requests, 0)
+FROM score_change
+ON CONFLICT (supplier) DO UPDATE SET
+    forwarded = s.forwarded + excluded.forwarded, filled = s.filled + excluded.filled,
+    unfilled = s.unfilled + excluded.unfilled, timed_out = s.timed_out + excluded.timed_out,
+    turnaround_total = s.turnaround_total + excluded.turnaround_total,
+    open_requests = greatest(s.open_requests + (
+        SELECT c.open_requests FROM score_change c WHERE c.supplier = s.supplier), 0),
+    updated_at = now()"""
+
+_SCORE_CHANGE = "score_change (supplier, forwarded, filled, unfilled, timed_out, turnaround, " \
+                "open_requests)"
+
+SCORE = f"""
+WITH {_SCORE_CHANGE} AS (
+    VALUES ($1::text, $2::int, $3::int, $4::int, $5::int, $6::float8, $7::int))
+{_SCORE_UPSERT}"""
+
+# The audit log's columns; each statement that writes it brings its rows.
+_AUDIT_INSERT = ("INSERT INTO audit_log (transaction_id, at, actor, event, from_state, "
+                 "to_state, message_id, detail)")
+
+AUDIT = f"{_AUDIT_INSERT} VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)"
+
+
+def _forwarded_to(source: str) -> str:
+    """CTEs counting one more request forwarded to the supplier `source` yields: its
+    scorecard and its day count (daily caps). Parameter :today."""
+    return f"""
+{_SCORE_CHANGE} AS (
+    SELECT supplier, 1, 0, 0, 0, 0::float8, 1 FROM {source}),
+score AS ({_SCORE_UPSERT}),
+day AS (
+    INSERT INTO supplier_day (supplier, day, forwarded) SELECT supplier, :today, 1
+    FROM {source}
+    ON CONFLICT (supplier, day) DO UPDATE SET forwarded = supplier_day.forwarded + 1)"""
+
+
+def _forward_audit_row(source: str, position: str, from_state: str) -> str:
+    """The audit row of a forward to the supplier `source` yields. Parameters :id, :at,
+    :deadline_text."""
+    return f"""
+    SELECT :id::text, :at::timestamptz, 'hub', '{HubEvent.FORWARD}', {from_state},
+           '{State.EXPECT_TO_SUPPLY}', NULL::text,
+           jsonb_build_object('supplier', supplier, 'position', {position},
+                              'deadline', :deadline_text::text)
+    FROM {source}"""
+
+
+# ---- forwarding -----------------------------------------------------------------------
+
+# Rota entry, transaction, scorecard, the supplier's day count and the audit row in one
+# statement.
+FORWARD = named(f"""
+WITH e AS (
+    UPDATE rota_entry SET outcome = '{EntryOutcome.FORWARDED}', forwarded_at = :now
+    WHERE transaction_id = :id AND position = :position
+    RETURNING supplier, quote_minor, quote_currency),
+t AS (
+    UPDATE ill_transaction SET supplier = e.supplier, rota_position = :position,
+           deadline_at = :deadline, state = '{State.EXPECT_TO_SUPPLY}', updated_at = :now,
+           quote_minor = e.quote_minor, quote_currency = e.quote_currency
+    FROM e WHERE id = :id),
+{_forwarded_to("e")},
+audit AS ({_AUDIT_INSERT}
+    {_forward_audit_row("e", ":position::int", ":from_state::text")})
+SELECT supplier FROM e""")
+
+# A new transaction with its rota, exclusions and audit row. With :forward (the usual
+# case) it is forwarded at once to the rota's first supplier, as FORWARD does: written in
+# ExpectToSupply with that supplier, the first entry forwarded, scorecard and day count
+# bumped, and the audit trail gets both steps (New, then the forward). Without, it stays
+# New for the caller to go on step by step (a Retry, a price above maximumCosts, no
+# supplier at all).
+NEW_TRANSACTION = named(f"""
+WITH t AS (
+    INSERT INTO ill_transaction (id, requester, request_id, service_type, service_kind,
+        service_level, returnable, state, request, confirmation, max_cost_minor, currency,
+        patron_key, item_key, duplicate_of, policy_version, created_at, updated_at,
+        supplier, rota_position, deadline_at, quote_minor, quote_currency)
+    SELECT :id, :requester, :request_id, :service_type, :service_kind, :service_level,
+           :returnable,
+           CASE WHEN :forward THEN '{State.EXPECT_TO_SUPPLY}' ELSE '{State.NEW}' END,
+           :request::jsonb, :confirmation::jsonb, :max_cost_minor, :currency, :patron_key,
+           :item_key, :duplicate_of, :policy_version, :now, :now, first->>'supplier',
+           CASE WHEN :forward THEN 1 END, :deadline, (first->>'quote_minor')::bigint,
+           first->>'quote_currency'
+    FROM (SELECT CASE WHEN :forward THEN :ranked::jsonb->0 END AS first) f
+    RETURNING {TXN_COLUMNS}),
+rota AS (
+    INSERT INTO rota_entry (transaction_id, position, supplier, tier, score, reasons,
+                            quote_minor, quote_currency, outcome, forwarded_at)
+    SELECT :id, e.n, e.v->>'supplier', (e.v->>'tier')::int, (e.v->>'score')::float8,
+           ARRAY(SELECT jsonb_array_elements_text(e.v->'reasons')),
+           (e.v->>'quote_minor')::bigint, e.v->>'quote_currency',
+           CASE WHEN :forward AND e.n = 1 THEN '{EntryOutcome.FORWARDED}'
+                ELSE '{EntryOutcome.PENDING}' END,
+           CASE WHEN :forward AND e.n = 1 THEN :now::timestamptz END
+    FROM jsonb_array_elements(:ranked::jsonb) WITH ORDINALITY AS e(v, n)),
+excluded AS (
+    INSERT INTO rota_excluded (transaction_id, supplier, reason)
+    SELECT :id, x->>'supplier', x->>'reason' FROM jsonb_array_elements(:excluded::jsonb) AS x),
+{_forwarded_to("t WHERE t.supplier IS NOT NULL")},
+audit AS ({_AUDIT_INSERT}
+    SELECT :id::text, :at::timestamptz, :requester::text, '{HubEvent.REQUEST}', NULL,
+           '{State.NEW}',
+           :message_id::text, :detail::jsonb
+    UNION ALL
+    {_forward_audit_row("t WHERE t.supplier IS NOT NULL", "1", f"'{State.NEW}'")})
+SELECT * FROM t""")
+
+# ---- what a new request reads ---------------------------------------------------------
+
+
+def _candidates(types: str, values: str, extra: str, requester: str, kind: str,
+                today: str) -> str:
+    """The suppliers that hold the item (an index-only probe of holding) and those the
+    policy may add, with what ranking needs: region, scorecard, today's count, the fee
+    terms in force. `eligible` = an enabled supplier other than the requester."""
+    return f"""
+WITH held AS (
+    SELECT h.symbol, array_agg(DISTINCT h.id_type) AS matched
+    FROM unnest({types}::text[], {values}::text[]) AS q(id_type, id_value)
+    JOIN holding h ON h.id_type = q.id_type AND h.id_value = q.id_value
+    GROUP BY h.symbol),
+cand AS (
+    SELECT symbol, matched FROM held
+    UNION ALL
+    SELECT x, NULL FROM unnest({extra}::text[]) AS x WHERE x NOT IN (SELECT symbol FROM held))
+SELECT c.symbol, c.matched, a.province, a.city,
+       coalesce(a.enabled AND 'supplier' = ANY(a.roles), false) AS eligible,
+       s.filled, s.unfilled, s.timed_out, s.turnaround_total,
+       coalesce(s.open_requests, 0) AS open_requests,
+       coalesce(d.forwarded, 0) AS forwarded_today,
+       f.entry, f.supplier, f.service_kind, f.currency, f.effective_from, f.effective_to,
+       f.fixed_minor, f.per_page_minor, f.per_hour_minor, f.assumed_pages, f.assumed_hours
+FROM cand c
+LEFT JOIN agency a ON a.symbol = c.symbol
+LEFT JOIN scorecard s ON s.supplier = c.symbol
+LEFT JOIN supplier_day d ON d.supplier = c.symbol AND d.day = {today}
+LEFT JOIN fee_terms_in_force({kind}, {today}) f ON f.supplier = c.symbol
+WHERE c.symbol <> {requester}"""
+
+
+# In one round trip: an earlier copy of this request, an open duplicate, the requester's
+# region, the policy version in force, and every candidate supplier with its facts.
+# $1 requester, $2 request id, $3 patron key, $4 item key, $5/$6 identifier types and
+# values, $7 suppliers the policy may add, $8 service kind, $9 consortium-local day.
+REQUEST_FACTS = f"""
+SELECT t.id AS earlier_id, t.confirmation AS earlier_confirmation,
+       dup.id AS duplicate_of, dup.request_id AS duplicate_request_id,
+       r.province AS requester_province, r.city AS requester_city,
+       (SELECT max(version) FROM policy_version) AS policy_version, c.*
+FROM agency r
+LEFT JOIN ill_transaction t ON t.requester = $1 AND t.request_id = $2
+LEFT JOIN LATERAL (
+    SELECT id, request_id FROM ill_transaction
+    WHERE requester = $1 AND patron_key = $3 AND item_key = $4 AND closed_at IS NULL
+    LIMIT 1) dup ON true
+LEFT JOIN LATERAL ({_candidates("$5", "$6", "$7", "$1", "$8::text", "$9::date")}) c ON true
+WHERE r.symbol = $1"""
+
+# The facts of named suppliers only: $1 symbols, $2 requester, $3 service kind, $4 day.
+CANDIDATES_ONLY = _candidates("'{}'", "'{}'", "$1", "$2", "$3::text", "$4::date")
+
+# ---- delivery -------------------------------------------------------------------------
+
+AGENCY_NAMES = "SELECT symbol, name FROM agency WHERE symbol = ANY($1)"
+
+# ---- explain --------------------------------------------------------------------------
+
+EXPLAIN_TRANSACTION = "SELECT * FROM ill_transaction WHERE id = $1"
+EXPLAIN_ROTA = "SELECT * FROM rota_entry WHERE transaction_id = $1 ORDER BY position"
+EXPLAIN_EXCLUDED = ("SELECT supplier, reason FROM rota_excluded WHERE transaction_id = $1 "
+                    "ORDER BY supplier")
+EXPLAIN_AUDIT = "SELECT * FROM audit_log WHERE transaction_id = $1 ORDER BY id"

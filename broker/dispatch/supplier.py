@@ -1,0 +1,248 @@
+"""Messages from the current supplier (supplyingAgencyMessage): status changes relayed
+to the requester, Unfilled moving the rota on, and a delivery's charge and electronic
+copy (ARCHITECTURE §3.4 rules 4 to 7)."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from broker import violations
+from broker.dispatch import messages, rota, sql, store
+from broker.dispatch.desk import Desk, iso
+from broker.dispatch.store import Txn
+from broker.intake import Context, Outcome, Refusal
+from broker.states import (
+    ADVANCE,
+    AWAITING_SUPPLIER,
+    EntryOutcome,
+    Event,
+    HubEvent,
+    State,
+    allowed_events,
+    next_state,
+)
+from delivery.grants import create_grant
+from delivery.intake import CopyProblem, accept_copy
+from delivery.mail import enqueue_patron_mail
+from schemas.iso18626 import SupplyingAgencyMessage
+from schemas.iso18626_codes import ErrorType, MessageType, ServiceKind, Status
+from schemas.money import Money
+from settlement.fees import fee_to_charge
+from settlement.ledger import ChargeRefused, billable_event, post_charge, record_flag
+
+# The statuses (and the states they lead to) that deliver: the first one decides
+# whether a CopyOrLoan request is returnable.
+_DELIVERY = (Status.COPY_COMPLETED, Status.LOANED)
+_DELIVERED = (State.COPY_COMPLETED, State.LOANED)
+
+
+async def from_supplier(desk: Desk, conn: asyncpg.Connection, ctx: Context) -> Outcome:
+    msg: SupplyingAgencyMessage = ctx.message  # type: ignore[assignment]
+    txn = await store.find(conn, msg.header.requesting_agency_id.symbol,
+                           msg.header.requesting_agency_request_id,
+                           MessageType.SUPPLYING_AGENCY_MESSAGE)
+    await _require_current_supplier(conn, txn, ctx.sender)
+    status = msg.status_info.status
+    event = Event.of_status(status)
+    returnable = txn.returnable
+    if returnable is None and status in _DELIVERY:
+        returnable = status == Status.LOANED
+    target = next_state(returnable, txn.state, event)
+    if target is None:
+        allowed = [e.iso for e in allowed_events(returnable, txn.state) if e.is_status]
+        raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                      f"supplyingAgencyMessage.statusInfo.status: {str(status)!r} is not "
+                      f"allowed while the request is {txn.state} (allowed: "
+                      f"{', '.join(allowed) or 'none'})", txn.id)
+    now = desk.clock()
+    if target is ADVANCE:
+        return await _unfilled(desk, conn, ctx, txn, msg, now)
+    if not isinstance(target, State):
+        raise TypeError(f"state table: {target!r} is no state")
+    extensions: dict[str, Any] = {}
+    if target in _DELIVERED and txn.state in AWAITING_SUPPLIER:
+        extensions = await _delivered(desk, conn, ctx, txn, msg, target, now)
+    if target == State.CANCELLED and txn.state in AWAITING_SUPPLIER | {State.RETRY_POSSIBLE}:
+        await store.close_entry(conn, txn, EntryOutcome.CANCELLED, now)
+        await store.score(conn, ctx.sender, open_requests=-1)
+    await store.set_state(conn, txn, target, now, returnable=returnable)
+    if status == Status.LOANED and msg.status_info.due_date is not None:
+        due = msg.status_info.due_date
+        await conn.execute(sql.SET_DUE, txn.id, due if due.tzinfo else due.replace(tzinfo=UTC))
+    await store.audit(conn, desk.clock(), txn.id, ctx.sender, event, txn.state, target,
+                      ctx.message_id, _brief(ctx.raw))
+    relayed = ctx.raw
+    if extensions:
+        # The requester learns the link's limits, never its token (the patron's mail has it).
+        relayed = json.loads(json.dumps(ctx.raw))
+        inner = relayed["supplyingAgencyMessage"]
+        inner.setdefault("hubExtensions", {}).update(extensions)
+    out = [messages.relay_to_requester(txn, relayed, ctx.message_id),
+           messages.event(txn, txn.state, target, event, now)]
+    return Outcome(outgoing=out, transaction_id=txn.id)
+
+
+async def _require_current_supplier(conn: asyncpg.Connection, txn: Txn, sender: str) -> None:
+    if txn.supplier == sender:
+        return
+    if not await conn.fetchval(sql.IS_ROTA_PARTY, txn.id, sender):
+        # Not party to it: answered exactly as an unknown request, so a stranger
+        # learns neither that the request exists nor its transaction id.
+        raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                      f"supplyingAgencyMessage.header.requestingAgencyRequestId: no request "
+                      f"{txn.request_id!r} from {txn.requester} is known to the hub")
+    raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                  "supplyingAgencyMessage.header.supplyingAgencyId: "
+                  f"{sender!r} is not the current supplier of request "
+                  f"{txn.request_id!r} (transaction {txn.id})", txn.id)
+
+
+async def _unfilled(desk: Desk, conn: asyncpg.Connection, ctx: Context, txn: Txn,
+                    msg: SupplyingAgencyMessage, now: datetime) -> Outcome:
+    """The supplier gave up: close its entry and move the rota on."""
+    reason = msg.message_info.reason_unfilled or msg.message_info.note or "no reason given"
+    await store.close_entry(conn, txn, EntryOutcome.UNFILLED, now)
+    await store.score(conn, ctx.sender, unfilled=1, open_requests=-1)
+    await store.audit(conn, desk.clock(), txn.id, ctx.sender, Event.STATUS_UNFILLED, txn.state,
+                      txn.state, ctx.message_id, {"reasonUnfilled": reason})
+    out = await rota.advance(desk, conn, txn, now, f"{ctx.sender} could not supply ({reason})")
+    return Outcome(outgoing=out, transaction_id=txn.id)
+
+
+async def _delivered(desk: Desk, conn: asyncpg.Connection, ctx: Context, txn: Txn,
+                     msg: SupplyingAgencyMessage, target: State,
+                     now: datetime) -> dict[str, Any]:
+    """The first delivery: charge it, take an electronic copy, close the rota entry and
+    credit the supplier. Returns what the requester learns of the copy's link."""
+    await _charge(desk, conn, txn, msg, now)
+    ebook = target == State.LOANED and txn.service_kind == ServiceKind.E_BOOK_LOAN
+    extensions: dict[str, Any] = {}
+    if (target == State.COPY_COMPLETED or ebook) and _sent_via_ftp(msg):
+        extensions = await _deliver_copy(desk, conn, txn, msg, now, ebook=ebook)
+    forwarded_at = await store.close_entry(conn, txn, EntryOutcome.SUPPLIED, now)
+    seconds = (now - forwarded_at).total_seconds() if forwarded_at else 0.0
+    await store.score(conn, ctx.sender, filled=1, open_requests=-1, turnaround=seconds)
+    return extensions
+
+
+async def _deliver_copy(desk: Desk, conn: asyncpg.Connection, txn: Txn,
+                        msg: SupplyingAgencyMessage, now: datetime,
+                        ebook: bool = False) -> dict[str, Any]:
+    """Take the uploaded file from the supplier's FTP home, grant a link, mail the reader.
+
+    Limits come from the policy's `[[delivery]]` entries (per supplier and service
+    kind), else the delivery settings. An e-book loan is time-limited access: as many
+    downloads as the reader likes until the loan's due date.
+    """
+    supplier = txn.current_supplier
+    item_id = msg.delivery_info.item_id if msg.delivery_info else None
+    if not item_id:
+        raise Refusal(ErrorType.BADLY_FORMED_MESSAGE,
+                      "supplyingAgencyMessage.deliveryInfo.itemId: required when sentVia "
+                      "is FTP (the path of the uploaded file in your FTP home)", txn.id)
+    try:
+        document = await accept_copy(conn, desk.settings, supplier=supplier,
+                                     item_id=item_id, transaction_id=txn.id)
+    except CopyProblem as problem:
+        async def flag(c: asyncpg.Connection, why: str = str(problem)) -> None:
+            await violations.raise_flag(
+                c, "copy_without_valid_file", supplier,
+                f"CopyCompleted for {txn.id} without a valid file: {why}",
+                key=f"{txn.id}:{item_id}", transaction_id=txn.id, now=now)
+        raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                      f"supplyingAgencyMessage.{problem.field}: {problem.message}",
+                      txn.id, after=flag) from problem
+    request = txn.request_body()["request"]
+    email, name = _patron_contact(request)
+    policy, _ = await desk.policies.current(conn)
+    downloads, days = policy.delivery_limits(supplier, txn.service_kind) or (
+        desk.settings.delivery.grant_downloads(), desk.settings.delivery.days)
+    due = msg.status_info.due_date
+    if ebook:
+        downloads = None
+        if due is not None:
+            due = due if due.tzinfo else due.replace(tzinfo=UTC)
+            days = max(1, math.ceil((due - now).total_seconds() / 86400))
+    grant = await create_grant(conn, document_id=document.id, transaction_id=txn.id,
+                               patron_email=email, patron_name=name,
+                               downloads=downloads, days=days, now=now)
+    names = dict(await conn.fetch(sql.AGENCY_NAMES, [supplier, txn.requester]))
+    if email:
+        await enqueue_patron_mail(
+            conn, grant=grant, document=document,
+            title=(request.get("bibliographicInfo") or {}).get("title") or document.filename,
+            supplier_name=names.get(supplier, supplier),
+            requester_name=names.get(txn.requester, txn.requester),
+            base_url=desk.base_url, settings=desk.settings)
+    await store.audit(conn, desk.clock(), txn.id, "hub", HubEvent.DOCUMENT_DELIVERED, None,
+                      None, None,
+                      {"document": document.id, "sha256": document.sha256,
+                       "bytes": document.size, "grant": grant.id, "mailed": bool(email),
+                       "expires": iso(grant.expires_at)})
+    return {"downloadExpires": iso(grant.expires_at),
+            "downloadLimit": grant.max_downloads, "patronMailed": bool(email),
+            "documentSha256": document.sha256}
+
+
+async def _charge(desk: Desk, conn: asyncpg.Connection, txn: Txn, msg: SupplyingAgencyMessage,
+                  now: datetime) -> None:
+    """Post the billable event's charge (settlement/ledger.py says which events bill)."""
+    event = billable_event(msg.status_info.status)
+    if event is None:
+        return
+    quote = Money(txn.quote_minor, txn.quote_currency or "") \
+        if txn.quote_minor is not None else None
+    costs = msg.delivery_info.delivery_costs if msg.delivery_info else None
+    try:
+        sent = Money.from_costs(costs) if costs is not None else None
+    except ValueError as exc:
+        raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                      f"supplyingAgencyMessage.deliveryInfo.deliveryCosts: {exc}",
+                      txn.id) from exc
+    fee = fee_to_charge(sent, quote)
+    if fee is None:
+        return  # no fee schedule and no costs sent: the supply is free
+    max_cost = Money(txn.max_cost_minor, txn.currency or "") \
+        if txn.max_cost_minor is not None else None
+    title = (txn.request_body()["request"].get("bibliographicInfo") or {}).get("title")
+    supplier = txn.current_supplier
+    try:
+        await post_charge(conn, transaction_id=txn.id, event=event, requester=txn.requester,
+                          supplier=supplier, service_kind=txn.service_kind, fee=fee,
+                          quote=quote, on=now, title=title, max_cost=max_cost,
+                          tz=desk.settings.timezone)
+    except ChargeRefused as refused:
+        async def keep_flag(c: asyncpg.Connection, exc: ChargeRefused = refused) -> None:
+            await record_flag(c, exc)
+            await violations.raise_flag(
+                c, "charge_above_schedule", supplier, exc.detail,
+                key=f"{txn.id}:{event}:{exc.fee.minor}", transaction_id=txn.id, now=now)
+        raise Refusal(ErrorType(refused.error_type), refused.error_value, txn.id,
+                      after=keep_flag) from refused
+
+
+def _sent_via_ftp(msg: SupplyingAgencyMessage) -> bool:
+    info = msg.delivery_info
+    return bool(info and (info.sent_via or "").strip().upper() == "FTP")
+
+
+def _patron_contact(request: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The reader's e-mail address and name from patronInfo (ISO 18626 addresses)."""
+    patron = request.get("patronInfo") or {}
+    name = f"{patron.get('surname') or ''}{patron.get('givenName') or ''}".strip() or None
+    for address in patron.get("address") or []:
+        electronic = (address or {}).get("electronicAddress") or {}
+        if str(electronic.get("electronicAddressType", "")).lower() in ("email", "e-mail"):
+            return electronic.get("electronicAddressData"), name
+    return None, name
+
+
+def _brief(raw: dict[str, Any]) -> dict[str, Any]:
+    """What the audit keeps of a supplier message: its info, not the whole body."""
+    inner = next(iter(raw.values()))
+    return {k: inner[k] for k in ("messageInfo", "statusInfo", "deliveryInfo") if k in inner}

@@ -1,0 +1,104 @@
+"""The transaction state model: the enum, its tables, and the CHECK that mirrors it.
+
+All but the last test are pure (no servers); the last needs PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+
+import asyncpg
+import pytest
+
+from broker.states import (
+    ADVANCE,
+    NON_RETURNABLE,
+    RETURNABLE,
+    TERMINAL,
+    Event,
+    State,
+    Step,
+    allowed_events,
+    iso_status,
+    next_state,
+)
+from infra.database import load_migrations
+from schemas.iso18626_codes import Action, Status
+from tests.conftest import agency_symbol
+
+CONSTRAINT = "ill_transaction_state_known"
+
+
+def check_states() -> set[str]:
+    """The states the newest migration that (re)defines the CHECK lists."""
+    newest = [m for m in load_migrations() if CONSTRAINT in m.sql][-1]
+    found = re.search(rf"ADD CONSTRAINT {CONSTRAINT}\s+CHECK \(state IN \((.*?)\)\)",
+                      newest.sql, re.S)
+    assert found, f"no CHECK list in migration {newest.version:04d}_{newest.name}"
+    return set(re.findall(r"'([^']*)'", found.group(1)))
+
+
+def test_the_check_lists_exactly_the_enum() -> None:
+    assert check_states() == {s.value for s in State}
+
+
+def test_events_are_every_status_and_every_action() -> None:
+    assert {e.value for e in Event} == ({f"status:{s}" for s in Status}
+                                        | {f"action:{a}" for a in Action})
+    assert Event.of_status(Status.LOANED) is Event.STATUS_LOANED
+    assert Event.of_action(Action.RENEW) is Event.ACTION_RENEW
+    assert (Event.STATUS_LOANED.iso, Event.STATUS_LOANED.is_status) == ("Loaned", True)
+    assert (Event.ACTION_CANCEL.iso, Event.ACTION_CANCEL.is_status) == ("Cancel", False)
+
+
+def test_states_are_stored_as_iso_spells_them() -> None:
+    # The database, the audit log and the events carry the plain spelling.
+    assert State.EXPECT_TO_SUPPLY == "ExpectToSupply"
+    assert f"transaction.{State.COPY_COMPLETED}" == "transaction.CopyCompleted"
+    assert json.dumps({"to": State.LOANED}) == '{"to": "Loaned"}'
+    assert "Cancelled" in TERMINAL and State("Unfilled") in TERMINAL
+
+
+def test_tables_name_only_states() -> None:
+    for tab in (RETURNABLE, NON_RETURNABLE):
+        for state, row in tab.items():
+            assert isinstance(state, State)
+            for event, target in row.items():
+                assert isinstance(event, Event)
+                assert target is None or isinstance(target, State | Step), (state, event)
+
+
+def test_terminal_states_only_answer_questions() -> None:
+    for state in TERMINAL:
+        for returnable in (True, False, None):
+            assert all(not e.is_status or next_state(returnable, state, e) == state
+                       for e in allowed_events(returnable, state)), (state, returnable)
+
+
+def test_next_state() -> None:
+    assert next_state(True, State.LOANED, Event.ACTION_RECEIVED) is State.RECEIVED
+    assert next_state(True, State.LOANED, Event.ACTION_RENEW) is State.LOANED  # same
+    assert next_state(True, State.RECALLED, Event.ACTION_RENEW) is None  # refused
+    assert next_state(False, State.EXPECT_TO_SUPPLY, Event.STATUS_UNFILLED) is ADVANCE
+    # CopyOrLoan, not delivered yet: either delivery status is allowed.
+    assert next_state(None, State.WILL_SUPPLY, Event.STATUS_LOANED) is State.LOANED
+    assert next_state(None, State.WILL_SUPPLY, Event.STATUS_COPY_COMPLETED) \
+        is State.COPY_COMPLETED
+    assert iso_status(State.SHIPPED_RETURN) == "Loaned"
+    assert iso_status(State.OVERDUE) == "Overdue"
+
+
+async def test_the_database_refuses_an_unknown_state(pool: asyncpg.Pool) -> None:
+    symbol = agency_symbol()
+    await pool.execute("INSERT INTO agency (symbol, name, roles, password_hash) "
+                       "VALUES ($1, 'state check', '{requester}', 'x')", symbol)
+    insert = """INSERT INTO ill_transaction (id, requester, request_id, service_type,
+                                             service_kind, state, request)
+                VALUES ($1, $2, $1, 'Copy', 'DocumentDelivery', $3, '{}')"""
+    for state in State:
+        await pool.execute(insert, f"ILL-T-{secrets.token_hex(6)}", symbol, state)
+    with pytest.raises(asyncpg.CheckViolationError) as refused:
+        await pool.execute(insert, f"ILL-T-{secrets.token_hex(6)}", symbol, "Lost")
+    assert refused.value.constraint_name == CONSTRAINT
