@@ -117,6 +117,11 @@ class Money:
         return f"{self.amount_text()} {self.currency}"
 
 
+def signed(m: Money) -> str:
+    """"+12.50", "-3.00", "0.00": ledger amounts with their sign."""
+    return ("+" if m.minor > 0 else "") + m.amount_text()
+
+
 def _to_minor(value: Any, currency: str) -> int:
     places = minor_unit(currency)
     if isinstance(value, bool):

@@ -36,22 +36,34 @@ import datetime
 import itertools
 import json
 import re
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import asyncpg
 
 from infra.locks import Lock, transaction_lock
-from schemas.iso18626 import ServiceKind
 from schemas.money import DEFAULT_CURRENCY, Money
-from schemas.rulefile import parse_amount, parse_date, type_name, unknown_key
+from schemas.rulefile import (
+    SERVICE_KINDS,
+    RuleFileError,
+    check_date_range,
+    check_keys,
+    is_int,
+    optional_text,
+    parse_amount,
+    parse_choice,
+    parse_currency,
+    parse_date,
+    parse_decimal,
+    parse_field,
+    parse_toml,
+    tables,
+    unknown_key,
+)
 from schemas.symbols import split_symbol
 
-SERVICE_KINDS: tuple[str, ...] = tuple(k.value for k in ServiceKind)
-# Serialises loads, so two operators loading at once cannot leave overlapping schedules.
 DEFAULT_ASSUMED_PAGES = 10
 DEFAULT_ASSUMED_HOURS = Decimal(1)
 
@@ -139,49 +151,23 @@ class LoadReport:
 
 def parse_fees(text: str) -> list[FeeTerms]:
     """Validate a fee file; FeeError names the entry and field of the first problem."""
-    where = "top level"
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise FeeError(f"not valid TOML: {exc}") from exc
-    for key in data:
-        if key not in _TOP_KEYS:
-            raise FeeError(unknown_key(where, key, _TOP_KEYS))
-    if not isinstance(data.get("description", ""), str):
-        raise FeeError("description: must be a string")
-    default_currency = data.get("currency", DEFAULT_CURRENCY)
-    try:
-        Money.zero(default_currency)
-    except ValueError as exc:
-        raise FeeError(f"currency: {exc}") from exc
-    raw = data.get("fee")
-    if raw is None or raw == []:
-        raise FeeError("no [[fee]] entries")
-    if not isinstance(raw, list):
-        raise FeeError("fee: must be an array of tables, written [[fee]]")
-    entries = [_parse_entry(i, e, default_currency) for i, e in enumerate(raw, start=1)]
+        data = parse_toml(text)
+        check_keys(data, _TOP_KEYS, "top level")
+        optional_text(data, "description", "")
+        default_currency = parse_field("", "currency", parse_currency,
+                                       data.get("currency", DEFAULT_CURRENCY))
+        if data.get("fee") in (None, []):
+            raise FeeError("no [[fee]] entries")
+        entries = [_parse_entry(i, e, default_currency) for i, e in tables(data, "fee")]
+    except RuleFileError as exc:
+        raise FeeError(str(exc)) from exc
     _check_overlaps(entries)
     return entries
 
 
-def _parse_entry(i: int, raw: Any, default_currency: str) -> FeeTerms:
-    where = f"fee[{i}]"
-    if not isinstance(raw, Mapping):
-        raise FeeError(f"{where}: must be a table, not {type_name(raw)}")
-    supplier = raw.get("supplier")
-    if supplier is None:
-        raise FeeError(f"{where}: supplier: is required (the supplying agency's symbol)")
-    try:
-        split_symbol(supplier)
-    except ValueError as exc:
-        raise FeeError(f"{where}: supplier: {supplier!r} is not an agency symbol: {exc}") from exc
-    kind = raw.get("service_kind")
-    if kind is None:
-        raise FeeError(f"{where} ({supplier}): service_kind: is required "
-                       f"(one of {', '.join(SERVICE_KINDS)})")
-    if kind not in SERVICE_KINDS:
-        raise FeeError(f"{where} ({supplier}): service_kind: {kind!r} is not one of "
-                       f"{', '.join(SERVICE_KINDS)}")
+def _parse_entry(i: int, raw: Mapping[str, Any], default_currency: str) -> FeeTerms:
+    supplier, kind = _supplier_and_kind(i, raw)
     where = f"fee[{i}] ({supplier} {kind})"
     allowed = (*_COMMON_KEYS, *KIND_FIELDS[kind])
     for key in raw:
@@ -191,55 +177,17 @@ def _parse_entry(i: int, raw: Any, default_currency: str) -> FeeTerms:
                 raise FeeError(f"{where}: {key}: is a field of {', '.join(others)}, not of "
                                f"{kind} (fields of {kind}: {', '.join(KIND_FIELDS[kind])})")
             raise FeeError(unknown_key(where, key, allowed))
-    currency = raw.get("currency", default_currency)
-    try:
-        Money.zero(currency)
-    except ValueError as exc:
-        raise FeeError(f"{where}: currency: {exc}") from exc
+    currency = parse_field(where, "currency", parse_currency, raw.get("currency", default_currency))
     if "effective_from" not in raw:
         raise FeeError(f"{where}: effective_from: is required (the first day it applies, "
                        "YYYY-MM-DD)")
-    try:
-        start = parse_date(raw["effective_from"])
-    except ValueError as exc:
-        raise FeeError(f"{where}: effective_from: {exc}") from exc
-    end = None
-    if "effective_to" in raw:
-        try:
-            end = parse_date(raw["effective_to"])
-        except ValueError as exc:
-            raise FeeError(f"{where}: effective_to: {exc}") from exc
-        if end < start:
-            raise FeeError(f"{where}: effective_to: {end} is before effective_from {start}")
-    if "note" in raw and not isinstance(raw["note"], str):
-        raise FeeError(f"{where}: note: must be a string, not {type_name(raw['note'])}")
-
-    if not any(k in raw for k in _REQUIRED_ONE_OF[kind]):
-        need = _REQUIRED_ONE_OF[kind]
-        raise FeeError(f"{where}: {need[0]}: is required" if len(need) == 1 else
-                       f"{where}: {' / '.join(need)}: give at least one of them")
-    amounts: dict[str, Money] = {}
-    for key in KIND_FIELDS[kind]:
-        if key in raw and not key.startswith("assumed_"):
-            try:
-                amounts[key] = parse_amount(raw[key], currency)
-            except ValueError as exc:
-                raise FeeError(f"{where}: {key}: {exc}") from exc
-
-    assumed_pages = assumed_hours = None
-    if "assumed_pages" in raw:
-        n = raw["assumed_pages"]
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise FeeError(f"{where}: assumed_pages: {n!r} must be a whole number of pages, "
-                           "1 or more")
-        assumed_pages = n
-    if "assumed_hours" in raw:
-        try:
-            assumed_hours = _hours(raw["assumed_hours"])
-        except ValueError as exc:
-            raise FeeError(f"{where}: assumed_hours: {exc}") from exc
-        if assumed_hours <= 0:
-            raise FeeError(f"{where}: assumed_hours: must be more than 0")
+    start = parse_field(where, "effective_from", parse_date, raw["effective_from"])
+    end = (parse_field(where, "effective_to", parse_date, raw["effective_to"])
+           if "effective_to" in raw else None)
+    check_date_range(start, end, where, ("effective_from", "effective_to"))
+    note = optional_text(raw, "note", where)
+    amounts = _amounts(raw, kind, currency, where)
+    assumed_pages, assumed_hours = _assumptions(raw, where)
 
     def minor(key: str) -> int:
         return amounts[key].minor if key in amounts else 0
@@ -257,22 +205,60 @@ def _parse_entry(i: int, raw: Any, default_currency: str) -> FeeTerms:
         terms["assumed_pages"] = assumed_pages
     if assumed_hours is not None:
         terms["assumed_hours"] = str(assumed_hours)
-    if raw.get("note"):
-        terms["note"] = raw["note"]
+    if note:
+        terms["note"] = note
     return FeeTerms(entry=i, supplier=supplier, service_kind=kind, currency=currency,
                     effective_from=start, effective_to=end, fixed_minor=fixed,
                     per_page_minor=minor("per_page"), per_hour_minor=minor("per_hour"),
                     assumed_pages=assumed_pages, assumed_hours=assumed_hours, terms=terms)
 
 
-def _hours(value: Any) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise ValueError(f"{value!r} is not a number of hours")
+def _supplier_and_kind(i: int, raw: Mapping[str, Any]) -> tuple[str, str]:
+    """An entry's supplier and service kind, which name it in every later message."""
+    supplier = raw.get("supplier")
+    if supplier is None:
+        raise FeeError(f"fee[{i}]: supplier: is required (the supplying agency's symbol)")
     try:
-        # str() first: Decimal(0.1) would carry the float's binary error into the fee.
-        h = Decimal(str(value))
-    except InvalidOperation as exc:
-        raise ValueError(f"{value!r} is not a number of hours") from exc
+        split_symbol(supplier)
+    except ValueError as exc:
+        raise FeeError(f"fee[{i}]: supplier: {supplier!r} is not an agency symbol: "
+                       f"{exc}") from exc
+    kind = raw.get("service_kind")
+    if kind is None:
+        raise FeeError(f"fee[{i}] ({supplier}): service_kind: is required "
+                       f"(one of {', '.join(SERVICE_KINDS)})")
+    return supplier, parse_field(f"fee[{i}] ({supplier})", "service_kind", parse_choice, kind,
+                                 SERVICE_KINDS)
+
+
+def _amounts(raw: Mapping[str, Any], kind: str, currency: str, where: str) -> dict[str, Money]:
+    """The amount fields of an entry's kind that it gives (at least one of those required)."""
+    need = _REQUIRED_ONE_OF[kind]
+    if not any(k in raw for k in need):
+        raise FeeError(f"{where}: {need[0]}: is required" if len(need) == 1 else
+                       f"{where}: {' / '.join(need)}: give at least one of them")
+    return {key: parse_field(where, key, parse_amount, raw[key], currency)
+            for key in KIND_FIELDS[kind] if key in raw and not key.startswith("assumed_")}
+
+
+def _assumptions(raw: Mapping[str, Any], where: str) -> tuple[int | None, Decimal | None]:
+    """assumed_pages and assumed_hours: what a quote uses when the request does not say."""
+    assumed_pages = assumed_hours = None
+    if "assumed_pages" in raw:
+        n = raw["assumed_pages"]
+        if not is_int(n) or n < 1:
+            raise FeeError(f"{where}: assumed_pages: {n!r} must be a whole number of pages, "
+                           "1 or more")
+        assumed_pages = n
+    if "assumed_hours" in raw:
+        assumed_hours = parse_field(where, "assumed_hours", _hours, raw["assumed_hours"])
+        if assumed_hours <= 0:
+            raise FeeError(f"{where}: assumed_hours: must be more than 0")
+    return assumed_pages, assumed_hours
+
+
+def _hours(value: Any) -> Decimal:
+    h = parse_decimal(value, "is not a number of hours")
     if not h.is_finite() or h < 0:
         raise ValueError(f"{value!r} is not a number of hours (0 or more)")
     return h
@@ -387,7 +373,7 @@ _RANGE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
 _PREFIX = re.compile(r"^\s*(pp?\.?|pages?)\s*", re.IGNORECASE)
 
 
-def count_pages(text: str) -> int | None:
+def count_pages(text: object) -> int | None:
     """Pages in an ISO 18626 `pagesRequested` value: "12-20" -> 9, "5" -> 1, "1-3,7" -> 4.
 
     Overlapping ranges count once; anything unreadable (roman numerals, "20-12") is None.

@@ -43,25 +43,37 @@ subsidy back to the budget rows it came from.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import re
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
-from schemas.iso18626 import ServiceKind
 from schemas.money import DEFAULT_CURRENCY, Money
-from schemas.rulefile import parse_amount, parse_date, type_name, unknown_key
-from schemas.symbols import split_symbol
-from settlement.common import check_period, period_of
+from schemas.rulefile import (
+    NO_GROUPS,
+    SERVICE_KINDS,
+    RuleFileError,
+    SymbolGroups,
+    check_date_range,
+    check_keys,
+    check_known,
+    content_label,
+    named_tables,
+    optional_text,
+    parse_amount,
+    parse_choices,
+    parse_currency,
+    parse_date,
+    parse_decimal,
+    parse_field,
+    parse_toml,
+)
+from settlement.calendar import check_period, period_of
 
-SERVICE_KINDS: tuple[str, ...] = tuple(k.value for k in ServiceKind)
-GROUP_PREFIX = "group:"
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _TOP_KEYS = ("version", "description", "currency", "groups", "budget", "rule")
 _BUDGET_KEYS = ("name", "per", "period", "amount", "note")
@@ -87,6 +99,14 @@ class Budget:
         """(name, requester or '' for global, 'YYYY-MM' or 'total'): one row of subsidy_budget."""
         return (self.name, requester if self.per == "requester" else "",
                 period_of(day) if self.period == "month" else "total")
+
+    def to_dict(self, currency: str) -> dict[str, Any]:
+        """As the file writes it: the amount a decimal string in the file's currency."""
+        out: dict[str, Any] = {"name": self.name, "per": self.per, "period": self.period,
+                               "amount": Money(self.amount_minor, currency).amount_text()}
+        if self.note:
+            out["note"] = self.note
+        return out
 
 
 @dataclass(frozen=True)
@@ -137,14 +157,18 @@ class SubsidyRules:
     @classmethod
     def from_toml(cls, text: str) -> SubsidyRules:
         try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise SubsidyError(f"not valid TOML: {exc}") from exc
+            data = parse_toml(text)
+        except RuleFileError as exc:
+            raise SubsidyError(str(exc)) from exc
         return cls.from_dict(data)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SubsidyRules:
-        return _Parser(data).parse()
+        """The parsed TOML, or a stored `to_dict()`: both have the same shape."""
+        try:
+            return _Parser(data).parse()
+        except RuleFileError as exc:
+            raise SubsidyError(str(exc)) from exc
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.normalised)
@@ -162,268 +186,118 @@ class SubsidyRules:
 class _Parser:
     def __init__(self, data: Mapping[str, Any]) -> None:
         self.data = data
-        self.raw_groups: dict[str, list[str]] = {}
-        self.groups: dict[str, tuple[str, ...]] = {}
+        self.groups = NO_GROUPS
 
     def parse(self) -> SubsidyRules:
         data = self.data
-        for key in data:
-            if key not in _TOP_KEYS:
-                raise SubsidyError(unknown_key("top level", key, _TOP_KEYS))
+        check_keys(data, _TOP_KEYS, "top level")
         version = data.get("version")
         if version is not None and (not isinstance(version, str) or not version.strip()):
             raise SubsidyError("version: must be a non-empty string")
-        description = data.get("description", "")
-        if not isinstance(description, str):
-            raise SubsidyError(f"description: must be a string, not {type_name(description)}")
-        currency = data.get("currency", DEFAULT_CURRENCY)
-        try:
-            Money.zero(currency)
-        except ValueError as exc:
-            raise SubsidyError(f"currency: {exc}") from exc
-        self._parse_groups(data.get("groups", {}))
-
-        budgets: dict[str, Budget] = {}
-        budget_norm: list[dict[str, Any]] = []
-        raw_budgets = data.get("budget", [])
-        if not isinstance(raw_budgets, list):
-            raise SubsidyError("budget: must be an array of tables, written [[budget]]")
-        for i, raw in enumerate(raw_budgets, start=1):
-            b, norm = self._parse_budget(i, raw, currency)
-            if b.name in budgets:
-                raise SubsidyError(f"budget[{i}] '{b.name}': name: duplicate")
-            budgets[b.name] = b
-            budget_norm.append(norm)
-
-        rules: list[Rule] = []
-        raw_rules = data.get("rule", [])
-        if not isinstance(raw_rules, list):
-            raise SubsidyError("rule: must be an array of tables, written [[rule]]")
-        seen: dict[str, int] = {}
-        for i, raw in enumerate(raw_rules, start=1):
-            rule = self._parse_rule(i, raw, currency, budgets)
-            if rule.name in seen:
-                raise SubsidyError(f"rule[{i}] '{rule.name}': name: duplicate of "
-                                   f"rule[{seen[rule.name]}]")
-            seen[rule.name] = i
-            rules.append(rule)
-
+        description = optional_text(data, "description", "") or ""
+        currency = parse_field("", "currency", parse_currency,
+                               data.get("currency", DEFAULT_CURRENCY))
+        self.groups = SymbolGroups.parse(data.get("groups", {}))
+        budgets = {b.name: b for b in named_tables(
+            data, "budget", lambda i, raw: _parse_budget(i, raw, currency))}
+        rules = named_tables(
+            data, "rule", lambda i, raw: self._parse_rule(i, raw, currency, budgets))
         content: dict[str, Any] = {
-            "description": description, "currency": currency,
-            "groups": {k: list(v) for k, v in self.raw_groups.items()},
-            "budget": budget_norm, "rule": [dict(r.normalised) for r in rules]}
-        if version is None:
-            canon = json.dumps(content, sort_keys=True, ensure_ascii=False)
-            version = "sha256:" + hashlib.sha256(canon.encode()).hexdigest()[:12]
-        normalised = {"version": version.strip(), **content}
-        return SubsidyRules(version_label=version.strip(), description=description,
-                            currency=currency, groups=dict(self.groups), budgets=budgets,
-                            rules=tuple(rules), normalised=normalised)
+            "description": description, "currency": currency, "groups": self.groups.to_dict(),
+            "budget": [b.to_dict(currency) for b in budgets.values()],
+            "rule": [dict(r.normalised) for r in rules]}
+        label = version.strip() if version is not None else content_label(content)
+        return SubsidyRules(version_label=label, description=description,
+                            currency=currency, groups=dict(self.groups.members), budgets=budgets,
+                            rules=tuple(rules), normalised={"version": label, **content})
 
-    # ---- groups ------------------------------------------------------------
-
-    def _parse_groups(self, raw: Any) -> None:
-        if not isinstance(raw, Mapping):
-            raise SubsidyError(f"groups: must be a table of name = [symbols], "
-                               f"not {type_name(raw)}")
-        for name, members in raw.items():
-            if not _NAME.fullmatch(name):
-                raise SubsidyError(f"groups: {name}: a group name may contain only letters, "
-                                   "digits, '_', '.' and '-'")
-            if not isinstance(members, list):
-                raise SubsidyError(f"groups: {name}: must be a list of symbols, "
-                                   f"not {type_name(members)}")
-            self.raw_groups[name] = []
-        for name, members in raw.items():
-            self.raw_groups[name] = list(dict.fromkeys(self._ref(m, "groups", name)
-                                                       for m in members))
-        for name in self.raw_groups:
-            self._resolve(name, ())
-
-    def _resolve(self, name: str, stack: tuple[str, ...]) -> tuple[str, ...]:
-        if name in self.groups:
-            return self.groups[name]
-        if name in stack:
-            cycle = " -> ".join((*stack[stack.index(name):], name))
-            raise SubsidyError(f"groups: {name}: groups include each other in a cycle: "
-                               f"{cycle}")
-        out: list[str] = []
-        for ref in self.raw_groups[name]:
-            if ref.startswith(GROUP_PREFIX):
-                out.extend(self._resolve(ref[len(GROUP_PREFIX):], (*stack, name)))
-            else:
-                out.append(ref)
-        self.groups[name] = tuple(dict.fromkeys(out))
-        return self.groups[name]
-
-    def _ref(self, value: Any, where: str, fld: str) -> str:
-        if not isinstance(value, str):
-            raise SubsidyError(f"{where}: {fld}: {value!r} must be a string: an agency "
-                               "symbol or group:NAME")
-        if value.startswith(GROUP_PREFIX):
-            group = value[len(GROUP_PREFIX):]
-            if group not in self.raw_groups:
-                known = ", ".join(self.raw_groups) or "none defined"
-                raise SubsidyError(f"{where}: {fld}: unknown group '{group}' "
-                                   f"(known groups: {known})")
-            return value
-        try:
-            split_symbol(value)
-        except ValueError as exc:
-            raise SubsidyError(f"{where}: {fld}: {value!r} is not an agency symbol or "
-                               f"group:NAME: {exc}") from exc
-        return value
-
-    def _members(self, value: Any, where: str, fld: str) -> tuple[list[str], frozenset[str]]:
-        if not isinstance(value, list) or not value:
-            raise SubsidyError(f"{where}: {fld}: must be a non-empty list of symbols or "
-                               "group:NAME (leave the key out to match everyone)")
-        refs = list(dict.fromkeys(self._ref(v, where, fld) for v in value))
-        out: set[str] = set()
-        for ref in refs:
-            if ref.startswith(GROUP_PREFIX):
-                out.update(self.groups[ref[len(GROUP_PREFIX):]])
-            else:
-                out.add(ref)
-        return refs, frozenset(out)
-
-    # ---- budgets -----------------------------------------------------------
-
-    def _parse_budget(self, i: int, raw: Any, currency: str
-                      ) -> tuple[Budget, dict[str, Any]]:
-        where = f"budget[{i}]"
-        if not isinstance(raw, Mapping):
-            raise SubsidyError(f"{where}: must be a table, not {type_name(raw)}")
-        name = raw.get("name")
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise SubsidyError(f"{where}: name: is required: letters, digits, '_', '.' or '-'")
-        where = f"budget[{i}] '{name}'"
-        for key in raw:
-            if key not in _BUDGET_KEYS:
-                raise SubsidyError(unknown_key(where, key, _BUDGET_KEYS))
-        per = raw.get("per")
-        if per not in _PER:
-            raise SubsidyError(f"{where}: per: {per!r} must be \"requester\" (each requester "
-                               "has its own) or \"global\" (one shared pot)")
-        period = raw.get("period")
-        if period not in _PERIODS:
-            raise SubsidyError(f"{where}: period: {period!r} must be \"month\" (renews every "
-                               "calendar month) or \"total\" (never renews)")
-        if "amount" not in raw:
-            raise SubsidyError(f"{where}: amount: is required")
-        try:
-            amount = parse_amount(raw["amount"], currency)
-        except ValueError as exc:
-            raise SubsidyError(f"{where}: amount: {exc}") from exc
-        note = raw.get("note", "")
-        if not isinstance(note, str):
-            raise SubsidyError(f"{where}: note: must be a string")
-        norm: dict[str, Any] = {"name": name, "per": per, "period": period,
-                                "amount": amount.amount_text()}
-        if note:
-            norm["note"] = note
-        return Budget(name, per, period, amount.minor, note), norm
-
-    # ---- rules -------------------------------------------------------------
-
-    def _parse_rule(self, i: int, raw: Any, currency: str,
+    def _parse_rule(self, i: int, raw: Mapping[str, Any], currency: str,
                     budgets: Mapping[str, Budget]) -> Rule:
-        where = f"rule[{i}]"
-        if not isinstance(raw, Mapping):
-            raise SubsidyError(f"{where}: must be a table, not {type_name(raw)}")
         name = raw.get("name")
         if not isinstance(name, str) or not name.strip():
-            raise SubsidyError(f"{where}: name: is required (a non-empty string)")
+            raise SubsidyError(f"rule[{i}]: name: is required (a non-empty string)")
         where = f"rule[{i}] '{name}'"
-        for key in raw:
-            if key not in _RULE_KEYS:
-                raise SubsidyError(unknown_key(where, key, _RULE_KEYS))
+        check_keys(raw, _RULE_KEYS, where)
         norm: dict[str, Any] = {"name": name}
-        note = raw.get("note")
+        note = optional_text(raw, "note", where)
         if note is not None:
-            if not isinstance(note, str):
-                raise SubsidyError(f"{where}: note: must be a string")
             norm["note"] = note
-        kw: dict[str, Any] = {}
-
-        when = raw.get("when", {})
-        if not isinstance(when, Mapping):
-            raise SubsidyError(f"{where}: when: must be a table, e.g. "
-                               '{ service_kind = ["BookLoan"] }')
-        when_norm: dict[str, Any] = {}
-        for key in when:
-            if key not in _WHEN_KEYS:
-                raise SubsidyError(unknown_key(where, f"when.{key}",
-                                               [f"when.{k}" for k in _WHEN_KEYS]))
-        for key in ("date_from", "date_to"):
-            if key in when:
-                try:
-                    kw[key] = parse_date(when[key])
-                except ValueError as exc:
-                    raise SubsidyError(f"{where}: when.{key}: {exc}") from exc
-                when_norm[key] = kw[key].isoformat()
-        if "date_from" in kw and "date_to" in kw and kw["date_to"] < kw["date_from"]:
-            raise SubsidyError(f"{where}: when.date_to: {kw['date_to']} is before date_from "
-                               f"{kw['date_from']}")
-        if "service_kind" in when:
-            kinds = when["service_kind"]
-            if not isinstance(kinds, list) or not kinds:
-                raise SubsidyError(f"{where}: when.service_kind: must be a non-empty list")
-            for k in kinds:
-                if k not in SERVICE_KINDS:
-                    raise SubsidyError(f"{where}: when.service_kind: {k!r} is not one of "
-                                       f"{', '.join(SERVICE_KINDS)}")
-            kw["service_kinds"] = frozenset(kinds)
-            when_norm["service_kind"] = list(dict.fromkeys(kinds))
-        for key, attr in (("supplier", "suppliers"), ("requester", "requesters")):
-            if key in when:
-                refs, members = self._members(when[key], where, f"when.{key}")
-                kw[attr] = members
-                when_norm[key] = refs
+        kw, when_norm = self._parse_when(raw.get("when", {}), where)
         if when_norm:
             norm["when"] = when_norm
-
         if "percent" not in raw and "fixed" not in raw:
             raise SubsidyError(f"{where}: percent / fixed: give at least one of them")
         if "percent" in raw:
-            kw["percent_bp"] = _percent(raw["percent"], where)
+            kw["percent_bp"] = parse_field(where, "percent", _percent, raw["percent"])
             norm["percent"] = str(Decimal(kw["percent_bp"]) / 100)
         for key in ("fixed", "cap"):
             if key in raw:
-                try:
-                    kw[f"{key}_minor"] = parse_amount(raw[key], currency).minor
-                except ValueError as exc:
-                    raise SubsidyError(f"{where}: {key}: {exc}") from exc
+                kw[f"{key}_minor"] = parse_field(where, key, parse_amount, raw[key],
+                                                 currency).minor
                 norm[key] = Money(kw[f"{key}_minor"], currency).amount_text()
         if "budgets" in raw:
             names = raw["budgets"]
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                 raise SubsidyError(f"{where}: budgets: must be a list of budget names")
             for n in names:
-                if n not in budgets:
-                    known = ", ".join(budgets) or "none defined"
-                    raise SubsidyError(f"{where}: budgets: unknown budget '{n}' (known "
-                                       f"budgets: {known})")
+                check_known(n, tuple(budgets), "budget", where, "budgets")
             kw["budgets"] = tuple(dict.fromkeys(names))
             norm["budgets"] = list(kw["budgets"])
         return Rule(index=i, name=name, normalised=norm, **kw)
 
+    def _parse_when(self, when: Any, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A rule's `when`: (its Rule fields, its normalised form)."""
+        if not isinstance(when, Mapping):
+            raise SubsidyError(f"{where}: when: must be a table, e.g. "
+                               '{ service_kind = ["BookLoan"] }')
+        check_keys(when, _WHEN_KEYS, where, "when.")
+        kw: dict[str, Any] = {}
+        norm: dict[str, Any] = {}
+        for key in ("date_from", "date_to"):
+            if key in when:
+                kw[key] = parse_field(where, f"when.{key}", parse_date, when[key])
+                norm[key] = kw[key].isoformat()
+        check_date_range(kw.get("date_from"), kw.get("date_to"), where, prefix="when.")
+        if "service_kind" in when:
+            kinds = parse_field(where, "when.service_kind", parse_choices, when["service_kind"],
+                                SERVICE_KINDS)
+            kw["service_kinds"], norm["service_kind"] = frozenset(kinds), kinds
+        for key, attr in (("supplier", "suppliers"), ("requester", "requesters")):
+            if key in when:
+                refs, members = self.groups.expand_required(when[key], where, f"when.{key}")
+                kw[attr], norm[key] = frozenset(m.symbol for m in members), refs
+        return kw, norm
 
-def _percent(value: Any, where: str) -> int:
+
+def _parse_budget(i: int, raw: Mapping[str, Any], currency: str) -> Budget:
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise SubsidyError(f"budget[{i}]: name: is required: letters, digits, '_', '.' or '-'")
+    where = f"budget[{i}] '{name}'"
+    check_keys(raw, _BUDGET_KEYS, where)
+    per = raw.get("per")
+    if per not in _PER:
+        raise SubsidyError(f"{where}: per: {per!r} must be \"requester\" (each requester "
+                           "has its own) or \"global\" (one shared pot)")
+    period = raw.get("period")
+    if period not in _PERIODS:
+        raise SubsidyError(f"{where}: period: {period!r} must be \"month\" (renews every "
+                           "calendar month) or \"total\" (never renews)")
+    if "amount" not in raw:
+        raise SubsidyError(f"{where}: amount: is required")
+    amount = parse_field(where, "amount", parse_amount, raw["amount"], currency)
+    note = optional_text(raw, "note", where) or ""
+    return Budget(name, per, period, amount.minor, note)
+
+
+def _percent(value: Any) -> int:
     """A percentage with at most 2 decimals, as basis points."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise SubsidyError(f"{where}: percent: {value!r} must be a number from 0 to 100")
-    try:
-        # str() first, so 12.5 stays exactly 12.5 and 0.1 does not drag binary noise in.
-        pct = Decimal(str(value).strip())
-    except InvalidOperation as exc:
-        raise SubsidyError(f"{where}: percent: {value!r} must be a number from 0 to 100") \
-            from exc
+    pct = parse_decimal(value, "must be a number from 0 to 100")
     if not pct.is_finite() or pct < 0 or pct > 100:
-        raise SubsidyError(f"{where}: percent: {value!r} must be a number from 0 to 100")
+        raise ValueError(f"{value!r} must be a number from 0 to 100")
     bp = pct * 100
     if bp != bp.to_integral_value():
-        raise SubsidyError(f"{where}: percent: {value!r} has more than 2 decimals")
+        raise ValueError(f"{value!r} has more than 2 decimals")
     return int(bp)
 
 
@@ -435,9 +309,10 @@ async def load_subsidy(conn: asyncpg.Connection, text: str,
                        file_name: str | None = None) -> int:
     """Validate and store a new subsidy version; raises SubsidyError naming rule and field."""
     rules = SubsidyRules.from_toml(text)
-    return await conn.fetchval(
+    version: int = await conn.fetchval(
         "INSERT INTO subsidy_version (source, normalised, file_name) VALUES ($1, $2::jsonb, $3) "
         "RETURNING version", text, json.dumps(rules.to_dict(), ensure_ascii=False), file_name)
+    return version
 
 
 # Parsed versions by their stored text (a version never changes once stored; keyed by
@@ -551,7 +426,9 @@ async def grant(conn: asyncpg.Connection, rules: SubsidyRules, *, requester: str
             await conn.execute(
                 "UPDATE subsidy_budget SET spent_minor = spent_minor + $2, updated_at = now() "
                 "WHERE id = $1", rows[key]["id"], rows[key]["drawn"])
-    assert 0 <= left <= fee.minor
+    if not 0 <= left <= fee.minor:
+        raise RuntimeError(f"subsidy left a patron share of {left} minor units of a fee of "
+                           f"{fee.minor}; it must lie between 0 and the fee")
     return grants, notes
 
 

@@ -17,9 +17,9 @@ import pytest
 from app.cli import run_command
 from schemas.money import Money
 from schemas.settings import Settings
-from settlement.common import CENTRE
 from settlement.fees import load_fees, pages_of, quote
 from settlement.ledger import (
+    CENTRE,
     ChargeAboveMaxCost,
     ChargeAboveQuote,
     ChargeCurrencyMismatch,

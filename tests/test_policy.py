@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from broker.holdings import ID_TYPES as HOLDINGS_ID_TYPES
 from broker.policy import (
     ID_TYPES,
     Excluded,
@@ -207,7 +208,6 @@ def test_unlabelled_policy_gets_a_content_hash_label() -> None:
 
 
 def test_id_types_are_those_of_the_holdings_index() -> None:
-    from broker.holdings import ID_TYPES as HOLDINGS_ID_TYPES
     assert ID_TYPES == HOLDINGS_ID_TYPES
 
 

@@ -1,4 +1,9 @@
-"""Small helpers shared by fees, subsidy and the ledger: the centre's account, local dates."""
+"""The consortium's calendar: local dates of instants, and the months that are periods.
+
+Budgets renew and settlements close by consortium-local calendar month ('YYYY-MM',
+in settings.timezone, by default Asia/Shanghai); a posting is dated by the local
+date of the instant it happened.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,7 @@ import datetime
 import re
 from zoneinfo import ZoneInfo
 
-from schemas.money import Money
-
 DEFAULT_TZ = "Asia/Shanghai"
-# The centre's own accounts in the ledger; not an agency symbol (those always have a ':').
-CENTRE = "CENTRE"
 _PERIOD = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
 
 
@@ -34,9 +35,3 @@ def check_period(text: str) -> str:
     if not _PERIOD.fullmatch(text):
         raise ValueError(f"period {text!r} is not a calendar month YYYY-MM, e.g. 2026-10")
     return text
-
-
-def signed(m: Money) -> str:
-    """"+12.50", "-3.00", "0.00": ledger amounts with their sign."""
-    return ("+" if m.minor > 0 else "") + m.amount_text()
-
