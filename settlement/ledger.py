@@ -32,9 +32,10 @@ of fee F with subsidy S posts
 
 so the requester's net is -(F - S) = minus the patron share P, which the requesting
 library collects from its reader. Zero amounts are left out (an unsubsidised charge
-has two entries; a zero fee none). The entries of every posting sum to zero (asserted
-before writing, and checked by `check`), hence an agency's balance is its net
-position against the centre and all agencies' positions sum to minus the centre's.
+has two entries; a zero fee none). The entries of every posting sum to zero (a
+posting that would not is refused before writing, LedgerError, and `check` checks it),
+hence an agency's balance is its net position against the centre and all agencies'
+positions sum to minus the centre's.
 
 The fee posted is the supplier's deliveryCosts if it sent one, else the frozen
 quote (settlement.fees.fee_to_charge). A fee above the quote (or above the
@@ -50,22 +51,29 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
 
 from schemas.money import Money
-from settlement.common import CENTRE, DEFAULT_TZ, local_date
+from settlement.calendar import DEFAULT_TZ, local_date
 from settlement.subsidy import Grant, give_back, grant, rules_version
 
 BILLABLE_STATUSES: frozenset[str] = frozenset({"CopyCompleted", "Loaned"})
 REVERSAL_SUFFIX = "/reversal"
 ACCOUNTS = ("receivable", "payable", "subsidy", "subsidy_expense")
+# The owner of the centre's own accounts; not an agency symbol (those always have a ':').
+CENTRE = "CENTRE"
 
 
 def billable_event(status: str) -> str | None:
     """The ledger event for a supplier status, or None if the status costs nothing."""
     return status if status in BILLABLE_STATUSES else None
+
+
+class LedgerError(RuntimeError):
+    """The ledger refuses to write a posting that breaks double entry (a bug, never input)."""
 
 
 class ChargeRefused(Exception):
@@ -143,8 +151,8 @@ async def _lock_key(conn: asyncpg.Connection, transaction_id: str, event: str) -
 
 def _refusal(*, transaction_id: str, event: str, requester: str, supplier: str, fee: Money,
              quote: Money | None, max_cost: Money | None) -> ChargeRefused | None:
-    common = {"transaction_id": transaction_id, "event": event, "requester": requester,
-              "supplier": supplier, "fee": fee}
+    common: dict[str, Any] = {"transaction_id": transaction_id, "event": event,
+                              "requester": requester, "supplier": supplier, "fee": fee}
     for limit, what in ((quote, "the quote"), (max_cost, "maximumCosts")):
         if limit is not None and limit.currency != fee.currency:
             return ChargeCurrencyMismatch(
@@ -208,7 +216,8 @@ async def post_charge(conn: asyncpg.Connection, *, transaction_id: str, event: s
                 reason=None, notes=notes, on=on, day=day, entries=entries, grants=grants)
             return await _result(conn, posting_id)
     # Outside our savepoint, so that raising does not undo the flag with it.
-    assert refusal is not None
+    if refusal is None:
+        raise LedgerError(f"charge {transaction_id} {event}: neither posted nor refused")
     await record_flag(conn, refusal)
     raise refusal
 
@@ -258,7 +267,8 @@ async def reverse_transaction(conn: asyncpg.Connection, *, transaction_id: str, 
     for r in events:
         result = await reverse(conn, transaction_id=transaction_id, event=r["event"],
                                reason=reason, on=on, tz=tz)
-        assert result is not None
+        if result is None:
+            raise LedgerError(f"charge {transaction_id} {r['event']} found, but not reversed")
         out.append(result)
     return out
 
@@ -274,10 +284,13 @@ async def _write(conn: asyncpg.Connection, *, transaction_id: str, event: str, k
     totals: dict[str, int] = {}
     for e in entries:
         totals[e.amount.currency] = totals.get(e.amount.currency, 0) + e.amount.minor
-    assert all(v == 0 for v in totals.values()), f"unbalanced posting {entries}"
-    assert sum(g.granted for g in grants) == subsidy.minor
+    if any(v != 0 for v in totals.values()):
+        raise LedgerError(f"unbalanced posting {entries}")
+    if sum(g.granted for g in grants) != subsidy.minor:
+        raise LedgerError(f"the grants sum to {sum(g.granted for g in grants)}, the posting's "
+                          f"subsidy is {subsidy}")
     patron = fee - subsidy
-    posting_id = await conn.fetchval(
+    posting_id: int = await conn.fetchval(
         """INSERT INTO ledger_posting (transaction_id, event, kind, requester, supplier,
                service_kind, title, currency, fee_minor, subsidy_minor, patron_share_minor,
                quote_minor, subsidy_version, reverses, reason, notes, occurred_at, local_date)
@@ -456,7 +469,8 @@ class Balance:
         return tuple(Money(v, c) for c, v in sorted(out.items()))
 
 
-def _window(date_from: datetime.date | None, date_to: datetime.date | None) -> tuple[str, list]:
+def _window(date_from: datetime.date | None, date_to: datetime.date | None
+            ) -> tuple[str, list[Any]]:
     return ("($2::date IS NULL OR e.local_date >= $2) AND ($3::date IS NULL OR "
             "e.local_date <= $3)", [date_from, date_to])
 
@@ -515,6 +529,7 @@ async def balance(conn: asyncpg.Connection, symbol: str, date_from: datetime.dat
 __all__ = [
     "ACCOUNTS", "BILLABLE_STATUSES", "CENTRE", "Balance", "ChargeAboveMaxCost",
     "ChargeAboveQuote", "ChargeCurrencyMismatch", "ChargeRefused", "Entry", "EntryLine",
+    "LedgerError",
     "PostingResult", "balance", "billable_event", "check", "entries", "post_charge",
     "postings", "record_flag", "reverse", "reverse_transaction",
 ]

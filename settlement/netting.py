@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import asyncpg
 
 from schemas.money import Money
-from settlement.common import CENTRE
+from settlement.ledger import CENTRE
+from settlement.statement_model import Totals, amount
 
 AGENCY_ACCOUNTS = ("receivable", "payable", "subsidy")
 CENTRE_ACCOUNTS = ("subsidy_expense",)
@@ -80,29 +81,20 @@ class Scope:
         return sql, args
 
 
-@dataclass(frozen=True)
-class AgencyNet:
-    """One agency's figures in one currency (all amounts in minor units)."""
+@dataclass(frozen=True, kw_only=True)
+class AgencyNet(Totals):
+    """One agency's figures in one currency (Totals: all amounts in minor units; `net`
+    from the ledger entries: receivable + payable + subsidy), and its ledger entries."""
 
     symbol: str
-    currency: str
-    lines: int
-    as_supplier: int
-    as_requester: int
-    late: int
-    earned: int          # fees earned as supplier
-    owed: int            # fees owed as requester (positive)
-    subsidy: int         # paid by the centre on its behalf
-    patron: int          # patron share its readers pay it
-    net: int             # from the ledger entries: receivable + payable + subsidy
     entries: int
 
     def money(self, minor: int) -> Money:
         return Money(minor, self.currency)
 
-    @property
-    def direction(self) -> str:
-        return "receive" if self.net > 0 else "pay" if self.net < 0 else "none"
+    def statement_totals(self) -> Totals:
+        """These figures as the agency's statement prints them."""
+        return Totals(**{f.name: getattr(self, f.name) for f in fields(Totals)})
 
 
 @dataclass(frozen=True)
@@ -151,6 +143,18 @@ class Netting:
 
     def of(self, symbol: str) -> list[AgencyNet]:
         return [a for a in self.agencies if a.symbol == symbol]
+
+    def totals_of(self, symbol: str) -> tuple[Totals, ...]:
+        """An agency's statement totals, one per currency."""
+        return tuple(a.statement_totals() for a in self.of(symbol))
+
+    def rule_rows(self) -> list[tuple[str, str, int, int]]:
+        """The subsidy outlay by rule: (rule, currency, granted, postings)."""
+        return [(r.rule, r.currency, r.granted, r.postings) for r in self.by_rule]
+
+    def budget_rows(self) -> list[tuple[str, str, str, str, int]]:
+        """The subsidy outlay by budget: (name, requester, period, currency, granted)."""
+        return [(b.name, b.requester, b.period, b.currency, b.granted) for b in self.by_budget]
 
     def totals(self) -> dict[str, dict[str, int]]:
         """Per currency: the sums over all agencies, and the centre's position."""
@@ -263,17 +267,7 @@ async def compute(db: asyncpg.Connection | asyncpg.Pool, scope: Scope, *,
     }
     results = await _fetch_all(db, queries, connections)
     lines, sums = results["lines"], results["sums"]
-    rule_sums: dict[tuple[str, str], list[int]] = {}
-    budget_sums: dict[tuple[int, str], int] = {}
-    for r in results["grants"]:
-        acc = rule_sums.setdefault((r["rule"], r["currency"]), [0, 0])
-        acc[0] += r["granted"]
-        acc[1] += r["n"]
-        for b in r["budgets"]:
-            budget_sums[(b, r["currency"])] = budget_sums.get((b, r["currency"]), 0) + r["granted"]
-    budgets = {b["id"]: b for b in await _fetch(
-        db, "SELECT id, name, requester, period FROM subsidy_budget WHERE id = ANY($1::bigint[])",
-        [sorted({b for b, _c in budget_sums})])}
+    by_rule, by_budget = await _subsidy_outlay(db, results["grants"])
     weighted: dict[str, int] = {}
     for r in sums:
         weighted[r["currency"]] = weighted.get(r["currency"], 0) + int(r["weighted"])
@@ -310,13 +304,31 @@ async def compute(db: asyncpg.Connection | asyncpg.Pool, scope: Scope, *,
         postings=sum(f["as_supplier"] for f in parties.values()),
         late_postings=sum(f["late_postings"] for f in parties.values()),
         entries=sum(n for _v, n in entry_sums.values()),
-        unbalanced_postings=unbalanced, entry_sums=entry_sums,
-        by_rule=[SubsidyByRule(rule, c, v[0], v[1]) for (rule, c), v in
-                 sorted(rule_sums.items(), key=lambda kv: (kv[0][1], kv[0][0]))],
-        by_budget=sorted((SubsidyByBudget(b, budgets[b]["name"], budgets[b]["requester"],
-                                          budgets[b]["period"], c, v)
-                          for (b, c), v in budget_sums.items()),
-                         key=lambda x: (x.currency, x.name, x.requester, x.period, x.budget_id)))
+        unbalanced_postings=unbalanced, entry_sums=entry_sums, by_rule=by_rule,
+        by_budget=by_budget)
+
+
+async def _subsidy_outlay(db: asyncpg.Connection | asyncpg.Pool, grants: list[asyncpg.Record]
+                          ) -> tuple[list[SubsidyByRule], list[SubsidyByBudget]]:
+    """The grants' sums by rule, and by budget (a grant counts in full against each)."""
+    rule_sums: dict[tuple[str, str], list[int]] = {}
+    budget_sums: dict[tuple[int, str], int] = {}
+    for r in grants:
+        acc = rule_sums.setdefault((r["rule"], r["currency"]), [0, 0])
+        acc[0] += r["granted"]
+        acc[1] += r["n"]
+        for b in r["budgets"]:
+            budget_sums[(b, r["currency"])] = budget_sums.get((b, r["currency"]), 0) + r["granted"]
+    budgets = {b["id"]: b for b in await _fetch(
+        db, "SELECT id, name, requester, period FROM subsidy_budget WHERE id = ANY($1::bigint[])",
+        [sorted({b for b, _c in budget_sums})])}
+    by_rule = [SubsidyByRule(rule, c, v[0], v[1]) for (rule, c), v in
+               sorted(rule_sums.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
+    by_budget = sorted((SubsidyByBudget(b, budgets[b]["name"], budgets[b]["requester"],
+                                        budgets[b]["period"], c, v)
+                        for (b, c), v in budget_sums.items()),
+                       key=lambda x: (x.currency, x.name, x.requester, x.period, x.budget_id))
+    return by_rule, by_budget
 
 
 async def _fetch_all(db: asyncpg.Connection | asyncpg.Pool,
@@ -328,11 +340,12 @@ async def _fetch_all(db: asyncpg.Connection | asyncpg.Pool,
         async def one(name: str, sql: str, args: list[Any]) -> list[asyncpg.Record]:
             async with slots, db.acquire() as conn, conn.transaction(readonly=True):
                 await conn.execute(_TUNING + _QUERY_TUNING.get(name, ""))
-                return await conn.fetch(sql, *args)
+                rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+                return rows
 
         fetched = await asyncio.gather(*(one(k, sql, a) for k, (sql, a) in queries.items()))
         return dict(zip(queries, fetched, strict=True))
-    out = {}
+    out: dict[str, list[asyncpg.Record]] = {}
     for k, (sql, a) in queries.items():
         async with db.transaction():
             await db.execute(_TUNING + _QUERY_TUNING.get(k, ""))
@@ -342,10 +355,13 @@ async def _fetch_all(db: asyncpg.Connection | asyncpg.Pool,
 
 async def _fetch(db: asyncpg.Connection | asyncpg.Pool, sql: str, args: list[Any]
                  ) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record]
     if isinstance(db, asyncpg.Pool):
         async with db.acquire() as conn:
-            return await conn.fetch(sql, *args)
-    return await db.fetch(sql, *args)
+            rows = await conn.fetch(sql, *args)
+    else:
+        rows = await db.fetch(sql, *args)
+    return rows
 
 
 async def _fetchval(db: asyncpg.Connection | asyncpg.Pool, sql: str, args: list[Any]) -> Any:
@@ -353,10 +369,6 @@ async def _fetchval(db: asyncpg.Connection | asyncpg.Pool, sql: str, args: list[
         async with db.acquire() as conn:
             return await conn.fetchval(sql, *args)
     return await db.fetchval(sql, *args)
-
-
-def _amount(minor: int, currency: str) -> str:
-    return Money(minor, currency).amount_text()
 
 
 def invariants(n: Netting) -> tuple[dict[str, Any], list[str]]:
@@ -379,12 +391,12 @@ def invariants(n: Netting) -> tuple[dict[str, Any], list[str]]:
         sum_by_currency[c] = sum_by_currency.get(c, 0) + v
     for c, v in sorted(sum_by_currency.items()):
         if v != 0:
-            problems.append(f"the run's entries sum to {_amount(v, c)} {c}, not zero")
+            problems.append(f"the run's entries sum to {amount(v, c)} {c}, not zero")
     if n.unbalanced_postings:
         problems.append(f"{n.unbalanced_postings} posting(s) whose entries do not sum to zero")
     balance = {"ok": not n.unbalanced_postings and not any(sum_by_currency.values()),
                "unbalancedPostings": n.unbalanced_postings,
-               "sumByCurrency": {c: _amount(v, c) for c, v in sorted(sum_by_currency.items())}}
+               "sumByCurrency": {c: amount(v, c) for c, v in sorted(sum_by_currency.items())}}
     # 2
     nets: dict[str, dict[str, str]] = {}
     nets_ok = True
@@ -393,12 +405,12 @@ def invariants(n: Netting) -> tuple[dict[str, Any], list[str]]:
         if not (t["net"] == -t["centre"] == posted == t["granted"]):
             nets_ok = False
             problems.append(
-                f"{c}: the agencies' nets sum to {_amount(t['net'], c)}, the centre's "
-                f"position is {_amount(t['centre'], c)}, subsidy posted "
-                f"{_amount(posted, c)}, granted by the rules {_amount(t['granted'], c)}")
-        nets[c] = {"agencyNets": _amount(t["net"], c), "centrePosition": _amount(t["centre"], c),
-                   "subsidyPosted": _amount(posted, c),
-                   "subsidyGranted": _amount(t["granted"], c)}
+                f"{c}: the agencies' nets sum to {amount(t['net'], c)}, the centre's "
+                f"position is {amount(t['centre'], c)}, subsidy posted "
+                f"{amount(posted, c)}, granted by the rules {amount(t['granted'], c)}")
+        nets[c] = {"agencyNets": amount(t["net"], c), "centrePosition": amount(t["centre"], c),
+                   "subsidyPosted": amount(posted, c),
+                   "subsidyGranted": amount(t["granted"], c)}
     # 3
     parties = {(a.symbol, a.currency): a for a in n.agencies}
     in_statements = in_summary = 0
@@ -420,10 +432,10 @@ def invariants(n: Netting) -> tuple[dict[str, Any], list[str]]:
         want = {"receivable": a.earned, "payable": -a.owed, "subsidy": a.subsidy}
         for acc in AGENCY_ACCOUNTS:
             if got[acc] != want[acc]:
-                coverage.append(f"{symbol} {c}: ledger {acc} {_amount(got[acc], c)}, "
-                                f"statement lines say {_amount(want[acc], c)}")
+                coverage.append(f"{symbol} {c}: ledger {acc} {amount(got[acc], c)}, "
+                                f"statement lines say {amount(want[acc], c)}")
         if a.net != a.earned - a.owed + a.subsidy:
-            coverage.append(f"{symbol} {c}: net {_amount(a.net, c)} is not earned - owed + "
+            coverage.append(f"{symbol} {c}: net {amount(a.net, c)} is not earned - owed + "
                             "subsidy")
     if in_statements + in_summary != n.entries:
         coverage.append(f"{n.entries} entries, but {in_statements} in agency statements and "
@@ -434,9 +446,9 @@ def invariants(n: Netting) -> tuple[dict[str, Any], list[str]]:
              "statements": len(n.symbols),
              "statementLines": sum(a.lines for a in n.agencies),
              "problems": coverage[:20]}
-    record = {"entriesBalance": balance,
-              "netsSumToMinusCentre": {"ok": nets_ok, "byCurrency": nets},
-              "everyEntryInOneStatement": every}
+    record: dict[str, Any] = {"entriesBalance": balance,
+                              "netsSumToMinusCentre": {"ok": nets_ok, "byCurrency": nets},
+                              "everyEntryInOneStatement": every}
     record["ok"] = not problems
     return record, problems
 
@@ -447,5 +459,17 @@ def require(record: dict[str, Any], problems: list[str]) -> None:
         raise InvariantViolation(problems, record)
 
 
+def require_lines_written(record: dict[str, Any], written: int) -> None:
+    """The last part of everyEntryInOneStatement, once the statement files are written:
+    as many lines written as the netting counts (recorded as linesWritten; the run is
+    aborted if not)."""
+    every = record["everyEntryInOneStatement"]
+    every["linesWritten"] = written
+    if written != every["statementLines"]:
+        every["ok"] = record["ok"] = False
+        raise InvariantViolation([f"{written} statement lines written, "
+                                  f"{every['statementLines']} expected"], record)
+
+
 __all__ = ["AgencyNet", "InvariantViolation", "Netting", "Scope", "SubsidyByBudget",
-           "SubsidyByRule", "compute", "invariants", "require"]
+           "SubsidyByRule", "compute", "invariants", "require", "require_lines_written"]

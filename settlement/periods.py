@@ -21,10 +21,14 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from settlement.common import check_period, period_of, zone
+from settlement.calendar import check_period, local_date, period_of, zone
 
 OPEN, CLOSING, CLOSED = "open", "closing", "closed"
 CURRENT = "current"
+
+
+class PeriodStateError(RuntimeError):
+    """A period is not in the state a run's step needs (e.g. closed while not closing)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -46,9 +50,7 @@ class Period:
     @classmethod
     def containing(cls, at: datetime.datetime, tz: str | ZoneInfo) -> Period:
         """The period an instant falls in, in the consortium's time zone."""
-        if at.tzinfo is None or at.utcoffset() is None:
-            raise ValueError(f"{at.isoformat()} has no time zone; pass an aware datetime")
-        return cls.of(at.astimezone(zone(tz)).date())
+        return cls.of(local_date(at, tz))
 
     @property
     def name(self) -> str:
@@ -112,9 +114,10 @@ async def state(conn: asyncpg.Connection, period: Period) -> PeriodState:
 
 async def later_closed(conn: asyncpg.Connection, period: Period) -> str | None:
     """The latest closed period after `period`, if any (then `period` cannot be settled)."""
-    return await conn.fetchval(
+    latest: str | None = await conn.fetchval(
         "SELECT max(period) FROM settlement_period WHERE state = 'closed' AND period > $1",
         period.name)
+    return latest
 
 
 async def mark_closing(conn: asyncpg.Connection, period: Period) -> None:
@@ -133,7 +136,7 @@ async def mark_closed(conn: asyncpg.Connection, period: Period) -> None:
         "UPDATE settlement_period SET state = 'closed', closed_at = now(), last_error = NULL "
         "WHERE period = $1 AND state = 'closing'", period.name)
     if status != "UPDATE 1":
-        raise RuntimeError(f"period {period} was not closing when its run finished")
+        raise PeriodStateError(f"period {period} was not closing when its run finished")
 
 
 async def mark_failed(conn: asyncpg.Connection, period: Period, error: str) -> None:
@@ -143,5 +146,5 @@ async def mark_failed(conn: asyncpg.Connection, period: Period, error: str) -> N
         "WHERE period = $1 AND state = 'closing'", period.name, error[:2000])
 
 
-__all__ = ["CLOSED", "CLOSING", "CURRENT", "OPEN", "Period", "PeriodState", "later_closed",
-           "mark_closed", "mark_closing", "mark_failed", "resolve", "state"]
+__all__ = ["CLOSED", "CLOSING", "CURRENT", "OPEN", "Period", "PeriodState", "PeriodStateError",
+           "later_closed", "mark_closed", "mark_closing", "mark_failed", "resolve", "state"]

@@ -20,32 +20,27 @@ import asyncpg
 import pytest
 from pypdf import PdfReader
 
+import settlement.run as run_module
 from app.cli import run_command
 from schemas.money import Money
 from schemas.settings import Settings
 from settlement import periods
-from settlement.common import CENTRE
-from settlement.ledger import post_charge, reverse
+from settlement.ledger import CENTRE, post_charge, reverse
 from settlement.netting import InvariantViolation, compute, invariants
 from settlement.periods import Period
-from settlement.settle import (
-    SettlementError,
-    SettlementResult,
-    open_scope,
-    reproduce,
-    scheduled_settlement,
-    settle,
-    statements_dir,
-)
-from settlement.statements import (
+from settlement.record import SettlementError, SettlementResult, open_scope
+from settlement.run import reproduce, scheduled_settlement, settle
+from settlement.statement_csv import _money_sql
+from settlement.statement_model import (
     CSV_HEADER,
     GENERATED_LABEL,
     attachment_name,
     file_stem,
-    fit,
     statement_name,
+    statements_dir,
     summary_name,
 )
+from settlement.statement_pdf import fit
 from settlement.subsidy import load_subsidy
 from tests.conftest import agency_symbol, unique
 
@@ -207,8 +202,6 @@ def test_file_names_are_stable_and_safe() -> None:
 
 
 async def test_amounts_in_sql_match_money(pool: asyncpg.Pool) -> None:
-    from settlement.statements import _money_sql
-
     cases = [(3800, "CNY"), (-5, "CNY"), (0, "CNY"), (-1850, "USD"), (1200, "JPY"),
              (-7, "KRW"), (123456789012, "CNY")]
     sql = _money_sql("v.m", "v.c")
@@ -692,8 +685,6 @@ async def test_a_run_whose_invariants_fail_closes_nothing(pool: asyncpg.Pool,
                                                           settings: Settings,
                                                           monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
-    import settlement.settle as settle_module
-
     year = await fresh_year(pool)
     period, pku, fdu, lzu = await worked_example(pool, year, emails=True)
 
@@ -702,7 +693,7 @@ async def test_a_run_whose_invariants_fail_closes_nothing(pool: asyncpg.Pool,
         record["ok"] = False
         return record, ["the agencies' nets sum to 29.00, the centre's position is -28.00"]
 
-    monkeypatch.setattr(settle_module, "invariants", broken)
+    monkeypatch.setattr(run_module, "invariants", broken)
     outbox = await pool.fetchval("SELECT count(*) FROM outbox")
     with pytest.raises(InvariantViolation, match=r"centre's position is -28\.00"):
         await settle(pool, settings, period, now=after(period))

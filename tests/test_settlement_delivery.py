@@ -14,9 +14,15 @@ import asyncpg
 from infra import topology
 from infra.mailqueue import MailSender
 from infra.relay import Relay
+from schemas import wire
 from schemas.settings import Settings
-from settlement.settle import settle, statements_dir
-from settlement.statements import attachment_name, statement_name, summary_name
+from settlement.run import settle
+from settlement.statement_model import (
+    attachment_name,
+    statement_name,
+    statements_dir,
+    summary_name,
+)
 from tests.delivery_fixtures import delivery_settings, unique_email, with_smtp
 from tests.test_settlement import after, fresh_year, worked_example
 
@@ -36,7 +42,7 @@ async def test_finance_messages_arrive_on_ill_finance(pool: asyncpg.Pool,
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         exchanges = await topology.declare(channel, settings)
         queue = await channel.declare_queue(exclusive=True)
-        finance = exchanges[topology.FINANCE]
+        finance = exchanges[wire.FINANCE]
         await queue.bind(finance, routing_key=f"settlement.{period}")
         for symbol in (pku, fdu, lzu):
             await queue.bind(finance, routing_key=f"statement.{symbol}")

@@ -1,9 +1,9 @@
-"""Statements for finance staff: per-agency CSV and PDF, and the centre summary (§4).
+"""Statement CSV files: the lines streamed out of PostgreSQL, the totals, the summary (§4).
 
-Files of a run land in `<data_dir>/statements/<period>/` with stable names:
-
-    statement-<symbol, ':' -> '_'>-<period>.csv / .pdf     one per agency
-    centre-summary-<period>.csv / .pdf                     the centre's summary
+Separate from the PDF (statement_pdf.py: reportlab, rendered from these files) and
+from the shared model (statement_model.py: totals, names, amounts), because this is
+the part a run waits on: the lines of every posting of the period, written while
+the netting runs.
 
 CSV: UTF-8 with a byte order mark (so Excel shows Chinese names), one line per
 posting the agency took part in, ordered by date and posting; then its totals per
@@ -13,17 +13,8 @@ postings sorted by date and id: each row carries the posting's supplier line and
 requester line, and the writer only cuts rows in two and appends each line to its
 agency's file (the agency is the line's last field), so no field is ever parsed in
 Python. The period's dates can be split among several such streams at once; later
-shares are appended when the totals are written. Text that Excel would take for a
-formula (starting with = + - @) gets a leading apostrophe; line breaks in titles
-become spaces, so every record is one line.
-
-PDF: a printable rendering of the agency's CSV (read back line by line, so memory
-is bounded by one page), A4 landscape, Chinese text in reportlab's built-in CID font
-STSong-Light (no font files), with the totals and the net amount to pay or to
-receive. Table rows are written as PDF text operators directly (reportlab builds
-the document, fonts and pages), which is several times faster than drawString.
-Files are byte-for-byte reproducible from the run: reportlab runs in invariant
-mode and the only time printed is the run's generation time.
+shares are appended when the totals are written. The SQL applies the same text
+rules as statement_model.clean_text and the same amounts as Money.amount_text.
 """
 
 from __future__ import annotations
@@ -34,104 +25,34 @@ import datetime
 import hashlib
 import io
 import os
-import re
 import resource
-import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from schemas.money import MINOR_UNITS, Money
+from schemas.money import MINOR_UNITS
 from settlement.netting import Scope
-
-BOM = "\ufeff"
-CSV_HEADER = (
-    "日期 Date", "交易号 Transaction ID", "记账号 Posting ID", "事件 Event", "角色 Role",
-    "对方馆 Counterpart", "对方馆名称 Counterpart name", "服务类型 Service kind",
-    "题名 Title", "费用 Fee", "补贴 Subsidy", "读者自付 Patron share", "净额 Net",
-    "币种 Currency", "备注 Note", "本馆 Agency",
+from settlement.statement_model import (
+    BOM,
+    CSV_HEADER,
+    DIRECTION_TEXT,
+    GENERATED_LABEL,
+    SUMMARY_HEADER,
+    TITLE_MAX,
+    FileInfo,
+    StatementMeta,
+    SummaryData,
+    amount,
+    invariant_lines,
+    statement_name,
 )
-SUMMARY_HEADER = (
-    "本馆 Agency", "名称 Name", "币种 Currency", "明细行 Lines", "作为供应馆 As supplier",
-    "作为申请馆 As requester", "迟到入账 Late", "供应应收 Earned", "申请应付 Owed",
-    "中心补贴 Subsidy", "读者自付 Patron share", "净额 Net", "方向 Direction",
-)
-GENERATED_LABEL = "生成时间 Generated at"
-TITLE_MAX = 300
-NAME_MAX = 200
-DIRECTION_TEXT = {"receive": "应收 to receive", "pay": "应付 to pay", "none": "无 none"}
 
-
-# --------------------------------------------------------------------------
-# names and files
-# --------------------------------------------------------------------------
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def file_stem(symbol: str) -> str:
-    """An agency symbol as part of a file name: 'CALIS:100010' -> 'CALIS_100010'."""
-    return _UNSAFE.sub("_", symbol)
-
-
-def statement_name(symbol: str, period: str, ext: str) -> str:
-    return f"statement-{file_stem(symbol)}-{period}.{ext}"
-
-
-def summary_name(period: str, ext: str) -> str:
-    return f"centre-summary-{period}.{ext}"
-
-
-def attachment_name(file_name: str) -> str:
-    """The name an e-mailed file travels under (Chinese; RFC 2231-encoded by the mailer)."""
-    if file_name.startswith("statement-"):
-        return "馆际互借结算对账单-" + file_name[len("statement-"):]
-    if file_name.startswith("centre-summary-"):
-        return "中心结算汇总-" + file_name[len("centre-summary-"):]
-    return file_name
-
-
-@dataclass(frozen=True)
-class FileInfo:
-    name: str
-    sha256: str
-    bytes: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "sha256": self.sha256, "bytes": self.bytes}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> FileInfo:
-        return cls(d["name"], d["sha256"], int(d["bytes"]))
-
-
-def file_info(path: Path) -> FileInfo:
-    h = hashlib.sha256()
-    size = 0
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return FileInfo(path.name, h.hexdigest(), size)
-
-
-# Line breaks, and the statement stream's row marks (see lines_sql), become spaces.
-_ONE_LINE = str.maketrans("\r\n\x1e\x1f", "    ")
-
-
-def clean_text(text: str | None, limit: int) -> str:
-    """One line of text for a statement: no line breaks, no formula, at most `limit` chars."""
-    if not text:
-        return ""
-    out = text.translate(_ONE_LINE)[:limit]
-    return "'" + out if out[:1] in ("=", "+", "-", "@") else out
-
-
-def amount(minor: int, currency: str) -> str:
-    return Money(minor, currency).amount_text()
+# The statement lines are streamed from PostgreSQL in this many shares of the period's
+# dates at once, each on its own pooled connection, while the netting runs next to
+# them: PostgreSQL's sorting and formatting is most of the work (bench/settlement.py).
+STATEMENT_STREAMS = 2
 
 
 # --------------------------------------------------------------------------
@@ -236,50 +157,8 @@ def lines_sql(where: str, first: int, *, packed_key: bool = True) -> str:
 
 
 # --------------------------------------------------------------------------
-# what a statement needs to know besides its lines
+# the CSV around the lines
 # --------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Totals:
-    """One agency's totals in one currency (minor units)."""
-
-    currency: str
-    lines: int
-    as_supplier: int
-    as_requester: int
-    late: int
-    earned: int
-    owed: int
-    subsidy: int
-    patron: int
-    net: int
-
-    @property
-    def direction(self) -> str:
-        return "receive" if self.net > 0 else "pay" if self.net < 0 else "none"
-
-    def to_json(self) -> dict[str, Any]:
-        return self.__dict__.copy()
-
-
-@dataclass(frozen=True)
-class StatementMeta:
-    """Everything printed on one agency's statement apart from its lines (picklable)."""
-
-    symbol: str
-    name: str
-    period: str
-    run_id: int
-    date_from: str
-    cutoff: str
-    generated_at: str
-    centre: str
-    totals: tuple[Totals, ...]
-
-    @property
-    def lines(self) -> int:
-        return sum(t.lines for t in self.totals)
-
 
 def _csv_row(row: Sequence[Any]) -> bytes:
     buf = io.StringIO()
@@ -291,8 +170,13 @@ def _blank(n: int = len(CSV_HEADER)) -> list[str]:
     return [""] * n
 
 
+def _head(header: Sequence[str]) -> bytes:
+    """A file's first line: the byte order mark Excel needs for Chinese, the header."""
+    return BOM.encode("utf-8") + _csv_row(header)
+
+
 def statement_head() -> bytes:
-    return BOM.encode("utf-8") + _csv_row(CSV_HEADER)
+    return _head(CSV_HEADER)
 
 
 def statement_tail(meta: StatementMeta) -> bytes:
@@ -334,11 +218,15 @@ class StatementStreamError(RuntimeError):
 
 
 class _HashingFile:
-    def __init__(self, path: Path) -> None:
+    """A file written and hashed at once; `append` continues a file already started
+    (its hash so far and size given), else it is created."""
+
+    def __init__(self, path: Path, *, append: bool = False, hash: Any = None,
+                 size: int = 0) -> None:
         self.path = path
-        self.file: BinaryIO = path.open("wb", buffering=1 << 20)
-        self.hash = hashlib.sha256()
-        self.size = 0
+        self.file: BinaryIO = path.open("ab" if append else "wb", buffering=1 << 20)
+        self.hash = hashlib.sha256() if hash is None else hash
+        self.size = size
 
     def write(self, data: bytes) -> None:
         self.file.write(data)
@@ -369,13 +257,15 @@ class _Out:
 
     __slots__ = ("blocks", "buf", "hash", "lines", "path", "size", "started", "symbol")
 
-    def __init__(self, symbol: str, path: Path, hashed: bool) -> None:
+    def __init__(self, symbol: str, path: Path) -> None:
         self.symbol = symbol
         self.path = path
         self.buf: list[bytes] = []
         self.lines = 0
         self.size = 0
-        self.hash = hashlib.sha256() if hashed else None
+        # Stream 0's file so far (a later stream's blocks are hashed as `finish`
+        # appends them to it).
+        self.hash = hashlib.sha256()
         self.started = False
         self.blocks: list[tuple[int, int]] = []      # (offset, length) in the spill file
 
@@ -420,8 +310,7 @@ class _Stream:
         self.spill_path = directory / f".part-{index}"
         self.spill: BinaryIO | None = self.spill_path.open("wb") if index else None
         self.spilled = 0
-        self.outs = {s: _Out(s, directory / statement_name(s, period, "csv"), not index)
-                     for s in symbols}
+        self.outs = {s: _Out(s, directory / statement_name(s, period, "csv")) for s in symbols}
         # The agency column as PostgreSQL's CSV writes it: the symbol itself unless it
         # has to be quoted (then the line goes the slow way, _by_last_field).
         self.appends = {s.encode(): o.buf.append for s, o in self.outs.items()
@@ -442,14 +331,12 @@ class _Stream:
             o.blocks.append((self.spilled, len(data)))
             self.spilled += len(data)
             return
-        assert o.hash is not None
         if not o.started:
             data = self.head + data
         o.hash.update(data)
         o.size += len(data)
         self.handles.write(o.path, data, fresh=not o.started)
         o.started = True
-
 
     def _by_last_field(self, line: bytes) -> Callable[[bytes], None]:
         row = next(csv.reader([line.decode("utf-8")]))
@@ -566,26 +453,17 @@ class StatementLines:
 
     def _finish_one(self, m: StatementMeta, spills: list[int]) -> FileInfo:
         first = self.streams[0].outs[m.symbol]
-        assert first.hash is not None
-        h, size = first.hash, first.size
-        with first.path.open("ab" if first.started else "wb") as f:
+        f = _HashingFile(first.path, append=first.started, hash=first.hash, size=first.size)
+        try:
             if not first.started:
-                head = statement_head()
-                f.write(head)
-                h.update(head)
-                size += len(head)
+                f.write(statement_head())
             for st, fd in zip(self.streams[1:], spills, strict=True):
                 for offset, length in st.outs[m.symbol].blocks:
-                    block = os.pread(fd, length, offset)
-                    f.write(block)
-                    h.update(block)
-                    size += len(block)
-            tail = statement_tail(m)
-            f.write(tail)
-            h.update(tail)
-            size += len(tail)
-        return FileInfo(first.path.name, h.hexdigest(), size)
-
+                    f.write(os.pread(fd, length, offset))
+            f.write(statement_tail(m))
+        finally:
+            info = f.close()
+        return info
 
     def _remove_spills(self) -> None:
         for st in self.streams[1:]:
@@ -670,301 +548,18 @@ def read_statement_lines(path: Path) -> Iterable[list[str]]:
 
 
 # --------------------------------------------------------------------------
-# PDF
-# --------------------------------------------------------------------------
-
-CJK_FONT = "STSong-Light"
-LATIN_FONT = "Helvetica"
-LATIN_BOLD = "Helvetica-Bold"
-
-
-def _register_fonts() -> None:
-    from reportlab.pdfbase import pdfmetrics
-    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
-
-    if CJK_FONT not in pdfmetrics.getRegisteredFontNames():
-        pdfmetrics.registerFont(UnicodeCIDFont(CJK_FONT))
-
-
-def _wide(ch: str) -> bool:
-    return unicodedata.east_asian_width(ch) in "WF"
-
-
-def fit(text: str, width: float, size: float) -> str:
-    """Cut text to about `width` points at `size` (CJK full width, others ~0.55 em)."""
-    if len(text) * size <= width or (text.isascii() and len(text) * size * 0.6 <= width):
-        return text
-    used = 0.0
-    for i, ch in enumerate(text):
-        used += size if _wide(ch) else size * 0.55
-        if used > width:
-            return text[: max(0, i - 1)] + "…"
-    return text
-
-
-_ESCAPE = str.maketrans({"\\": "\\\\", "(": "\\(", ")": "\\)"})
-_NOT_BMP = re.compile("[\U00010000-\U0010FFFF]")
-
-
-def _pdf_literal(text: str) -> str:
-    return "(" + text.translate(_ESCAPE) + ")"
-
-
-def _bmp(text: str) -> str:
-    # The UCS-2 CMap of the CID font has no characters outside the BMP.
-    return _NOT_BMP.sub("?", text)
-
-
-class _Pdf:
-    """A reportlab canvas whose text is written as PDF operators, page by page.
-
-    reportlab makes the document (pages, fonts, compression, metadata); the text of
-    each line is one BT .. ET object with absolute positions (Tm), several times
-    faster than a drawString per cell.
-    """
-
-    def __init__(self, path: Path, *, title: str, subject: str, author: str) -> None:
-        from reportlab.lib.pagesizes import A4, landscape
-        from reportlab.pdfbase import pdfmetrics
-        from reportlab.pdfgen import canvas
-
-        _register_fonts()
-        self.width, self.height = landscape(A4)
-        # invariant: no creation time or random id in the file, so a run's PDF can be
-        # reproduced byte for byte.
-        self.canvas = canvas.Canvas(str(path), pagesize=(self.width, self.height),
-                                    invariant=1, pageCompression=1)
-        self.canvas.setTitle(title)
-        self.canvas.setSubject(subject)
-        self.canvas.setAuthor(author)
-        self.canvas.setCreator("ILL Hub settlement")
-        self._string_width = pdfmetrics.stringWidth
-        self.ops: list[str] = []
-        self.page = 0
-        self._fonts: dict[str, str] = {}
-        self._tf: dict[tuple[str, float], str] = {}
-        self._start_page()
-
-    def _start_page(self) -> None:
-        self.page += 1
-        for font in (CJK_FONT, LATIN_FONT, LATIN_BOLD):
-            self.canvas.setFont(font, 8)   # puts the font in the page's resources
-            # reportlab's name for the font in the page resources (/F1, /F2 ...)
-            self._fonts[font] = self.canvas._doc.getInternalFontName(font)
-
-    def cell(self, x: float, y: float, text: str, size: float = 7.0, *, cjk: bool = False,
-             right: bool = False, bold: bool = False, grey: bool = False) -> str:
-        """The operators showing one text inside a BT .. ET object ('' for no text)."""
-        if not text:
-            return ""
-        if cjk or not text.isascii():
-            font = CJK_FONT
-            encoded = "<" + _bmp(text).encode("utf-16-be").hex() + ">"
-        else:
-            font = LATIN_BOLD if bold else LATIN_FONT
-            encoded = _pdf_literal(text)
-        if right:
-            x -= self._string_width(text, font, size)
-        tf = self._tf.get((font, size))
-        if tf is None:
-            tf = self._tf[(font, size)] = f"{self._fonts[font]} {size:g} Tf"
-        if grey:
-            return f"0.45 g {tf} 1 0 0 1 {x:.2f} {y:.2f} Tm {encoded} Tj 0 g"
-        return f"{tf} 1 0 0 1 {x:.2f} {y:.2f} Tm {encoded} Tj"
-
-    def text(self, x: float, y: float, text: str, size: float = 7.0, *, cjk: bool = False,
-             right: bool = False, bold: bool = False, grey: bool = False) -> None:
-        op = self.cell(x, y, text, size, cjk=cjk, right=right, bold=bold, grey=grey)
-        if op:
-            self.ops.append(f"BT {op} ET")
-
-    def line(self, cells: list[str]) -> None:
-        """Several cells (from `cell`) as one text object."""
-        self.ops.append("BT " + " ".join(c for c in cells if c) + " ET")
-
-    def rule(self, x1: float, y1: float, x2: float, y2: float, width: float = 0.4) -> None:
-        self.ops.append(f"{width:g} w {x1:.2f} {y1:.2f} m {x2:.2f} {y2:.2f} l S")
-
-    def flush_page(self) -> None:
-        if self.ops:
-            self.canvas.addLiteral("\n".join(self.ops))
-            self.ops = []
-
-    def new_page(self) -> None:
-        self.flush_page()
-        self.canvas.showPage()
-        self._start_page()
-
-    def save(self) -> None:
-        self.flush_page()
-        self.canvas.save()
-
-
-# Statement table: (x, width or right edge, header, align)
-_COLUMNS = (
-    (28, 46, "日期 Date"), (76, 92, "交易号 Transaction"), (170, 40, "角色 Role"),
-    (212, 140, "对方馆 Counterpart"), (354, 64, "服务 Service"), (420, 158, "题名 Title"),
-)
-_AMOUNTS = ((622, "费用 Fee"), (672, "补贴 Subsidy"), (724, "读者自付 Patron"),
-            (782, "净额 Net"))
-_ROW = 10.5
-_TOP = 512.0
-_BOTTOM = 44.0
-
-
-def _statement_page_head(pdf: _Pdf, meta: StatementMeta) -> float:
-    pdf.text(28, 562, "馆际互借结算对账单 ILL Settlement Statement", 13, cjk=True)
-    pdf.text(28, 546, f"{meta.name}  ({meta.symbol})", 9, cjk=True)
-    pdf.text(28, 534, f"结算期 Period {meta.period}: {meta.date_from} .. {meta.cutoff}"
-                      f" (含迟到入账 incl. late postings)   结算批次 Run {meta.run_id}", 7.5,
-             cjk=True)
-    y = 520.0
-    for x, _w, label in _COLUMNS:
-        pdf.text(x, y, label, 6.5, cjk=True)
-    for x, label in _AMOUNTS:
-        pdf.text(x, y, label, 6.5, cjk=True, right=True)
-    pdf.text(786, y, "币种", 6.5, cjk=True)
-    pdf.rule(28, y - 3, pdf.width - 28, y - 3)
-    return _TOP
-
-
-def _page_foot(pdf: _Pdf, generated_at: str, centre: str) -> None:
-    pdf.rule(28, 34, pdf.width - 28, 34, 0.3)
-    pdf.text(28, 24, f"{GENERATED_LABEL} {generated_at}   {centre}", 6.5, cjk=True, grey=True)
-    pdf.text(pdf.width - 28, 24, f"第 {pdf.page} 页 Page {pdf.page}", 6.5, cjk=True,
-             right=True, grey=True)
-
-
-def render_statement_pdf(csv_path: str, pdf_path: str, meta: StatementMeta) -> FileInfo:
-    """The printable statement of one agency, rendered from its CSV file."""
-    path = Path(pdf_path)
-    pdf = _Pdf(path, title=f"结算对账单 Statement {meta.symbol} {meta.period}",
-               subject=f"ILL settlement {meta.period}, run {meta.run_id}, generated "
-                       f"{meta.generated_at}", author=meta.centre)
-    y = _statement_page_head(pdf, meta)
-    for row in read_statement_lines(Path(csv_path)):
-        need = _ROW * (2 if row[14] else 1)
-        if y - need < _BOTTOM:
-            _page_foot(pdf, meta.generated_at, meta.centre)
-            pdf.new_page()
-            y = _statement_page_head(pdf, meta)
-        y -= _ROW
-        c = pdf.cell
-        pdf.line([c(28, y, row[0]), c(76, y, fit(row[1], 92, 7)), c(170, y, row[4]),
-                  c(212, y, fit(row[6] or row[5], 140, 7), cjk=True),
-                  c(354, y, fit(row[7], 64, 7)), c(420, y, fit(row[8], 158, 7), cjk=True),
-                  c(622, y, row[9], right=True), c(672, y, row[10], right=True),
-                  c(724, y, row[11], right=True), c(782, y, row[12], right=True, bold=True),
-                  c(786, y, row[13], 6.5)])
-        if row[14]:
-            y -= _ROW
-            pdf.text(90, y + 1.5, fit(row[14], 680, 6.5), 6.5, cjk=True, grey=True)
-    _statement_totals(pdf, meta, y)
-    _page_foot(pdf, meta.generated_at, meta.centre)
-    pdf.save()
-    return file_info(path)
-
-
-def _statement_totals(pdf: _Pdf, meta: StatementMeta, y: float) -> None:
-    need = 30 + 90 * len(meta.totals)
-    if y - need < _BOTTOM:
-        _page_foot(pdf, meta.generated_at, meta.centre)
-        pdf.new_page()
-        y = _statement_page_head(pdf, meta)
-    y -= 8
-    pdf.rule(28, y, pdf.width - 28, y, 0.8)
-    y -= 16
-    pdf.text(28, y, "合计 Totals", 10, cjk=True)
-    for t in meta.totals:
-        c = t.currency
-        rows = (
-            ("作为供应馆应收 Earned as supplier", f"{t.as_supplier} 行 lines", t.earned),
-            ("作为申请馆应付 Owed as requester", f"{t.as_requester} 行 lines", -t.owed),
-            ("中心补贴 Subsidy paid by the centre on your behalf", "", t.subsidy),
-        )
-        for label, note, minor in rows:
-            y -= 12
-            pdf.text(40, y, label, 8, cjk=True)
-            pdf.text(330, y, note, 7, cjk=True, grey=True)
-            pdf.text(520, y, f"{amount(minor, c)} {c}", 8.5, right=True)
-        y -= 4
-        pdf.rule(300, y, 524, y)
-        y -= 14
-        text = {"receive": ("应收净额 Net amount to receive from the centre", t.net),
-                "pay": ("应付净额 Net amount to pay to the centre", -t.net),
-                "none": ("本期无需结算 Nothing to settle", 0)}[t.direction]
-        pdf.text(40, y, text[0], 10, cjk=True)
-        pdf.text(520, y, f"{amount(text[1], c)} {c}", 11, right=True, bold=True)
-        y -= 14
-        pdf.text(40, y, "读者自付（由贵馆向读者收取，不在净额内） Patron share your readers "
-                        "pay you (not part of the net amount)", 7, cjk=True, grey=True)
-        pdf.text(520, y, f"{amount(t.patron, c)} {c}", 7.5, right=True, grey=True)
-        y -= 10
-
-
-# --------------------------------------------------------------------------
 # the centre summary
 # --------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class SummaryRow:
-    symbol: str
-    name: str
-    totals: Totals
-
-
-@dataclass(frozen=True)
-class SummaryData:
-    """Everything in the centre summary (picklable)."""
-
-    period: str
-    run_id: int
-    date_from: str
-    cutoff: str
-    generated_at: str
-    centre: str
-    rows: tuple[SummaryRow, ...]
-    totals: dict[str, dict[str, int]]
-    by_rule: tuple[tuple[str, str, int, int], ...]        # rule, currency, granted, postings
-    by_budget: tuple[tuple[str, str, str, str, int], ...]  # name, requester, period, cur, granted
-    invariants: dict[str, Any]
-    postings: int
-    late_postings: int
-    entries: int
-
-
-def _invariant_lines(inv: dict[str, Any]) -> list[tuple[str, str, str]]:
-    def ok(v: dict[str, Any]) -> str:
-        return "成立 holds" if v.get("ok") else "不成立 VIOLATED"
-
-    out = []
-    b = inv.get("entriesBalance", {})
-    out.append(("分录平衡 Entries balance", ok(b),
-                f"unbalanced postings: {b.get('unbalancedPostings')}; sum by currency: "
-                + ", ".join(f"{v} {c}" for c, v in b.get("sumByCurrency", {}).items())))
-    n = inv.get("netsSumToMinusCentre", {})
-    out.append(("各馆净额之和 = −中心头寸 Agency nets sum to minus the centre's position", ok(n),
-                "; ".join(f"{c}: nets {v['agencyNets']}, centre {v['centrePosition']}, "
-                          f"subsidy granted {v['subsidyGranted']}"
-                          for c, v in n.get("byCurrency", {}).items())))
-    e = inv.get("everyEntryInOneStatement", {})
-    out.append(("每笔分录恰在一份对账单 Every entry in exactly one statement", ok(e),
-                f"{e.get('entries')} entries: {e.get('entriesInStatements')} in "
-                f"{e.get('statements')} statements, {e.get('entriesInCentreSummary')} in the "
-                f"centre summary; {e.get('linesWritten', e.get('statementLines'))} lines "
-                "written"))
-    return out
-
-
 def write_summary_csv(path: Path, data: SummaryData) -> FileInfo:
     f = _HashingFile(path)
-    f.write(BOM.encode("utf-8") + _csv_row(SUMMARY_HEADER))
+    f.write(_head(SUMMARY_HEADER))
     for r in data.rows:
-        t = r.totals
-        c = t.currency
-        f.write(_csv_row([r.symbol, r.name, c, t.lines, t.as_supplier, t.as_requester, t.late,
-                          amount(t.earned, c), amount(t.owed, c), amount(t.subsidy, c),
-                          amount(t.patron, c), amount(t.net, c), DIRECTION_TEXT[t.direction]]))
+        a = r.totals
+        c = a.currency
+        f.write(_csv_row([r.symbol, r.name, c, a.lines, a.as_supplier, a.as_requester, a.late,
+                          amount(a.earned, c), amount(a.owed, c), amount(a.subsidy, c),
+                          amount(a.patron, c), amount(a.net, c), DIRECTION_TEXT[a.direction]]))
     f.write(b"\n")
     for c, t in data.totals.items():
         f.write(_csv_row(["合计 Total", f"{t['agencies']} 馆 agencies", c, "", "", "", "",
@@ -988,7 +583,7 @@ def write_summary_csv(path: Path, data: SummaryData) -> FileInfo:
     f.write(_csv_row(["", "注 Note: 一笔补贴计入其规则所列的每个预算 a grant counts against "
                           "every budget its rule names"]))
     f.write(b"\n" + _csv_row(["不变式 Invariant", "结果 Result", "数据 Figures"]))
-    for label, result, figures in _invariant_lines(data.invariants):
+    for label, result, figures in invariant_lines(data.invariants):
         f.write(_csv_row([label, result, figures]))
     f.write(b"\n")
     f.write(_csv_row(["结算期 Period", data.period, f"{data.date_from} .. {data.cutoff}"]))
@@ -999,116 +594,17 @@ def write_summary_csv(path: Path, data: SummaryData) -> FileInfo:
     return f.close()
 
 
-def render_summary_pdf(pdf_path: str, data: SummaryData) -> FileInfo:
-    path = Path(pdf_path)
-    pdf = _Pdf(path, title=f"中心结算汇总 Centre settlement summary {data.period}",
-               subject=f"ILL settlement {data.period}, run {data.run_id}, generated "
-                       f"{data.generated_at}", author=data.centre)
-    cols = ((28, "本馆 Agency", False), (130, "名称 Name", False), (330, "行 Lines", True),
-            (420, "供应应收 Earned", True), (500, "申请应付 Owed", True),
-            (580, "中心补贴 Subsidy", True), (660, "净额 Net", True),
-            (668, "方向 Direction", False), (740, "币种", False))
-
-    def head() -> float:
-        pdf.text(28, 562, f"中心结算汇总 Centre settlement summary {data.period}", 13, cjk=True)
-        pdf.text(28, 546, f"结算期 Period {data.date_from} .. {data.cutoff}   结算批次 Run "
-                          f"{data.run_id}   记账 postings {data.postings} (迟到 late "
-                          f"{data.late_postings})   分录 entries {data.entries}", 7.5, cjk=True)
-        for x, label, right in cols:
-            pdf.text(x, 528, label, 6.5, cjk=True, right=right)
-        pdf.rule(28, 525, pdf.width - 28, 525)
-        return 516.0
-
-    def room(y: float, need: float) -> float:
-        if y - need < _BOTTOM:
-            _page_foot(pdf, data.generated_at, data.centre)
-            pdf.new_page()
-            return head()
-        return y
-
-    y = head()
-    for r in data.rows:
-        y = room(y, _ROW)
-        t, c = r.totals, r.totals.currency
-        pdf.text(28, y, fit(r.symbol, 100, 7), 7)
-        pdf.text(130, y, fit(r.name, 170, 7), 7, cjk=True)
-        pdf.text(330, y, str(t.lines), 7, right=True)
-        pdf.text(420, y, amount(t.earned, c), 7, right=True)
-        pdf.text(500, y, amount(t.owed, c), 7, right=True)
-        pdf.text(580, y, amount(t.subsidy, c), 7, right=True)
-        pdf.text(660, y, amount(t.net, c), 7, right=True, bold=True)
-        pdf.text(668, y, DIRECTION_TEXT[t.direction], 7, cjk=True)
-        pdf.text(740, y, c, 7)
-        y -= _ROW
-    y = room(y, 40 + 60 * len(data.totals))
-    pdf.rule(28, y + 4, pdf.width - 28, y + 4, 0.8)
-    for c, t in data.totals.items():
-        for label, minor in (
-                (f"合计 Total ({t['agencies']} 馆 agencies): 净额之和 sum of nets", t["net"]),
-                ("中心应付各馆 The centre pays the agencies", t["toReceive"]),
-                ("各馆应付中心 The agencies pay the centre", t["toPay"]),
-                ("中心头寸 Centre position (minus its subsidy outlay)", t["centre"])):
-            y -= 12
-            pdf.text(40, y, label, 8, cjk=True)
-            pdf.text(520, y, f"{amount(minor, c)} {c}", 8.5, right=True, bold=True)
-        y -= 6
-    y = room(y, 30 + 11 * len(data.by_rule))
-    y -= 14
-    pdf.text(28, y, "补贴按规则 Subsidy outlay by rule", 9, cjk=True)
-    for rule, c, granted, postings in data.by_rule:
-        y = room(y, 11)
-        y -= 11
-        pdf.text(40, y, fit(rule, 300, 7.5), 7.5, cjk=True)
-        pdf.text(420, y, f"{postings} 笔 postings", 7, cjk=True, right=True)
-        pdf.text(520, y, f"{amount(granted, c)} {c}", 7.5, right=True)
-    y = room(y, 30 + 11 * min(len(data.by_budget), 5))
-    y -= 16
-    pdf.text(28, y, "补贴按预算 Subsidy outlay by budget (一笔补贴计入其规则所列的每个预算 "
-                    "a grant counts against every budget its rule names)", 9, cjk=True)
-    for name, requester, period, c, granted in data.by_budget:
-        y = room(y, 11)
-        y -= 11
-        pdf.text(40, y, fit(f"{name}  {requester or '全体 global'}  {period}", 420, 7.5), 7.5,
-                 cjk=True)
-        pdf.text(520, y, f"{amount(granted, c)} {c}", 7.5, right=True)
-    lines = _invariant_lines(data.invariants)
-    y = room(y, 30 + 22 * len(lines))
-    y -= 16
-    pdf.text(28, y, "不变式 Invariants", 9, cjk=True)
-    for label, result, figures in lines:
-        y -= 11
-        pdf.text(40, y, label, 7.5, cjk=True)
-        pdf.text(420, y, result, 7.5, cjk=True, bold=True)
-        y -= 10
-        pdf.text(52, y, fit(figures, 720, 6.5), 6.5, cjk=True, grey=True)
-    _page_foot(pdf, data.generated_at, data.centre)
-    pdf.save()
-    return file_info(path)
-
-
 __all__ = [
-    "BOM",
-    "CSV_HEADER",
-    "GENERATED_LABEL",
-    "FileInfo",
+    "ROW_MARK",
+    "SELF_MARK",
+    "STATEMENT_STREAMS",
     "StatementLines",
-    "StatementMeta",
     "StatementStreamError",
-    "SummaryData",
-    "SummaryRow",
-    "Totals",
-    "attachment_name",
-    "clean_text",
-    "file_info",
-    "file_stem",
-    "fit",
     "lines_sql",
     "read_statement_lines",
-    "render_statement_pdf",
-    "render_summary_pdf",
-    "statement_name",
+    "statement_head",
+    "statement_tail",
     "stream_ranges",
     "stream_statement_lines",
-    "summary_name",
     "write_summary_csv",
 ]
