@@ -6,17 +6,18 @@ What it does, in order:
    prefix (`demo.`) in the configured vhost and its own data directory
    (`<data_dir>/demo`); migrates; registers the network of docs/demo/agencies.csv
    through `broker.agencies.add` (every agency a real broker user); generates and
-   imports holdings; loads docs/demo/fees.toml, policy.toml and subsidy.toml.
+   imports holdings; loads docs/demo/fees.toml, policy.toml and subsidy.toml
+   (app/demo_setup.py).
 2. Starts the hub in this process (intake, relay, deadline sweeper, FTP drop,
    download gateway, mail sender) with an embedded SMTP server that keeps every
    mail as a .eml file (unless --smtp).
 3. Simulated library systems publish ISO 18626 requests over the arrival period and
    react to what comes back; simulated suppliers answer, upload PDFs over FTP, lend
    books, stay silent or refuse; simulated readers click the mailed links
-   (broker/demo_sim.py). Time runs at --speed: the hub's deadlines are scaled so a
+   (sim/world.py). Time runs at --speed: the hub's deadlines are scaled so a
    72 h deadline passes in seconds.
 4. Prints progress, waits until every request is finished, settles the period and
-   prints a summary computed from the database (broker/demo_report.py).
+   prints a summary computed from the database (app/demo_report.py).
 5. Stops everything; removes the database, queues and broker users unless --keep.
 """
 
@@ -25,45 +26,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import secrets
 import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from app.hub import Hub
-from broker import agencies
-from broker.dispatch import PolicyError, load_policy
-from broker.holdings import import_csv
-from infra.database import create_pool, migrate
-from infra.rabbit_admin import Management
-from schemas.settings import Settings, mask_url
-from settlement.fees import FeeError, load_fees
-from settlement.netting import InvariantViolation
-from settlement.periods import Period
-from settlement.settle import SettlementError, settle
-from settlement.subsidy import SubsidyError, load_subsidy
-from sim.network import (
-    DEMO_DIR,
-    REQUEST_WEIGHT,
-    Agency,
-    Network,
-    NetworkError,
-    load_network,
-    read_agencies,
-    scale_policy_hours,
-    write_holdings_csv,
-)
-from sim.parties import SimClock, World, start_mail_folder
-from sim.report import (
+from app.demo_report import (
     Summary,
     compute,
     format_summary,
@@ -71,15 +46,29 @@ from sim.report import (
     pending_mail,
     yuan,
 )
+from app.demo_setup import (
+    DemoError,
+    Out,
+    clear_broker,
+    import_holdings,
+    load_files,
+    register,
+)
+from app.hub import Hub
+from infra.database import create_pool, drop_database, migrate, with_database
+from schemas.settings import Settings, mask_url
+from settlement.netting import InvariantViolation
+from settlement.periods import Period
+from settlement.record import SettlementError
+from settlement.run import settle
+from sim.clock import SimClock
+from sim.mailcatcher import MailCatcher
+from sim.network import DEMO_DIR, Network, NetworkError, load_network, read_agencies
+from sim.world import World
 
 log = logging.getLogger(__name__)
 
-DEMO_TAG = "illhub-demo"          # RabbitMQ user tag: this user was made by the demo
-Out = Callable[[str], None]
-
-
-class DemoError(RuntimeError):
-    """A demo failure with a message for the user (printed as `error: ...`)."""
+__all__ = ["DemoError", "DemoOptions", "demo_settings", "run", "teardown"]
 
 
 @dataclass
@@ -125,11 +114,6 @@ class DemoOptions:
 
 # --- settings of the demo's own hub ------------------------------------------------------
 
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
 def _port_or_free(host: str, port: int) -> int:
     """The configured port if it can be bound now, else 0 (any free port)."""
     if port == 0:
@@ -156,7 +140,7 @@ def demo_settings(settings: Settings, opts: DemoOptions) -> Settings:
     # divided by the speed, so a 72 h deadline passes in 72 * 3600 / speed seconds.
     sweep = max(0.5, min(d.sweep_seconds, d.rush * 3600 / speed / 6))
     return settings.updated(
-        database__url=_with_database(settings.database_url, opts.database),
+        database__url=with_database(settings.database_url, opts.database),
         amqp__name_prefix=opts.prefix,
         data_dir=str(Path(settings.data_dir) / "demo"),
         http__port=_port_or_free(settings.http.host, settings.http.port),
@@ -177,45 +161,6 @@ def _symbols(opts: DemoOptions) -> list[str]:
     return [tag + r["symbol"] for r in read_agencies(DEMO_DIR / "agencies.csv")]
 
 
-def _tags(user: dict[str, object]) -> list[str]:
-    tags = user.get("tags") or []
-    return [t.strip() for t in tags.split(",")] if isinstance(tags, str) else list(tags)
-
-
-async def _clear_broker(s: Settings, symbols: list[str], *, strict: bool) -> None:
-    """Delete the demo's broker users and its queues and exchanges (by prefix)."""
-    wanted = set(symbols)
-    async with Management(s.amqp.management_url.get_secret_value()) as mgmt:
-        for user in await mgmt.users():
-            name = str(user.get("name"))
-            if name not in wanted:
-                continue
-            if DEMO_TAG not in _tags(user):
-                if strict:
-                    raise DemoError(
-                        f"RabbitMQ already has a user {name!r} that the demo did not create; "
-                        "run the demo with --symbol-tag NAME so its agencies get other names")
-                continue
-            await mgmt.delete_user(name)
-        prefix = s.amqp.name_prefix
-        for queue in await mgmt.queue_names(s.vhost):
-            if queue.startswith(prefix):
-                await mgmt.delete_queue(s.vhost, queue)
-        for exchange in await mgmt.exchange_names(s.vhost):
-            if exchange.startswith(prefix):
-                await mgmt.delete_exchange(s.vhost, exchange)
-
-
-async def _drop_database(url: str) -> None:
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 def _clear_dir(path: Path) -> None:
     if path.name == "demo" and path.is_dir():
         shutil.rmtree(path)
@@ -227,66 +172,20 @@ async def teardown(settings: Settings, opts: DemoOptions) -> None:
     The data directory (mails, statements, holdings.csv) stays for reading.
     """
     s = demo_settings(settings, opts)
-    await _clear_broker(s, _symbols(opts), strict=False)
-    await _drop_database(s.database_url)
+    await clear_broker(s, _symbols(opts), strict=False)
+    await drop_database(s.database_url)
 
 
-# --- setting up the network -------------------------------------------------------------
-
-async def _register(s: Settings, pool: asyncpg.Pool, net: Network) -> dict[str, str]:
-    passwords = {a.symbol: secrets.token_urlsafe(12) for a in net.agencies}
-    sem = asyncio.Semaphore(6)
-    async with Management(s.amqp.management_url.get_secret_value()) as mgmt:
-        async def one(a: Agency) -> None:
-            async with sem:
-                await agencies.add(s, pool, agencies.NewAgency(
-                    symbol=a.symbol, name=a.name, roles=a.roles,
-                    password=passwords[a.symbol], province=a.province, city=a.city,
-                    email=a.email, finance_email=a.finance_email))
-                # Mark the broker user as the demo's, so the next run may remove it.
-                await mgmt.put_user(a.symbol, passwords[a.symbol], tags=DEMO_TAG)
-
-        await asyncio.gather(*(one(a) for a in net.agencies))
-    return passwords
-
-
-async def _load_files(pool: asyncpg.Pool, net: Network, speed: float, out: Out) -> None:
-
-    async with pool.acquire() as conn:
-        try:
-            report = await load_fees(conn, net.texts["fees.toml"],
-                                     file_name="docs/demo/fees.toml")
-        except FeeError as exc:
-            raise DemoError(f"docs/demo/fees.toml: {exc}") from exc
-        try:
-            policy = await load_policy(conn, scale_policy_hours(net.texts["policy.toml"], speed),
-                                       "docs/demo/policy.toml")
-        except PolicyError as exc:
-            raise DemoError(f"docs/demo/policy.toml: {exc}") from exc
-        try:
-            subsidy = await load_subsidy(conn, net.texts["subsidy.toml"],
-                                         "docs/demo/subsidy.toml")
-        except SubsidyError as exc:
-            raise DemoError(f"docs/demo/subsidy.toml: {exc}") from exc
-    out(f"  fees, policy, subsidy: {report.entries} fee schedules of {len(report.suppliers)} "
-        f"suppliers, routing policy version {policy}, subsidy rules version {subsidy} "
-        "(docs/demo/*.toml)")
-
-
-async def _import_holdings(pool: asyncpg.Pool, net: Network, data: Path, out: Out) -> None:
-
-    path = data / "holdings.csv"
-    lines = await asyncio.to_thread(write_holdings_csv, path, net.holdings)
-    async with pool.acquire() as conn:
-        report = await import_csv(conn, path, replace=False)
-    if report.rejected:
-        first = report.rejections[0] if report.rejections else None
-        raise DemoError(f"holdings: {report.rejected} generated line(s) rejected"
-                        + (f", e.g. line {first.line}: {first.reason}" if first else ""))
-    cat = net.catalogue
-    out(f"  holdings: {lines:,} lines ({len(cat.journals)} journals by ISSN, {len(cat.books)} "
-        f"books by ISBN, {len(cat.doi_prefixes)} DOI registrants; {len(cat.nowhere)} items "
-        f"held nowhere) -> {path}")
+async def _fresh_start(s: Settings, opts: DemoOptions, net: Network, out: Out) -> None:
+    """An empty database (migrated), broker prefix and data directory for this run."""
+    if opts.smtp:
+        await _check_smtp(s.smtp.host, s.smtp.port)
+    await clear_broker(s, net.every_symbol, strict=True)
+    await drop_database(s.database_url)
+    await asyncio.to_thread(_clear_dir, Path(s.data_dir))
+    await migrate(s.database_url, report=lambda _m: None)
+    out(f"  database {opts.database} (fresh, migrated); broker prefix '{opts.prefix}' in vhost "
+        f"'{s.vhost}'; files in {s.data_dir}/")
 
 
 # --- running -----------------------------------------------------------------------------
@@ -298,20 +197,6 @@ async def _check_smtp(host: str, port: int) -> None:
         raise DemoError(f"--smtp: cannot reach the SMTP server {host}:{port} "
                         f"(ILLHUB_SMTP__HOST/ILLHUB_SMTP__PORT): {exc}") from exc
     writer.close()
-
-
-async def _arrivals(world: World, opts: DemoOptions, done: asyncio.Event) -> None:
-    """Requests arrive at random over the arrival period, from bigger libraries more often."""
-    rng = random.Random(opts.seed + 1)
-    requesters = list(world.requesters.values())
-    weights = [REQUEST_WEIGHT[r.agency.size] for r in requesters]
-    times = sorted(rng.uniform(0, opts.days * 24) for _ in range(opts.requests))
-    try:
-        for at in times:
-            await world.clock.sleep(at - world.clock.hours())
-            await rng.choices(requesters, weights)[0].ask()
-    finally:
-        done.set()
 
 
 def _progress(world: World, open_now: int, mails_waiting: int) -> str:
@@ -331,7 +216,8 @@ def _progress(world: World, open_now: int, mails_waiting: int) -> str:
 async def _simulate(world: World, pool: asyncpg.Pool, opts: DemoOptions, out: Out) -> bool:
     """Run until every request is finished (True) or the time limit passed (False)."""
     arrived = asyncio.Event()
-    world.tasks.spawn(_arrivals(world, opts, arrived), "arrivals")
+    world.tasks.spawn(world.arrivals(opts.requests, opts.days, opts.seed + 1, arrived),
+                      "arrivals")
     deadline: float | None = None
     last = 0.0
     while True:
@@ -341,7 +227,7 @@ async def _simulate(world: World, pool: asyncpg.Pool, opts: DemoOptions, out: Ou
         waiting = await pending_mail(pool)
         answered = st.confirmed + st.refused >= st.sent + st.retries
         finished = (arrived.is_set() and answered and open_now == 0 and waiting == 0
-                    and world.tasks.readers == 0)
+                    and world.readers.busy == 0)
         now = time.monotonic()
         if finished or now - last >= opts.progress_seconds:
             out(_progress(world, open_now, waiting))
@@ -357,7 +243,7 @@ async def _simulate(world: World, pool: asyncpg.Pool, opts: DemoOptions, out: Ou
 
 
 # ---- SETTLEMENT CALL SITE -------------------------------------------------------------------
-# The one place where the demo settles its period: settlement.settle.settle() closes the
+# The one place where the demo settles its period: settlement.run.settle() closes the
 # current month as if its end had passed (the demo's month is simulated), writes every
 # agency's statement (CSV and PDF) to <data_dir>/statements/<period>/ and queues the
 # mails to the finance contacts; the hub still runs, so they reach the demo's mail
@@ -374,7 +260,8 @@ async def settle_period(settings: Settings, pool: asyncpg.Pool, period: str,
                               progress=lambda m: out(f"  settlement: {m}"))
     except (SettlementError, InvariantViolation, ValueError) as exc:
         raise DemoError(f"settlement of {period} failed: {exc}") from exc
-    assert result is not None
+    if result is None:  # only without wait=True, which the demo does not use
+        raise DemoError(f"settlement of {period}: another run holds the settlement lock")
     inv = "hold" if result.invariants.get("ok", True) else "VIOLATED"
     mailed = sum(1 for x in result.statements if x.mail_id is not None)
     lines = [f"settlement      period {period} closed by run {result.run_id}: "
@@ -388,6 +275,129 @@ async def settle_period(settings: Settings, pool: asyncpg.Pool, period: str,
 # ---- end of the settlement call site ---------------------------------------------------------
 
 
+@dataclass
+class _Running:
+    """What a run started, so that it can be stopped whatever happened."""
+
+    pool: asyncpg.Pool
+    hub: Hub | None = None
+    world: World | None = None
+    mail: MailCatcher | None = None
+    base_url: str = ""
+    mail_where: str = ""
+
+    async def stop(self) -> None:
+        if self.world is not None:
+            self.world.stop_new_work()
+        if self.hub is not None and self.hub.scheduler.running:
+            # Let scheduled jobs in flight (deadline sweep, drop release) finish first,
+            # so that stopping does not cut them off mid-transaction.
+            self.hub.scheduler.pause()
+            await asyncio.sleep(0.5)
+        if self.world is not None:
+            # The suppliers' FTP logins and the agencies' connections end before the
+            # hub's servers do (a login still open then would be cut off mid-session).
+            await self.world.stop()
+        if self.hub is not None:
+            await self.hub.stop()
+        if self.mail is not None:
+            await self.mail.stop()
+        await self.pool.close()
+
+
+async def _start(settings: Settings, s: Settings, opts: DemoOptions, net: Network,
+                 run: _Running, out: Out) -> World:
+    """The agencies, their files, the simulated world, the mail catcher and the hub."""
+    data = Path(s.data_dir)
+    passwords = await register(s, run.pool, net)
+    out(f"  agencies: {len(net.agencies)} registered, each its own RabbitMQ user and queue "
+        "(docs/demo/agencies.csv)")
+    await import_holdings(run.pool, net, data, out)
+    await load_files(run.pool, net, opts.speed, out)
+    world = run.world = World(net, SimClock(opts.speed), rng=random.Random(opts.seed),
+                              settings=s, passwords=passwords)
+    if not opts.smtp:
+        run.mail = MailCatcher(data / "mail", world.on_mail)
+        try:
+            port = await run.mail.start()
+        except (OSError, RuntimeError) as exc:
+            raise DemoError(f"the demo's SMTP server: {exc}") from exc
+        s = s.updated(smtp__host="127.0.0.1", smtp__port=port, smtp__user=None,
+                      smtp__password=None, smtp__security="none")
+    hub = run.hub = Hub(s)
+    await hub.start()
+    if hub.ftp is None or hub.http is None:
+        raise DemoError("the demo's hub started without its FTP drop or download gateway")
+    world.ftp = (hub.ftp.host, hub.ftp.port)
+    run.base_url = hub.http.base_url
+    run.mail_where = (f"{data / 'mail'}/ (one .eml per mail)" if not opts.smtp
+                      else f"SMTP server {s.smtp.host}:{s.smtp.port}")
+    out(f"  hub running: download gateway {run.base_url}, FTP drop "
+        f"{hub.ftp.host}:{hub.ftp.port}, mail to {run.mail_where}")
+    d = s.deadlines
+    out(f"  deadlines Express/Rush/Normal {settings.deadlines.express:g}/"
+        f"{settings.deadlines.rush:g}/{settings.deadlines.normal:g} simulated hours = "
+        f"{d.express * 3600:.2f}/{d.rush * 3600:.1f}/{d.normal * 3600:.1f} s; "
+        "suppliers and readers are connecting")
+    await world.start()
+    out("")
+    return world
+
+
+def _where(settings: Settings, opts: DemoOptions, data: Path, run: _Running,
+           summary: Summary, period: str) -> list[str]:
+    """Where to look afterwards: mails, statements, the hub, the database."""
+    base_url = run.base_url
+    where = [f"mails:      {run.mail_where}",
+             f"holdings:   {data / 'holdings.csv'}",
+             f"hub HTTP:   {base_url}/  (download links /d/...; operators' dashboard at "
+             f"{base_url}/ops/ while a hub runs: run.py demo --keep, then "
+             "ILLHUB_OPERATORS__PASSWORD=... ILLHUB_DATABASE__URL=.../illhub_demo "
+             "ILLHUB_AMQP__NAME_PREFIX=demo. run.py hub)"]
+    statements = data / "statements" / period
+    if statements.is_dir():
+        where.insert(1, f"statements: {statements}/  (one CSV and one PDF per agency, "
+                     "and the centre's summary)")
+    if opts.keep:
+        url = mask_url(with_database(settings.database_url, opts.database))
+        env = f"ILLHUB_DATABASE__URL={url} ILLHUB_AMQP__NAME_PREFIX={opts.prefix}"
+        where.append(f"database:   {opts.database} kept; explore it, e.g.")
+        if summary.example:
+            where.append(f"            {env} {sys.executable} run.py explain "
+                         f"{summary.example}")
+        where.append(f"            {env} {sys.executable} run.py budgets")
+    else:
+        where.append(f"database:   {opts.database} removed at the end (run with --keep to "
+                     "explore it with run.py explain, ledger show, budgets)")
+    return where
+
+
+async def _summarise(s: Settings, opts: DemoOptions, world: World, pool: asyncpg.Pool,
+                     period: str, out: Out) -> Summary:
+    """Settle the period, let its mails go out, and compute the summary from the database."""
+    sim_days = world.clock.hours() / 24
+    settlement_lines = await settle_period(s, pool, period, out)
+    # Mail the settlement may have queued goes out while the hub still runs.
+    for _ in range(100):
+        if not await pending_mail(pool):
+            break
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(0.3)
+    data = Path(s.data_dir)
+    summary = await compute(pool, speed=opts.speed, mail_dir=None if opts.smtp
+                            else data / "mail", period=period)
+    stats = world.stats
+    summary.settlement = settlement_lines
+    summary.refused = stats.refused
+    summary.hub_errors = list(stats.errors)
+    summary.problems = list(stats.problems)
+    if stats.download_failures:
+        summary.problems.append(f"{stats.download_failures} download link(s) never "
+                                "answered with the PDF")
+    summary.sim_days = sim_days
+    return summary
+
+
 async def run(settings: Settings, opts: DemoOptions, out: Out = print) -> Summary:
     """The whole demo; returns the summary (also printed through `out`)."""
     started = time.monotonic()
@@ -398,123 +408,27 @@ async def run(settings: Settings, opts: DemoOptions, out: Out = print) -> Summar
     except NetworkError as exc:
         raise DemoError(str(exc)) from exc
     s = demo_settings(settings, opts)
-    data = Path(s.data_dir)
-    db = s.database_url
     provinces = len({a.province for a in net.agencies})
     network_line = (f"{opts.requests} requests from {len(net.requesters)} libraries to "
                     f"{len(net.suppliers)} suppliers in {provinces} provinces")
     out(f"ILL Hub demo: {network_line}, over {opts.days:g} simulated days at "
         f"{opts.speed / 3600:g} simulated hours per second (seed {opts.seed})")
-
-
-    if opts.smtp:
-        await _check_smtp(s.smtp.host, s.smtp.port)
-    await _clear_broker(s, net.every_symbol, strict=True)
-    await _drop_database(db)
-    await asyncio.to_thread(_clear_dir, data)
-    await migrate(db, report=lambda _m: None)
-    out(f"  database {opts.database} (fresh, migrated); broker prefix '{opts.prefix}' in vhost "
-        f"'{s.vhost}'; files in {data}/")
-
-    pool = await create_pool(db, max_size=8)
-    hub = None
-    world: World | None = None
-    mail_server: asyncio.Server | None = None
+    await _fresh_start(s, opts, net, out)
+    running = _Running(await create_pool(s.database_url, max_size=8))
     try:
-        passwords = await _register(s, pool, net)
-        out(f"  agencies: {len(net.agencies)} registered, each its own RabbitMQ user and queue "
-            "(docs/demo/agencies.csv)")
-        await _import_holdings(pool, net, data, out)
-        await _load_files(pool, net, opts.speed, out)
-
-        world = World(net, SimClock(opts.speed), rng=random.Random(opts.seed),
-                      passwords=passwords, hub_symbol=s.hub_symbol, pool=pool,
-                      mail_dir=data / "mail")
-        if not opts.smtp:
-            try:
-                mail_server, smtp_port = await start_mail_folder(data / "mail", world.on_mail)
-            except RuntimeError as exc:
-                raise DemoError(str(exc)) from exc
-            s = s.updated(smtp__host="127.0.0.1", smtp__port=smtp_port, smtp__user=None,
-                          smtp__password=None, smtp__security="none")
-        hub = Hub(s)
-        await hub.start()
-        assert hub.ftp is not None and hub.http is not None
-        world.ftp = (hub.ftp.host, hub.ftp.port)
-        base_url = hub.http.base_url
-        mail_where = (f"{data / 'mail'}/ (one .eml per mail)" if not opts.smtp
-                      else f"SMTP server {s.smtp.host}:{s.smtp.port}")
-        out(f"  hub running: download gateway {base_url}, FTP drop "
-            f"{hub.ftp.host}:{hub.ftp.port}, mail to {mail_where}")
-        d = s.deadlines
-        out(f"  deadlines Express/Rush/Normal {settings.deadlines.express:g}/"
-            f"{settings.deadlines.rush:g}/{settings.deadlines.normal:g} simulated hours = "
-            f"{d.express * 3600:.2f}/{d.rush * 3600:.1f}/{d.normal * 3600:.1f} s; "
-            "suppliers and readers are connecting")
-        await world.start(s)
-        out("")
-
-        completed = await _simulate(world, pool, opts, out)
-        sim_days = world.clock.hours() / 24
+        world = await _start(settings, s, opts, net, running, out)
+        completed = await _simulate(world, running.pool, opts, out)
         period = datetime.now(ZoneInfo(s.timezone)).strftime("%Y-%m")
-        settlement_lines = await settle_period(s, pool, period, out)
-        # Mail the settlement may have queued goes out while the hub still runs.
-        for _ in range(100):
-            if not await pending_mail(pool):
-                break
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(0.3)
-        summary = await compute(pool, speed=opts.speed, mail_dir=None if opts.smtp
-                                else data / "mail", period=period)
-        summary.settlement = settlement_lines
-        summary.refused = world.stats.refused
-        summary.hub_errors = list(world.stats.errors)
-        summary.problems = list(world.stats.problems)
-        summary.sim_days = sim_days
+        summary = await _summarise(s, opts, world, running.pool, period, out)
         summary.seconds = time.monotonic() - started
-        where = [f"mails:      {mail_where}",
-                 f"holdings:   {data / 'holdings.csv'}",
-                 f"hub HTTP:   {base_url}/  (download links /d/...; operators' dashboard at "
-                 f"{base_url}/ops/ while a hub runs: run.py demo --keep, then "
-                 "ILLHUB_OPERATORS__PASSWORD=... ILLHUB_DATABASE__URL=.../illhub_demo "
-                 "ILLHUB_AMQP__NAME_PREFIX=demo. run.py hub)"]
-        statements = data / "statements" / period
-        if statements.is_dir():
-            where.insert(1, f"statements: {statements}/  (one CSV and one PDF per agency, "
-                         "and the centre's summary)")
-        if opts.keep:
-            url = mask_url(_with_database(settings.database_url,
-                                          opts.database))
-            env = f"ILLHUB_DATABASE__URL={url} ILLHUB_AMQP__NAME_PREFIX={opts.prefix}"
-            where.append(f"database:   {opts.database} kept; explore it, e.g.")
-            if summary.example:
-                where.append(f"            {env} {sys.executable} run.py explain "
-                             f"{summary.example}")
-            where.append(f"            {env} {sys.executable} run.py budgets")
-        else:
-            where.append(f"database:   {opts.database} removed at the end (run with --keep to "
-                         "explore it with run.py explain, ledger show, budgets)")
+        where = _where(settings, opts, Path(s.data_dir), running, summary, period)
         for line in format_summary(summary, network=network_line, where=where):
             out(line)
         if not completed:
             summary.open = max(summary.open, 1)
         return summary
     finally:
-        if world is not None:
-            world.stopping = True
-        if hub is not None:
-            # Let scheduled jobs in flight (deadline sweep, drop release) finish first,
-            # so that stopping does not cut them off mid-transaction.
-            if hub.scheduler.running:
-                hub.scheduler.pause()
-            await asyncio.sleep(0.5)
-            await hub.stop()
-        if world is not None:
-            await world.stop()
-        if mail_server is not None:
-            mail_server.close()
-            await mail_server.wait_closed()
-        await pool.close()
+        await running.stop()
         if not opts.keep:
             try:
                 await teardown(settings, opts)

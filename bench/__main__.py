@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import baseline, dispatch, holdings_import, settlement
+from bench import baseline, dispatch, holdings_import, loop, settlement
 from bench.network import ROOT, BenchNetwork, say
 from bench.options import STEPS, add_arguments
 
@@ -50,10 +50,10 @@ def machine() -> dict[str, Any]:
     model = next((line.split(":", 1)[1].strip() for line in
                   Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.machine())
-    loop = "uvloop" if _on_uvloop() else "asyncio"
+    event_loop = "uvloop" if _on_uvloop() else "asyncio"
     return {"cpus": os.cpu_count(), "cpu": model, "memory_mb": mem,
             "python": platform.python_version(), "kernel": platform.release(),
-            "event_loop": loop, "load_average_at_start": os.getloadavg()}
+            "event_loop": event_loop, "load_average_at_start": os.getloadavg()}
 
 
 def _on_uvloop() -> bool:
@@ -205,11 +205,7 @@ def parser() -> argparse.ArgumentParser:
 
 def cli(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main(args))
-    return uvloop.run(main(args))
+    return loop.run(main(args))
 
 
 if __name__ == "__main__":

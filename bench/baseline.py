@@ -23,9 +23,11 @@ import uuid
 from typing import Any
 
 import aio_pika
+import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
 
 from bench.network import BenchNetwork, Progress, say, servers_cpu
+from schemas.settings import Settings
 
 PREFETCH = 2000
 BATCH = 500
@@ -42,16 +44,34 @@ async def _preload(channel: aio_pika.abc.AbstractChannel, queue: str, n: int,
             for _ in range(start, min(n, start + 1000))))
 
 
+async def _declare(connection: aio_pika.abc.AbstractConnection, s: Settings
+                   ) -> tuple[aio_pika.abc.AbstractChannel, list[str]]:
+    """The input queue and the three output queues of one measurement."""
+    tag = secrets.token_hex(2)
+    names = [s.name(f"baseline.{tag}.{q}") for q in ("in", "out1", "out2", "out3")]
+    setup = await connection.channel(publisher_confirms=True)
+    for name in names:
+        await setup.declare_queue(name, durable=True,
+                                  arguments={"x-queue-type": s.amqp.queue_type})
+    return setup, names
+
+
+async def _clean_up(connection: aio_pika.abc.AbstractConnection, names: list[str],
+                    pool: asyncpg.Pool) -> None:
+    cleanup = await connection.channel()
+    for name in names:
+        await cleanup.queue_delete(name)
+    await connection.close()
+    async with pool.acquire() as conn:
+        await conn.execute("DELETE FROM inbox WHERE sender = 'BASELINE'")
+        await conn.execute("DELETE FROM outbox WHERE routing_key = 'BASELINE'")
+
+
 async def pipeline(net: BenchNetwork, messages: int, *, publish: bool = True,
                    progress: Progress = say) -> dict[str, Any]:
     s = net.settings
-    tag = secrets.token_hex(2)
-    names = [s.name(f"baseline.{tag}.{q}") for q in ("in", "out1", "out2", "out3")]
-    args = {"x-queue-type": s.amqp.queue_type}
     connection = await aio_pika.connect(s.amqp.url.get_secret_value())
-    setup = await connection.channel(publisher_confirms=True)
-    for name in names:
-        await setup.declare_queue(name, durable=True, arguments=args)
+    setup, names = await _declare(connection, s)
     body = json.dumps({"request": {"header": {"requestingAgencyRequestId": "x" * 16},
                                    "bibliographicInfo": {"title": "图书馆论坛" * 20}}},
                       ensure_ascii=False).encode()
@@ -63,7 +83,7 @@ async def pipeline(net: BenchNetwork, messages: int, *, publish: bool = True,
     await consume.set_qos(prefetch_count=PREFETCH)
     out = await connection.channel(publisher_confirms=True)
     arrived: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-    committed: asyncio.Queue[list[AbstractIncomingMessage] | None] = asyncio.Queue(maxsize=2)
+    committed: asyncio.Queue[list[AbstractIncomingMessage]] = asyncio.Queue(maxsize=2)
     done = asyncio.Event()
     count = 0
     pool = net.pool
@@ -89,7 +109,6 @@ async def pipeline(net: BenchNetwork, messages: int, *, publish: bool = True,
         exchange = out.default_exchange
         while True:
             batch = await committed.get()
-            assert batch is not None
             if publish:
                 await asyncio.gather(*(exchange.publish(aio_pika.Message(
                     body=m.body, message_id=f"{m.message_id}/{q}", type="request",
@@ -116,13 +135,7 @@ async def pipeline(net: BenchNetwork, messages: int, *, publish: bool = True,
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    cleanup = await connection.channel()
-    for name in names:
-        await cleanup.queue_delete(name)
-    await connection.close()
-    async with pool.acquire() as conn:
-        await conn.execute("DELETE FROM inbox WHERE sender = 'BASELINE'")
-        await conn.execute("DELETE FROM outbox WHERE routing_key = 'BASELINE'")
+    await _clean_up(connection, names, pool)
     result = {"messages": messages, "publishes_per_message": 3 if publish else 0,
               "seconds": round(elapsed, 2), "messages_per_s": round(messages / elapsed, 1),
               "client_cpu_s_per_1000": round(cpu / messages * 1000, 3),

@@ -10,11 +10,11 @@ What it does:
    agencies of its own (each a real RabbitMQ user), holdings and fee schedules, a data
    directory shared by the hubs, and an SMTP server (aiosmtpd) in this process.
 2. Starts `--hubs` `run.py hub` processes. Simulated libraries and suppliers (real
-   AMQP clients, bench/chaos_parties.py) push `--requests` requests through whole
-   lifecycles, at most `--window` open at once, in a scenario mix: copies delivered
-   over FTP with a mail to the reader (who downloads it), loans through return,
-   Unfilled then the next supplier, a supplier silent past a short deadline, and
-   requester cancellations.
+   AMQP clients: sim's parties, scripted by bench/chaos_scenarios.py) push
+   `--requests` requests through whole lifecycles, at most `--window` open at once,
+   in a scenario mix: copies delivered over FTP with a mail to the reader (who
+   downloads it), loans through return, Unfilled then the next supplier, a supplier
+   silent past a short deadline, and requester cancellations.
 3. Meanwhile: SIGKILLs a random hub every `--kill-interval` seconds (±30 %) and starts
    it again; stops the SMTP server for `--smtp-outage` seconds; severs the hubs'
    PostgreSQL connections (pg_terminate_backend) and RabbitMQ connections (management
@@ -49,27 +49,26 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 
 from bench.chaos_checks import Fees, Verdict, settle_all, verify
 from bench.chaos_options import ChaosError, ChaosOptions, add_arguments, options_from
-from bench.chaos_parties import ITEMS, Hubs, Network, isbn13, issn
+from bench.chaos_scenarios import ChaosWorld, Hubs, holdings_csv
 from bench.hub_processes import DB_APPLICATION, HubFailed, HubProcesses, free_port
+from bench.network import PROVINCES
 from broker import agencies
 from broker.holdings import import_csv
 from broker.shards import declare_hub_topology
-from infra.database import create_pool, migrate
+from infra.database import create_database, create_pool, drop_database, migrate, with_database
 from infra.rabbit_admin import Management
 from schemas.settings import Settings
 from settlement.fees import load_fees
-from sim.parties import start_mail_folder
+from sim.mailcatcher import MailCatcher
 
 log = logging.getLogger(__name__)
 Out = Callable[[str], None]
-PROVINCES = [("北京", "北京"), ("上海", "上海"), ("广东", "广州"), ("江苏", "南京"),
-             ("湖北", "武汉"), ("四川", "成都")]
 
 
 @dataclass
@@ -85,30 +84,7 @@ class Faults:
     log: list[str] = field(default_factory=list)
 
 
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}", query=""))
-
-
 # ---- setting up and tearing down -------------------------------------------------------
-
-async def create_database(url: str) -> None:
-    admin = await asyncpg.connect(with_database(url, "postgres"))
-    try:
-        name = urlsplit(url).path.lstrip("/")
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' TEMPLATE template0')
-    finally:
-        await admin.close()
-
-
-async def drop_database(url: str) -> None:
-    admin = await asyncpg.connect(with_database(url, "postgres"))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path.lstrip("/")}" '
-                            "WITH (FORCE)")
-    finally:
-        await admin.close()
-
 
 async def _register(s: Settings, pool: asyncpg.Pool, opts: ChaosOptions
                     ) -> tuple[list[str], list[str], dict[str, str]]:
@@ -126,13 +102,8 @@ async def _register(s: Settings, pool: asyncpg.Pool, opts: ChaosOptions
 
 async def _load_catalogue(pool: asyncpg.Pool, suppliers: list[str], fees: Fees,
                           data: Path) -> None:
-
     path = data / "holdings.csv"
-    lines = ["symbol,id_type,id_value"]
-    for s in suppliers:
-        lines += [f"{s},issn,{issn(n)}" for n in range(ITEMS)]
-        lines += [f"{s},isbn,{isbn13(n)}" for n in range(ITEMS)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text(holdings_csv(suppliers), encoding="utf-8")
     async with pool.acquire() as conn:
         report = await import_csv(conn, path, replace=False)
         if report.rejected:
@@ -210,21 +181,20 @@ class Chaos:
     """The fault schedule: kills throughout, each outage once at a share of the requests."""
 
     def __init__(self, opts: ChaosOptions, s: Settings, pool: asyncpg.Pool,
-                 hubs: HubProcesses, net: Network, out: Out) -> None:
+                 hubs: HubProcesses, net: ChaosWorld, mail: MailCatcher, out: Out) -> None:
         self.opts = opts
         self.s = s
         self.pool = pool
         self.hubs = hubs
         self.net = net
+        self.mail = mail
         self.out = out
         self.faults = Faults()
         self.rng = random.Random(opts.seed + 7)
         self.done = asyncio.Event()
-        self.smtp_restart: Callable[[], object] | None = None
-        self.smtp_stop: Callable[[], object] | None = None
 
     def share(self) -> float:
-        return self.net.counts.sent / self.opts.requests
+        return self.net.stats.sent / self.opts.requests
 
     def note(self, text: str) -> None:
         self.faults.log.append(text)
@@ -264,12 +234,11 @@ class Chaos:
     async def smtp_outage(self) -> None:
         if self.opts.smtp_outage <= 0 or not await self._at(0.15):
             return
-        assert self.smtp_stop and self.smtp_restart
         self.note(f"SMTP server stopped for {self.opts.smtp_outage:g} s")
         started = time.monotonic()
-        await self.smtp_stop()  # type: ignore[misc]
+        await self.mail.stop()
         await asyncio.sleep(self.opts.smtp_outage)
-        await self.smtp_restart()  # type: ignore[misc]
+        await self.mail.start()
         self.faults.smtp_outage_seconds = time.monotonic() - started
         self.note("SMTP server back")
 
@@ -321,24 +290,46 @@ def _settings(settings: Settings, opts: ChaosOptions, data: Path, smtp_port: int
         smtp__password=None)
 
 
-async def _arrivals(net: Network, opts: ChaosOptions) -> None:
+async def _prepare(s: Settings, pool: asyncpg.Pool, opts: ChaosOptions, data: Path,
+                   out: Out) -> tuple[list[str], list[str], dict[str, str], Fees]:
+    """The run's agencies (own broker users), holdings, fee schedules and topology."""
+    requesters, suppliers, passwords = await _register(s, pool, opts)
+    fees = Fees(suppliers)
+    await _load_catalogue(pool, suppliers, fees, data)
+    await declare_hub_topology(s, pool, [*requesters, *suppliers])
+    out(f"  database {opts.database}, prefix {opts.name_prefix!r} in vhost {s.vhost!r}, "
+        f"{len(requesters)} libraries and {len(suppliers)} suppliers (own broker users), "
+        f"files in {data}/")
+    return requesters, suppliers, passwords, fees
+
+
+def _hub_processes(s: Settings, opts: ChaosOptions, data: Path) -> HubProcesses:
+    return HubProcesses(s, opts.hubs, data / "logs", extra_env={
+        "ILLHUB_DEADLINES__SWEEP_SECONDS": "1",
+        "ILLHUB_DEADLINES__EXPRESS": f"{opts.deadline / 3600:.8f}",
+        "ILLHUB_SMTP__POLL_SECONDS": "0.5",
+        "ILLHUB_SMTP__BACKOFF_SECONDS": "1",
+        "ILLHUB_SMTP__MAX_BACKOFF_SECONDS": "4",
+    })
+
+
+async def _arrivals(net: ChaosWorld, opts: ChaosOptions) -> None:
     rng = random.Random(opts.seed)
     kinds, weights = list(opts.mix), list(opts.mix.values())
-    assert net.window is not None
     for seq in range(1, opts.requests + 1):
         await net.window.acquire()
         await net.ask(seq, rng.choices(kinds, weights)[0])
 
 
-def _progress(net: Network, hubs: HubProcesses, faults: Faults, started: float) -> str:
+def _progress(net: ChaosWorld, hubs: HubProcesses, faults: Faults, started: float) -> str:
     finals = Counter(a.final for a in net.asks.values() if a.final)
     done = sum(finals.values())
-    open_now = net.counts.sent - done
+    open_now = net.stats.sent - done
     alive = sum(hubs.alive(i) for i in range(hubs.count))
     rate = done / max(time.monotonic() - started, 0.001)
     copies, loans, cancelled = (finals["CopyCompleted"], finals["LoanCompleted"],
                                 finals["Cancelled"])
-    return (f"  {time.monotonic() - started:6.0f} s  sent {net.counts.sent:>6}  finished "
+    return (f"  {time.monotonic() - started:6.0f} s  sent {net.stats.sent:>6}  finished "
             f"{done:>6} ({rate:5.1f}/s)  open {open_now:>4} | copies {copies:>5}"
             f"  loans {loans:>5}  cancelled {cancelled:>4}"
             f"  other {done - copies - loans - cancelled:>3}"
@@ -361,6 +352,101 @@ async def _quiet(pool: asyncpg.Pool, timeout: float) -> None:
         await asyncio.sleep(0.5)
 
 
+async def _drive(net: ChaosWorld, chaos: Chaos, opts: ChaosOptions, started: float,
+                 out: Out) -> None:
+    """Requests flow and faults strike until every request is finished, or none moves."""
+    arrivals = asyncio.create_task(_arrivals(net, opts))
+    faults = [asyncio.create_task(c) for c in (chaos.kills(), chaos.smtp_outage(),
+                                                chaos.outages())]
+    try:
+        await _watch(net, chaos, arrivals, opts, started, out)
+        chaos.done.set()
+        await asyncio.gather(*faults, return_exceptions=True)
+    finally:
+        chaos.done.set()
+        for t in (arrivals, *faults):
+            t.cancel()
+        await asyncio.gather(arrivals, *faults, return_exceptions=True)
+
+
+async def _watch(net: ChaosWorld, chaos: Chaos, arrivals: asyncio.Task[None],
+                 opts: ChaosOptions, started: float, out: Out) -> None:
+    last, done_before, moved_at = 0.0, -1, time.monotonic()
+    while True:
+        await asyncio.sleep(0.25)
+        if arrivals.done() and arrivals.exception():
+            raise ChaosError(f"sending requests failed: {arrivals.exception()}")
+        done_now = sum(1 for a in net.asks.values() if a.final)
+        finished = arrivals.done() and done_now == len(net.asks)
+        now = time.monotonic()
+        if finished or now - last >= opts.progress_seconds:
+            out(_progress(net, chaos.hubs, chaos.faults, started))
+            last = now
+        if finished:
+            return
+        if done_now != done_before:
+            done_before, moved_at = done_now, now
+        elif now - moved_at > opts.drain_timeout:
+            # Stuck (a hub that cannot process, a lost message): stop and show it.
+            out(f"  time limit: no request finished for {opts.drain_timeout:g} s; "
+                f"{len(net.asks) - done_now} open")
+            return
+
+
+async def _wind_down(net: ChaosWorld, hubs: HubProcesses, pool: asyncpg.Pool,
+                     mail: MailCatcher) -> None:
+    """Everything up again, then until the last messages, mails and downloads are done."""
+    # After a PostgreSQL restart this process's pooled sessions are dead too.
+    await pool.expire_connections()
+    await mail.start()
+    # Every hub up again before the last mails and messages are awaited.
+    for i in range(hubs.count):
+        if not hubs.alive(i):
+            await hubs.start(i)
+    await asyncio.gather(*(hubs.wait_ready(i) for i in range(hubs.count)))
+    await _quiet(pool, 60.0)
+    await asyncio.sleep(1.0)  # late redeliveries
+    for _ in range(600):
+        if net.readers.busy == 0:
+            break
+        await asyncio.sleep(0.1)
+
+
+async def _judge(pool: asyncpg.Pool, s: Settings, net: ChaosWorld, fees: Fees,
+                 chaos: Chaos, started_at: datetime.datetime, started: float,
+                 out: Out) -> Verdict:
+    """Settle, check the parties' records against the database, print the verdict."""
+    out("  all requests finished; settling and checking")
+    try:
+        settled: dict[str, int] | str = await settle_all(
+            pool, s, started_at, datetime.datetime.now(datetime.UTC))
+    except Exception as exc:  # shown as a failed invariant, with the rest of the table
+        log.warning("settlement failed", exc_info=True)
+        settled = f"{type(exc).__name__}: {exc}"
+    await _quiet(pool, 60.0)  # the run's finance messages, published by the hubs
+    faults = chaos.faults
+    verdict = await verify(pool, s, net, fees, settled, {
+        "hub processes": chaos.opts.hubs,
+        "SIGKILLs (restarts)": f"{faults.kills} ({faults.hub_starts})",
+        "hubs that exited by themselves (restarted)": faults.exits,
+        "RabbitMQ restarts": faults.broker_restarts,
+        "PostgreSQL restarts": faults.db_restarts,
+        "hub DB sessions severed / broker connections closed":
+            f"{faults.db_severed} / {faults.broker_severed}",
+        "SMTP outage": f"{faults.smtp_outage_seconds:.1f} s",
+        "elapsed": f"{time.monotonic() - started:.1f} s",
+    })
+    out("")
+    out("chaos verdict:")
+    for line in verdict.lines():
+        out(line)
+    for line in verdict.details:
+        out(f"  - {line}")
+    out("all invariants hold" if verdict.ok else
+        f"FAILED: {', '.join(verdict.failed)} (hub logs in {Path(s.data_dir) / 'logs'}/)")
+    return verdict
+
+
 async def run(settings: Settings, opts: ChaosOptions, out: Out = print) -> Verdict:
     opts.check()
     started_at = datetime.datetime.now(datetime.UTC)
@@ -368,141 +454,41 @@ async def run(settings: Settings, opts: ChaosOptions, out: Out = print) -> Verdi
     data = Path(tempfile.mkdtemp(prefix=f"illhub-chaos-{opts.token}-"))
     smtp_port = free_port()
     s = _settings(settings, opts, data, smtp_port)
-    db = s.database_url
     out(f"ILL Hub chaos: {opts.requests} requests, {opts.hubs} hub processes, SIGKILL every "
         f"~{opts.kill_interval:g} s, SMTP outage {opts.smtp_outage:g} s, broker restart "
         f"{'yes' if opts.broker_restart else 'no'}, PostgreSQL restart "
         f"{'yes' if opts.db_restart else 'no'} (seed {opts.seed})")
-
-    await create_database(db)
-    await migrate(db, report=lambda _m: None)
-    pool = await create_pool(db, max_size=6)
+    await create_database(s.database_url, replace=True)
+    await migrate(s.database_url, report=lambda _m: None)
+    pool = await create_pool(s.database_url, max_size=6)
     symbols: list[str] = [s.hub_symbol]
     hubs: HubProcesses | None = None
-    net: Network | None = None
-    # The SMTP server; None while it is down for the outage.
-    mail: list[asyncio.Server | None] = [None]
-    tasks: list[asyncio.Task[None]] = []
+    net: ChaosWorld | None = None
+    mail: MailCatcher | None = None
     try:
-        requesters, suppliers, passwords = await _register(s, pool, opts)
+        requesters, suppliers, passwords, fees = await _prepare(s, pool, opts, data, out)
         symbols += [*requesters, *suppliers]
-        fees = Fees(suppliers)
-        await _load_catalogue(pool, suppliers, fees, data)
-
-        await declare_hub_topology(s, pool, [*requesters, *suppliers])
-        out(f"  database {opts.database}, prefix {opts.name_prefix!r} in vhost {s.vhost!r}, "
-            f"{len(requesters)} libraries and {len(suppliers)} suppliers (own broker users), "
-            f"files in {data}/")
-
-        hubs = HubProcesses(s, opts.hubs, data / "logs", extra_env={
-            "ILLHUB_DEADLINES__SWEEP_SECONDS": "1",
-            "ILLHUB_DEADLINES__EXPRESS": f"{opts.deadline / 3600:.8f}",
-            "ILLHUB_SMTP__POLL_SECONDS": "0.5",
-            "ILLHUB_SMTP__BACKOFF_SECONDS": "1",
-            "ILLHUB_SMTP__MAX_BACKOFF_SECONDS": "4",
-        })
-        net = Network(s, passwords, requesters, suppliers,
-                      Hubs(hubs.ftp_ports, hubs.http_ports, hubs.alive), seed=opts.seed)
-        net.window = asyncio.Semaphore(opts.window)
-        mail[0], _ = await start_mail_folder(data / "mail", net.on_mail, port=smtp_port)
+        hubs = _hub_processes(s, opts, data)
+        net = ChaosWorld(s, passwords, requesters, suppliers,
+                         Hubs(hubs.ftp_ports, hubs.http_ports, hubs.alive), seed=opts.seed,
+                         window=opts.window)
+        mail = MailCatcher(data / "mail", net.on_mail, smtp_port)
+        await mail.start()
         await hubs.start_all()
         out(f"  {opts.hubs} hubs ready (HTTP ports {hubs.http_ports}, FTP ports "
             f"{hubs.ftp_ports}); mail to 127.0.0.1:{smtp_port}; logs in {data / 'logs'}/")
         await net.start()
-        chaos = Chaos(opts, s, pool, hubs, net, out)
-
-        async def smtp_stop() -> None:
-            server = mail[0]
-            if server is not None:
-                mail[0] = None
-                server.close()
-                await server.wait_closed()
-
-        async def smtp_restart() -> None:
-            assert net is not None
-            mail[0], _ = await start_mail_folder(data / "mail", net.on_mail, port=smtp_port)
-
-        chaos.smtp_stop, chaos.smtp_restart = smtp_stop, smtp_restart
-        arrivals = asyncio.create_task(_arrivals(net, opts))
-        tasks = [arrivals, asyncio.create_task(chaos.kills()),
-                 asyncio.create_task(chaos.smtp_outage()),
-                 asyncio.create_task(chaos.outages())]
-        last, done_before, moved_at = 0.0, -1, time.monotonic()
-        while True:
-            await asyncio.sleep(0.25)
-            if arrivals.done() and arrivals.exception():
-                raise ChaosError(f"sending requests failed: {arrivals.exception()}")
-            done_now = sum(1 for a in net.asks.values() if a.final)
-            finished = arrivals.done() and done_now == len(net.asks)
-            now = time.monotonic()
-            if finished or now - last >= opts.progress_seconds:
-                out(_progress(net, hubs, chaos.faults, started))
-                last = now
-            if finished:
-                break
-            if done_now != done_before:
-                done_before, moved_at = done_now, now
-            elif now - moved_at > opts.drain_timeout:
-                # Stuck (a hub that cannot process, a lost message): stop and show it.
-                out(f"  time limit: no request finished for {opts.drain_timeout:g} s; "
-                    f"{len(net.asks) - done_now} open")
-                break
-        chaos.done.set()
-        await asyncio.gather(*tasks[1:], return_exceptions=True)
-        # After a PostgreSQL restart this process's pooled sessions are dead too.
-        await pool.expire_connections()
-        if mail[0] is None:
-            await smtp_restart()
-        # Every hub up again before the last mails and messages are awaited.
-        for i in range(hubs.count):
-            if not hubs.alive(i):
-                await hubs.start(i)
-        await asyncio.gather(*(hubs.wait_ready(i) for i in range(hubs.count)))
-        await _quiet(pool, 60.0)
-        await asyncio.sleep(1.0)  # late redeliveries
-        for _ in range(600):
-            if net.reading == 0:
-                break
-            await asyncio.sleep(0.1)
-        out("  all requests finished; settling and checking")
-        try:
-            settled: dict[str, int] | str = await settle_all(
-                pool, s, started_at, datetime.datetime.now(datetime.UTC))
-        except Exception as exc:  # shown as a failed invariant, with the rest of the table
-            log.warning("settlement failed", exc_info=True)
-            settled = f"{type(exc).__name__}: {exc}"
-        await _quiet(pool, 60.0)  # the run's finance messages, published by the hubs
-        faults = chaos.faults
-        verdict = await verify(pool, s, net, fees, settled, {
-            "hub processes": opts.hubs,
-            "SIGKILLs (restarts)": f"{faults.kills} ({faults.hub_starts})",
-            "hubs that exited by themselves (restarted)": faults.exits,
-            "RabbitMQ restarts": faults.broker_restarts,
-            "PostgreSQL restarts": faults.db_restarts,
-            "hub DB sessions severed / broker connections closed":
-                f"{faults.db_severed} / {faults.broker_severed}",
-            "SMTP outage": f"{faults.smtp_outage_seconds:.1f} s",
-            "elapsed": f"{time.monotonic() - started:.1f} s",
-        })
-        out("")
-        out("chaos verdict:")
-        for line in verdict.lines():
-            out(line)
-        for line in verdict.details:
-            out(f"  - {line}")
-        out("all invariants hold" if verdict.ok else
-            f"FAILED: {', '.join(verdict.failed)} (hub logs in {data / 'logs'}/)")
-        return verdict
+        chaos = Chaos(opts, s, pool, hubs, net, mail, out)
+        await _drive(net, chaos, opts, started, out)
+        await _wind_down(net, hubs, pool, mail)
+        return await _judge(pool, s, net, fees, chaos, started_at, started, out)
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         if net is not None:
             await net.stop()
         if hubs is not None:
             await hubs.stop_all()
-        if mail[0] is not None:
-            mail[0].close()
+        if mail is not None:
+            await mail.stop()
         await pool.close()
         if not opts.keep:
             try:

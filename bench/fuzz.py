@@ -43,23 +43,17 @@ import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
 
 from app.hub import Hub
-from bench.fuzz_cases import (
-    CASE_ID_LENGTH,
-    CATEGORIES,
-    CONFIRMATION,
-    Case,
-    Targets,
-    agency_id,
-    draw_cases,
-)
-from bench.fuzz_cases import issn as make_issn
+from bench.fuzz_cases import CATEGORIES, Case, Targets, draw_cases
+from bench.fuzz_messages import CASE_ID_LENGTH, CONFIRMATION
 from broker.agencies import NewAgency, add
 from broker.intake import ERROR_VALUE_LIMIT, Inbound, Intake
 from illclient.client import AgencyClient
-from infra.database import migrate
+from infra.database import create_database, drop_database, migrate, with_database
 from infra.rabbit_admin import Management
 from infra.topology import HUB_DEAD, INBOUND, agency_queue
 from schemas.settings import Settings
+from sim.identifiers import issn_of
+from sim.messages import agency_id
 
 OUTCOMES = ("ok", "error", "dead", "silent")
 Progress = Callable[[str], None]
@@ -67,7 +61,8 @@ Progress = Callable[[str], None]
 
 def case_id(run: str, n: int) -> str:
     value = f"fz-{run}-{n:06d}"
-    assert len(value) == CASE_ID_LENGTH
+    if len(value) != CASE_ID_LENGTH:
+        raise ValueError(f"case id {value!r} is not {CASE_ID_LENGTH} characters long")
     return value
 
 
@@ -472,14 +467,9 @@ async def main(args: argparse.Namespace, base: Settings | None = None) -> int:
     # One warning per dead letter would bury the progress lines.
     logging.getLogger("broker.intake").setLevel(logging.ERROR)
     base = base or Settings()
-    server = base.database_url.rsplit("/", 1)[0]
-    admin_url = f"{server}/postgres"
     run = secrets.token_hex(3)
-    db = f"illhub_fuzz_{run}"
-    admin = await asyncpg.connect(admin_url)
-    await admin.execute(f'CREATE DATABASE "{db}" ENCODING \'UTF8\' TEMPLATE template0')
-    await admin.close()
-    url = f"{server}/{db}"
+    url = with_database(base.database_url, f"illhub_fuzz_{run}")
+    await create_database(url)
     # Own database, prefix and agencies; classic queues, as in the tests (quiet on a
     # small machine; the intake is the same).
     settings = base.updated(
@@ -498,7 +488,7 @@ async def main(args: argparse.Namespace, base: Settings | None = None) -> int:
                                                 roles=roles, password=password,
                                                 province="北京", city="北京"))
             users.append(symbol)
-        issn = make_issn(int(run, 16))
+        issn = issn_of(int(run, 16))
         await pool.execute("INSERT INTO holding (id_type, id_value, symbol) VALUES "
                            "('issn', $1, $2)", issn, symbols["SUP"])
         hub = Hub(settings, delivery=False)
@@ -535,9 +525,7 @@ async def main(args: argparse.Namespace, base: Settings | None = None) -> int:
     finally:
         async with Management(settings.amqp.management_url.get_secret_value()) as mgmt:
             await mgmt.remove_scratch(settings.vhost, settings.amqp.name_prefix, users)
-        admin = await asyncpg.connect(admin_url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(url)
     return 1 if failed else 0
 
 

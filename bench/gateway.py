@@ -29,11 +29,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
-import asyncpg
 
 from delivery.grants import create_grant
 from delivery.store import new_store_name, store_root
-from infra.database import create_pool, migrate
+from infra.database import create_database, create_pool, drop_database, migrate, with_database
 from schemas.settings import Settings
 from web.app import make_app, start_http
 
@@ -77,23 +76,14 @@ async def _clients(url: str, n: int, seconds: float) -> dict[str, Any]:
 
 
 async def main(args: argparse.Namespace) -> int:
-    name = f"illhub_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(args.admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' TEMPLATE template0')
-    finally:
-        await admin.close()
-    dsn = f"{args.admin_url.rsplit('/', 1)[0]}/{name}"
+    dsn = with_database(args.admin_url, f"illhub_bench_{secrets.token_hex(4)}")
+    await create_database(dsn)
     try:
         await migrate(dsn, report=lambda _m: None)
         with tempfile.TemporaryDirectory(prefix="illhub-bench-") as data_dir:
             return await run(args, dsn, data_dir)
     finally:
-        admin = await asyncpg.connect(args.admin_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await drop_database(dsn)
 
 
 async def run(args: argparse.Namespace, dsn: str, data_dir: str) -> int:

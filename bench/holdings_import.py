@@ -12,7 +12,6 @@ again (everything already held). The database is dropped at the end.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import random
 import resource
@@ -26,6 +25,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import loop
 from broker.holdings import (
     ImportReport,
     _ean13_check,
@@ -33,7 +33,7 @@ from broker.holdings import (
     _issn_check,
     import_csv,
 )
-from infra.database import migrate
+from infra.database import create_database, drop_database, migrate, with_database
 
 ADMIN_URL = os.environ.get("ILLHUB_BENCH_PG_ADMIN_URL",
                            "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -92,11 +92,8 @@ async def measure(rows: int = 1_000_000, agencies: int = 200,
     for; the other two imports are reported as seconds_replace and seconds_remerge.
     Progress goes to stderr.
     """
-    name = f"illhub_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(ADMIN_URL)
-    await admin.execute(f"CREATE DATABASE \"{name}\" ENCODING 'UTF8' TEMPLATE template0")
-    await admin.close()
-    url = f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    url = with_database(ADMIN_URL, f"illhub_bench_{secrets.token_hex(4)}")
+    await create_database(url)
     out: dict[str, float | int | str] = {"bench": "holdings_import", "rows": rows,
                                          "agencies": agencies}
     try:
@@ -132,9 +129,7 @@ async def measure(rows: int = 1_000_000, agencies: int = 200,
         finally:
             await conn.close()
     finally:
-        admin = await asyncpg.connect(ADMIN_URL)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(url)
     out["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     out["target_seconds"] = TARGET_SECONDS
     out["result"] = "pass" if float(out["seconds"]) <= TARGET_SECONDS else "FAIL"
@@ -161,12 +156,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--agencies", type=int, default=200)
     args = parser.parse_args()
-    try:
-        import uvloop
-    except ImportError:
-        m = asyncio.run(measure(args.rows, args.agencies))
-    else:       # like the hub process and `python -m bench`
-        m = uvloop.run(measure(args.rows, args.agencies))
+    m = loop.run(measure(args.rows, args.agencies))   # like the hub and `python -m bench`
     print(f"holdings import of {m['rows']:,} rows: {m['seconds']:.2f} s "
           f"({m['rows_per_second']:,} rows/s; target <= {TARGET_SECONDS} s: {m['result']}); "
           f"replace {m['seconds_replace']:.2f} s, merge again {m['seconds_remerge']:.2f} s; "

@@ -15,7 +15,6 @@ import asyncio
 import os
 import secrets
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -25,12 +24,14 @@ from pathlib import Path
 
 import asyncpg
 
+from bench.hub_processes import free_port
 from broker.agencies import NewAgency, add
-from broker.dispatch import load_policy
-from infra.database import migrate
+from broker.dispatch.policies import load_policy
+from infra.database import create_database, drop_database, migrate, with_database
 from infra.rabbit_admin import Management
 from schemas.settings import Settings
 from settlement.fees import load_fees
+from sim.identifiers import issn_of
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -54,13 +55,6 @@ HUB_COMMAND = [os.environ.get("ILLHUB_BENCH_HUB_SCRIPT", str(ROOT / "run.py")), 
 
 def say(line: str) -> None:
     print(f"  {line}", file=sys.stderr, flush=True)
-
-
-def issn(n: int) -> str:
-    digits = f"{n % 10_000_000:07d}"
-    total = sum(int(d) * w for d, w in zip(digits, range(8, 1, -1), strict=True))
-    check = (11 - total % 11) % 11
-    return f"{digits[:4]}-{digits[4:]}{'X' if check == 10 else check}"
 
 
 def request_body(requester: str, rid: str, item: str, kind: str = "Copy") -> dict:
@@ -123,12 +117,6 @@ def fees_toml(suppliers: list[str]) -> str:
     return 'currency = "CNY"\n' + "\n".join(entries) + "\n"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def process_cpu(pid: int | str) -> float:
     """user + sys seconds of one process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -182,9 +170,7 @@ class BenchNetwork:
                      queue_type: str = "quorum", progress: Progress = say) -> BenchNetwork:
         run = secrets.token_hex(3)
         db = f"illhub_bench_{run}"
-        admin = await asyncpg.connect(ADMIN)
-        await admin.execute(f'CREATE DATABASE "{db}"')
-        await admin.close()
+        await create_database(with_database(ADMIN, db))
         url = database_url(db)
         workdir = Path(tempfile.mkdtemp(prefix=f"illhub-bench-{run}-"))
         settings = Settings(database_url=url, name_prefix=f"bench{run}.",
@@ -208,7 +194,7 @@ class BenchNetwork:
             (net.suppliers if supplier else net.requesters).append(symbol)
         started = time.perf_counter()
         n_items = max(1, holdings // 3)
-        net.items = [issn(1_000_000 + i) for i in range(n_items)]
+        net.items = [issn_of(1_000_000 + i) for i in range(n_items)]
         async with pool.acquire() as conn:
             # Set-based like a real import's COPY: every item held by three suppliers.
             await conn.execute(
@@ -287,6 +273,4 @@ class BenchNetwork:
         s = self.settings
         async with Management(s.amqp.management_url.get_secret_value()) as mgmt:
             await mgmt.remove_scratch(s.vhost, s.amqp.name_prefix, self._users)
-        admin = await asyncpg.connect(ADMIN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(with_database(ADMIN, self.db))

@@ -51,8 +51,10 @@ from app.cli.finance import render_text
 from infra.database import migrate
 from schemas.settings import Settings
 from settlement.periods import Period
-from settlement.settle import STATEMENT_STREAMS, render_pdfs, settle, statements_dir
-from settlement.statements import StatementMeta
+from settlement.run import settle
+from settlement.statement_csv import STATEMENT_STREAMS
+from settlement.statement_model import StatementMeta, statements_dir
+from settlement.statement_pdf import render_pdfs
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PERIOD = Period.parse("2026-10")

@@ -65,8 +65,38 @@ class PooledConnection(asyncpg.Connection):
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
                                      connection_class=PooledConnection)
-    assert pool is not None
+    if pool is None:  # asyncpg's type says it may be; it is not, once awaited
+        raise RuntimeError(f"asyncpg created no pool for {dsn!r}")
     return pool
+
+
+def with_database(url: str, name: str) -> str:
+    """`url` with its database replaced by `name` (user, host and query kept)."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+async def create_database(url: str, *, replace: bool = False) -> None:
+    """Create the database `url` names (UTF8, from template0), connecting to `postgres` on
+    the same server; with `replace`, drop an existing one first. For scratch databases
+    (benchmarks, the demo, the chaos harness, tests)."""
+    admin = await asyncpg.connect(with_database(url, "postgres"))
+    try:
+        name = urlsplit(url).path.lstrip("/")
+        if replace:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' TEMPLATE template0')
+    finally:
+        await admin.close()
+
+
+async def drop_database(url: str) -> None:
+    """Drop the database `url` names if it exists, ending its sessions (WITH FORCE)."""
+    admin = await asyncpg.connect(with_database(url, "postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path.lstrip("/")}" '
+                            "WITH (FORCE)")
+    finally:
+        await admin.close()
 
 
 async def ensure_database(dsn: str, report: Callable[[str], None] = print) -> None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from sim.identifiers import isbn13_with_check, issn_with_check
+
 DEMO_DIR = Path(__file__).resolve().parent.parent / "docs" / "demo"
 SPECIAL_KINDS = ("national", "public", "institute", "vendor")
 SIZE_FACTOR = {"L": 1.0, "M": 0.75, "S": 0.5}
@@ -124,36 +126,6 @@ class Network:
 
     def by_symbol(self) -> dict[str, Agency]:
         return {a.symbol: a for a in self.agencies}
-
-
-# --- check digits -------------------------------------------------------------------
-
-def issn_with_check(first7: str) -> str:
-    total = sum(int(d) * w for d, w in zip(first7, range(8, 1, -1), strict=True))
-    check = -total % 11
-    return f"{first7[:4]}-{first7[4:]}{'X' if check == 10 else check}"
-
-
-def isbn13_with_check(first12: str) -> str:
-    total = sum(int(d) * (1 if i % 2 == 0 else 3) for i, d in enumerate(first12))
-    return first12 + str(-total % 10)
-
-
-def isbn10_of(isbn13: str) -> str | None:
-    """The ISBN-10 of a 978 ISBN-13 (hyphens as given by the publisher prefix), else None."""
-    if not isbn13.startswith("978"):
-        return None
-    body = isbn13[3:12]
-    total = sum(int(d) * w for d, w in zip(body, range(10, 1, -1), strict=True))
-    check = -total % 11
-    return body + ("X" if check == 10 else str(check))
-
-
-def hyphenate_isbn(isbn13: str, publisher: str) -> str:
-    """978-7-302-12345-6 style, from the digits and the publisher prefix `7-302`."""
-    group, pub = publisher.split("-")
-    start = 3 + len(group) + len(pub)
-    return f"{isbn13[:3]}-{group}-{pub}-{isbn13[start:12]}-{isbn13[12]}"
 
 
 # --- reading the files ------------------------------------------------------------------
@@ -416,19 +388,6 @@ def build_holdings(catalogue: Catalogue, suppliers: list[Agency], profiles: dict
     return out
 
 
-def write_holdings_csv(path: Path, holdings: dict[str, set[tuple[str, str]]]) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
-    with path.open("w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(("symbol", "id_type", "id_value"))
-        for symbol in sorted(holdings):
-            for id_type, value in sorted(holdings[symbol]):
-                w.writerow((symbol, id_type, value))
-                n += 1
-    return n
-
-
 # --- the TOML files: symbols of this run, suppliers of this run --------------------------
 
 _FEE_BLOCK = re.compile(r"^\[\[fee\]\]\s*$", re.MULTILINE)
@@ -454,18 +413,3 @@ def _adapt_text(path: Path, rows: Iterable[dict[str, str]], suppliers: set[str],
         for row in rows:
             text = text.replace(f'"{row["symbol"]}"', f'"{tag}.{row["symbol"]}"')
     return text
-
-
-def scale_policy_hours(text: str, speed: float) -> str:
-    """The policy with `turnaround_half_hours` in real hours (the hub measures real time)."""
-    pattern = re.compile(r"^(turnaround_half_hours\s*=\s*)([0-9.]+)(.*)$", re.MULTILINE)
-    m = pattern.search(text)
-    hours = float(m.group(2)) if m else 48.0
-    scaled = f"{hours / speed:.9f}"
-    if m:
-        return pattern.sub(lambda x: f"{x.group(1)}{scaled}  # {hours:g} simulated hours "
-                           f"at --speed {speed:g}", text, count=1)
-    if re.search(r"^\[scoring\]\s*$", text, re.MULTILINE):
-        return re.sub(r"^\[scoring\]\s*$", f"[scoring]\nturnaround_half_hours = {scaled}",
-                      text, count=1, flags=re.MULTILINE)
-    return f"{text}\n[scoring]\nturnaround_half_hours = {scaled}\n"

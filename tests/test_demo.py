@@ -12,17 +12,17 @@ import re
 from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from app import demo
+from app.demo_report import DELIVERED
 from broker.states import TERMINAL
+from infra.database import with_database
 from schemas.settings import Settings
 from settlement import ledger
 from sim.network import load_network
-from sim.report import DELIVERED
 
 
 @pytest.fixture
@@ -34,9 +34,7 @@ async def small_demo(settings: Settings, run_id: str):
     lines: list[str] = []
     try:
         summary = await asyncio.wait_for(demo.run(settings, opts, out=lines.append), 150)
-        url = urlunsplit(urlsplit(settings.database_url)._replace(
-            path=f"/{opts.database}"))
-        conn = await asyncpg.connect(url)
+        conn = await asyncpg.connect(with_database(settings.database_url, opts.database))
         try:
             yield summary, lines, conn, Path(settings.data_dir) / "demo", opts
         finally:

@@ -110,130 +110,153 @@ class Summary:
 
 
 async def open_transactions(conn: asyncpg.Connection | asyncpg.Pool) -> int:
-    return await conn.fetchval("SELECT count(*) FROM ill_transaction WHERE NOT state = ANY($1)",
-                               list(TERMINAL))
+    return int(await conn.fetchval(
+        "SELECT count(*) FROM ill_transaction WHERE NOT state = ANY($1)", list(TERMINAL)))
 
 
 async def pending_mail(conn: asyncpg.Connection | asyncpg.Pool) -> int:
-    return await conn.fetchval(
-        "SELECT count(*) FROM mail_outbox WHERE sent_at IS NULL AND failed_at IS NULL")
+    return int(await conn.fetchval(
+        "SELECT count(*) FROM mail_outbox WHERE sent_at IS NULL AND failed_at IS NULL"))
 
 
 async def compute(pool: asyncpg.Pool, *, speed: float, mail_dir: Path | None,
                   period: str) -> Summary:
     s = Summary()
     async with pool.acquire() as conn:
-        row = await conn.fetchrow(
-            f"""SELECT count(*) AS n,
-                       count(*) FILTER (WHERE state = ANY($1)) AS filled,
-                       count(*) FILTER (WHERE state = 'Unfilled') AS unfilled,
-                       count(*) FILTER (WHERE state = 'Cancelled') AS cancelled,
-                       count(*) FILTER (WHERE NOT state = ANY($2)) AS open
-                FROM ({_REQUESTS}) r""", list(DELIVERED), list(TERMINAL))
-        s.requests, s.filled, s.unfilled = row["n"], row["filled"], row["unfilled"]
-        s.cancelled, s.open = row["cancelled"], row["open"]
-        s.retried = await conn.fetchval(
-            "SELECT count(*) FROM audit_log WHERE event = 'retried'")
-        for r in await conn.fetch(
-                f"""SELECT service_kind, count(*) AS n,
-                           count(*) FILTER (WHERE state = ANY($1)) AS filled
-                    FROM ({_REQUESTS}) r GROUP BY service_kind ORDER BY count(*) DESC""",
-                list(DELIVERED)):
-            s.by_kind[r["service_kind"]] = (r["n"], r["filled"])
-        for r in await conn.fetch("SELECT outcome, count(*) AS n FROM rota_entry "
-                                  "WHERE outcome <> 'pending' GROUP BY outcome"):
-            s.outcomes[r["outcome"]] = r["n"]
-        s.forwards = sum(s.outcomes.values())
-        s.not_held = await conn.fetchval(f"SELECT count(*) FROM ({_LISTED_NOT_HELD}) x")
-        s.no_supplier = await conn.fetchval(
-            f"""SELECT count(*) FROM ({_REQUESTS}) r WHERE state = 'Unfilled'
-                AND NOT EXISTS (SELECT 1 FROM rota_entry e WHERE e.transaction_id = r.id
-                                AND e.outcome <> 'pending')""")
-        p = await conn.fetchrow(
-            """SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY secs) AS p50,
-                      percentile_cont(0.9) WITHIN GROUP (ORDER BY secs) AS p90
-               FROM (SELECT extract(epoch FROM min(a.at) - t.created_at) AS secs
-                     FROM ill_transaction t JOIN audit_log a ON a.transaction_id = t.id
-                     WHERE a.event IN ('status:CopyCompleted', 'status:Loaned')
-                     GROUP BY t.id, t.created_at) d""")
-        if p["p50"] is not None:
-            s.turnaround = (p["p50"] * speed / 3600, p["p90"] * speed / 3600)
-        p = await conn.fetchrow(
-            """SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY secs) AS p50,
-                      percentile_cont(0.9) WITHIN GROUP (ORDER BY secs) AS p90
-               FROM (SELECT extract(epoch FROM answered_at - forwarded_at) AS secs
-                     FROM rota_entry WHERE outcome = 'supplied') d""")
-        if p["p50"] is not None:
-            s.supplier_turnaround = (p["p50"] * speed / 3600, p["p90"] * speed / 3600)
-        s.suppliers = [SupplierLine(
-            r["supplier"], r["name"], r["forwarded"], r["supplied"], r["unfilled"],
-            r["not_held"], r["timed_out"], r["cancelled"],
-            r["p50"] * speed / 3600 if r["p50"] is not None else None)
-            for r in await conn.fetch(
-                f"""SELECT e.supplier, a.name,
-                          count(*) AS forwarded,
-                          count(*) FILTER (WHERE e.outcome = 'supplied') AS supplied,
-                          count(*) FILTER (WHERE e.outcome = 'unfilled') AS unfilled,
-                          count(*) FILTER (WHERE e.outcome = 'timed_out') AS timed_out,
-                          count(*) FILTER (WHERE e.outcome = 'cancelled') AS cancelled,
-                          (SELECT count(*) FROM ({_LISTED_NOT_HELD}) x
-                           WHERE x.actor = e.supplier) AS not_held,
-                          percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM
-                              e.answered_at - e.forwarded_at))
-                              FILTER (WHERE e.outcome = 'supplied') AS p50
-                   FROM rota_entry e JOIN agency a ON a.symbol = e.supplier
-                   WHERE e.outcome <> 'pending'
-                   GROUP BY e.supplier, a.name ORDER BY count(*) DESC, e.supplier""")]
-        s.example = await conn.fetchval(
-            """SELECT transaction_id FROM rota_entry WHERE outcome <> 'pending'
-               GROUP BY transaction_id
-               HAVING count(*) >= 2 AND bool_or(outcome = 'supplied')
-                  AND bool_or(outcome = 'timed_out' OR outcome = 'unfilled')
-               ORDER BY count(*) DESC, transaction_id LIMIT 1""")
-
-        money = await conn.fetchrow(
-            """SELECT count(*) AS n, coalesce(sum(fee_minor), 0)::bigint AS fee,
-                      coalesce(sum(subsidy_minor), 0)::bigint AS subsidy,
-                      coalesce(sum(patron_share_minor), 0)::bigint AS patron
-               FROM ledger_posting""")
-        s.postings, s.fees_minor = money["n"], money["fee"]
-        s.subsidy_minor, s.patron_minor = money["subsidy"], money["patron"]
-        s.flags = await conn.fetchval("SELECT count(*) FROM charge_flag")
-        s.ledger_problems = await ledger.check(conn)
-        owners = [r["owner"] for r in await conn.fetch(
-            "SELECT DISTINCT owner FROM ledger_entry ORDER BY owner")]
-        names = dict(await conn.fetch("SELECT symbol, name FROM agency"))
-        for owner in owners:
-            bal = await ledger.balance(conn, owner, None, None)
-            net = sum(m.minor for m in bal.closing)
-            if owner == ledger.CENTRE:
-                s.centre_minor = net
-            else:
-                s.nets.append((owner, names.get(owner, owner), net))
-        s.nets.sort(key=lambda x: (-x[2], x[0]))
-
-        for b in await budgets_report(conn, period):
-            who = f" {b.requester}" if b.requester else ""
-            dry = "  (ran dry)" if b.remaining.minor <= 0 else ""
-            s.budgets.append(f"{b.name}{who} {b.period}: {b.spent.amount_text()} of "
-                             f"{b.limit.amount_text()} spent{dry}")
-
-        mail = await conn.fetchrow(
-            """SELECT count(*) FILTER (WHERE sent_at IS NOT NULL) AS sent,
-                      count(*) FILTER (WHERE sent_at IS NOT NULL AND kind = 'patron_link')
-                          AS patron,
-                      count(*) FILTER (WHERE sent_at IS NULL AND failed_at IS NULL) AS pending
-               FROM mail_outbox""")
-        s.mails_sent, s.patron_mails, s.mails_pending = mail["sent"], mail["patron"], \
-            mail["pending"]
-        s.downloads = await conn.fetchval("SELECT count(*) FROM download")
-        s.grants = await conn.fetchval("SELECT count(*) FROM download_grant")
-        s.grants_over_limit = await conn.fetchval(
-            "SELECT count(*) FROM download_grant WHERE max_downloads IS NOT NULL "
-            "AND used > max_downloads")
+        await _requests(conn, s)
+        await _rota(conn, s, speed)
+        await _suppliers(conn, s, speed)
+        await _money(conn, s, period)
+        await _mail(conn, s)
     if mail_dir is not None:
         s.mails_on_disk = count_mails(mail_dir)
     return s
+
+
+async def _requests(conn: asyncpg.Connection, s: Summary) -> None:
+    """Requests, how they ended, by kind."""
+    row = await conn.fetchrow(
+        f"""SELECT count(*) AS n,
+                   count(*) FILTER (WHERE state = ANY($1)) AS filled,
+                   count(*) FILTER (WHERE state = 'Unfilled') AS unfilled,
+                   count(*) FILTER (WHERE state = 'Cancelled') AS cancelled,
+                   count(*) FILTER (WHERE NOT state = ANY($2)) AS open
+            FROM ({_REQUESTS}) r""", list(DELIVERED), list(TERMINAL))
+    s.requests, s.filled, s.unfilled = row["n"], row["filled"], row["unfilled"]
+    s.cancelled, s.open = row["cancelled"], row["open"]
+    s.retried = await conn.fetchval(
+        "SELECT count(*) FROM audit_log WHERE event = 'retried'")
+    for r in await conn.fetch(
+            f"""SELECT service_kind, count(*) AS n,
+                       count(*) FILTER (WHERE state = ANY($1)) AS filled
+                FROM ({_REQUESTS}) r GROUP BY service_kind ORDER BY count(*) DESC""",
+            list(DELIVERED)):
+        s.by_kind[r["service_kind"]] = (r["n"], r["filled"])
+
+
+async def _rota(conn: asyncpg.Connection, s: Summary, speed: float) -> None:
+    """Forwards, their outcomes, and turnaround (simulated hours)."""
+    for r in await conn.fetch("SELECT outcome, count(*) AS n FROM rota_entry "
+                              "WHERE outcome <> 'pending' GROUP BY outcome"):
+        s.outcomes[r["outcome"]] = r["n"]
+    s.forwards = sum(s.outcomes.values())
+    s.not_held = await conn.fetchval(f"SELECT count(*) FROM ({_LISTED_NOT_HELD}) x")
+    s.no_supplier = await conn.fetchval(
+        f"""SELECT count(*) FROM ({_REQUESTS}) r WHERE state = 'Unfilled'
+            AND NOT EXISTS (SELECT 1 FROM rota_entry e WHERE e.transaction_id = r.id
+                            AND e.outcome <> 'pending')""")
+    p = await conn.fetchrow(
+        """SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY secs) AS p50,
+                  percentile_cont(0.9) WITHIN GROUP (ORDER BY secs) AS p90
+           FROM (SELECT extract(epoch FROM min(a.at) - t.created_at) AS secs
+                 FROM ill_transaction t JOIN audit_log a ON a.transaction_id = t.id
+                 WHERE a.event IN ('status:CopyCompleted', 'status:Loaned')
+                 GROUP BY t.id, t.created_at) d""")
+    if p["p50"] is not None:
+        s.turnaround = (p["p50"] * speed / 3600, p["p90"] * speed / 3600)
+    p = await conn.fetchrow(
+        """SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY secs) AS p50,
+                  percentile_cont(0.9) WITHIN GROUP (ORDER BY secs) AS p90
+           FROM (SELECT extract(epoch FROM answered_at - forwarded_at) AS secs
+                 FROM rota_entry WHERE outcome = 'supplied') d""")
+    if p["p50"] is not None:
+        s.supplier_turnaround = (p["p50"] * speed / 3600, p["p90"] * speed / 3600)
+
+
+async def _suppliers(conn: asyncpg.Connection, s: Summary, speed: float) -> None:
+    """One line per supplier, and a transaction worth `run.py explain`."""
+    s.suppliers = [SupplierLine(
+        r["supplier"], r["name"], r["forwarded"], r["supplied"], r["unfilled"],
+        r["not_held"], r["timed_out"], r["cancelled"],
+        r["p50"] * speed / 3600 if r["p50"] is not None else None)
+        for r in await conn.fetch(
+            f"""SELECT e.supplier, a.name,
+                      count(*) AS forwarded,
+                      count(*) FILTER (WHERE e.outcome = 'supplied') AS supplied,
+                      count(*) FILTER (WHERE e.outcome = 'unfilled') AS unfilled,
+                      count(*) FILTER (WHERE e.outcome = 'timed_out') AS timed_out,
+                      count(*) FILTER (WHERE e.outcome = 'cancelled') AS cancelled,
+                      (SELECT count(*) FROM ({_LISTED_NOT_HELD}) x
+                       WHERE x.actor = e.supplier) AS not_held,
+                      percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM
+                          e.answered_at - e.forwarded_at))
+                          FILTER (WHERE e.outcome = 'supplied') AS p50
+               FROM rota_entry e JOIN agency a ON a.symbol = e.supplier
+               WHERE e.outcome <> 'pending'
+               GROUP BY e.supplier, a.name ORDER BY count(*) DESC, e.supplier""")]
+    s.example = await conn.fetchval(
+        """SELECT transaction_id FROM rota_entry WHERE outcome <> 'pending'
+           GROUP BY transaction_id
+           HAVING count(*) >= 2 AND bool_or(outcome = 'supplied')
+              AND bool_or(outcome = 'timed_out' OR outcome = 'unfilled')
+           ORDER BY count(*) DESC, transaction_id LIMIT 1""")
+
+
+async def _money(conn: asyncpg.Connection, s: Summary, period: str) -> None:
+    """Charges, subsidies, each agency's net, the subsidy budgets."""
+    money = await conn.fetchrow(
+        """SELECT count(*) AS n, coalesce(sum(fee_minor), 0)::bigint AS fee,
+                  coalesce(sum(subsidy_minor), 0)::bigint AS subsidy,
+                  coalesce(sum(patron_share_minor), 0)::bigint AS patron
+           FROM ledger_posting""")
+    s.postings, s.fees_minor = money["n"], money["fee"]
+    s.subsidy_minor, s.patron_minor = money["subsidy"], money["patron"]
+    s.flags = await conn.fetchval("SELECT count(*) FROM charge_flag")
+    s.ledger_problems = await ledger.check(conn)
+    owners = [r["owner"] for r in await conn.fetch(
+        "SELECT DISTINCT owner FROM ledger_entry ORDER BY owner")]
+    names = dict(await conn.fetch("SELECT symbol, name FROM agency"))
+    for owner in owners:
+        bal = await ledger.balance(conn, owner, None, None)
+        net = sum(m.minor for m in bal.closing)
+        if owner == ledger.CENTRE:
+            s.centre_minor = net
+        else:
+            s.nets.append((owner, names.get(owner, owner), net))
+    s.nets.sort(key=lambda x: (-x[2], x[0]))
+
+    for b in await budgets_report(conn, period):
+        who = f" {b.requester}" if b.requester else ""
+        dry = "  (ran dry)" if b.remaining.minor <= 0 else ""
+        s.budgets.append(f"{b.name}{who} {b.period}: {b.spent.amount_text()} of "
+                         f"{b.limit.amount_text()} spent{dry}")
+
+
+async def _mail(conn: asyncpg.Connection, s: Summary) -> None:
+    """Mails sent, downloads and grants."""
+    mail = await conn.fetchrow(
+        """SELECT count(*) FILTER (WHERE sent_at IS NOT NULL) AS sent,
+                  count(*) FILTER (WHERE sent_at IS NOT NULL AND kind = 'patron_link')
+                      AS patron,
+                  count(*) FILTER (WHERE sent_at IS NULL AND failed_at IS NULL) AS pending
+           FROM mail_outbox""")
+    s.mails_sent, s.patron_mails, s.mails_pending = mail["sent"], mail["patron"], \
+        mail["pending"]
+    s.downloads = await conn.fetchval("SELECT count(*) FROM download")
+    s.grants = await conn.fetchval("SELECT count(*) FROM download_grant")
+    s.grants_over_limit = await conn.fetchval(
+        "SELECT count(*) FROM download_grant WHERE max_downloads IS NOT NULL "
+        "AND used > max_downloads")
 
 
 def count_mails(folder: Path) -> int:

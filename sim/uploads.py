@@ -1,0 +1,117 @@
+"""Suppliers' uploads to a hub's FTP drop: one kept-open login per supplier, retried.
+
+A login costs the hub a password (scrypt) check, so each supplier keeps its session
+open between uploads and logs in again only after an error or when told to use
+another server (the chaos harness spreads uploads over several hubs, one of which
+may just have been killed). The transfers run in threads of the uploader's own: a
+hub in this very process checks FTP passwords in the default executor, and uploads
+waiting there for their login would starve it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ftplib
+import io
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
+log = logging.getLogger(__name__)
+
+Server = tuple[str, int]
+FTP_ERRORS = (OSError, EOFError, ftplib.Error)
+
+
+class UploadFailed(RuntimeError):
+    """An upload that failed at every attempt."""
+
+
+class FtpSession:
+    """One supplier's FTP login (blocking: used from the uploader's threads only)."""
+
+    def __init__(self, user: str, password: str, timeout: float = 20.0) -> None:
+        self.user = user
+        self.password = password
+        self.timeout = timeout
+        self.ftp: ftplib.FTP | None = None
+        self.server: Server | None = None
+        # An upload still running in its thread when the simulation stops finishes
+        # (or times out) before `close` touches the connection.
+        self.lock = threading.Lock()
+
+    def upload(self, server: Server, name: str, content: bytes) -> None:
+        with self.lock:
+            self._upload(server, name, content)
+
+    def _upload(self, server: Server, name: str, content: bytes) -> None:
+        if self.ftp is not None and self.server != server:
+            self.drop()
+        if self.ftp is None:
+            ftp = ftplib.FTP(timeout=self.timeout, encoding="utf-8")
+            try:
+                ftp.connect(*server)
+                ftp.login(self.user, self.password)
+            except BaseException:
+                ftp.close()
+                raise
+            self.ftp, self.server = ftp, server
+        try:
+            self.ftp.storbinary(f"STOR {name}", io.BytesIO(content))
+        except BaseException:
+            self.drop()
+            raise
+
+    def drop(self) -> None:
+        if self.ftp is not None:
+            try:
+                self.ftp.close()
+            finally:
+                self.ftp = None
+
+    def close(self) -> None:
+        with self.lock:
+            if self.ftp is not None:
+                try:
+                    self.ftp.quit()
+                except FTP_ERRORS:
+                    pass
+                self.drop()
+
+
+class Uploader:
+    """Uploads for every simulated supplier; `where()` names the FTP drop for each attempt."""
+
+    def __init__(self, where: Callable[[], Server], passwords: dict[str, str], *,
+                 threads: int = 8, attempts: int = 60) -> None:
+        self.where = where
+        self.passwords = passwords
+        self.attempts = attempts
+        self.sessions: dict[str, FtpSession] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sim-ftp")
+
+    async def upload(self, supplier: str, name: str, content: bytes) -> int:
+        """Store `name` in the supplier's FTP home; returns how many attempts failed first."""
+        session = self.sessions.setdefault(
+            supplier, FtpSession(supplier, self.passwords[supplier]))
+        loop = asyncio.get_running_loop()
+        async with self.locks.setdefault(supplier, asyncio.Lock()):
+            for attempt in range(self.attempts):
+                try:
+                    await loop.run_in_executor(self.executor, partial(
+                        session.upload, self.where(), name, content))
+                    return attempt
+                except FTP_ERRORS as exc:
+                    # The drop's hub was killed mid-transfer, or dropped an idle login.
+                    log.info("%s: upload of %s failed (%s); again", supplier, name, exc)
+                    await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))
+        raise UploadFailed(f"upload of {name} failed {self.attempts} times")
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self.executor, s.close)
+                               for s in self.sessions.values()))
+        self.executor.shutdown(wait=False, cancel_futures=True)
