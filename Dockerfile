@@ -1,10 +1,17 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
-COPY broker broker
-COPY settlement settlement
-COPY delivery delivery
 COPY schemas schemas
+COPY infra infra
+COPY illclient illclient
+COPY delivery delivery
+COPY settlement settlement
+COPY broker broker
+COPY web web
+COPY sim sim
+COPY app app
+COPY bench bench
+COPY docs/demo docs/demo
 COPY run.py .
 RUN pip install --no-cache-dir .
 ENV PYTHONUNBUFFERED=1

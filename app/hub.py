@@ -25,7 +25,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from broker.agencies import enabled_symbols
 from broker.consumer import Batches
-from broker.dispatch import Dispatcher
+from broker.dispatch.dispatcher import Dispatcher
 from broker.intake import Intake
 from broker.peers import PeerRelay
 from broker.shards import IntakeLayout, ShardedIntake
@@ -37,7 +37,7 @@ from infra.database import create_pool
 from infra.mailqueue import MailSender
 from infra.relay import Relay
 from schemas.settings import Settings
-from settlement.settle import scheduled_settlement
+from settlement.run import scheduled_settlement
 from web.app import HttpServer, make_app, start_http
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,10 @@ import asyncpg
 
 from infra.credentials import hash_password
 from infra.rabbit_admin import Management
-from infra.topology import INBOUND, agency_queue, declare_agency_queue
+from infra.topology import declare_agency_queue
 from schemas.settings import Settings
 from schemas.symbols import split_symbol
+from schemas.wire import INBOUND, agency_queue
 
 ROLES = ("requester", "supplier")
 ISO18626_VERSIONS = ("1.2", "2021")

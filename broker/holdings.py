@@ -621,7 +621,8 @@ async def import_csv(conn: asyncpg.Connection, path: str | Path, *, replace: boo
                     status = await conn.execute(_DELETE_SQL, sorted(parser.symbols))
                     report.removed = int(status.rsplit(" ", 1)[1])
                 row = await conn.fetchrow(_INSERT_SQL)
-                assert row is not None
+                if row is None:
+                    raise HoldingsFileError("the holdings insert returned no counts")
                 report.inserted = row["inserted"]
                 report.duplicates = report.accepted - row["distinct_rows"]
                 report.unchanged = row["distinct_rows"] - row["inserted"]

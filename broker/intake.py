@@ -21,17 +21,17 @@ from pydantic import BaseModel
 
 from infra import observability
 from infra.outbox import OUTBOX_INSERT, Outgoing, outbox_columns
-from infra.topology import DEAD, OUTBOUND
 from schemas.iso18626 import (
     CONFIRMATION_OF,
-    ErrorType,
+    Header,
     MessageError,
-    MessageType,
     confirmation,
     dump_message,
     parse_message,
 )
+from schemas.iso18626_codes import ErrorType, MessageType
 from schemas.settings import Settings
+from schemas.wire import DEAD, OUTBOUND
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +359,6 @@ class Intake:
                       header: Any, error_type: ErrorType, error_value: str, *,
                       body: Any = None, dead: bool = False, record: bool = True,
                       transaction_id: str | None = None) -> IntakeOutcome:
-        assert inbound.sender is not None
         if len(error_value) > ERROR_VALUE_LIMIT:
             error_value = error_value[:ERROR_VALUE_LIMIT - 1] + "…"
         log.info("refused %s from %s: %s: %s", kind, inbound.sender, error_type, error_value)
@@ -380,7 +379,8 @@ class Intake:
         if inbound.synchronous:
             inbound.answer = answer
             return []
-        assert inbound.sender is not None
+        if inbound.sender is None:  # process_in dead-letters these before any answer
+            raise ValueError("a delivery without user_id cannot be answered")
         return [reply(self.settings, inbound.sender, answer[0], answer[1],
                       inbound.correlation_id, transaction_id)]
 
@@ -504,8 +504,6 @@ def _guess_kind(inbound: Inbound) -> MessageType:
 
 def _header_of(raw: Any) -> Any:
     """Best effort: the inbound header, so an ERROR confirmation can echo its ids."""
-    from schemas.iso18626 import Header
-
     if isinstance(raw, dict) and len(raw) == 1:
         inner = next(iter(raw.values()))
         if isinstance(inner, dict) and isinstance(inner.get("header"), dict):

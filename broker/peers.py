@@ -29,7 +29,8 @@ from broker.violations import raise_flag
 from infra.locks import Lock, try_transaction_lock
 from infra.observability import MESSAGES_OUT
 from infra.relay import MAX_BACKOFF_SECONDS
-from schemas.iso18626 import CONFIRMATION_OF, MessageType
+from schemas.iso18626 import CONFIRMATION_OF
+from schemas.iso18626_codes import MessageType
 from schemas.iso18626_xml import XmlMessageError, read_xml, to_xml
 from schemas.settings import Settings
 

@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 
+import aiohttp
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
@@ -54,7 +55,6 @@ from broker.consumer import Batches, Ending, QueueConsumer
 from infra.locks import Lock, transaction_lock
 from infra.rabbit_admin import Management, ManagementError
 from infra.topology import (
-    HUB_INBOUND,
     connect_and_declare,
     declare_intake,
     intake_exchange,
@@ -63,6 +63,7 @@ from infra.topology import (
     stop_routing_intake_to,
 )
 from schemas.settings import Settings
+from schemas.wire import HUB_INBOUND
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ DRAIN_IDLE_SECONDS = 1.0
 # draining the same queue do not keep seeing each other's subscriptions.
 DRAIN_RECHECK_SECONDS = (0.1, 0.6)
 TAG_PREFIX = "illhub"
+# Longest a balancing round may wait for the management API.
+BALANCE_TIMEOUT_SECONDS = 5.0
 
 _GENERATIONS = """
 SELECT generation, shards, drained_at IS NOT NULL AS drained FROM intake_generation
@@ -283,12 +286,19 @@ class ShardedIntake:
                                            self.settings.intake.balance_seconds)
                 if self._stop.is_set():
                     break
-                newest = await self.layout.current()
+                try:
+                    newest = await self.layout.current()
+                except (OSError, asyncpg.PostgresError) as exc:
+                    # The consumers ride out a database outage on their own; so does this
+                    # watch: it looks again next round.
+                    log.warning("intake: cannot read the shard layout now (%s)", exc)
+                    continue
                 if newest is not None and newest.number != generation.number:
                     log.info("intake: generation %d is current now; leaving generation %d",
                              newest.number, generation.number)
                     break
-                await self._balance()
+                with suppress(TimeoutError):  # a slow management API only delays balance
+                    await asyncio.wait_for(self._balance(), BALANCE_TIMEOUT_SECONDS)
         finally:
             for consumer in self.consumers.values():
                 consumer.stop()
@@ -301,7 +311,7 @@ class ShardedIntake:
         try:
             async with Management(self.settings.amqp.management_url.get_secret_value()) as api:
                 listing = await api.consumers(self.settings.vhost)
-        except ManagementError as exc:
+        except (ManagementError, aiohttp.ClientError, TimeoutError) as exc:
             if not self._warned_admin:
                 log.warning("intake: cannot see who is active on which shard (%s); this hub "
                             "hands nothing over until it can", exc)

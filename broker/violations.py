@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from infra.outbox import Outgoing, enqueue
-from infra.topology import EVENTS
+from schemas.wire import EVENTS
 
 KINDS = ("charge_above_schedule", "deadline_breaches", "copy_without_valid_file",
          "loan_overdue", "cancellation_rate", "peer_error")
@@ -34,7 +34,8 @@ async def raise_flag(conn: asyncpg.Connection, kind: str, subject: str, detail: 
                      key: str, transaction_id: str | None = None,
                      now: datetime | None = None) -> bool:
     """Record the flag and publish its event, unless this condition was flagged before."""
-    assert kind in KINDS, kind
+    if kind not in KINDS:
+        raise ValueError(f"unknown flag kind {kind!r} (known: {', '.join(KINDS)})")
     row = await conn.fetchrow(
         """INSERT INTO flag (kind, subject, transaction_id, detail, dedupe_key, raised_at)
            VALUES ($1, $2, $3, $4, $5, coalesce($6, now()))

@@ -44,7 +44,8 @@ class ConfinedPathIO(aioftp.PathIO):
     """aioftp's blocking local path io, refusing real paths outside the user's home."""
 
     def _root(self) -> Path:
-        assert self.connection is not None
+        if self.connection is None:
+            raise PermissionError("no FTP session: no home to confine paths to")
         return self.connection.user.base_path
 
     def _allowed(self, path: Path) -> bool:

@@ -18,8 +18,8 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from infra.topology import INBOUND, agency_queue
 from schemas.settings import Settings
+from schemas.wire import INBOUND, agency_queue
 
 _UNSET: Any = object()
 

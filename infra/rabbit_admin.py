@@ -46,7 +46,8 @@ class Management:
 
     async def _call(self, method: str, path: str, body: Any = None,
                     ok: tuple[int, ...] = (200, 201, 204)) -> Any:
-        assert self._session, "use `async with Management(url)`"
+        if self._session is None:
+            raise RuntimeError("use `async with Management(url)`")
         try:
             async with self._session.request(method, self._base + path, json=body) as resp:
                 if resp.status not in ok:
@@ -108,7 +109,13 @@ class Management:
         await self._call("DELETE", f"/connections/{self._q(name)}", ok=(204, 404))
 
     async def remove_scratch(self, vhost: str, prefix: str, users: list[str]) -> None:
-        """Delete a scratch run's broker users and its prefixed queues and exchanges."""
+        """Delete a scratch run's broker users and its prefixed queues and exchanges.
+
+        A scratch run always has a prefix of its own: an empty one would match every
+        queue and exchange of the vhost, so it is refused."""
+        if not prefix:
+            raise ValueError("remove_scratch needs the scratch run's own name prefix; an "
+                             "empty prefix would delete everything in the vhost")
         for user in users:
             await self.delete_user(user)
         for queue in await self.queue_names(vhost):

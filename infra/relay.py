@@ -22,8 +22,9 @@ from aio_pika.exceptions import DeliveryError, PublishError
 
 from infra.locks import Lock, try_transaction_lock
 from infra.observability import MESSAGES_OUT
-from infra.topology import DEAD, EXCHANGES, OUTBOUND
+from infra.topology import EXCHANGES
 from schemas.settings import Settings
+from schemas.wire import DEAD, OUTBOUND
 
 log = logging.getLogger(__name__)
 

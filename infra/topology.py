@@ -22,13 +22,17 @@ from aio_pika.abc import (
 from aio_pika.exceptions import AMQPError
 
 from schemas.settings import Settings
+from schemas.wire import (
+    DEAD,
+    EVENTS,
+    FINANCE,
+    HUB_DEAD,
+    HUB_INBOUND,
+    INBOUND,
+    OUTBOUND,
+    agency_queue,
+)
 
-INBOUND = "ill.inbound"
-OUTBOUND = "ill.outbound"
-FINANCE = "ill.finance"
-EVENTS = "ill.events"
-DEAD = "ill.dead"
-HUB_INBOUND = "hub.inbound"
 # One consistent-hash exchange per generation of intake shards (broker/shards.py).
 HUB_INTAKE = "hub.intake"
 # The key every message of one transaction carries (ARCHITECTURE §3.3): the
@@ -36,7 +40,6 @@ HUB_INTAKE = "hub.intake"
 SHARD_KEY = "correlation_id"
 SHARD_WEIGHT = "1"  # every shard gets an equal share of the hash ring
 CONSISTENT_HASH_PLUGIN = "rabbitmq_consistent_hash_exchange"
-HUB_DEAD = "hub.dead"
 DELIVERY_LIMIT = 10
 
 EXCHANGES: dict[str, ExchangeType] = {
@@ -46,10 +49,6 @@ EXCHANGES: dict[str, ExchangeType] = {
     EVENTS: ExchangeType.TOPIC,
     DEAD: ExchangeType.FANOUT,
 }
-
-
-def agency_queue(symbol: str) -> str:
-    return f"agency.{symbol}"
 
 
 def queue_args(settings: Settings, **extra: Any) -> dict[str, Any]:

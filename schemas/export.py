@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, create_model
 from pydantic.json_schema import models_json_schema
 
-from schemas.iso18626 import MESSAGE_MODELS, NAMESPACE, XSD_VERSION, MessageType
+from schemas.iso18626 import MESSAGE_MODELS, NAMESPACE, XSD_VERSION
+from schemas.iso18626_codes import MessageType
 from schemas.settings import Settings, mask_url
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"

@@ -24,7 +24,6 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
@@ -44,114 +43,24 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from schemas.iso18626_codes import (
+    Action,
+    ErrorType,
+    MessageStatus,
+    MessageType,
+    PreferredEdition,
+    ReasonForMessage,
+    RequestSubType,
+    RequestType,
+    ServiceKind,
+    ServiceType,
+    Status,
+    YesNo,
+)
 from schemas.symbols import split_symbol
 
 NAMESPACE = "http://illtransactions.org/2013/iso18626"
 XSD_VERSION = "1.2"
-
-# --------------------------------------------------------------------------
-# Closed code lists, spelt as the standard spells them.
-# --------------------------------------------------------------------------
-
-
-class MessageType(StrEnum):
-    REQUEST = "request"
-    REQUEST_CONFIRMATION = "requestConfirmation"
-    SUPPLYING_AGENCY_MESSAGE = "supplyingAgencyMessage"
-    SUPPLYING_AGENCY_MESSAGE_CONFIRMATION = "supplyingAgencyMessageConfirmation"
-    REQUESTING_AGENCY_MESSAGE = "requestingAgencyMessage"
-    REQUESTING_AGENCY_MESSAGE_CONFIRMATION = "requestingAgencyMessageConfirmation"
-
-
-class ServiceType(StrEnum):
-    COPY = "Copy"
-    LOAN = "Loan"
-    COPY_OR_LOAN = "CopyOrLoan"
-
-
-class Status(StrEnum):
-    REQUEST_RECEIVED = "RequestReceived"
-    EXPECT_TO_SUPPLY = "ExpectToSupply"
-    WILL_SUPPLY = "WillSupply"
-    LOANED = "Loaned"
-    OVERDUE = "Overdue"
-    RECALLED = "Recalled"
-    RETRY_POSSIBLE = "RetryPossible"
-    UNFILLED = "Unfilled"
-    COPY_COMPLETED = "CopyCompleted"
-    LOAN_COMPLETED = "LoanCompleted"
-    COMPLETED_WITHOUT_RETURN = "CompletedWithoutReturn"
-    CANCELLED = "Cancelled"
-
-
-class Action(StrEnum):
-    STATUS_REQUEST = "StatusRequest"
-    RECEIVED = "Received"
-    CANCEL = "Cancel"
-    RENEW = "Renew"
-    SHIPPED_RETURN = "ShippedReturn"
-    SHIPPED_FORWARD = "ShippedForward"
-    NOTIFICATION = "Notification"
-
-
-class ReasonForMessage(StrEnum):
-    REQUEST_RESPONSE = "RequestResponse"
-    STATUS_REQUEST_RESPONSE = "StatusRequestResponse"
-    RENEW_RESPONSE = "RenewResponse"
-    CANCEL_RESPONSE = "CancelResponse"
-    STATUS_CHANGE = "StatusChange"
-    NOTIFICATION = "Notification"
-
-
-class MessageStatus(StrEnum):
-    OK = "OK"
-    ERROR = "ERROR"
-
-
-class ErrorType(StrEnum):
-    BADLY_FORMED_MESSAGE = "BadlyFormedMessage"
-    UNRECOGNISED_DATA_ELEMENT = "UnrecognisedDataElement"
-    UNRECOGNISED_DATA_VALUE = "UnrecognisedDataValue"
-    UNSUPPORTED_ACTION_TYPE = "UnsupportedActionType"
-    UNSUPPORTED_REASON_FOR_MESSAGE_TYPE = "UnsupportedReasonForMessageType"
-
-
-class YesNo(StrEnum):
-    Y = "Y"
-    N = "N"
-
-
-class RequestType(StrEnum):
-    NEW = "New"
-    RETRY = "Retry"
-    REMINDER = "Reminder"
-
-
-class RequestSubType(StrEnum):
-    BOOKING_REQUEST = "BookingRequest"
-    MULTIPLE_ITEM_REQUEST = "MultipleItemRequest"
-    PATRON_REQUEST = "PatronRequest"
-    TRANSFER_REQUEST = "TransferRequest"
-    SUPPLYING_LIBRARYS_CHOICE = "SupplyingLibrarysChoice"
-
-
-class PreferredEdition(StrEnum):
-    """serviceInfo.preferredEdition (2021 revision)."""
-
-    MOST_RECENT_EDITION = "MostRecentEdition"
-    THIS_EDITION = "ThisEdition"
-    ANY_EDITION = "AnyEdition"
-
-
-class ServiceKind(StrEnum):
-    """CALIS service kinds, for which ISO 18626 has no closed value (hubExtensions)."""
-
-    DOCUMENT_DELIVERY = "DocumentDelivery"
-    BOOK_LOAN = "BookLoan"
-    PAY_PER_VIEW = "PayPerView"
-    E_BOOK_LOAN = "EBookLoan"
-    PROXY_SEARCH = "ProxySearch"
-
 
 # --------------------------------------------------------------------------
 # Simple types. Open code lists (type_schemeValuePair) are plain strings.

@@ -35,7 +35,8 @@ import xmlschema
 from lxml import etree
 from pydantic import BaseModel
 
-from schemas.iso18626 import MESSAGE_MODELS, NAMESPACE, ErrorType, MessageError, MessageType
+from schemas.iso18626 import MESSAGE_MODELS, NAMESPACE, MessageError
+from schemas.iso18626_codes import ErrorType, MessageType
 
 XSD_DIR = Path(__file__).resolve().parent / "xsd"
 XSD_FILES = {"1.2": "ISO-18626-v1_2.xsd", "2021": "ISO-18626-2021-2.xsd"}
@@ -146,14 +147,18 @@ def read_xml(raw: bytes) -> XmlMessage:
                 notes.append(f"{pruned} empty optional element(s) read as absent")
             if erratum:
                 notes.append("header.multipleItemRequestId missing (1.2 erratum) accepted")
-            assert kind is not None
+            if kind is None:
+                raise XmlMessageError(ErrorType.BADLY_FORMED_MESSAGE,
+                                      "the document's root element is not a message type")
             return XmlMessage(kind=kind, body=body, version=version, declared=declared,
                               leniencies=notes)
         # The sender's own version has the useful complaint; when it named none, the
         # version under which the document went further is the one it meant.
         if best is None or (not wanted and problem.progress > best.progress):
             best = problem
-    assert best is not None
+    if best is None:
+        raise XmlMessageError(ErrorType.BADLY_FORMED_MESSAGE,
+                              "no ISO 18626 version this hub knows could read the document")
     best.header = _salvage_header(root, kind)
     raise best
 

@@ -12,15 +12,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from schemas.iso18626 import (
-    CONFIRMATION_OF,
-    Action,
-    ErrorType,
-    MessageType,
-    ReasonForMessage,
-    confirmation,
-    dump_message,
-)
+from schemas.iso18626 import CONFIRMATION_OF, confirmation, dump_message
+from schemas.iso18626_codes import Action, ErrorType, MessageType, ReasonForMessage
 from schemas.iso18626_xml import XmlMessage, read_xml, to_xml
 
 

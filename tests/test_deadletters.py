@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from broker import deadletters
-from broker.dispatch import Dispatcher
+from broker.dispatch.dispatcher import Dispatcher
 from broker.intake import Inbound, Intake
 from schemas.settings import Settings
 from tests import messages

@@ -7,9 +7,11 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aio_pika
 import pytest
 
-from broker.dispatch import explain, load_policy
+from broker.dispatch.explain import explain
+from broker.dispatch.policies import load_policy
 from illclient.client import AgencyClient, Received
 from schemas.settings import Settings
 from tests import messages
@@ -373,8 +375,6 @@ async def test_explain_reads_the_whole_path(network, pool) -> None:
 
 
 async def test_events_go_out_on_ill_events(settings: Settings, network) -> None:
-    import aio_pika
-
     conn = await aio_pika.connect(settings.amqp.url.get_secret_value())
     async with conn:
         ch = await conn.channel()

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from app.hub import Hub
+from broker.dispatch.policies import load_policy
 from illclient.client import AgencyClient
 from schemas.settings import Settings
 from tests import messages
@@ -117,8 +118,6 @@ async def _deliver(hub: Hub, req: Party, sup: Party, sup_pw: str, request_id: st
 
 
 async def test_policy_sets_limits_per_supplier_and_kind(live, pool) -> None:
-    from broker.dispatch import load_policy
-
     hub, req, sup, sup_pw = live
     await load_policy(pool, f"""
 version = "delivery limits"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from illclient.client import AgencyClient
-from schemas.iso18626 import ErrorType
+from schemas.iso18626_codes import ErrorType
 from schemas.iso18626_xml import read_xml, to_xml
 from schemas.settings import Settings
 from settlement.fees import load_fees

@@ -10,8 +10,8 @@ import pytest
 
 from broker.agencies import AgencyError, NewAgency, add
 from infra.outbox import Outgoing, enqueue
-from infra.topology import EVENTS, OUTBOUND
 from schemas.iso18626_xml import read_xml
+from schemas.wire import EVENTS, OUTBOUND
 from tests import messages
 from tests.conftest import agency_symbol, eventually
 from tests.iso18626_peer import HubClient, XmlPeer

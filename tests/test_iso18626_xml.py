@@ -9,15 +9,8 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from schemas.iso18626 import (
-    Action,
-    ErrorType,
-    MessageType,
-    ReasonForMessage,
-    confirmation,
-    dump_message,
-    parse_message,
-)
+from schemas.iso18626 import confirmation, dump_message, parse_message
+from schemas.iso18626_codes import Action, ErrorType, MessageType, ReasonForMessage
 from schemas.iso18626_xml import NAMESPACE, XmlMessageError, read_xml, to_xml
 from tests import messages
 

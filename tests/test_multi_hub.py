@@ -23,17 +23,18 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bench.chaos import create_database, drop_database, teardown, with_database
-from bench.chaos_parties import isbn13
+from bench.chaos import teardown
+from bench.chaos_scenarios import isbn13
 from bench.hub_processes import HubProcesses
 from broker.agencies import NewAgency, add
 from broker.holdings import import_csv
 from illclient.client import AgencyClient, Received
-from infra.database import create_pool, migrate
+from infra.database import create_database, create_pool, drop_database, migrate, with_database
 from infra.mailqueue import enqueue_mail
 from schemas.settings import Settings
 from settlement.fees import load_fees
-from sim.parties import agency_id, now_iso, start_mail_folder
+from sim.mailcatcher import start_mail_folder
+from sim.messages import agency_id, now_iso
 
 LOANS = 60
 MAILS = 60
@@ -151,7 +152,10 @@ async def test_three_hubs_sweep_once_and_serialise_each_transaction(
                 "serviceInfo": {"serviceType": "Loan", "serviceLevel": "Express"},
                 "patronInfo": {"patronId": f"P{n}"}}})
         for _ in range(600):
-            if len(finished) == LOANS and sum(mails.values()) >= MAILS:
+            # Done when every loan is lent, every mail sent, and every supplier passed
+            # over has had its late Loaned refused (one refusal per deadline row).
+            if len(finished) == LOANS and sum(mails.values()) >= MAILS and len(refusals) >= \
+                    await pool.fetchval("SELECT count(*) FROM audit_log WHERE event = 'deadline'"):
                 break
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)  # a late duplicate would show up here
@@ -160,15 +164,23 @@ async def test_three_hubs_sweep_once_and_serialise_each_transaction(
         await asyncio.gather(*readers, return_exceptions=True)
         assert len(finished) == LOANS
 
+        # At most one row per event and rota entry. A forward row names its position and
+        # supplier, a deadline row only the supplier that timed out (one rota entry each):
+        # a loaded hub may rightly time out two suppliers of one transaction in a row, but
+        # one entry timed out or forwarded twice is a double sweep.
         audit = await pool.fetch(
-            """SELECT transaction_id, event, detail->>'position' AS position, count(*) AS n
+            """SELECT transaction_id, event, detail->>'position' AS position,
+                      detail->>'supplier' AS supplier, count(*) AS n
                FROM audit_log WHERE event IN ('forward', 'deadline', 'status:Loaned')
-               GROUP BY 1, 2, 3""")
+               GROUP BY 1, 2, 3, 4""")
         per_txn: dict[str, Counter[str]] = defaultdict(Counter)
+        passed_over: dict[str, set[str]] = defaultdict(set)
         for r in audit:
             assert r["n"] == 1, f"{r['transaction_id']}: {r['event']} {r['position']} " \
-                                f"x{r['n']}"
+                                f"{r['supplier']} x{r['n']}"
             per_txn[r["transaction_id"]][r["event"]] += 1
+            if r["event"] == "deadline":
+                passed_over[r["transaction_id"]].add(r["supplier"])
         assert len(per_txn) == LOANS
         charges = dict(await pool.fetch(
             "SELECT transaction_id, supplier FROM ledger_posting WHERE kind = 'charge'"))
@@ -183,6 +195,8 @@ async def test_three_hubs_sweep_once_and_serialise_each_transaction(
             timed_out += d
             assert events["status:Loaned"] == 1, txn
             assert events["forward"] == d + 1, txn
+            # The ones passed over are the first d of the rota, each timed out once.
+            assert passed_over[txn] == {rota[(txn, p)] for p in range(1, d + 1)}, txn
             assert charges[txn] == rota[(txn, d + 1)], txn
         assert len(charges) == LOANS
         # Every supplier answers in the end, so each one passed over was refused once.

@@ -7,6 +7,7 @@ import aio_pika
 from infra import topology
 from infra.outbox import Outgoing, enqueue
 from infra.relay import Relay
+from schemas import wire
 from schemas.settings import Settings
 from tests.conftest import agency_symbol
 
@@ -18,7 +19,7 @@ async def test_unroutable_is_recorded_and_retried(settings: Settings, pool) -> N
         channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
         await topology.declare(channel, settings)
         relay = Relay(pool, channel, settings)
-        message = Outgoing(exchange=topology.OUTBOUND, routing_key=symbol,
+        message = Outgoing(exchange=wire.OUTBOUND, routing_key=symbol,
                            body={"note": "图书已寄出"}, message_type="supplyingAgencyMessage")
         async with pool.acquire() as db, db.transaction():
             await enqueue(db, [message])
@@ -36,7 +37,7 @@ async def test_unroutable_is_recorded_and_retried(settings: Settings, pool) -> N
         await relay.drain()
         assert await pool.fetchval("SELECT published_at FROM outbox WHERE message_id = $1",
                                    message.message_id) is not None
-        queue = await channel.get_queue(settings.name(topology.agency_queue(symbol)))
+        queue = await channel.get_queue(settings.name(wire.agency_queue(symbol)))
         got = await queue.get(timeout=5)
         assert got.message_id == message.message_id
         assert got.body.decode() == '{"note":"图书已寄出"}'

@@ -21,27 +21,29 @@ from schemas.export import write_schemas
 from schemas.iso18626 import (
     CONFIRMATION_OF,
     MESSAGE_MODELS,
-    Action,
     AgencyId,
     BibliographicInfo,
-    ErrorType,
     Header,
     HubExtensions,
     MessageError,
-    MessageStatus,
-    MessageType,
-    ReasonForMessage,
     Request,
     RequestConfirmation,
     RequestingAgencyMessageConfirmation,
     ServiceInfo,
-    ServiceKind,
-    ServiceType,
-    Status,
     SupplyingAgencyMessageConfirmation,
     confirmation,
     dump_message,
     parse_message,
+)
+from schemas.iso18626_codes import (
+    Action,
+    ErrorType,
+    MessageStatus,
+    MessageType,
+    ReasonForMessage,
+    ServiceKind,
+    ServiceType,
+    Status,
 )
 from schemas.money import Money
 from schemas.settings import Settings

@@ -34,7 +34,7 @@ from aiohttp import web
 from app.cli import QUIET_LOGGERS
 from app.hub import Hub
 from bench.fuzz_cases import issn as make_issn
-from broker.dispatch import Dispatcher
+from broker.dispatch.dispatcher import Dispatcher
 from broker.shards import declare_hub_topology
 from delivery.grants import TOKEN_BYTES, hash_token
 from delivery.intake import CopyProblem, accept_copy

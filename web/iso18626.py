@@ -35,14 +35,8 @@ from pydantic import BaseModel
 from broker.intake import CONFIRMATION_OF, Inbound, Intake
 from infra import observability
 from infra.credentials import verify_password
-from schemas.iso18626 import (
-    Action,
-    ErrorType,
-    MessageType,
-    ReasonForMessage,
-    confirmation,
-    dump_message,
-)
+from schemas.iso18626 import confirmation, dump_message
+from schemas.iso18626_codes import Action, ErrorType, MessageType, ReasonForMessage
 from schemas.iso18626_xml import XmlMessageError, read_xml, to_xml
 from schemas.settings import Settings
 

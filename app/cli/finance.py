@@ -6,7 +6,7 @@ import argparse
 import datetime
 import io
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -15,34 +15,62 @@ import asyncpg
 from app.cli.commands import Command, fail, table
 from broker.agencies import name_of
 from infra.database import connect, create_pool
-from schemas.money import Money
-from schemas.rulefile import read_input
+from schemas.money import Money, signed
+from schemas.rulefile import parse_date, read_input
 from schemas.settings import Settings
 from settlement import ledger
-from settlement.common import CENTRE, check_period, period_of, signed
+from settlement.calendar import check_period, period_of
 from settlement.fees import FeeError, load_fees
+from settlement.ledger import CENTRE
 from settlement.netting import InvariantViolation
-from settlement.settle import STATEMENT_STREAMS, SettlementError, SettlementResult, settle
-from settlement.statements import amount
+from settlement.record import SettlementError, SettlementResult
+from settlement.run import settle
+from settlement.statement_csv import STATEMENT_STREAMS
+from settlement.statement_model import amount
 from settlement.subsidy import BudgetRow, SubsidyError, budgets_report, load_subsidy, rules_version
 
 
-async def fees(settings: Settings, args: argparse.Namespace) -> int:
-    """0 loaded, 1 nothing loaded (error on stderr)."""
+async def _load_file(settings: Settings, path: str,
+                     load: Callable[[asyncpg.Connection, str, str], Awaitable[list[str]]]
+                     ) -> int:
+    """Read an operator's file and load it in one go: 0 loaded (what was loaded is
+    printed), 1 nothing loaded (the error, naming the entry and field, on stderr)."""
     try:
-        text = read_input(args.file)
+        text = read_input(path)
     except ValueError as exc:
         return fail(str(exc))
     conn = await connect(settings.database_url)
     try:
-        report = await load_fees(conn, text, file_name=Path(args.file).name)
-    except FeeError as exc:
-        return fail(f"{args.file}: {exc}; nothing loaded")
+        lines = await load(conn, text, Path(path).name)
+    except (FeeError, SubsidyError) as exc:
+        return fail(f"{path}: {exc}; nothing loaded")
     finally:
         await conn.close()
-    for line in report.lines():
+    for line in lines:
         print(line)
     return 0
+
+
+async def _load_fees(conn: asyncpg.Connection, text: str, name: str) -> list[str]:
+    return list((await load_fees(conn, text, file_name=name)).lines())
+
+
+async def _load_subsidy(conn: asyncpg.Connection, text: str, name: str) -> list[str]:
+    version = await load_subsidy(conn, text, name)
+    rules, _ = await rules_version(conn, version)
+    if rules is None:
+        raise SubsidyError(f"subsidy version {version} was stored but cannot be read back")
+    return [f"subsidy version {version} ({rules.version_label}) loaded from {name}: "
+            f"{len(rules.rules)} rule(s), {len(rules.budgets)} budget(s); postings use it "
+            "from now on"]
+
+
+async def fees(settings: Settings, args: argparse.Namespace) -> int:
+    return await _load_file(settings, args.file, _load_fees)
+
+
+async def subsidy(settings: Settings, args: argparse.Namespace) -> int:
+    return await _load_file(settings, args.file, _load_subsidy)
 
 
 def _load_arguments(example: str) -> Callable[[argparse.ArgumentParser], None]:
@@ -51,28 +79,6 @@ def _load_arguments(example: str) -> Callable[[argparse.ArgumentParser], None]:
         sub.add_parser("load", help=f"validate and load a file (TOML; {example})"
                        ).add_argument("file")
     return arguments
-
-
-async def subsidy(settings: Settings, args: argparse.Namespace) -> int:
-    """0 loaded, 1 nothing loaded (error on stderr)."""
-    try:
-        text = read_input(args.file)
-    except ValueError as exc:
-        return fail(str(exc))
-    conn = await connect(settings.database_url)
-    try:
-        version = await load_subsidy(conn, text, Path(args.file).name)
-        rules, _ = await rules_version(conn, version)
-    except SubsidyError as exc:
-        return fail(f"{args.file}: {exc}; nothing loaded")
-    finally:
-        await conn.close()
-    if rules is None:
-        return fail(f"subsidy version {version} was stored but cannot be read back")
-    print(f"subsidy version {version} ({rules.version_label}) loaded from {args.file}: "
-          f"{len(rules.rules)} rule(s), {len(rules.budgets)} budget(s); postings use it "
-          "from now on")
-    return 0
 
 
 async def budgets(settings: Settings, args: argparse.Namespace) -> int:
@@ -135,12 +141,10 @@ async def _ledger_check(settings: Settings) -> int:
 
 
 def _as_date(value: str | None, what: str) -> datetime.date | None:
-    if value is None:
-        return None
     try:
-        return datetime.date.fromisoformat(value)
+        return None if value is None else parse_date(value)
     except ValueError as exc:
-        raise ValueError(f"{what} {value!r} is not a date (YYYY-MM-DD)") from exc
+        raise ValueError(f"{what}: {exc}") from exc
 
 
 def _money_list(ms: Sequence[Money]) -> str:

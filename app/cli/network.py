@@ -9,9 +9,12 @@ from pathlib import Path
 
 from app.cli.commands import EXIT_USAGE, Command, fail
 from broker import agencies, deadletters, violations
-from broker.dispatch import Dispatcher, PolicyError, active_policy, explain, load_policy
+from broker.dispatch.dispatcher import Dispatcher
+from broker.dispatch.explain import explain
+from broker.dispatch.policies import active_policy, load_policy
 from broker.holdings import HoldingsFileError, import_csv
 from broker.intake import Intake, IntakeOutcome
+from broker.policy import PolicyError
 from infra.database import connect, create_pool, migrate
 from schemas.rulefile import read_input
 from schemas.settings import Settings

@@ -246,7 +246,8 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 @public
 async def login(request: web.Request) -> web.StreamResponse:
     ops = request.app[OPS]
-    assert ops.sessions is not None
+    if ops.sessions is None:  # _gate answers 503 before this when the pages are off
+        raise web.HTTPServiceUnavailable(text="operator pages are disabled")
     address = ops.address(request)
     wait = ops.guard.retry_after(address)
     if wait is not None:
