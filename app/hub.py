@@ -25,6 +25,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from broker.agencies import enabled_symbols
 from broker.consumer import Batches
+from broker.dispatch.counts import FOLD_SECONDS, fold
 from broker.dispatch.dispatcher import Dispatcher
 from broker.intake import Intake
 from broker.peers import PeerRelay
@@ -90,6 +91,7 @@ class Hub:
             await self._start_delivery()
         self._schedule(self._sweep, "deadline-sweep", "interval",
                        seconds=s.deadlines.sweep_seconds)
+        self._schedule(self._fold_counts, "fold-counts", "interval", seconds=FOLD_SECONDS)
         self._schedule(self._settle, "settlement",
                        CronTrigger.from_crontab(s.settlement.cron, timezone=s.timezone))
         self.scheduler.start()
@@ -137,6 +139,9 @@ class Hub:
             centre_email=self.settings.settlement.centre_finance_email)
         if period:
             log.info("settlement of %s done", period)
+
+    async def _fold_counts(self) -> None:
+        await fold(self._pool())
 
     async def _sweep(self) -> None:
         n = await self.dispatcher.sweep_deadlines(self._pool())

@@ -265,7 +265,8 @@ class BenchNetwork:
         async with self.pool.acquire() as conn:
             await conn.execute(
                 "TRUNCATE inbox, outbox, audit_log, rota_entry, rota_excluded, "
-                "supplier_day, scorecard, ill_transaction CASCADE")
+                "supplier_day_total, supplier_day_change, scorecard_total, scorecard_change, "
+                "ill_transaction CASCADE")
 
     async def close(self) -> None:
         await self.stop_hubs()

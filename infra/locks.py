@@ -22,6 +22,7 @@ class Lock(IntEnum):
     SETTLEMENT = 0x494C4C4853455454  # "ILLHSETT": one settlement run at a time
     FEES = 0x494C4C4846454553  # "ILLHFEES": fee schedule loads one after another
     INTAKE_LAYOUT = 0x494C4C48494E544B  # "ILLHINTK": one hub changes the shard layout
+    COUNTS = 0x494C4C48434E5453  # "ILLHCNTS": one hub folds counter changes per tick
 
 
 async def try_transaction_lock(conn: asyncpg.Connection, lock: Lock) -> bool:

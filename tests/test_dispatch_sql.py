@@ -50,9 +50,12 @@ def test_txn_has_a_field_for_each_column_read() -> None:
 
 def test_each_rule_is_written_once() -> None:
     text = "\n".join(p.read_text("utf-8") for p in sorted(DISPATCH.glob("*.py")))
-    assert text.count("INSERT INTO scorecard") == 1
+    # Counters: one change insert each, and one fold into the totals each.
+    assert text.count("INSERT INTO scorecard_change") == 1
+    assert text.count("INSERT INTO scorecard_total") == 1
     assert text.count("INSERT INTO audit_log") == 1
-    assert text.count("INSERT INTO supplier_day") == 1
+    assert text.count("INSERT INTO supplier_day_change") == 1
+    assert text.count("INSERT INTO supplier_day_total") == 1
     assert text.count("INSERT INTO ill_transaction") == 1
 
 

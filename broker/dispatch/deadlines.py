@@ -34,7 +34,9 @@ async def sweep_deadlines(desk: Desk, pool: asyncpg.Pool, now: datetime | None =
             due = await store.past_deadline(conn, now, batch)
             out: list[Outgoing] = []
             for txn in due:
-                out += await _deadline_passed(desk, conn, txn, now)
+                # The next supplier's deadline runs from now, not from the sweep's start:
+                # under load a batch of timeouts can take seconds.
+                out += await _deadline_passed(desk, conn, txn, desk.clock())
             await enqueue(conn, out)
         handled += len(due)
         if len(due) < batch:

@@ -123,22 +123,16 @@ ORDER BY e.position LIMIT 1"""
 
 # ---- one rule, one place: scorecard, day count, audit log ------------------------------
 
-# A supplier's scorecard: the counts add up, open_requests never falls below zero. The
-# change comes from a CTE `score_change` (supplier, forwarded, filled, unfilled,
-# timed_out, turnaround, open_requests) of the statement it is part of. `excluded`
-# holds the clamped first value of open_requests, so an update reads the change itself.
-_SCORE_UPSERT = """
-INSERT INTO scorecard AS s (supplier, forwarded, filled, unfilled, timed_out,
-                            turnaround_total, open_requests)
-SELECT supplier, forwarded, filled, unfilled, timed_out, turnaround, greatest(open_requests, 0)
-FROM score_change
-ON CONFLICT (supplier) DO UPDATE SET
-    forwarded = s.forwarded + excluded.forwarded, filled = s.filled + excluded.filled,
-    unfilled = s.unfilled + excluded.unfilled, timed_out = s.timed_out + excluded.timed_out,
-    turnaround_total = s.turnaround_total + excluded.turnaround_total,
-    open_requests = greatest(s.open_requests + (
-        SELECT c.open_requests FROM score_change c WHERE c.supplier = s.supplier), 0),
-    updated_at = now()"""
+# A supplier's scorecard and its requests of the day are counters that many batches
+# bump at once: each bump is a change row (migration 0016), folded into the totals by
+# FOLD_SCORECARDS / FOLD_SUPPLIER_DAYS. The change comes from a CTE `score_change`
+# (supplier, forwarded, filled, unfilled, timed_out, turnaround, open_requests) of the
+# statement it is part of.
+_SCORE_CHANGE_INSERT = """
+INSERT INTO scorecard_change (supplier, forwarded, filled, unfilled, timed_out,
+                              turnaround_total, open_requests)
+SELECT supplier, forwarded, filled, unfilled, timed_out, turnaround, open_requests
+FROM score_change"""
 
 _SCORE_CHANGE = "score_change (supplier, forwarded, filled, unfilled, timed_out, turnaround, " \
                 "open_requests)"
@@ -146,7 +140,7 @@ _SCORE_CHANGE = "score_change (supplier, forwarded, filled, unfilled, timed_out,
 SCORE = f"""
 WITH {_SCORE_CHANGE} AS (
     VALUES ($1::text, $2::int, $3::int, $4::int, $5::int, $6::float8, $7::int))
-{_SCORE_UPSERT}"""
+{_SCORE_CHANGE_INSERT}"""
 
 # The audit log's columns; each statement that writes it brings its rows.
 _AUDIT_INSERT = ("INSERT INTO audit_log (transaction_id, at, actor, event, from_state, "
@@ -161,11 +155,9 @@ def _forwarded_to(source: str) -> str:
     return f"""
 {_SCORE_CHANGE} AS (
     SELECT supplier, 1, 0, 0, 0, 0::float8, 1 FROM {source}),
-score AS ({_SCORE_UPSERT}),
+score AS ({_SCORE_CHANGE_INSERT}),
 day AS (
-    INSERT INTO supplier_day (supplier, day, forwarded) SELECT supplier, :today, 1
-    FROM {source}
-    ON CONFLICT (supplier, day) DO UPDATE SET forwarded = supplier_day.forwarded + 1)"""
+    INSERT INTO supplier_day_change (supplier, day) SELECT supplier, :today FROM {source})"""
 
 
 def _forward_audit_row(source: str, position: str, from_state: str) -> str:
@@ -177,6 +169,38 @@ def _forward_audit_row(source: str, position: str, from_state: str) -> str:
            jsonb_build_object('supplier', supplier, 'position', {position},
                               'deadline', :deadline_text::text)
     FROM {source}"""
+
+
+# The changes so far into the totals, in one short transaction (one hub at a time:
+# Lock.COUNTS). A change committed while this runs is not in its snapshot and waits for
+# the next fold. open_requests never falls below zero, as the views show it.
+FOLD_SCORECARDS = """
+WITH moved AS (
+    DELETE FROM scorecard_change RETURNING supplier, forwarded, filled, unfilled, timed_out,
+                                           turnaround_total, open_requests),
+sums AS (
+    SELECT supplier, sum(forwarded)::int AS forwarded, sum(filled)::int AS filled,
+           sum(unfilled)::int AS unfilled, sum(timed_out)::int AS timed_out,
+           sum(turnaround_total) AS turnaround_total, sum(open_requests)::int AS open_requests
+    FROM moved GROUP BY supplier)
+INSERT INTO scorecard_total AS s (supplier, forwarded, filled, unfilled, timed_out,
+                                  turnaround_total, open_requests)
+SELECT supplier, forwarded, filled, unfilled, timed_out, turnaround_total,
+       greatest(open_requests, 0)
+FROM sums
+ON CONFLICT (supplier) DO UPDATE SET
+    forwarded = s.forwarded + excluded.forwarded, filled = s.filled + excluded.filled,
+    unfilled = s.unfilled + excluded.unfilled, timed_out = s.timed_out + excluded.timed_out,
+    turnaround_total = s.turnaround_total + excluded.turnaround_total,
+    open_requests = greatest(s.open_requests + (
+        SELECT c.open_requests FROM sums c WHERE c.supplier = s.supplier), 0),
+    updated_at = now()"""
+
+FOLD_SUPPLIER_DAYS = """
+WITH moved AS (DELETE FROM supplier_day_change RETURNING supplier, day, forwarded)
+INSERT INTO supplier_day_total AS d (supplier, day, forwarded)
+SELECT supplier, day, sum(forwarded)::int FROM moved GROUP BY supplier, day
+ON CONFLICT (supplier, day) DO UPDATE SET forwarded = d.forwarded + excluded.forwarded"""
 
 
 # ---- forwarding -----------------------------------------------------------------------
