@@ -238,103 +238,75 @@ class Intake:
         """Process one delivery inside the caller's transaction.
 
         With `batch`, answers are left in it for the caller to flush; `gate` is this
-        delivery's row from `_gates`, when the caller gated the batch already.
+        delivery's row from `_gates`, when the caller gated the batch already. The checks
+        run in the module docstring's order; the first that fails decides the answer.
         """
         if batch is None:
             batch = Batch()
             outcome = await self.process_in(conn, inbound, batch=batch, gate=gate)
             await batch.flush(conn)
             return outcome
-        limit = self.settings.intake.max_message_bytes
         sender = inbound.sender
         if sender is None:
             await self._dead(conn, batch, inbound, "no user_id property: the sender is unknown")
             return IntakeOutcome.DEAD
         guess = _guess_kind(inbound)
-        if inbound.message_id and len(inbound.body) <= limit:
-            # The usual case in one round trip (or none, gated with its batch): a known
-            # sender, and the inbox gate.
-            known, fresh = gate or await conn.fetchrow(_GATE, sender, inbound.message_id,
-                                                       inbound.message_type)
-            if not known:
-                await self._dead(conn, batch, inbound, _unknown(sender))
-                return IntakeOutcome.DEAD
-            if not fresh:
-                # The first delivery's effects have committed already.
-                return IntakeOutcome.DUPLICATE
-        else:
-            if not await _is_agency(conn, sender):
-                await self._dead(conn, batch, inbound, _unknown(sender))
-                return IntakeOutcome.DEAD
-            if len(inbound.body) > limit:
-                return await self._refuse(conn, batch, inbound, guess, None,
-                                          ErrorType.BADLY_FORMED_MESSAGE,
-                                          f"message body is {len(inbound.body)} bytes; "
-                                          f"the limit is {limit}", dead=True)
-            return await self._refuse(conn, batch, inbound, guess, None, BADLY_FORMED,
-                                      "AMQP property message_id is missing; it is required "
-                                      "as the idempotency key", record=False)
-        if inbound.nul_in:
-            return await self._refuse(conn, batch, inbound, guess, None, BADLY_FORMED,
-                                      f"AMQP {inbound.nul_in} contains U+0000 (NUL), which "
-                                      "no property may hold", dead=True)
-        if (inbound.content_type or "").split(";")[0].strip().lower() != "application/json":
-            return await self._refuse(conn, batch, inbound, guess, None, BADLY_FORMED,
-                                      f"content_type is {inbound.content_type!r}; "
-                                      "it must be 'application/json'", dead=True)
-        try:
-            raw = json.loads(inbound.body.decode("utf-8"), parse_constant=_not_a_number)
-        except UnicodeDecodeError as exc:
-            return await self._refuse(conn, batch, inbound, guess, None, BADLY_FORMED,
-                                      f"body is not valid UTF-8 (byte {exc.start})", dead=True)
-        except RecursionError:
-            return await self._refuse(conn, batch, inbound, guess, None, BADLY_FORMED,
-                                      f"body is nested too deeply (more than {MAX_NESTING} "
-                                      "levels)", dead=True)
-        except ValueError as exc:  # not JSON, NaN/Infinity, a number of over 4,300 digits
-            return await self._refuse(conn, batch, inbound, guess, None, BADLY_FORMED,
-                                      f"body is not JSON: {str(exc).split('; use sys.')[0]}",
-                                      dead=True)
-        if isinstance(raw, dict) and len(raw) == 1:
-            key = next(iter(raw))
-            if key in INBOUND_KINDS:
-                guess = MessageType(key)
-        # Before anything stores, serialises or recurses into the body.
-        if problem := _unstorable(raw):
-            value, too_deep = problem
-            return await self._refuse(
-                conn, batch, inbound, guess, None,
-                BADLY_FORMED if too_deep else ErrorType.UNRECOGNISED_DATA_VALUE, value,
-                dead=too_deep)
-        try:
-            kind, message = parse_message(raw)
-        except MessageError as exc:
-            return await self._refuse(conn, batch, inbound, guess, _header_of(raw), exc.error_type,
-                                      exc.error_value, body=raw)
-        except RecursionError:
-            return await self._refuse(conn, batch, inbound, guess, None, BADLY_FORMED,
-                                      "body is nested too deeply", dead=True)
-        header = getattr(message, "header", None)
-        if inbound.message_type and inbound.message_type != kind:
-            return await self._refuse(conn, batch, inbound, guess, header,
-                                      ErrorType.BADLY_FORMED_MESSAGE,
-                                      f"AMQP type property {inbound.message_type!r} does not "
-                                      f"match the body's message type {str(kind)!r}", body=raw)
+        gated = await self._gate(conn, batch, inbound, sender, gate)
+        if isinstance(gated, IntakeOutcome):
+            return gated
+        read = gated or _read_body(inbound)
+        if isinstance(read, Problem):
+            return await self._refuse_problem(conn, batch, inbound, guess, read)
+        raw = read.raw
+        guess = _kind_in_body(raw) or guess
+        parsed = _parse(inbound, raw)
+        if isinstance(parsed, Problem):
+            return await self._refuse_problem(conn, batch, inbound, guess, parsed)
+        kind, message, header = parsed
         if kind not in INBOUND_KINDS:
             # Confirmations from agencies are receipts: recorded, never answered.
             await _set_outcome(conn, inbound, IntakeOutcome.OK, body=raw)
             return IntakeOutcome.OK
-        named = getattr(header, SENDER_FIELD[kind]).symbol
-        if named != sender:
-            path = f"{kind}.header.{HEADER_WIRE[SENDER_FIELD[kind]]}"
-            return await self._refuse(conn, batch, inbound, kind, header,
-                                      ErrorType.UNRECOGNISED_DATA_VALUE,
-                                      f"{path}: {named!r} is not the sending agency "
-                                      f"{sender!r} (AMQP user_id)", body=raw)
-        ctx = Context(sender=sender, message_id=inbound.message_id, kind=kind,
-                      message=message, raw=raw)
+        if problem := _not_the_sender(kind, header, sender, raw):
+            return await self._refuse_problem(conn, batch, inbound, kind, problem)
+        message_id = inbound.message_id or ""  # _gate answered a missing one already
+        ctx = Context(sender=sender, message_id=message_id, kind=kind, message=message,
+                      raw=raw)
+        return await self._handle(conn, batch, inbound, ctx, header)
+
+    async def _gate(self, conn: asyncpg.Connection, batch: Batch, inbound: Inbound,
+                    sender: str, gate: Gate | None) -> IntakeOutcome | Problem | None:
+        """A known sender, an idempotency key, a size within the limit, not seen before.
+
+        None: go on. An outcome: the delivery is done with (dead letter, duplicate). A
+        problem: answer it (and record it) as the refusal says.
+        """
+        limit = self.settings.intake.max_message_bytes
+        if inbound.message_id and len(inbound.body) <= limit:
+            # The usual case in one round trip (or none, gated with its batch): a known
+            # sender, and the inbox gate.
+            row = gate or await conn.fetchrow(_GATE, sender, inbound.message_id,
+                                              inbound.message_type)
+            known, fresh = (bool(row[0]), bool(row[1])) if row is not None else (False, False)
+            if not known:
+                await self._dead(conn, batch, inbound, _unknown(sender))
+                return IntakeOutcome.DEAD
+            # Not fresh: the first delivery's effects have committed already.
+            return None if fresh else IntakeOutcome.DUPLICATE
+        if not await _is_agency(conn, sender):
+            await self._dead(conn, batch, inbound, _unknown(sender))
+            return IntakeOutcome.DEAD
+        if len(inbound.body) > limit:
+            return Problem(BADLY_FORMED, f"message body is {len(inbound.body)} bytes; "
+                           f"the limit is {limit}", dead=True)
+        return Problem(BADLY_FORMED, "AMQP property message_id is missing; it is required as "
+                       "the idempotency key", record=False)
+
+    async def _handle(self, conn: asyncpg.Connection, batch: Batch, inbound: Inbound,
+                      ctx: Context, header: Any) -> IntakeOutcome:
+        """The business handler, and its confirmation (or its refusal) in the batch."""
         try:
-            if kind in getattr(self.handler, "refuses_before_writing", ()):
+            if ctx.kind in getattr(self.handler, "refuses_before_writing", ()):
                 # The handler promises to refuse before its first write for this kind:
                 # no savepoint needed (two round trips saved per message).
                 result = await self.handler(conn, ctx)
@@ -344,15 +316,22 @@ class Intake:
         except Refusal as refusal:
             if refusal.after is not None:
                 await refusal.after(conn)
-            return await self._refuse(conn, batch, inbound, kind, header, refusal.error_type,
-                                      refusal.error_value, body=raw,
+            return await self._refuse(conn, batch, inbound, ctx.kind, header,
+                                      refusal.error_type, refusal.error_value, body=ctx.raw,
                                       transaction_id=refusal.transaction_id)
         answer = result.confirmation or confirmation(
-            kind, header, ok=True, **_echo(kind, message))
+            ctx.kind, header, ok=True, **_echo(ctx.kind, ctx.message))
         batch.outgoing += [*self._answer(inbound, answer, result.transaction_id),
                            *result.outgoing]
-        batch.answered.append((sender, inbound.message_id, json.dumps(raw, ensure_ascii=False)))
+        batch.answered.append((ctx.sender, ctx.message_id,
+                               json.dumps(ctx.raw, ensure_ascii=False)))
         return IntakeOutcome.OK
+
+    async def _refuse_problem(self, conn: asyncpg.Connection, batch: Batch, inbound: Inbound,
+                              kind: MessageType, problem: Problem) -> IntakeOutcome:
+        return await self._refuse(conn, batch, inbound, problem.kind or kind, problem.header,
+                                  problem.error_type, problem.error_value, body=problem.body,
+                                  dead=problem.dead, record=problem.record)
 
     async def _refuse(self, conn: asyncpg.Connection, batch: Batch, inbound: Inbound,
                       kind: MessageType,
@@ -427,6 +406,83 @@ WITH answers AS ({OUTBOX_INSERT})
 UPDATE inbox i SET outcome = 'ok', body = a.body
 FROM unnest($8::text[], $9::text[], $10::jsonb[]) AS a(sender, message_id, body)
 WHERE i.sender = a.sender AND i.message_id = a.message_id"""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a delivery is refused: its ISO 18626 error, and what else becomes of it."""
+
+    error_type: ErrorType
+    error_value: str
+    dead: bool = False  # also a dead letter (the body cannot be answered in full)
+    record: bool = True  # its outcome goes in the inbox (not without a message_id)
+    header: Any = None  # echoed in the ERROR confirmation, when it could be read
+    body: Any = None  # stored with the outcome, when it is JSON
+    kind: MessageType | None = None  # the confirmation to answer with, if the body says
+
+
+@dataclass(frozen=True)
+class Body:
+    raw: Any
+
+
+def _read_body(inbound: Inbound) -> Body | Problem:
+    """The delivery's properties and body, read as JSON the hub can store and answer."""
+    if inbound.nul_in:
+        return Problem(BADLY_FORMED, f"AMQP {inbound.nul_in} contains U+0000 (NUL), which "
+                       "no property may hold", dead=True)
+    if (inbound.content_type or "").split(";")[0].strip().lower() != "application/json":
+        return Problem(BADLY_FORMED, f"content_type is {inbound.content_type!r}; it must be "
+                       "'application/json'", dead=True)
+    try:
+        raw = json.loads(inbound.body.decode("utf-8"), parse_constant=_not_a_number)
+    except UnicodeDecodeError as exc:
+        return Problem(BADLY_FORMED, f"body is not valid UTF-8 (byte {exc.start})", dead=True)
+    except RecursionError:
+        return Problem(BADLY_FORMED, f"body is nested too deeply (more than {MAX_NESTING} "
+                       "levels)", dead=True)
+    except ValueError as exc:  # not JSON, NaN/Infinity, a number of over 4,300 digits
+        return Problem(BADLY_FORMED, f"body is not JSON: {str(exc).split('; use sys.')[0]}",
+                       dead=True)
+    # Before anything stores, serialises or recurses into the body.
+    if problem := _unstorable(raw):
+        value, too_deep = problem
+        return Problem(BADLY_FORMED if too_deep else ErrorType.UNRECOGNISED_DATA_VALUE, value,
+                       dead=too_deep, kind=_kind_in_body(raw))
+    return Body(raw)
+
+
+def _kind_in_body(raw: Any) -> MessageType | None:
+    if isinstance(raw, dict) and len(raw) == 1:
+        key = next(iter(raw))
+        if key in INBOUND_KINDS:
+            return MessageType(key)
+    return None
+
+
+def _parse(inbound: Inbound, raw: Any) -> tuple[MessageType, BaseModel, Any] | Problem:
+    """The ISO 18626 message (kind, model, header), or what is wrong with it."""
+    try:
+        kind, message = parse_message(raw)
+    except MessageError as exc:
+        return Problem(exc.error_type, exc.error_value, header=_header_of(raw), body=raw)
+    except RecursionError:
+        return Problem(BADLY_FORMED, "body is nested too deeply", dead=True)
+    header = getattr(message, "header", None)
+    if inbound.message_type and inbound.message_type != kind:
+        return Problem(BADLY_FORMED, f"AMQP type property {inbound.message_type!r} does not "
+                       f"match the body's message type {str(kind)!r}", header=header, body=raw)
+    return kind, message, header
+
+
+def _not_the_sender(kind: MessageType, header: Any, sender: str, raw: Any) -> Problem | None:
+    """The header must name the agency that sent the message (its AMQP user_id)."""
+    named = getattr(header, SENDER_FIELD[kind]).symbol
+    if named == sender:
+        return None
+    path = f"{kind}.header.{HEADER_WIRE[SENDER_FIELD[kind]]}"
+    return Problem(ErrorType.UNRECOGNISED_DATA_VALUE, f"{path}: {named!r} is not the sending "
+                   f"agency {sender!r} (AMQP user_id)", header=header, body=raw)
 
 
 def _not_a_number(name: str) -> Any:
