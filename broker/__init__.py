@@ -1,1 +1,2 @@
-"""Routing, intake, relay: the hub as an ISO 18626 broker over RabbitMQ."""
+"""The hub core: intake (sharded), dispatch (routing, rota, relaying messages),
+holdings, routing policy, the transaction state model."""

@@ -1,0 +1,1 @@
+"""The operators' pages at /ops/: sign-in, dashboard, transaction and agency pages."""
