@@ -21,6 +21,7 @@ from pathlib import Path
 import asyncpg
 
 from broker.states import TERMINAL
+from infra import flags
 from settlement import ledger
 from settlement.subsidy import budgets_report
 
@@ -221,7 +222,7 @@ async def _money(conn: asyncpg.Connection, s: Summary, period: str) -> None:
            FROM ledger_posting""")
     s.postings, s.fees_minor = money["n"], money["fee"]
     s.subsidy_minor, s.patron_minor = money["subsidy"], money["patron"]
-    s.flags = await conn.fetchval("SELECT count(*) FROM charge_flag")
+    s.flags = await flags.count(conn, kinds=flags.CHARGE_REFUSED)
     s.ledger_problems = await ledger.check(conn)
     owners = [r["owner"] for r in await conn.fetch(
         "SELECT DISTINCT owner FROM ledger_entry ORDER BY owner")]

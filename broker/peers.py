@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 
-from broker.violations import raise_flag
+from infra.flags import FlagKind, raise_flag
 from infra.locks import Lock, try_transaction_lock
 from infra.observability import MESSAGES_OUT
 from infra.relay import MAX_BACKOFF_SECONDS
@@ -220,7 +220,7 @@ class PeerRelay:
                WHERE id = $1""", row["id"], result.reason, result.answer)
         headers = json.loads(row["headers"]) if row["headers"] else {}
         transaction_id = headers.get("hub-transaction-id")
-        await raise_flag(conn, "peer_error", row["routing_key"],
+        await raise_flag(conn, FlagKind.PEER_ERROR, row["routing_key"],
                          f"{row['routing_key']} refused {row['message_type']} "
                          f"{row['message_id']}: {result.reason}",
                          key=row["message_id"], transaction_id=transaction_id)

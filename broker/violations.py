@@ -1,10 +1,13 @@
-"""Violations and quality flags: raised as they happen, once per condition.
+"""Violations and quality flags: the rules that decide when dispatch raises one.
 
 The CALIS report names what the centre found late or not at all: suppliers
 charging above their schedule, suppliers that miss deadlines again and again,
 copies "delivered" without a usable file, loans not returned, and requesters who
-cancel unusually often. Each becomes a row in `flag` and an event `flag.<kind>`
-on `ill.events`, in the same transaction as what caused it.
+cancel unusually often. The rules here (thresholds, windows, what counts) detect
+the last three; a refused charge is flagged by the ledger (settlement/ledger.py)
+and a copy without a file by dispatch (broker/dispatch/supplier.py). Each flag is
+kept by infra/flags.py, the one store: a row in `flag` and an event `flag.<kind>`
+on `ill.events`, in the same transaction as what caused it, once per condition.
 """
 
 from __future__ import annotations
@@ -14,11 +17,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from infra.outbox import Outgoing, enqueue
-from schemas.wire import EVENTS
-
-KINDS = ("charge_above_schedule", "deadline_breaches", "copy_without_valid_file",
-         "loan_overdue", "cancellation_rate", "peer_error")
+from infra.flags import FlagKind, raise_flag
 
 
 @dataclass(frozen=True)
@@ -30,38 +29,18 @@ class Thresholds:
     window: timedelta = timedelta(days=30)
 
 
-async def raise_flag(conn: asyncpg.Connection, kind: str, subject: str, detail: str, *,
-                     key: str, transaction_id: str | None = None,
-                     now: datetime | None = None) -> bool:
-    """Record the flag and publish its event, unless this condition was flagged before."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown flag kind {kind!r} (known: {', '.join(KINDS)})")
-    row = await conn.fetchrow(
-        """INSERT INTO flag (kind, subject, transaction_id, detail, dedupe_key, raised_at)
-           VALUES ($1, $2, $3, $4, $5, coalesce($6, now()))
-           ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, raised_at""",
-        kind, subject, transaction_id, detail, f"{kind}:{key}", now)
-    if row is None:
-        return False
-    await enqueue(conn, [Outgoing(
-        exchange=EVENTS, routing_key=f"flag.{kind}", message_type="flag",
-        headers={"hub-transaction-id": transaction_id} if transaction_id else {},
-        body={"flag": row["id"], "kind": kind, "subject": subject,
-              "transactionId": transaction_id, "detail": detail,
-              "raisedAt": row["raised_at"].isoformat()})])
-    return True
-
-
 async def check_deadline_breaches(conn: asyncpg.Connection, supplier: str, now: datetime,
                                   limits: Thresholds = Thresholds()) -> None:
     breaches = await conn.fetchval(
         """SELECT count(*) FROM rota_entry WHERE supplier = $1 AND outcome = 'timed_out'
            AND answered_at > $2""", supplier, now - limits.window)
     if breaches >= limits.deadline_breaches:
-        await raise_flag(conn, "deadline_breaches", supplier,
+        await raise_flag(conn, FlagKind.DEADLINE_BREACHES, supplier,
                          f"{supplier} let {breaches} requests pass their deadline in the last "
                          f"{limits.window.days} days",
-                         key=f"{supplier}:{now.date().isoformat()}", now=now)
+                         key=f"{supplier}:{now.date().isoformat()}",
+                         facts={"breaches": breaches, "window_days": limits.window.days},
+                         now=now)
 
 
 async def check_cancellation_rate(conn: asyncpg.Connection, requester: str, now: datetime,
@@ -75,10 +54,13 @@ async def check_cancellation_rate(conn: asyncpg.Connection, requester: str, now:
     total, cancelled = row["total"], row["cancelled"]
     if total >= limits.cancellation_min_requests and \
             cancelled / total > limits.cancellation_rate:
-        await raise_flag(conn, "cancellation_rate", requester,
+        await raise_flag(conn, FlagKind.CANCELLATION_RATE, requester,
                          f"{requester} cancelled {cancelled} of its {total} requests in the "
                          f"last {limits.window.days} days ({cancelled / total:.0%})",
-                         key=f"{requester}:{now.date().isoformat()}", now=now)
+                         key=f"{requester}:{now.date().isoformat()}",
+                         facts={"cancelled": cancelled, "requests": total,
+                                "window_days": limits.window.days},
+                         now=now)
 
 
 async def sweep_overdue_loans(conn: asyncpg.Connection, now: datetime,
@@ -88,17 +70,12 @@ async def sweep_overdue_loans(conn: asyncpg.Connection, now: datetime,
         """SELECT id, requester, supplier, due_at FROM ill_transaction
            WHERE due_at < $1 AND closed_at IS NULL
              AND state IN ('Loaned', 'Received', 'Overdue', 'Recalled')
-             AND NOT EXISTS (SELECT 1 FROM flag f WHERE f.dedupe_key = 'loan_overdue:' || id)
-           LIMIT 500""", now - limits.overdue_grace)
+             AND NOT flag_raised($2, id)
+           LIMIT 500""", now - limits.overdue_grace, FlagKind.LOAN_OVERDUE.value)
     for r in rows:
-        await raise_flag(conn, "loan_overdue", r["requester"],
+        await raise_flag(conn, FlagKind.LOAN_OVERDUE, r["requester"],
                          f"loan from {r['supplier']} was due {r['due_at']:%Y-%m-%d} and is "
-                         "not returned", key=r["id"], transaction_id=r["id"], now=now)
+                         "not returned", key=r["id"], transaction_id=r["id"],
+                         facts={"supplier": r["supplier"], "due_at": r["due_at"].isoformat()},
+                         now=now)
     return len(rows)
-
-
-async def listing(pool: asyncpg.Pool, *, kind: str | None = None,
-                  limit: int = 100) -> list[asyncpg.Record]:
-    return await pool.fetch(
-        """SELECT id, raised_at, kind, subject, transaction_id, detail FROM flag
-           WHERE $1::text IS NULL OR kind = $1 ORDER BY id DESC LIMIT $2""", kind, limit)

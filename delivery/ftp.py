@@ -219,6 +219,18 @@ class SupplierLogins(aioftp.AbstractUserManager):
             self.sessions[user.login or ""] -= 1
 
 
+@dataclass(frozen=True)
+class _Upload:
+    """One STOR: whose file, where it goes, where it starts, how big it may grow."""
+    supplier: str
+    relative: str                 # the path in the supplier's home, as ftp_upload keeps it
+    real_path: Path
+    path_io: ConfinedPathIO
+    mode: str                     # "wb" (STOR) or "ab" (APPE)
+    offset: int                   # bytes already in the file (REST, or APPE's file size)
+    limit: int
+
+
 class DropServer(aioftp.Server):
     """aioftp.Server with upload size limit and upload tracking."""
 
@@ -256,86 +268,99 @@ class DropServer(aioftp.Server):
                           ConnectionConditions.passive_server_started)
     @PathPermissions(PathPermissions.writable)
     async def stor(self, connection: Any, rest: str | PurePosixPath, mode: str = "wb") -> bool:
+        upload = await self._upload_of(connection, rest, mode)
+        if upload is not None:
+            task = asyncio.create_task(self._receive(connection, upload))
+            connection.extra_workers.add(task)
+            connection.response("150", "data transfer started")
+        return True
+
+    async def _upload_of(self, connection: Any, rest: str | PurePosixPath,
+                         mode: str) -> _Upload | None:
+        """The upload a STOR (or APPE, mode "ab") asks for; None once the client has been
+        told why there is none (outside the home, no such directory, already too big)."""
         real_path, virtual_path = self.get_paths(connection, rest)
         path_io: ConfinedPathIO = connection.path_io
         if virtual_path == PurePosixPath("/") or not is_inside(real_path,
                                                                connection.user.base_path):
             connection.response("550", "permission denied")
-            return True
+            return None
         if not await path_io.is_dir(real_path.parent) or await path_io.is_dir(real_path):
             connection.response("550", "path unreachable")
-            return True
+            return None
         offset = connection.restart_offset
         if mode == "ab" and await path_io.is_file(real_path):
             offset = (await path_io.stat(real_path)).st_size
-        limit = self.max_bytes
-        if offset > limit:
+        if offset > self.max_bytes:
             connection.response("552", "file already at the size limit")
-            return True
-        supplier: str = connection.user.login
-        relative = self._relative(connection, real_path)
+            return None
+        return _Upload(supplier=connection.user.login,
+                       relative=self._relative(connection, real_path), real_path=real_path,
+                       path_io=path_io, mode=mode, offset=offset, limit=self.max_bytes)
 
-        @ConnectionConditions(ConnectionConditions.data_connection_made, wait=True,
-                              fail_code="425", fail_info="Can't open data connection")
-        @worker
-        async def receive(server: DropServer, connection: Any, rest: Any) -> None:
-            stream = connection.data_connection
-            del connection.data_connection
-            if not await server.tracker.safely(server.tracker.started(supplier, relative)):
-                stream.close()
-                connection.response("451", "upload not possible now; try again later")
-                return
-            written = offset
-            too_big = False
-            try:
-                file_mode = "r+b" if connection.restart_offset else mode
-                async with path_io.open(real_path, mode=file_mode) as out, stream:
-                    if connection.restart_offset:
-                        await out.seek(connection.restart_offset)
-                    async for data in stream.iter_by_block(connection.block_size):
-                        written += len(data)
-                        if written > limit:
-                            # Closing the data connection is the abort the client sees.
-                            too_big = True
-                            break
-                        await out.write(data)
-            except asyncio.CancelledError:
-                size = await asyncio.to_thread(_size_or_none, real_path)
-                _background(server.tracker.safely(
-                    server.tracker.ended(supplier, relative, size=size, complete=False)))
-                raise
-            except aioftp.PathIOError:
-                await server.tracker.safely(
-                    server.tracker.ended(supplier, relative, size=None, complete=False))
-                connection.response("550", "cannot write there")
-                return
-            # Shielded: a QUIT right after the transfer cancels this worker, and the
-            # bookkeeping must not stop halfway (a file without its record, or the reverse).
-            await asyncio.shield(conclude(server, connection, too_big, written))
+    @ConnectionConditions(ConnectionConditions.data_connection_made, wait=True,
+                          fail_code="425", fail_info="Can't open data connection")
+    @worker
+    async def _receive(self, connection: Any, upload: _Upload) -> None:
+        """The transfer, recorded in `ftp_upload` as it starts and as it ends."""
+        stream = connection.data_connection
+        del connection.data_connection
+        tracker, supplier, relative = self.tracker, upload.supplier, upload.relative
+        if not await tracker.safely(tracker.started(supplier, relative)):
+            stream.close()
+            connection.response("451", "upload not possible now; try again later")
+            return
+        try:
+            written, too_big = await self._copy(connection, stream, upload)
+        except asyncio.CancelledError:
+            size = await asyncio.to_thread(_size_or_none, upload.real_path)
+            _background(tracker.safely(
+                tracker.ended(supplier, relative, size=size, complete=False)))
+            raise
+        except aioftp.PathIOError:
+            await tracker.safely(tracker.ended(supplier, relative, size=None, complete=False))
+            connection.response("550", "cannot write there")
+            return
+        # Shielded: a QUIT right after the transfer cancels this worker, and the
+        # bookkeeping must not stop halfway (a file without its record, or the reverse).
+        await asyncio.shield(self._conclude(connection, upload, too_big, written))
 
-        async def conclude(server: DropServer, connection: Any, too_big: bool,
-                           written: int) -> None:
-            if too_big:
-                await asyncio.to_thread(_unlink_quietly, real_path)
-                await server.tracker.safely(
-                    server.tracker.ended(supplier, relative, size=None, complete=False))
-                log.info("FTP upload %s of %s aborted above %d bytes", relative, supplier,
-                         limit)
-                connection.response(
-                    "552", f"file larger than {limit // (1024 * 1024)} MB; upload aborted")
-                return
-            if not await server.tracker.safely(
-                    server.tracker.ended(supplier, relative, size=written, complete=True)):
-                # Stored but not recorded: intake would wait for it forever, so say so.
-                connection.response("451", "file stored but not recorded; upload it again")
-                return
-            log.info("FTP upload %s of %s: %d bytes", relative, supplier, written)
-            connection.response("226", "data transfer done")
+    @staticmethod
+    async def _copy(connection: Any, stream: Any, upload: _Upload) -> tuple[int, bool]:
+        """Data connection to file; returns the bytes the file has (from its start) and
+        whether the upload went over the limit (then the data connection is closed, which
+        is the abort the client sees)."""
+        written = upload.offset
+        file_mode = "r+b" if connection.restart_offset else upload.mode
+        async with upload.path_io.open(upload.real_path, mode=file_mode) as out, stream:
+            if connection.restart_offset:
+                await out.seek(connection.restart_offset)
+            async for data in stream.iter_by_block(connection.block_size):
+                written += len(data)
+                if written > upload.limit:
+                    return written, True
+                await out.write(data)
+        return written, False
 
-        task = asyncio.create_task(receive(self, connection, rest))
-        connection.extra_workers.add(task)
-        connection.response("150", "data transfer started")
-        return True
+    async def _conclude(self, connection: Any, upload: _Upload, too_big: bool,
+                        written: int) -> None:
+        """Record the upload's end and answer the client (or drop a too-big file)."""
+        tracker, supplier, relative = self.tracker, upload.supplier, upload.relative
+        if too_big:
+            await asyncio.to_thread(_unlink_quietly, upload.real_path)
+            await tracker.safely(tracker.ended(supplier, relative, size=None, complete=False))
+            log.info("FTP upload %s of %s aborted above %d bytes", relative, supplier,
+                     upload.limit)
+            connection.response(
+                "552", f"file larger than {upload.limit // (1024 * 1024)} MB; upload aborted")
+            return
+        if not await tracker.safely(
+                tracker.ended(supplier, relative, size=written, complete=True)):
+            # Stored but not recorded: intake would wait for it forever, so say so.
+            connection.response("451", "file stored but not recorded; upload it again")
+            return
+        log.info("FTP upload %s of %s: %d bytes", relative, supplier, written)
+        connection.response("226", "data transfer done")
 
     @ConnectionConditions(ConnectionConditions.login_required,
                           ConnectionConditions.rename_from_required)

@@ -40,10 +40,12 @@ positions sum to minus the centre's.
 The fee posted is the supplier's deliveryCosts if it sent one, else the frozen
 quote (settlement.fees.fee_to_charge). A fee above the quote (or above the
 request's maximumCosts) is refused with `ChargeAboveQuote` / `ChargeAboveMaxCost`
-(`error_value` is ready for an ISO 18626 UnrecognisedDataValue answer) and flagged
-in `charge_flag`. The flag is written on the caller's connection outside
-post_charge's own savepoint; a caller that rolls its work back on refusal (the
-intake does) should call `record_flag(conn, exc)` afterwards so the flag stays.
+(`error_value` is ready for an ISO 18626 UnrecognisedDataValue answer) and flagged:
+one flag (infra/flags.py) whose kind is the refusal's `flag_kind` and whose facts are
+the charge's, with its event `flag.<kind>`. The flag is written on the caller's
+connection outside post_charge's own savepoint; a caller that rolls its work back on
+refusal (the intake does) should call `record_flag(conn, exc)` afterwards so the flag
+stays. Either way a refused charge is flagged once (keyed by transaction, event and fee).
 """
 
 from __future__ import annotations
@@ -51,11 +53,12 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from infra.flags import FlagKind, raise_flag
 from schemas.money import Money
 from settlement.calendar import DEFAULT_TZ, local_date
 from settlement.subsidy import Grant, give_back, grant, rules_version
@@ -81,6 +84,7 @@ class ChargeRefused(Exception):
 
     reason = "refused"
     error_type = "UnrecognisedDataValue"
+    flag_kind: ClassVar[FlagKind]     # each subclass's kind of flag
 
     def __init__(self, detail: str, *, transaction_id: str, event: str, requester: str,
                  supplier: str, fee: Money, limit: Money | None) -> None:
@@ -98,17 +102,33 @@ class ChargeRefused(Exception):
         return (f"supplyingAgencyMessage.deliveryInfo.deliveryCosts: {self.detail} "
                 f"(transaction {self.transaction_id}); the charge is refused and flagged")
 
+    @property
+    def facts(self) -> dict[str, Any]:
+        """What the flag keeps of the refusal, structured."""
+        facts: dict[str, Any] = {
+            "event": self.event, "requester": self.requester, "supplier": self.supplier,
+            "reason": self.reason, "fee_minor": self.fee.minor,
+            "limit_minor": self.limit.minor if self.limit is not None else None,
+            "currency": self.fee.currency}
+        if self.limit is not None and self.limit.currency != self.fee.currency:
+            facts["limit_currency"] = self.limit.currency
+        return facts
+
 
 class ChargeAboveQuote(ChargeRefused):
     reason = "above_quote"
+    # The quote is the supplier's fee schedule applied to the request.
+    flag_kind = FlagKind.CHARGE_ABOVE_SCHEDULE
 
 
 class ChargeAboveMaxCost(ChargeRefused):
     reason = "above_max_cost"
+    flag_kind = FlagKind.CHARGE_ABOVE_MAX_COST
 
 
 class ChargeCurrencyMismatch(ChargeRefused):
     reason = "currency_mismatch"
+    flag_kind = FlagKind.CHARGE_CURRENCY_MISMATCH
 
 
 @dataclass(frozen=True)
@@ -166,14 +186,15 @@ def _refusal(*, transaction_id: str, event: str, requester: str, supplier: str, 
     return None
 
 
-async def record_flag(conn: asyncpg.Connection, exc: ChargeRefused) -> None:
-    """Keep a refused charge on record (idempotent: a redelivery does not flag twice)."""
-    await conn.execute(
-        """INSERT INTO charge_flag (transaction_id, event, requester, supplier, reason,
-                                    fee_minor, limit_minor, currency, detail)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING""",
-        exc.transaction_id, exc.event, exc.requester, exc.supplier, exc.reason, exc.fee.minor,
-        exc.limit.minor if exc.limit is not None else None, exc.fee.currency, exc.detail)
+async def record_flag(conn: asyncpg.Connection, exc: ChargeRefused, *,
+                      now: datetime.datetime | None = None) -> bool:
+    """Keep a refused charge on record: one flag about the supplier, with the charge's
+    facts, and its event. Idempotent: a redelivery (the same transaction, event and fee)
+    does not flag twice; True if this call flagged it. `now` defaults to the database's."""
+    return await raise_flag(
+        conn, exc.flag_kind, exc.supplier, exc.detail,
+        key=f"{exc.transaction_id}:{exc.event}:{exc.fee.minor}:{exc.fee.currency}",
+        transaction_id=exc.transaction_id, facts=exc.facts, now=now)
 
 
 async def post_charge(conn: asyncpg.Connection, *, transaction_id: str, event: str,

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
 
 from app.cli import run_command
+from infra.flags import FlagKind, of_transaction
 from schemas.money import Money
 from schemas.settings import Settings
 from settlement.fees import load_fees, pages_of, quote
@@ -40,48 +40,20 @@ from settlement.subsidy import (
     budgets_report,
     load_subsidy,
 )
-from tests.conftest import RUN_ID, agency_symbol, unique
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-ROOT = Path(__file__).resolve().parent.parent
-
+from tests.support.agencies import sql_agencies
+from tests.support.money import at, cny
+from tests.support.names import budget_name, txn_id
+from tests.support.paths import DOCS
 
 # --------------------------------------------------------------------------
-# helpers (also used by test_fees.py and test_ledger_property.py)
+# posting a charge
 # --------------------------------------------------------------------------
-
-async def new_agencies(conn: asyncpg.Connection | asyncpg.Pool, *names: str) -> list[str]:
-    """Agencies with fresh symbols, one per name, inserted with plain SQL."""
-    symbols = [agency_symbol(unique("CH")) for _ in names]
-    await conn.executemany(
-        "INSERT INTO agency (symbol, name, roles, password_hash, province, city) "
-        "VALUES ($1, $2, ARRAY['requester', 'supplier'], 'x', '上海', '上海')",
-        list(zip(symbols, names, strict=True)))
-    return symbols
-
-
-def at(day: str, time: str = "12:00") -> datetime.datetime:
-    """A consortium-local (Asia/Shanghai) instant."""
-    return datetime.datetime.fromisoformat(f"{day}T{time}").replace(tzinfo=SHANGHAI)
-
-
-def budget_name(label: str = "b") -> str:
-    """Budget names are global in the shared database: unique per test."""
-    return f"{label}-{RUN_ID}-{unique('n')}"
-
-
-def txn_id() -> str:
-    return f"ILL-T{RUN_ID}-{unique('X')}"
-
-
-def cny(text: str) -> Money:
-    return Money.from_decimal(text, "CNY")
-
 
 async def charge(conn: asyncpg.Connection, version: int | None, requester: str, supplier: str,
                  fee: str, *, kind: str = "BookLoan", event: str = "Loaned",
                  on: datetime.datetime | None = None, quote_: str | None = None,
                  transaction: str | None = None, title: str | None = None) -> PostingResult:
+    """Post `fee` (yuan) as a charge, by default a book loan on 2026-10-15."""
     return await post_charge(
         conn, transaction_id=transaction or txn_id(), event=event, requester=requester,
         supplier=supplier, service_kind=kind, fee=cny(fee),
@@ -96,7 +68,7 @@ async def charge(conn: asyncpg.Connection, version: int | None, requester: str, 
 async def test_worked_example(pool: asyncpg.Pool, capsys: pytest.CaptureFixture[str],
                               settings: Settings) -> None:
     """A west member borrows a book from the national library, subsidised twice."""
-    lzu, nlc, pku = await new_agencies(pool, "兰州大学图书馆", "国家图书馆", "北京大学图书馆")
+    lzu, nlc, pku = await sql_agencies(pool, "兰州大学图书馆", "国家图书馆", "北京大学图书馆")
     west, support, centre = budget_name("west"), budget_name("support"), budget_name("centre")
     async with pool.acquire() as conn:
         await load_fees(conn, f"""[[fee]]
@@ -195,7 +167,7 @@ budgets = ["{support}", "{centre}"]
     ("percent = 0", "20.00", "0.00"),
 ])
 async def test_each_rule_kind(pool: asyncpg.Pool, rule: str, fee: str, subsidy: str) -> None:
-    req, sup = await new_agencies(pool, "读者馆", "供应馆")
+    req, sup = await sql_agencies(pool, "读者馆", "供应馆")
     async with pool.acquire() as conn:
         v = await load_subsidy(conn, f'[[rule]]\nname = "r"\nwhen = {{ requester = ["{req}"] }}'
                                      f"\n{rule}\n", "s.toml")
@@ -206,7 +178,7 @@ async def test_each_rule_kind(pool: asyncpg.Pool, rule: str, fee: str, subsidy: 
 
 
 async def test_stacking_order_is_file_order_on_the_remaining_share(pool: asyncpg.Pool) -> None:
-    req, sup = await new_agencies(pool, "叠加馆", "供应馆")
+    req, sup = await sql_agencies(pool, "叠加馆", "供应馆")
     fixed = f'[[rule]]\nname = "fixed"\nwhen = {{ requester = ["{req}"] }}\nfixed = "5.00"\n'
     half = f'[[rule]]\nname = "half"\nwhen = {{ requester = ["{req}"] }}\npercent = 50\n'
     everything = (f'[[rule]]\nname = "all"\nwhen = {{ requester = ["{req}"] }}\n'
@@ -227,7 +199,7 @@ async def test_stacking_order_is_file_order_on_the_remaining_share(pool: asyncpg
 
 
 async def test_matching_on_kind_supplier_and_requester_groups(pool: asyncpg.Pool) -> None:
-    r1, r2, shl, other = await new_agencies(pool, "成员甲", "非成员", "上海图书馆", "别馆")
+    r1, r2, shl, other = await sql_agencies(pool, "成员甲", "非成员", "上海图书馆", "别馆")
     async with pool.acquire() as conn:
         v = await load_subsidy(conn, f"""
 [groups]
@@ -250,7 +222,7 @@ percent = 100
 
 
 async def test_promotion_window_boundaries_are_consortium_local(pool: asyncpg.Pool) -> None:
-    req, shl = await new_agencies(pool, "促销读者馆", "上海图书馆")
+    req, shl = await sql_agencies(pool, "促销读者馆", "上海图书馆")
     async with pool.acquire() as conn:
         v = await load_subsidy(conn, f"""
 [[rule]]
@@ -272,7 +244,7 @@ percent = 100
 
 
 async def test_budget_exhaustion_mid_month(pool: asyncpg.Pool) -> None:
-    r1, r2, sup = await new_agencies(pool, "甲馆", "乙馆", "供应馆")
+    r1, r2, sup = await sql_agencies(pool, "甲馆", "乙馆", "供应馆")
     name = budget_name("monthly")
     async with pool.acquire() as conn:
         v = await load_subsidy(conn, f"""
@@ -309,7 +281,7 @@ budgets = ["{name}"]
 
 
 async def test_a_rule_is_limited_by_all_its_budgets_and_falls_back(pool: asyncpg.Pool) -> None:
-    req, sup = await new_agencies(pool, "多预算馆", "供应馆")
+    req, sup = await sql_agencies(pool, "多预算馆", "供应馆")
     promo, own, pot = budget_name("promo"), budget_name("own"), budget_name("pot")
     async with pool.acquire() as conn:
         v = await load_subsidy(conn, f"""
@@ -356,7 +328,7 @@ budgets = ["{own}", "{pot}"]
 
 
 async def test_fifty_concurrent_postings_never_overdraw(pool: asyncpg.Pool) -> None:
-    req, sup = await new_agencies(pool, "并发馆", "供应馆")
+    req, sup = await sql_agencies(pool, "并发馆", "供应馆")
     pot, own = budget_name("pot"), budget_name("own")
     async with pool.acquire() as conn:
         v = await load_subsidy(conn, f"""
@@ -394,7 +366,7 @@ budgets = ["{own}", "{pot}"]
 
 
 async def test_concurrent_charges_and_reversals_share_budgets(pool: asyncpg.Pool) -> None:
-    req, sup = await new_agencies(pool, "混合并发馆", "供应馆")
+    req, sup = await sql_agencies(pool, "混合并发馆", "供应馆")
     a_name, z_name = budget_name("a"), budget_name("z")
     async with pool.acquire() as conn:
         v = await load_subsidy(conn, f"""
@@ -439,7 +411,7 @@ budgets = ["{z_name}", "{a_name}"]
 
 
 async def test_fee_in_another_currency_gets_no_subsidy(pool: asyncpg.Pool) -> None:
-    req, sup = await new_agencies(pool, "外币馆", "供应馆")
+    req, sup = await sql_agencies(pool, "外币馆", "供应馆")
     async with pool.acquire() as conn:
         v = await load_subsidy(conn, f'[[rule]]\nname = "r"\nwhen = {{ requester = ["{req}"] }}'
                                      "\npercent = 100\n")
@@ -492,7 +464,7 @@ def test_subsidy_file_errors_name_rule_and_field(text: str, message: str) -> Non
 
 
 def test_example_subsidy_file_parses_and_round_trips() -> None:
-    rules = SubsidyRules.from_toml((ROOT / "docs" / "subsidy.example.toml").read_text("utf-8"))
+    rules = SubsidyRules.from_toml((DOCS / "subsidy.example.toml").read_text("utf-8"))
     assert [r.name for r in rules.rules] == ["SHL free book loans, October", "west support",
                                              "reader support"]
     assert SubsidyRules.from_dict(rules.to_dict()) == rules
@@ -500,7 +472,7 @@ def test_example_subsidy_file_parses_and_round_trips() -> None:
 
 async def test_budgets_and_subsidy_cli(pool: asyncpg.Pool, settings: Settings, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    req, sup = await new_agencies(pool, "报表图书馆", "供应馆")
+    req, sup = await sql_agencies(pool, "报表图书馆", "供应馆")
     own, pot = budget_name("own"), budget_name("pot")
     path = tmp_path / "subsidy.toml"
     path.write_text(f"""
@@ -551,7 +523,7 @@ def test_billable_events() -> None:
 
 
 async def test_the_same_event_posts_once(pool: asyncpg.Pool) -> None:
-    req, sup = await new_agencies(pool, "重投馆", "供应馆")
+    req, sup = await sql_agencies(pool, "重投馆", "供应馆")
     name = budget_name()
     async with pool.acquire() as conn:
         v = await load_subsidy(conn, f"""
@@ -592,7 +564,7 @@ budgets = ["{name}"]
 
 
 async def test_charge_above_quote_is_refused_and_flagged(pool: asyncpg.Pool) -> None:
-    req, sup = await new_agencies(pool, "超价馆", "供应馆")
+    req, sup = await sql_agencies(pool, "超价馆", "供应馆")
     txn = txn_id()
     async with pool.acquire() as conn:
         for _ in range(2):                          # a redelivery flags once
@@ -603,9 +575,10 @@ async def test_charge_above_quote_is_refused_and_flagged(pool: asyncpg.Pool) -> 
             "supplyingAgencyMessage.deliveryInfo.deliveryCosts: charge 35.00 CNY is above the "
             f"quote 30.00 CNY made for this request (transaction {txn}); the charge is "
             "refused and flagged")
-        flags = await conn.fetch("SELECT * FROM charge_flag WHERE transaction_id = $1", txn)
-        assert [(f["reason"], f["fee_minor"], f["limit_minor"]) for f in flags] == [
-            ("above_quote", 3500, 3000)]
+        flagged = await of_transaction(conn, txn)
+        assert [(f.kind, f.subject, f.facts["reason"], f.facts["fee_minor"],
+                 f.facts["limit_minor"]) for f in flagged] == [
+            (FlagKind.CHARGE_ABOVE_SCHEDULE, sup, "above_quote", 3500, 3000)]
         assert await conn.fetchval("SELECT count(*) FROM ledger_posting WHERE transaction_id "
                                    "= $1", txn) == 0
 
@@ -616,16 +589,20 @@ async def test_charge_above_quote_is_refused_and_flagged(pool: asyncpg.Pool) -> 
                 await post_charge(conn, transaction_id=txn2, event="Loaned", requester=req,
                                   supplier=sup, service_kind="BookLoan", fee=cny("20.00"),
                                   quote=None, max_cost=cny("15.00"), on=at("2026-10-01"))
-        assert await conn.fetchval("SELECT count(*) FROM charge_flag WHERE transaction_id = $1",
-                                   txn2) == 0
+        assert await of_transaction(conn, txn2) == []
         await record_flag(conn, refused.value)
-        assert await conn.fetchval("SELECT reason FROM charge_flag WHERE transaction_id = $1",
-                                   txn2) == "above_max_cost"
+        [flag] = await of_transaction(conn, txn2)
+        assert (flag.kind, flag.facts["reason"]) == (FlagKind.CHARGE_ABOVE_MAX_COST,
+                                                     "above_max_cost")
 
+        txn3 = txn_id()
         with pytest.raises(ChargeCurrencyMismatch):
-            await post_charge(conn, transaction_id=txn_id(), event="Loaned", requester=req,
+            await post_charge(conn, transaction_id=txn3, event="Loaned", requester=req,
                               supplier=sup, service_kind="BookLoan", fee=Money(100, "USD"),
                               quote=cny("30.00"), on=at("2026-10-01"))
+        [flag] = await of_transaction(conn, txn3)
+        assert flag.kind == FlagKind.CHARGE_CURRENCY_MISMATCH
+        assert (flag.facts["currency"], flag.facts["limit_currency"]) == ("USD", "CNY")
         # At the quote, or below it (the supplier's deliveryCosts), is fine.
         assert (await charge(conn, None, req, sup, "30.00", quote_="30.00")).fee == cny("30.00")
         assert (await charge(conn, None, req, sup, "12.00", quote_="30.00")).fee == cny("12.00")
@@ -643,7 +620,7 @@ async def test_cancel_before_supply_costs_nothing(pool: asyncpg.Pool) -> None:
 
 
 async def test_cancel_after_charge_reverses_and_returns_the_subsidy(pool: asyncpg.Pool) -> None:
-    req, sup = await new_agencies(pool, "退款馆", "供应馆")
+    req, sup = await sql_agencies(pool, "退款馆", "供应馆")
     name = budget_name()
     async with pool.acquire() as conn:
         v = await load_subsidy(conn, f"""
@@ -693,7 +670,7 @@ budgets = ["{name}"]
 
 
 async def test_ledger_rows_are_append_only(pool: asyncpg.Pool) -> None:
-    req, sup = await new_agencies(pool, "只增馆", "供应馆")
+    req, sup = await sql_agencies(pool, "只增馆", "供应馆")
     async with pool.acquire() as conn:
         v = await load_subsidy(conn, f'[[rule]]\nname = "r"\nwhen = {{ requester = ["{req}"] }}'
                                      "\npercent = 50\n")
@@ -720,7 +697,7 @@ async def test_ledger_rows_are_append_only(pool: asyncpg.Pool) -> None:
 
 
 async def test_check_reports_an_unbalanced_transaction(pool: asyncpg.Pool) -> None:
-    req, sup = await new_agencies(pool, "坏账馆", "供应馆")
+    req, sup = await sql_agencies(pool, "坏账馆", "供应馆")
     async with pool.acquire() as conn:
         assert await check(conn) == []
         tr = conn.transaction()
@@ -751,7 +728,7 @@ async def test_check_reports_an_unbalanced_transaction(pool: asyncpg.Pool) -> No
 
 
 async def test_zero_fee_posts_no_entries(pool: asyncpg.Pool) -> None:
-    req, sup = await new_agencies(pool, "免费馆", "供应馆")
+    req, sup = await sql_agencies(pool, "免费馆", "供应馆")
     async with pool.acquire() as conn:
         r = await charge(conn, None, req, sup, "0.00", quote_="0.00")
     assert r.entries == () and r.fee == cny("0.00") and not r.duplicate
@@ -759,7 +736,7 @@ async def test_zero_fee_posts_no_entries(pool: asyncpg.Pool) -> None:
 
 async def test_ledger_show_and_check_cli(pool: asyncpg.Pool, settings: Settings,
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    req, sup = await new_agencies(pool, "复旦大学图书馆", "上海图书馆")
+    req, sup = await sql_agencies(pool, "复旦大学图书馆", "上海图书馆")
     async with pool.acquire() as conn:
         await charge(conn, None, req, sup, "25.00", title="《四库全书》选印本",
                      on=at("2026-09-30"))

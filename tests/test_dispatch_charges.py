@@ -1,49 +1,20 @@
-"""Dispatch with fee schedules: quotes frozen at routing, maximumCosts, charges on delivery."""
+"""Dispatch with fee schedules: quotes frozen at routing, maximumCosts, charges on delivery.
+
+The `priced` network (tests/support/network.py): Shanghai charges 60.00 per copy,
+Nanjing 12.00 + 0.50 a page, Beijing 8.00.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-import pytest
-
-from settlement.fees import load_fees
+from infra.flags import FlagKind, of_transaction
 from settlement.ledger import check
-from tests import messages
-from tests.test_dispatch import (
-    ISSN,
-    Party,
-    network,  # noqa: F401 - the fixture
-    start,
-    state_of,
-    supplier_message,
-)
-
-
-@pytest.fixture
-async def priced(network, pool) -> dict[str, Party]:  # noqa: F811
-    """Shanghai charges 60.00 per copy, Nanjing 12.00 + 0.50/page, Beijing 8.00."""
-    sh, js, bj = network["sh"].symbol, network["js"].symbol, network["bj"].symbol
-    async with pool.acquire() as conn:
-        await load_fees(conn, f"""
-currency = "CNY"
-[[fee]]
-supplier = "{sh}"
-service_kind = "DocumentDelivery"
-effective_from = 2020-01-01
-base = "60.00"
-[[fee]]
-supplier = "{js}"
-service_kind = "DocumentDelivery"
-effective_from = 2020-01-01
-base = "12.00"
-per_page = "0.50"
-[[fee]]
-supplier = "{bj}"
-service_kind = "DocumentDelivery"
-effective_from = 2020-01-01
-base = "8.00"
-""", file_name="test-fees.toml")
-    return network
+from tests.support import messages
+from tests.support.cli import run
+from tests.support.messages import supplier_message
+from tests.support.network import ISSN, start, state_of
 
 
 async def _txn(pool, requester: str, request_id: str) -> Any:
@@ -125,13 +96,36 @@ async def test_charge_above_the_quote_is_refused_and_flagged(priced, pool) -> No
     assert txn["state"] == "ExpectToSupply"  # the transaction did not advance
     assert await pool.fetchval("SELECT count(*) FROM ledger_posting WHERE transaction_id = $1",
                                txn["id"]) == 0
-    assert await pool.fetchval("SELECT count(*) FROM charge_flag WHERE transaction_id = $1",
-                               txn["id"]) == 1
+    assert len(await of_transaction(pool, txn["id"])) == 1
+
+
+async def test_a_refused_charge_is_one_flag_with_its_facts_and_one_event(priced, pool) -> None:
+    req, bj = priced["req"], priced["bj"]
+    await start(priced, "CH-4", max_cost="9.00")
+    await bj.next("request")
+    done = supplier_message(bj.symbol, req.symbol, "CH-4", "CopyCompleted")
+    done["supplyingAgencyMessage"]["deliveryInfo"] = {
+        "dateSent": messages.now(),
+        "deliveryCosts": {"currencyCode": "CNY", "monetaryValue": "15.00"}}
+    for _ in range(2):  # refused again when the supplier sends it again
+        await bj.send("supplyingAgencyMessage", done)
+        await bj.confirmed(ok=False)
+    txn = await _txn(pool, req.symbol, "CH-4")
+    [flag] = await of_transaction(pool, txn["id"])
+    assert (flag.kind, flag.subject) == (FlagKind.CHARGE_ABOVE_SCHEDULE, bj.symbol)
+    assert flag.facts == {"event": "CopyCompleted", "requester": req.symbol,
+                          "supplier": bj.symbol, "reason": "above_quote", "fee_minor": 1500,
+                          "limit_minor": 800, "currency": "CNY"}
+    events = await pool.fetch(
+        """SELECT routing_key, body FROM outbox
+           WHERE routing_key LIKE 'flag.%' AND headers->>'hub-transaction-id' = $1""",
+        txn["id"])
+    assert [e["routing_key"] for e in events] == ["flag.charge_above_schedule"]
+    body = json.loads(events[0]["body"])
+    assert (body["flag"], body["kind"], body["facts"]) == (flag.id, flag.kind, flag.facts)
 
 
 async def test_operator_refund_check_and_show_through_the_cli(priced, pool, settings) -> None:
-    from tests.test_cli import run
-
     req, bj = priced["req"], priced["bj"]
     await start(priced, "CH-3", max_cost="9.00")
     await bj.next("request")

@@ -10,280 +10,63 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from html.parser import HTMLParser
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from illclient.client import AgencyClient, Received
+from infra.flags import FlagKind, raise_flag
 from schemas.settings import Settings
-from tests import messages
-from web.app import make_app
+from tests.support.agencies import MakeAgency
+from tests.support.operators import (
+    HTML,
+    PASSWORD,
+    get_page,
+    operator_network,
+    ops_client,
+    pct,
+    put_transaction,
+    row_for,
+    rows_of,
+    sign_in,
+    unfilled_then_copied,
+)
 from web.operators.data import REQUESTER_LIMIT
 from web.operators.pages import COOKIE, LoginGuard, Sessions
 
-PASSWORD = "correct horse 馆际互借 battery"
+PutBudget = Callable[..., Awaitable[None]]
 
 
-def fresh_issn() -> str:
-    """A valid ISSN (check digit included) that no other test's suppliers hold."""
-    digits = [secrets.randbelow(10) for _ in range(7)]
-    check = (11 - sum(d * (8 - i) for i, d in enumerate(digits)) % 11) % 11
-    body = "".join(map(str, digits))
-    return f"{body[:4]}-{body[4:]}{'X' if check == 10 else check}"
+@pytest.fixture
+async def put_budget(pool: asyncpg.Pool) -> AsyncIterator[PutBudget]:
+    """Insert subsidy budget rows by hand (figures for the pages); deleted when the test ends.
 
-HTML = {"Accept": "text/html,application/xhtml+xml"}
-
-
-# ---- reading pages -----------------------------------------------------------------
-
-class Rows(HTMLParser):
-    """Table rows of a page: each `<tr>`'s attributes and its cells' text."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[tuple[dict[str, str | None], list[str]]] = []
-        self._cell: list[str] | None = None
-        self._svg = 0
-        self.text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "svg":
-            self._svg += 1
-        elif tag == "tr":
-            self.rows.append((dict(attrs), []))
-        elif tag in ("td", "th"):
-            self._cell = []
-        elif tag in ("br", "li") and self._cell is not None:
-            self._cell.append(" ")  # what a reader sees as a line break
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "svg":
-            self._svg -= 1
-        elif tag in ("td", "th") and self._cell is not None and self.rows:
-            self.rows[-1][1].append(" ".join("".join(self._cell).split()))
-            self._cell = None
-
-    def handle_data(self, data: str) -> None:
-        if self._svg:  # chart labels and tooltips are not table text
-            return
-        self.text.append(data)
-        if self._cell is not None:
-            self._cell.append(data)
-
-
-def rows_of(page: str) -> Rows:
-    parser = Rows()
-    parser.feed(page)
-    return parser
-
-
-def row_for(page: str, symbol: str, table_id: str) -> list[str]:
-    """The cells of the row for `symbol` in the table `table_id`."""
-    section = page.split(f'id="{table_id}"', 1)[1].split("</table>", 1)[0]
-    found = [cells for attrs, cells in rows_of("<table>" + section).rows
-             if attrs.get("data-symbol") == symbol]
-    assert len(found) == 1, f"{symbol} in {table_id}: {found}"
-    return found[0]
-
-
-def pct(part: int, whole: int) -> str:
-    return f"{part / whole * 100:.1f} %"
-
-
-# ---- an app with operator pages ----------------------------------------------------
-
-@asynccontextmanager
-async def ops_client(settings: Settings, pool: asyncpg.Pool,
-                     monkeypatch: pytest.MonkeyPatch,
-                     password: str | None = PASSWORD) -> AsyncIterator[TestClient]:
-    """The hub's HTTP app (make_app, as the hub builds it) with the operators' password."""
-    settings = settings.updated(operators__password=password)
-    client = TestClient(TestServer(make_app(settings, pool)))
-    await client.start_server()
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-async def sign_in(client: TestClient | aiohttp.ClientSession, base: str = "") -> None:
-    async with client.post(f"{base}/ops/login", data={"password": PASSWORD},
-                           allow_redirects=False) as resp:
-        assert resp.status == 303, await resp.text()
-        assert resp.headers["Location"] == "/ops/"
-
-
-async def get_page(client: Any, path: str, status: int = 200) -> str:
-    async with client.get(path, headers=HTML, allow_redirects=False) as resp:
-        body = await resp.text()
-        assert resp.status == status, body
-        assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
-        assert '<meta charset="utf-8">' in body
-        return body
-
-
-# ---- a real network: hub, requester, three suppliers ------------------------------
-
-@dataclass
-class Party:
-    symbol: str
-    client: AgencyClient
-
-    async def next(self, kind: str) -> Received:
-        got = await self.client.receive(10.0)
-        assert got.kind == kind, f"{self.symbol} expected {kind}, got {got.kind}: {got.body}"
-        return got
-
-    async def confirmed(self) -> None:
-        got = await self.client.receive(10.0)
-        assert got.kind and got.kind.endswith("Confirmation"), got.body
-        assert got.content["confirmationHeader"]["messageStatus"] == "OK", got.body
-
-
-@dataclass
-class Network:
-    base_url: str
-    issn: str
-    req: Party
-    city: Party
-    prov: Party
-    nat: Party
-    dear: Party
-
-
-@asynccontextmanager
-async def operator_network(settings: Settings, pool: asyncpg.Pool, make_agency: Any,
-                           monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Network]:
-    """A running hub (operator pages on), a requester and four suppliers holding one ISSN.
-
-    The requester is in Nanjing; suppliers in Nanjing (same city), Suzhou (same
-    province, 12.00 + 0.50 per page), Beijing (national) and a vendor whose 80.00 per
-    copy is above the request's maximumCosts (50.00), so dispatch excludes it.
+    Such a row has spending but no grants behind it, which `ledger check` rightly
+    reports: left in the shared database it would fail every later whole-ledger check.
     """
-    from app.hub import Hub
-    from settlement.fees import load_fees
+    made: list[tuple[str, str, str]] = []
 
-    hub = Hub(settings.updated(operators__password=PASSWORD))
-    await hub.start()
-    clients: list[AgencyClient] = []
-    try:
-        parties: dict[str, Party] = {}
-        layout = {"req": ("江苏", "南京", ("requester",), "南京大学图书馆"),
-                  "city": ("江苏", "南京", ("supplier",), "南京图书馆"),
-                  "prov": ("江苏", "苏州", ("supplier",), "苏州大学图书馆"),
-                  "nat": ("北京", "北京", ("supplier",), "国家图书馆"),
-                  "dear": ("北京", "北京", ("supplier",), "万方数据 Wanfang Data")}
-        for order, (key, (province, city, roles, name)) in enumerate(layout.items()):
-            label = f"{order}OPS{key.upper()}-{secrets.token_hex(3)}"
-            symbol, pw = await make_agency(label, province=province, city=city, roles=roles,
-                                           name=name)
-            client = AgencyClient(settings, symbol, pw)
-            await client.connect()
-            clients.append(client)
-            parties[key] = Party(symbol, client)
-        issn = fresh_issn()
-        await pool.executemany(
-            "INSERT INTO holding (id_type, id_value, symbol) VALUES ('issn', $1, $2)",
-            [(issn, p.symbol) for k, p in parties.items() if k != "req"])
-        async with pool.acquire() as conn:
-            await load_fees(conn, f"""
-currency = "CNY"
-[[fee]]
-supplier = "{parties['prov'].symbol}"
-service_kind = "DocumentDelivery"
-effective_from = 2020-01-01
-base = "12.00"
-per_page = "0.50"
-[[fee]]
-supplier = "{parties['dear'].symbol}"
-service_kind = "DocumentDelivery"
-effective_from = 2020-01-01
-base = "80.00"
-""", file_name="ops-test-fees.toml")
-        assert hub.http is not None
-        yield Network(base_url=hub.http.base_url, issn=issn, **parties)
-    finally:
-        for c in clients:
-            await c.close()
-        await hub.stop()
-
-
-def supplier_message(net: Network, supplier: Party, request_id: str, status: str,
-                     **info: Any) -> dict[str, Any]:
-    return {"supplyingAgencyMessage": {
-        "header": {"supplyingAgencyId": messages.agency_id(supplier.symbol),
-                   "requestingAgencyId": messages.agency_id(net.req.symbol),
-                   "timestamp": messages.now(), "requestingAgencyRequestId": request_id},
-        "messageInfo": {"reasonForMessage": "RequestResponse", **info},
-        "statusInfo": {"status": status, "lastChange": messages.now()}}}
-
-
-async def unfilled_then_copied(net: Network, request_id: str) -> str:
-    """Nanjing says Unfilled (NotOnShelf), Suzhou delivers: returns the transaction id."""
-    req, sh, js = net.req, net.city, net.prov
-    await req.client.send("request", messages.request(req.symbol, request_id=request_id,
-                                                      issn=net.issn))
-    await req.confirmed()
-    await req.next("supplyingAgencyMessage")  # ExpectToSupply
-    fwd = await sh.next("request")
-    txn_id = fwd.headers["hub-transaction-id"]
-    await sh.client.send("supplyingAgencyMessage", supplier_message(
-        net, sh, request_id, "Unfilled", answerYesNo="N", reasonUnfilled="NotOnShelf"))
-    await sh.confirmed()
-    await req.next("supplyingAgencyMessage")  # Notification: moved on
-    await js.next("request")
-    await js.client.send("supplyingAgencyMessage", supplier_message(
-        net, js, request_id, "CopyCompleted", reasonForMessage="StatusChange"))
-    await js.confirmed()
-    got = await req.next("supplyingAgencyMessage")
-    assert got.content["statusInfo"]["status"] == "CopyCompleted"
-    return txn_id
-
-
-# ---- direct rows, for figures a test controls exactly ------------------------------
-
-async def put_transaction(pool: asyncpg.Pool, requester: str, state: str, *,
-                          supplier: str | None = None, created: datetime | None = None,
-                          title: str = "中国图书馆学报",
-                          forwarded: datetime | None = None,
-                          answered: datetime | None = None) -> str:
-    txn_id = f"ILL-T-{secrets.token_hex(6).upper()}"
-    request = messages.request(requester, request_id=txn_id + "-R", title=title)
-    closed = state in ("CopyCompleted", "LoanCompleted", "Unfilled", "Cancelled")
-    created = created or datetime.now(UTC)
-    await pool.execute(
-        """INSERT INTO ill_transaction (id, requester, request_id, service_type, service_kind,
-                                        state, supplier, request, created_at, updated_at,
-                                        closed_at)
-           VALUES ($1, $2, $3, 'Copy', 'DocumentDelivery', $4, $5, $6::jsonb, $7, $7,
-                   CASE WHEN $8 THEN $7::timestamptz END)""",
-        txn_id, requester, txn_id + "-R", state, supplier,
-        json.dumps(request, ensure_ascii=False), created, closed)
-    if supplier and forwarded:
+    async def put(name: str, requester: str, period: str, *, limit_minor: int,
+                  spent_minor: int) -> None:
         await pool.execute(
-            """INSERT INTO rota_entry (transaction_id, position, supplier, tier, score, reasons,
-                                       outcome, forwarded_at, answered_at)
-               VALUES ($1, 1, $2, 1, 0.5, $3, $4, $5, $6)""",
-            txn_id, supplier, ["tier 1: same city"],
-            "supplied" if answered else "forwarded", forwarded, answered)
-    return txn_id
+            """INSERT INTO subsidy_budget (name, requester, period, currency, limit_minor,
+                                           spent_minor) VALUES ($1, $2, $3, 'CNY', $4, $5)""",
+            name, requester, period, limit_minor, spent_minor)
+        made.append((name, requester, period))
+
+    yield put
+    for name, requester, period in made:
+        await pool.execute("DELETE FROM subsidy_budget WHERE name = $1 AND requester = $2 "
+                           "AND period = $3", name, requester, period)
 
 
 # ---- tests ---------------------------------------------------------------------------
 
-async def test_disabled_without_a_password(settings: Settings, pool: asyncpg.Pool,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    async with ops_client(settings, pool, monkeypatch, password=None) as client:
+async def test_disabled_without_a_password(settings: Settings, pool: asyncpg.Pool) -> None:
+    async with ops_client(settings, pool, password=None) as client:
         for path in ("/ops/", "/ops/login", "/ops/t/ILL-1"):
             async with client.get(path, headers=HTML, allow_redirects=False) as resp:
                 assert resp.status == 503
@@ -296,9 +79,8 @@ async def test_disabled_without_a_password(settings: Settings, pool: asyncpg.Poo
             assert resp.status == 200
 
 
-async def test_refused_without_a_session(settings: Settings, pool: asyncpg.Pool,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    async with ops_client(settings, pool, monkeypatch) as client:
+async def test_refused_without_a_session(settings: Settings, pool: asyncpg.Pool) -> None:
+    async with ops_client(settings, pool) as client:
         for path in ("/ops/", "/ops/t/ILL-20250101-0000000000", "/ops/search?q=x"):
             async with client.get(path, headers=HTML, allow_redirects=False) as resp:
                 assert resp.status == 302
@@ -324,9 +106,9 @@ async def test_refused_without_a_session(settings: Settings, pool: asyncpg.Pool,
 
 
 async def test_wrong_password_is_401_and_repeated_failures_are_slowed(
-        settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+        settings: Settings, pool: asyncpg.Pool) -> None:
     limit = settings.operators.login_attempts
-    async with ops_client(settings, pool, monkeypatch) as client:
+    async with ops_client(settings, pool) as client:
         page = await get_page(client, "/ops/login")
         assert 'type="password"' in page and 'action="/ops/login"' in page
         for _ in range(limit):
@@ -344,8 +126,8 @@ async def test_wrong_password_is_401_and_repeated_failures_are_slowed(
 
 
 async def test_sign_in_sets_a_strict_cookie_and_sign_out_clears_it(
-        settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
-    async with ops_client(settings, pool, monkeypatch) as client:
+        settings: Settings, pool: asyncpg.Pool) -> None:
+    async with ops_client(settings, pool) as client:
         # `next` brings the operator back, but only to a page under /ops/.
         async with client.post("/ops/login", allow_redirects=False, data={
                 "password": PASSWORD, "next": "/ops/search?q=abc"}) as resp:
@@ -374,8 +156,8 @@ async def test_sign_in_sets_a_strict_cookie_and_sign_out_clears_it(
 
 
 async def test_dashboard_figures_match_the_database(
-        settings: Settings, pool: asyncpg.Pool, make_agency: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        settings: Settings, pool: asyncpg.Pool, make_agency: MakeAgency,
+        put_budget: PutBudget) -> None:
     req, _ = await make_agency(name="清华大学图书馆", roles=("requester",))
     s1, _ = await make_agency(name="北京大学图书馆", roles=("supplier",))
     s2, _ = await make_agency(name="中国科学院文献情报中心", roles=("supplier",))
@@ -396,26 +178,26 @@ async def test_dashboard_figures_match_the_database(
     await put_transaction(pool, req, "CopyCompleted", created=now - timedelta(days=40))
     # Supplier scorecards as dispatch keeps them.
     await pool.executemany(
-        """INSERT INTO scorecard (supplier, forwarded, filled, unfilled, timed_out,
-                                  turnaround_total, open_requests) VALUES ($1,$2,$3,$4,$5,$6,$7)""",
+        """INSERT INTO scorecard_total (supplier, forwarded, filled, unfilled, timed_out,
+                                        turnaround_total, open_requests)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
         [(s1, 10, 6, 2, 2, 6 * 5 * 3600.0, 0), (s2, 3, 0, 0, 1, 0.0, 2)])
     today = now.astimezone(ZoneInfo(settings.timezone)).date()
-    await pool.execute("INSERT INTO supplier_day (supplier, day, forwarded) VALUES ($1, $2, 4)",
-                       s2, today)
+    await pool.execute("INSERT INTO supplier_day_total (supplier, day, forwarded) "
+                       "VALUES ($1, $2, 4)", s2, today)
     period = today.strftime("%Y-%m")
-    await pool.execute(
-        """INSERT INTO subsidy_budget (name, requester, period, currency, limit_minor,
-                                       spent_minor) VALUES ('本馆补贴 ops-test', $1, $2, 'CNY',
-                                       50000, 12345)""", req, period)
-    await pool.execute(
-        """INSERT INTO charge_flag (transaction_id, event, requester, supplier, reason,
-                                    fee_minor, limit_minor, currency, detail)
-           VALUES ('ILL-T-FLAGGED', 'CopyCompleted', $1, $2, 'above quote', 9900, 5000, 'CNY',
-                   'fee 99.00 CNY above the quote 50.00 CNY')""", req, s1)
+    await put_budget("本馆补贴 ops-test", req, period, limit_minor=50000, spent_minor=12345)
+    async with pool.acquire() as conn:
+        await raise_flag(conn, FlagKind.CHARGE_ABOVE_SCHEDULE, s1,
+                         "fee 99.00 CNY above the quote 50.00 CNY",
+                         key=f"ILL-T-FLAGGED:{s1}", transaction_id="ILL-T-FLAGGED",
+                         facts={"event": "CopyCompleted", "requester": req, "supplier": s1,
+                                "reason": "above quote", "fee_minor": 9900,
+                                "limit_minor": 5000, "currency": "CNY"})
     await pool.execute("INSERT INTO dead_letter (sender, reason, body) VALUES ($1, $2, $3)",
                        req, "not JSON: ops test", b"\xff")
 
-    async with ops_client(settings, pool, monkeypatch) as client:
+    async with ops_client(settings, pool) as client:
         await sign_in(client)
         # Global figures, computed here independently, right before the page is drawn.
         zone = ZoneInfo(settings.timezone)
@@ -491,15 +273,17 @@ async def test_dashboard_figures_match_the_database(
     assert row_for(agency_pages[s1], s1, "supplier-table") == row_for(page, s1,
                                                                       "supplier-table")
     assert "Recent transactions" in agency_pages[s1] and "no traffic" not in agency_pages[s1]
-    assert "fee 99.00 CNY" not in page  # detail stays on the transaction page
-    assert "above quote" in page and "99.00 CNY" in page and "ILL-T-FLAGGED" in page
+    # The charge flags table has the charge's facts; its detail is on the transaction page.
+    charges = page.split('id="flags"', 1)[1].split("</table>", 1)[0]
+    [flagged] = [cells[1:] for _, cells in rows_of("<table>" + charges).rows
+                 if "ILL-T-FLAGGED" in cells]
+    assert flagged == ["ILL-T-FLAGGED", s1, req, "above quote", "99.00 CNY", "50.00 CNY"]
     assert "not JSON: ops test" in page
 
 
 async def test_real_dispatch_on_the_dashboard_and_transaction_page(
-        settings: Settings, pool: asyncpg.Pool, make_agency: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    async with operator_network(settings, pool, make_agency, monkeypatch) as net:
+        settings: Settings, pool: asyncpg.Pool, make_agency: MakeAgency) -> None:
+    async with operator_network(settings, pool, make_agency) as net:
         txn_id = await unfilled_then_copied(net, "OPS-1")
         # unsafe=True: keep cookies for an IP address host (127.0.0.1).
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
@@ -558,9 +342,8 @@ async def test_real_dispatch_on_the_dashboard_and_transaction_page(
     assert "zhangsan@example.edu.cn" not in page and "张三" not in page
 
 
-async def test_unknown_transaction_is_404(settings: Settings, pool: asyncpg.Pool,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    async with ops_client(settings, pool, monkeypatch) as client:
+async def test_unknown_transaction_is_404(settings: Settings, pool: asyncpg.Pool) -> None:
+    async with ops_client(settings, pool) as client:
         await sign_in(client)
         page = await get_page(client, "/ops/t/ILL-19990101-NOSUCHTXN0", 404)
         assert "Unknown transaction" in page and "ILL-19990101-NOSUCHTXN0" in page
@@ -569,8 +352,7 @@ async def test_unknown_transaction_is_404(settings: Settings, pool: asyncpg.Pool
 
 
 async def test_hostile_names_are_escaped(settings: Settings, pool: asyncpg.Pool,
-                                         make_agency: Any,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+                                         make_agency: MakeAgency) -> None:
     hostile = "<script>alert('x')</script> 恶意图书馆 & Co"
     escaped = "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; 恶意图书馆 &amp; Co"
     bad, _ = await make_agency(name=hostile, roles=("requester", "supplier"))
@@ -586,9 +368,9 @@ async def test_hostile_names_are_escaped(settings: Settings, pool: asyncpg.Pool,
         """INSERT INTO audit_log (transaction_id, actor, event, detail)
            VALUES ($1, '<svg onload=alert(1)>', 'status:<x>', $2::jsonb)""",
         txn_id, json.dumps({"note": "<script>alert(2)</script>"}))
-    await pool.execute("INSERT INTO scorecard (supplier, forwarded, open_requests) "
+    await pool.execute("INSERT INTO scorecard_total (supplier, forwarded, open_requests) "
                        "VALUES ($1, 1, 1)", bad)
-    async with ops_client(settings, pool, monkeypatch) as client:
+    async with ops_client(settings, pool) as client:
         await sign_in(client)
         dash = await get_page(client, "/ops/")
         page = await get_page(client, f"/ops/t/{txn_id}")

@@ -8,14 +8,16 @@ import time
 from pathlib import Path
 
 from app.cli.commands import EXIT_USAGE, Command, fail
-from broker import agencies, deadletters, violations
+from broker import agencies, deadletters
 from broker.dispatch.dispatcher import Dispatcher
 from broker.dispatch.explain import explain
 from broker.dispatch.policies import active_policy, load_policy
 from broker.holdings import HoldingsFileError, import_csv
 from broker.intake import Intake, IntakeOutcome
 from broker.policy import PolicyError
+from infra import flags as flag_store
 from infra.database import connect, create_pool, migrate
+from infra.flags import FlagKind
 from schemas.rulefile import read_input
 from schemas.settings import Settings
 
@@ -196,22 +198,26 @@ def _dead_arguments(p: argparse.ArgumentParser) -> None:
 
 
 async def flags(settings: Settings, args: argparse.Namespace) -> int:
-    if args.kind and args.kind not in violations.KINDS:
-        return fail(f"--kind must be one of {', '.join(violations.KINDS)}", EXIT_USAGE)
+    kinds = [k.value for k in FlagKind]
+    if args.kind and args.kind not in kinds:
+        return fail(f"--kind must be one of {', '.join(kinds)}", EXIT_USAGE)
     pool = await create_pool(settings.database_url, max_size=1)
     try:
-        rows = await violations.listing(pool, kind=args.kind, limit=args.limit)
+        rows = await flag_store.latest(pool, kinds=[FlagKind(args.kind)] if args.kind else None,
+                                       limit=args.limit)
     finally:
         await pool.close()
-    for r in reversed(rows):
-        print(f"{r['raised_at']:%Y-%m-%d %H:%M}  {r['kind']:<24} {r['subject']:<20} "
-              f"{r['transaction_id'] or '-':<26} {r['detail']}")
+    for f in reversed(rows):
+        print(f"{f.raised_at:%Y-%m-%d %H:%M}  {f.kind:<24} {f.subject:<20} "
+              f"{f.transaction_id or '-':<26} {f.detail}")
+        if f.facts:
+            print(f"{'':18}{flag_store.facts_text(f.facts)}")
     print(f"{len(rows)} flag(s)")
     return 0
 
 
 def _flags_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kind", help=", ".join(violations.KINDS))
+    p.add_argument("--kind", help=", ".join(k.value for k in FlagKind))
     p.add_argument("--limit", type=int, default=100)
 
 

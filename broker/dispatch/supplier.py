@@ -11,7 +11,6 @@ from typing import Any
 
 import asyncpg
 
-from broker import violations
 from broker.dispatch import messages, rota, sql, store
 from broker.dispatch.desk import Desk, iso
 from broker.dispatch.store import Txn
@@ -29,6 +28,7 @@ from broker.states import (
 from delivery.grants import create_grant
 from delivery.intake import CopyProblem, accept_copy
 from delivery.mail import enqueue_patron_mail
+from infra.flags import FlagKind, raise_flag
 from schemas.iso18626 import SupplyingAgencyMessage
 from schemas.iso18626_codes import ErrorType, MessageType, ServiceKind, Status
 from schemas.money import Money
@@ -150,10 +150,11 @@ async def _deliver_copy(desk: Desk, conn: asyncpg.Connection, txn: Txn,
                                      item_id=item_id, transaction_id=txn.id)
     except CopyProblem as problem:
         async def flag(c: asyncpg.Connection, why: str = str(problem)) -> None:
-            await violations.raise_flag(
-                c, "copy_without_valid_file", supplier,
+            await raise_flag(
+                c, FlagKind.COPY_WITHOUT_VALID_FILE, supplier,
                 f"CopyCompleted for {txn.id} without a valid file: {why}",
-                key=f"{txn.id}:{item_id}", transaction_id=txn.id, now=now)
+                key=f"{txn.id}:{item_id}", transaction_id=txn.id,
+                facts={"item_id": item_id, "problem": why}, now=now)
         raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
                       f"supplyingAgencyMessage.{problem.field}: {problem.message}",
                       txn.id, after=flag) from problem
@@ -217,11 +218,9 @@ async def _charge(desk: Desk, conn: asyncpg.Connection, txn: Txn, msg: Supplying
                           quote=quote, on=now, title=title, max_cost=max_cost,
                           tz=desk.settings.timezone)
     except ChargeRefused as refused:
+        # The intake rolls the handler back, the flag with it: keep it (once) afterwards.
         async def keep_flag(c: asyncpg.Connection, exc: ChargeRefused = refused) -> None:
-            await record_flag(c, exc)
-            await violations.raise_flag(
-                c, "charge_above_schedule", supplier, exc.detail,
-                key=f"{txn.id}:{event}:{exc.fee.minor}", transaction_id=txn.id, now=now)
+            await record_flag(c, exc, now=now)
         raise Refusal(ErrorType(refused.error_type), refused.error_value, txn.id,
                       after=keep_flag) from refused
 

@@ -1,4 +1,5 @@
-"""What the operators' pages show, read straight from the hub's tables.
+"""What the operators' pages show, read straight from the hub's tables (flags through
+infra/flags.py, their one store).
 
 Read-only, set-based and bounded: every query aggregates in PostgreSQL, covers at
 most the last `DAYS` days where it scans transactions, and every list has a LIMIT.
@@ -15,6 +16,9 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from infra import flags
+from infra.flags import CHARGE_REFUSED, Flag
+
 DAYS = 30
 LIST_LIMIT = 100
 SUPPLIER_LIMIT = 300    # CALIS had 281 supplying libraries
@@ -30,34 +34,13 @@ TURNAROUND_LABELS = ("<1 h", "1–2 h", "2–4 h", "4–8 h", "8–24 h", "1–2
                      "≥7 d")
 
 
-@dataclass
-class Dashboard:
-    today: date
-    since: datetime
-    zone: str
-    volume: list[tuple[date, int]]
+@dataclass(frozen=True)
+class Outcomes:
+    """Requests created in the window, by how they have ended so far."""
     requests: int
     filled: int
     unfilled: int
     cancelled: int
-    open_total: int
-    turnaround_buckets: list[int]
-    turnaround_n: int
-    turnaround_p50: float | None
-    turnaround_p90: float | None
-    turnaround_mean: float | None
-    open_by_state: list[tuple[str, int]]
-    suppliers: list[asyncpg.Record]
-    requesters: list[asyncpg.Record]
-    budgets: list[asyncpg.Record]
-    budgets_total: int
-    budget_period: str
-    dead_open: int
-    dead_total: int
-    dead_recent: list[asyncpg.Record]
-    flags_recent_count: int
-    flags: list[asyncpg.Record]
-    violations: list[asyncpg.Record] = field(default_factory=list)
 
     @property
     def decided(self) -> int:
@@ -68,94 +51,157 @@ class Dashboard:
         return self.filled / self.decided if self.decided else None
 
 
+@dataclass(frozen=True)
+class Turnaround:
+    """Hours from a transaction's first forward to its delivery, deliveries in the window."""
+    buckets: list[int]          # per TURNAROUND_LABELS
+    n: int
+    p50: float | None
+    p90: float | None
+    mean: float | None
+
+
+@dataclass(frozen=True)
+class DeadLetters:
+    open: int                   # not replayed yet
+    total: int
+    recent: list[asyncpg.Record]
+
+
+@dataclass(frozen=True)
+class FlagLists:
+    charges_recent: int         # refused charges flagged in the window
+    charges: list[Flag]         # the latest ten refused charges, ever
+    violations: list[Flag]      # the latest twenty flags of any kind in the window
+
+
+@dataclass
+class Dashboard:
+    today: date
+    since: datetime
+    zone: str
+    volume: list[tuple[date, int]]
+    outcomes: Outcomes
+    turnaround: Turnaround
+    open_by_state: list[tuple[str, int]]
+    suppliers: list[asyncpg.Record]
+    requesters: list[asyncpg.Record]
+    budgets: list[asyncpg.Record]
+    budgets_total: int
+    budget_period: str
+    dead: DeadLetters
+    flags: FlagLists
+
+    @property
+    def open_total(self) -> int:
+        return sum(n for _, n in self.open_by_state)
+
+
 def local_midnight(day: date, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
 
 
 async def dashboard(conn: asyncpg.Connection, tz: str,
                     now: datetime | None = None) -> Dashboard:
+    """Every figure of the dashboard; the window is the last DAYS consortium-local days."""
     zone = ZoneInfo(tz)
     now = now or datetime.now(UTC)
     today = now.astimezone(zone).date()
     first_day = today - timedelta(days=DAYS - 1)
     since = local_midnight(first_day, zone)
-    supplied = list(SUPPLIED)
+    period = today.strftime("%Y-%m")
+    return Dashboard(
+        today=today, since=since, zone=tz, volume=await _volume(conn, first_day, since, tz),
+        outcomes=await _outcomes(conn, since), turnaround=await _turnaround(conn, since),
+        open_by_state=await _open_by_state(conn),
+        suppliers=await supplier_rows(conn, today, None, SUPPLIER_LIMIT),
+        requesters=await requester_rows(conn, since, None, REQUESTER_LIMIT),
+        budgets=await budget_rows(conn, [period, "total"], None, LIST_LIMIT),
+        budgets_total=await conn.fetchval(
+            "SELECT count(*) FROM subsidy_budget WHERE period IN ($1, 'total')", period),
+        budget_period=period, dead=await _dead_letters(conn), flags=await _flags(conn, since))
 
+
+async def _one(conn: asyncpg.Connection, query: str, *args: Any) -> asyncpg.Record:
+    """The row of a query that always returns one (an aggregate without GROUP BY)."""
+    row = await conn.fetchrow(query, *args)
+    if row is None:
+        raise RuntimeError(f"no row from an aggregate: {query.split()[:6]}")
+    return row
+
+
+async def _volume(conn: asyncpg.Connection, first_day: date, since: datetime,
+                  tz: str) -> list[tuple[date, int]]:
+    """Requests created per consortium-local day, every day of the window (zeros too)."""
     per_day = {r["day"]: r["n"] for r in await conn.fetch(
         """SELECT (created_at AT TIME ZONE $2)::date AS day, count(*) AS n
            FROM ill_transaction WHERE created_at >= $1 GROUP BY 1""", since, tz)}
-    volume = [(first_day + timedelta(days=i), per_day.get(first_day + timedelta(days=i), 0))
-              for i in range(DAYS)]
+    return [(first_day + timedelta(days=i), per_day.get(first_day + timedelta(days=i), 0))
+            for i in range(DAYS)]
 
-    outcome = await conn.fetchrow(
-        """SELECT count(*) AS requests,
-                  count(*) FILTER (WHERE state = ANY($2::text[])) AS filled,
-                  count(*) FILTER (WHERE state = 'Unfilled') AS unfilled,
-                  count(*) FILTER (WHERE state = 'Cancelled') AS cancelled
-           FROM ill_transaction WHERE created_at >= $1""", since, supplied)
 
-    # Hours from the first forward to the delivery (the supplied rota entry's answer).
-    turnaround_sql = """
-        WITH t AS (
-            SELECT extract(epoch FROM s.answered_at - f.first_forward) / 3600.0 AS hours
-            FROM rota_entry s
-            CROSS JOIN LATERAL (SELECT min(r.forwarded_at) AS first_forward FROM rota_entry r
-                                WHERE r.transaction_id = s.transaction_id) f
-            WHERE s.outcome = 'supplied' AND s.answered_at >= $1
-              AND f.first_forward IS NOT NULL)
-    """
+async def _outcomes(conn: asyncpg.Connection, since: datetime) -> Outcomes:
+    row = await _one(
+        conn, """SELECT count(*) AS requests,
+                        count(*) FILTER (WHERE state = ANY($2::text[])) AS filled,
+                        count(*) FILTER (WHERE state = 'Unfilled') AS unfilled,
+                        count(*) FILTER (WHERE state = 'Cancelled') AS cancelled
+                 FROM ill_transaction WHERE created_at >= $1""", since, list(SUPPLIED))
+    return Outcomes(requests=row["requests"], filled=row["filled"], unfilled=row["unfilled"],
+                    cancelled=row["cancelled"])
+
+
+# Hours from the first forward to the delivery (the supplied rota entry's answer).
+_TURNAROUND = """
+    WITH t AS (
+        SELECT extract(epoch FROM s.answered_at - f.first_forward) / 3600.0 AS hours
+        FROM rota_entry s
+        CROSS JOIN LATERAL (SELECT min(r.forwarded_at) AS first_forward FROM rota_entry r
+                            WHERE r.transaction_id = s.transaction_id) f
+        WHERE s.outcome = 'supplied' AND s.answered_at >= $1
+          AND f.first_forward IS NOT NULL)
+"""
+
+
+async def _turnaround(conn: asyncpg.Connection, since: datetime) -> Turnaround:
+    """The histogram (TURNAROUND_EDGES) and summary of deliveries since `since`."""
     buckets = [0] * (len(TURNAROUND_EDGES) + 1)
     for r in await conn.fetch(
-            turnaround_sql + """SELECT width_bucket(hours, $2::float8[]) AS b, count(*) AS n
-                                FROM t GROUP BY 1""", since, list(map(float, TURNAROUND_EDGES))):
+            _TURNAROUND + """SELECT width_bucket(hours, $2::float8[]) AS b, count(*) AS n
+                             FROM t GROUP BY 1""", since, list(map(float, TURNAROUND_EDGES))):
         buckets[r["b"]] = r["n"]
-    stats = await conn.fetchrow(
-        turnaround_sql + """SELECT count(*) AS n, avg(hours) AS mean,
-                                   percentile_cont(0.5) WITHIN GROUP (ORDER BY hours) AS p50,
-                                   percentile_cont(0.9) WITHIN GROUP (ORDER BY hours) AS p90
-                            FROM t""", since)
+    stats = await _one(
+        conn, _TURNAROUND + """SELECT count(*) AS n, avg(hours) AS mean,
+                                      percentile_cont(0.5) WITHIN GROUP (ORDER BY hours) AS p50,
+                                      percentile_cont(0.9) WITHIN GROUP (ORDER BY hours) AS p90
+                               FROM t""", since)
+    return Turnaround(buckets=buckets, n=stats["n"], p50=_f(stats["p50"]),
+                      p90=_f(stats["p90"]), mean=_f(stats["mean"]))
 
-    open_by_state = [(r["state"], r["n"]) for r in await conn.fetch(
+
+async def _open_by_state(conn: asyncpg.Connection) -> list[tuple[str, int]]:
+    return [(r["state"], r["n"]) for r in await conn.fetch(
         """SELECT state, count(*) AS n FROM ill_transaction WHERE closed_at IS NULL
            GROUP BY state ORDER BY n DESC, state LIMIT 50""")]
 
-    suppliers = await supplier_rows(conn, today, None, SUPPLIER_LIMIT)
-    requesters = await requester_rows(conn, since, None, REQUESTER_LIMIT)
 
-    period = today.strftime("%Y-%m")
-    budgets = await budget_rows(conn, [period, "total"], None, LIST_LIMIT)
-    budgets_total = await conn.fetchval(
-        "SELECT count(*) FROM subsidy_budget WHERE period IN ($1, 'total')", period)
-
-    dead = await conn.fetchrow(
-        """SELECT count(*) FILTER (WHERE replayed_at IS NULL) AS open, count(*) AS total
-           FROM dead_letter""")
-    dead_recent = await conn.fetch(
+async def _dead_letters(conn: asyncpg.Connection) -> DeadLetters:
+    dead = await _one(
+        conn, """SELECT count(*) FILTER (WHERE replayed_at IS NULL) AS open, count(*) AS total
+                 FROM dead_letter""")
+    recent = await conn.fetch(
         """SELECT id, received_at, sender, routing_key, reason FROM dead_letter
            WHERE replayed_at IS NULL ORDER BY id DESC LIMIT 5""")
-    flags_recent_count = await conn.fetchval(
-        "SELECT count(*) FROM charge_flag WHERE flagged_at >= $1", since)
-    flags = await conn.fetch(
-        """SELECT id, flagged_at, transaction_id, event, requester, supplier, reason, fee_minor,
-                  limit_minor, currency, detail FROM charge_flag
-           ORDER BY flagged_at DESC, id DESC LIMIT 10""")
-    violations = await conn.fetch(
-        """SELECT raised_at, kind, subject, transaction_id, detail FROM flag
-           WHERE raised_at >= $1 ORDER BY id DESC LIMIT 20""", since)
+    return DeadLetters(open=dead["open"], total=dead["total"], recent=recent)
 
-    return Dashboard(
-        today=today, since=since, zone=tz, volume=volume,
-        requests=outcome["requests"], filled=outcome["filled"], unfilled=outcome["unfilled"],
-        cancelled=outcome["cancelled"],
-        open_total=sum(n for _, n in open_by_state),
-        turnaround_buckets=buckets, turnaround_n=stats["n"],
-        turnaround_p50=_f(stats["p50"]), turnaround_p90=_f(stats["p90"]),
-        turnaround_mean=_f(stats["mean"]),
-        open_by_state=open_by_state, suppliers=suppliers, requesters=requesters,
-        budgets=budgets, budgets_total=budgets_total, budget_period=period,
-        dead_open=dead["open"], dead_total=dead["total"],
-        dead_recent=dead_recent, flags_recent_count=flags_recent_count, flags=flags,
-        violations=violations)
+
+async def _flags(conn: asyncpg.Connection, since: datetime) -> FlagLists:
+    """Refused charges (counted in the window, the latest ten ever) and the latest
+    twenty flags of any kind in the window, from the one flag store."""
+    return FlagLists(
+        charges_recent=await flags.count(conn, kinds=CHARGE_REFUSED, since=since),
+        charges=await flags.latest(conn, kinds=CHARGE_REFUSED, limit=10),
+        violations=await flags.latest(conn, since=since, limit=20))
 
 
 SUPPLIER_SQL = """
@@ -220,7 +266,7 @@ class AgencyView:
     requester: asyncpg.Record | None
     budgets: list[asyncpg.Record]
     recent: list[asyncpg.Record]
-    flags: list[asyncpg.Record]
+    flags: list[Flag]           # refused charges it made or was charged
 
 
 async def agency(conn: asyncpg.Connection, symbol: str, tz: str,
@@ -251,15 +297,11 @@ async def agency(conn: asyncpg.Connection, symbol: str, tz: str,
                FROM rota_entry e JOIN ill_transaction t ON t.id = e.transaction_id
                WHERE e.supplier = $1 AND e.forwarded_at >= $2) x
            ORDER BY at DESC, id LIMIT 50""", symbol, since)
-    flags = await conn.fetch(
-        """SELECT flagged_at, transaction_id, event, requester, supplier, reason, fee_minor,
-                  limit_minor, currency FROM charge_flag
-           WHERE requester = $1 OR supplier = $1 ORDER BY flagged_at DESC, id DESC LIMIT 10""",
-        symbol)
+    charges = await flags.concerning(conn, symbol, kinds=CHARGE_REFUSED, limit=10)
     return AgencyView(agency=row, since=since, today=today,
                       supplier=supplier[0] if supplier else None,
                       requester=requester[0] if requester else None,
-                      budgets=budgets, recent=recent, flags=flags)
+                      budgets=budgets, recent=recent, flags=charges)
 
 
 def _f(v: Any) -> float | None:
@@ -280,7 +322,7 @@ class TransactionView:
     documents: list[asyncpg.Record] = field(default_factory=list)
     grants: list[asyncpg.Record] = field(default_factory=list)
     mails: list[asyncpg.Record] = field(default_factory=list)
-    flags: list[asyncpg.Record] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)      # its refused charges
 
 
 async def transaction(conn: asyncpg.Connection, txn_id: str) -> TransactionView | None:
@@ -321,9 +363,7 @@ async def transaction(conn: asyncpg.Connection, txn_id: str) -> TransactionView 
         """SELECT id, kind, created_at, attempts, sent_at, failed_at, last_error,
                   cardinality(recipients) AS recipients
            FROM mail_outbox WHERE transaction_id = $1 ORDER BY id LIMIT 50""", txn_id)
-    flags = await conn.fetch(
-        """SELECT flagged_at, event, supplier, reason, fee_minor, limit_minor, currency, detail
-           FROM charge_flag WHERE transaction_id = $1 ORDER BY id""", txn_id)
+    charges = await flags.of_transaction(conn, txn_id, kinds=CHARGE_REFUSED)
     symbols = {txn["requester"], txn["supplier"], *(r["supplier"] for r in rota),
                *(x["supplier"] for x in excluded)}
     names = dict(await conn.fetch("SELECT symbol, name FROM agency WHERE symbol = ANY($1)",
@@ -335,7 +375,7 @@ async def transaction(conn: asyncpg.Connection, txn_id: str) -> TransactionView 
     return TransactionView(
         txn=txn, names=names, request=request, rota=rota, excluded=excluded,
         audit=audit[:AUDIT_LIMIT], audit_more=len(audit) > AUDIT_LIMIT, postings=postings,
-        entries=entries, documents=documents, grants=grants, mails=mails, flags=flags)
+        entries=entries, documents=documents, grants=grants, mails=mails, flags=charges)
 
 
 async def search(conn: asyncpg.Connection, q: str) -> list[asyncpg.Record]:

@@ -17,6 +17,7 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from broker.policy import TIER_NAMES
+from infra.flags import Flag
 from schemas.money import Money
 from web.operators.data import (
     DAYS,
@@ -236,58 +237,82 @@ def kpi(label: str, value: Any, ident: str, note: Any = "") -> Safe:
 # ---- the dashboard ----------------------------------------------------------------
 
 def dashboard_page(d: Dashboard, clock: Clock, generated: datetime) -> str:
-    vol_bars = [(day.strftime("%m-%d"), n) for day, n in d.volume]
-    turnaround_bars = list(zip(TURNAROUND_LABELS, d.turnaround_buckets, strict=True))
-    decided_note = (f"{d.filled} filled of {d.decided} decided"
-                    if d.decided else "no decided requests yet")
-    parts: list[Any] = [
+    parts = [_dashboard_head(d, clock), _volume_and_turnaround(d), _fill_and_open(d),
+             _agency_tables(d), _dead_letters(d, clock), _flag_tables(d, clock)]
+    footer = f"Times in {clock.name}. Generated {clock(generated)}."
+    return layout("Dashboard · ILL Hub", cat(parts), footer=footer)
+
+
+def _dashboard_head(d: Dashboard, clock: Clock) -> Safe:
+    """The title, the window, and the key figures."""
+    o = d.outcomes
+    decided_note = (f"{o.filled} filled of {o.decided} decided"
+                    if o.decided else "no decided requests yet")
+    return cat([
         tag("h1", "Dashboard 运营概览"),
         tag("p", f"Last {DAYS} days: {d.volume[0][0]:%Y-%m-%d} to {d.today:%Y-%m-%d} "
                  f"({clock.name}).", class_="muted"),
         tag("div",
-            kpi(f"Requests ({DAYS} d) 请求", d.requests, "kpi-requests"),
-            kpi("Fill rate 满足率", pct(d.fill_rate), "fill-rate", decided_note),
+            kpi(f"Requests ({DAYS} d) 请求", o.requests, "kpi-requests"),
+            kpi("Fill rate 满足率", pct(o.fill_rate), "fill-rate", decided_note),
             kpi("Open requests 处理中", d.open_total, "kpi-open"),
-            kpi("Turnaround p50 周转", hours(d.turnaround_p50), "kpi-turnaround",
-                f"p90 {hours(d.turnaround_p90)}"),
-            kpi("Dead letters 死信", d.dead_open, "kpi-dead",
-                f"{d.dead_total} ever, {d.dead_total - d.dead_open} replayed"),
-            kpi(f"Charge flags ({DAYS} d) 收费违规", d.flags_recent_count, "kpi-flags"),
-            class_="kpis"),
-        tag("div",
-            tag("section",
-                tag("h2", "Volume 请求量", id="volume"),
-                Safe(bar_chart(vol_bars, title=f"Requests per day, last {DAYS} days",
-                               desc=", ".join(f"{lbl}: {n}" for lbl, n in vol_bars if n),
-                               label_every=5, highlight_last=True))),
-            tag("section",
-                tag("h2", "Turnaround 周转时间", id="turnaround"),
-                Safe(bar_chart(turnaround_bars, title="Hours from first forward to delivery",
-                               width=520)),
-                tag("p", f"{d.turnaround_n} "
-                         f"{'delivery' if d.turnaround_n == 1 else 'deliveries'} in the last "
-                         f"{DAYS} days: mean "
-                         f"{hours(d.turnaround_mean)}, median {hours(d.turnaround_p50)}, "
-                         f"90th percentile {hours(d.turnaround_p90)}. From the first forward "
-                         "to CopyCompleted or Loaned.", class_="muted")),
-            class_="grid2"),
-        tag("div",
-            tag("section",
-                tag("h2", "Fill rate 满足率", id="fill"),
-                Safe(meter(d.fill_rate, title=f"fill rate {pct(d.fill_rate)}", width=320,
-                           height=18)),
-                table(["outcome", "requests"],
-                      [["filled (copy delivered or loaned)", d.filled],
-                       ["unfilled (rota exhausted)", d.unfilled],
-                       ["cancelled", d.cancelled],
-                       ["still open", d.requests - d.decided],
-                       [tag("strong", "fill rate = filled ÷ (filled + unfilled + cancelled)"),
-                        tag("strong", pct(d.fill_rate))]],
-                      numeric=[1], caption=f"Requests created in the last {DAYS} days")),
-            tag("section",
-                tag("h2", "Open requests by state 处理中", id="open"),
-                Safe(hbar_chart(d.open_by_state, title="Open requests by state"))),
-            class_="grid2"),
+            kpi("Turnaround p50 周转", hours(d.turnaround.p50), "kpi-turnaround",
+                f"p90 {hours(d.turnaround.p90)}"),
+            kpi("Dead letters 死信", d.dead.open, "kpi-dead",
+                f"{d.dead.total} ever, {d.dead.total - d.dead.open} replayed"),
+            kpi(f"Charge flags ({DAYS} d) 收费违规", d.flags.charges_recent, "kpi-flags"),
+            class_="kpis")])
+
+
+def _volume_and_turnaround(d: Dashboard) -> Safe:
+    """Requests per day, and the turnaround histogram."""
+    vol_bars = [(day.strftime("%m-%d"), n) for day, n in d.volume]
+    t = d.turnaround
+    turnaround_bars = list(zip(TURNAROUND_LABELS, t.buckets, strict=True))
+    return tag(
+        "div",
+        tag("section",
+            tag("h2", "Volume 请求量", id="volume"),
+            Safe(bar_chart(vol_bars, title=f"Requests per day, last {DAYS} days",
+                           desc=", ".join(f"{lbl}: {n}" for lbl, n in vol_bars if n),
+                           label_every=5, highlight_last=True))),
+        tag("section",
+            tag("h2", "Turnaround 周转时间", id="turnaround"),
+            Safe(bar_chart(turnaround_bars, title="Hours from first forward to delivery",
+                           width=520)),
+            tag("p", f"{t.n} {'delivery' if t.n == 1 else 'deliveries'} in the last "
+                     f"{DAYS} days: mean {hours(t.mean)}, median {hours(t.p50)}, "
+                     f"90th percentile {hours(t.p90)}. From the first forward "
+                     "to CopyCompleted or Loaned.", class_="muted")),
+        class_="grid2")
+
+
+def _fill_and_open(d: Dashboard) -> Safe:
+    """The fill rate with its outcomes, and open requests by state."""
+    o = d.outcomes
+    return tag(
+        "div",
+        tag("section",
+            tag("h2", "Fill rate 满足率", id="fill"),
+            Safe(meter(o.fill_rate, title=f"fill rate {pct(o.fill_rate)}", width=320,
+                       height=18)),
+            table(["outcome", "requests"],
+                  [["filled (copy delivered or loaned)", o.filled],
+                   ["unfilled (rota exhausted)", o.unfilled],
+                   ["cancelled", o.cancelled],
+                   ["still open", o.requests - o.decided],
+                   [tag("strong", "fill rate = filled ÷ (filled + unfilled + cancelled)"),
+                    tag("strong", pct(o.fill_rate))]],
+                  numeric=[1], caption=f"Requests created in the last {DAYS} days")),
+        tag("section",
+            tag("h2", "Open requests by state 处理中", id="open"),
+            Safe(hbar_chart(d.open_by_state, title="Open requests by state"))),
+        class_="grid2")
+
+
+def _agency_tables(d: Dashboard) -> Safe:
+    """Suppliers' scorecards, requesters' activity, subsidy budgets."""
+    return cat([
         tag("h2", "Suppliers 供应馆", id="suppliers"),
         supplier_table(d.suppliers, caption=(
             f"Enabled first, busiest first, at most {SUPPLIER_LIMIT}; since records began "
@@ -298,30 +323,57 @@ def dashboard_page(d: Dashboard, clock: Clock, generated: datetime) -> str:
         tag("h2", f"Subsidy budgets 补贴预算 ({d.budget_period} and running totals)",
             id="budgets"),
         budget_table(d.budgets, caption=(
-            f"Most used first; {len(d.budgets)} of {d.budgets_total} shown")),
+            f"Most used first; {len(d.budgets)} of {d.budgets_total} shown"))])
+
+
+def _dead_letters(d: Dashboard, clock: Clock) -> Safe:
+    dead = d.dead
+    return cat([
         tag("h2", "Dead letters 死信", id="dead"),
-        tag("p", f"{d.dead_open} waiting for an operator (run.py dead list / dead replay ID); "
-                 f"{d.dead_total} in all.", class_="warn" if d.dead_open else None),
+        tag("p", f"{dead.open} waiting for an operator (run.py dead list / dead replay ID); "
+                 f"{dead.total} in all.", class_="warn" if dead.open else None),
         table(["#", "received", "sender", "routing key", "reason"],
               [[r["id"], clock(r["received_at"]), r["sender"] or "—", r["routing_key"] or "—",
-                _short(r["reason"], 200)] for r in d.dead_recent],
-              numeric=[0], caption="Latest five not yet replayed"),
+                _short(r["reason"], 200)] for r in dead.recent],
+              numeric=[0], caption="Latest five not yet replayed")])
+
+
+def _flag_tables(d: Dashboard, clock: Clock) -> Safe:
+    """Refused charges, then every kind of flag (refused charges among them)."""
+    f = d.flags
+    return cat([
         tag("h2", "Charge flags 收费违规", id="flags"),
-        table(["flagged", "transaction", "supplier", "requester", "reason", "fee", "limit"],
-              [[clock(f["flagged_at"]), link(txn_href(f["transaction_id"]), f["transaction_id"]),
-                f["supplier"], f["requester"], f["reason"], money(f["fee_minor"], f["currency"]),
-                money(f["limit_minor"], f["currency"])] for f in d.flags],
-              caption=f"Latest ten; {d.flags_recent_count} in the last {DAYS} days"),
+        charge_flag_table(f.charges, clock,
+                          caption=f"Latest ten; {f.charges_recent} in the last {DAYS} days"),
         tag("h2", "Violations and quality flags 违规与质量预警", id="violations"),
         table(["raised", "kind", "about", "transaction", "detail"],
-              [[clock(v["raised_at"]), v["kind"], v["subject"],
-                link(txn_href(v["transaction_id"]), v["transaction_id"])
-                if v["transaction_id"] else "—", _short(v["detail"], 200)]
-               for v in d.violations],
-              caption=f"Latest twenty in the last {DAYS} days (run.py flags lists them all)"),
-    ]
-    footer = f"Times in {clock.name}. Generated {clock(generated)}."
-    return layout("Dashboard · ILL Hub", cat(parts), footer=footer)
+              [[clock(v.raised_at), v.kind, v.subject, _txn_link(v.transaction_id),
+                _short(v.detail, 200)] for v in f.violations],
+              caption=f"Latest twenty in the last {DAYS} days (run.py flags lists them all)")])
+
+
+def _txn_link(txn_id: str | None) -> Any:
+    return link(txn_href(txn_id), txn_id) if txn_id else "—"
+
+
+def _fee(f: Flag) -> str:
+    return money(f.facts.get("fee_minor"), f.facts.get("currency"))
+
+
+def _limit(f: Flag) -> str:
+    """The quote or maximumCosts the fee was above, in its own currency."""
+    return money(f.facts.get("limit_minor"),
+                 f.facts.get("limit_currency") or f.facts.get("currency"))
+
+
+def charge_flag_table(charges: Sequence[Flag], clock: Clock, *,
+                      caption: str | None = None) -> Safe:
+    """Refused charges, one row each (the dashboard's and an agency's)."""
+    return table(["flagged", "transaction", "supplier", "requester", "reason", "fee", "limit"],
+                 [[clock(f.raised_at), _txn_link(f.transaction_id),
+                   f.facts.get("supplier", f.subject), f.facts.get("requester"),
+                   f.facts.get("reason"), _fee(f), _limit(f)] for f in charges],
+                 caption=caption)
 
 
 def agency_link(symbol: str, name: Any) -> Safe:
@@ -457,10 +509,9 @@ def transaction_page(v: TransactionView, clock: Clock) -> str:
     if v.flags:
         parts += [tag("h2", "Charge flags 收费违规", id="txn-flags"),
                   table(["flagged", "event", "supplier", "reason", "fee", "limit", "detail"],
-                        [[clock(f["flagged_at"]), f["event"], f["supplier"], f["reason"],
-                          money(f["fee_minor"], f["currency"]),
-                          money(f["limit_minor"], f["currency"]), f["detail"]]
-                         for f in v.flags])]
+                        [[clock(f.raised_at), f.facts.get("event"),
+                          f.facts.get("supplier", f.subject), f.facts.get("reason"), _fee(f),
+                          _limit(f), f.detail] for f in v.flags])]
     footer = f"Times in {clock.name}. Patron data is not shown on these pages."
     return layout(f"{t['id']} · ILL Hub", cat(parts), footer=footer)
 
@@ -565,13 +616,6 @@ def agency_page(v: AgencyView, clock: Clock) -> str:
         recent,
     ]
     if v.flags:
-        parts += [tag("h2", "Charge flags 收费违规"),
-                  table(["flagged", "transaction", "supplier", "requester", "reason", "fee",
-                         "limit"],
-                        [[clock(f["flagged_at"]),
-                          link(txn_href(f["transaction_id"]), f["transaction_id"]),
-                          f["supplier"], f["requester"], f["reason"],
-                          money(f["fee_minor"], f["currency"]),
-                          money(f["limit_minor"], f["currency"])] for f in v.flags])]
+        parts += [tag("h2", "Charge flags 收费违规"), charge_flag_table(v.flags, clock)]
     return layout(f"{a['name']} · ILL Hub", cat(parts),
                   footer=f"Times in {clock.name}.")
