@@ -22,6 +22,7 @@ import asyncpg
 
 from broker.states import TERMINAL
 from infra import flags
+from infra.database import Connection, fetch_one
 from settlement import ledger
 from settlement.subsidy import budgets_report
 
@@ -110,12 +111,12 @@ class Summary:
         return self.forwards / self.requests if self.requests else 0.0
 
 
-async def open_transactions(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+async def open_transactions(conn: Connection | asyncpg.Pool) -> int:
     return int(await conn.fetchval(
         "SELECT count(*) FROM ill_transaction WHERE NOT state = ANY($1)", list(TERMINAL)))
 
 
-async def pending_mail(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+async def pending_mail(conn: Connection | asyncpg.Pool) -> int:
     return int(await conn.fetchval(
         "SELECT count(*) FROM mail_outbox WHERE sent_at IS NULL AND failed_at IS NULL"))
 
@@ -134,9 +135,10 @@ async def compute(pool: asyncpg.Pool, *, speed: float, mail_dir: Path | None,
     return s
 
 
-async def _requests(conn: asyncpg.Connection, s: Summary) -> None:
+async def _requests(conn: Connection, s: Summary) -> None:
     """Requests, how they ended, by kind."""
-    row = await conn.fetchrow(
+    row = await fetch_one(
+        conn,
         f"""SELECT count(*) AS n,
                    count(*) FILTER (WHERE state = ANY($1)) AS filled,
                    count(*) FILTER (WHERE state = 'Unfilled') AS unfilled,
@@ -155,7 +157,7 @@ async def _requests(conn: asyncpg.Connection, s: Summary) -> None:
         s.by_kind[r["service_kind"]] = (r["n"], r["filled"])
 
 
-async def _rota(conn: asyncpg.Connection, s: Summary, speed: float) -> None:
+async def _rota(conn: Connection, s: Summary, speed: float) -> None:
     """Forwards, their outcomes, and turnaround (simulated hours)."""
     for r in await conn.fetch("SELECT outcome, count(*) AS n FROM rota_entry "
                               "WHERE outcome <> 'pending' GROUP BY outcome"):
@@ -166,7 +168,8 @@ async def _rota(conn: asyncpg.Connection, s: Summary, speed: float) -> None:
         f"""SELECT count(*) FROM ({_REQUESTS}) r WHERE state = 'Unfilled'
             AND NOT EXISTS (SELECT 1 FROM rota_entry e WHERE e.transaction_id = r.id
                             AND e.outcome <> 'pending')""")
-    p = await conn.fetchrow(
+    p = await fetch_one(
+        conn,
         """SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY secs) AS p50,
                   percentile_cont(0.9) WITHIN GROUP (ORDER BY secs) AS p90
            FROM (SELECT extract(epoch FROM min(a.at) - t.created_at) AS secs
@@ -175,7 +178,8 @@ async def _rota(conn: asyncpg.Connection, s: Summary, speed: float) -> None:
                  GROUP BY t.id, t.created_at) d""")
     if p["p50"] is not None:
         s.turnaround = (p["p50"] * speed / 3600, p["p90"] * speed / 3600)
-    p = await conn.fetchrow(
+    p = await fetch_one(
+        conn,
         """SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY secs) AS p50,
                   percentile_cont(0.9) WITHIN GROUP (ORDER BY secs) AS p90
            FROM (SELECT extract(epoch FROM answered_at - forwarded_at) AS secs
@@ -184,7 +188,7 @@ async def _rota(conn: asyncpg.Connection, s: Summary, speed: float) -> None:
         s.supplier_turnaround = (p["p50"] * speed / 3600, p["p90"] * speed / 3600)
 
 
-async def _suppliers(conn: asyncpg.Connection, s: Summary, speed: float) -> None:
+async def _suppliers(conn: Connection, s: Summary, speed: float) -> None:
     """One line per supplier, and a transaction worth `run.py explain`."""
     s.suppliers = [SupplierLine(
         r["supplier"], r["name"], r["forwarded"], r["supplied"], r["unfilled"],
@@ -213,9 +217,10 @@ async def _suppliers(conn: asyncpg.Connection, s: Summary, speed: float) -> None
            ORDER BY count(*) DESC, transaction_id LIMIT 1""")
 
 
-async def _money(conn: asyncpg.Connection, s: Summary, period: str) -> None:
+async def _money(conn: Connection, s: Summary, period: str) -> None:
     """Charges, subsidies, each agency's net, the subsidy budgets."""
-    money = await conn.fetchrow(
+    money = await fetch_one(
+        conn,
         """SELECT count(*) AS n, coalesce(sum(fee_minor), 0)::bigint AS fee,
                   coalesce(sum(subsidy_minor), 0)::bigint AS subsidy,
                   coalesce(sum(patron_share_minor), 0)::bigint AS patron
@@ -226,7 +231,8 @@ async def _money(conn: asyncpg.Connection, s: Summary, period: str) -> None:
     s.ledger_problems = await ledger.check(conn)
     owners = [r["owner"] for r in await conn.fetch(
         "SELECT DISTINCT owner FROM ledger_entry ORDER BY owner")]
-    names = dict(await conn.fetch("SELECT symbol, name FROM agency"))
+    names: dict[str, str] = {r["symbol"]: r["name"]
+                             for r in await conn.fetch("SELECT symbol, name FROM agency")}
     for owner in owners:
         bal = await ledger.balance(conn, owner, None, None)
         net = sum(m.minor for m in bal.closing)
@@ -243,9 +249,10 @@ async def _money(conn: asyncpg.Connection, s: Summary, period: str) -> None:
                          f"{b.limit.amount_text()} spent{dry}")
 
 
-async def _mail(conn: asyncpg.Connection, s: Summary) -> None:
+async def _mail(conn: Connection, s: Summary) -> None:
     """Mails sent, downloads and grants."""
-    mail = await conn.fetchrow(
+    mail = await fetch_one(
+        conn,
         """SELECT count(*) FILTER (WHERE sent_at IS NOT NULL) AS sent,
                   count(*) FILTER (WHERE sent_at IS NOT NULL AND kind = 'patron_link')
                       AS patron,

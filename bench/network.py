@@ -27,6 +27,7 @@ import asyncpg
 from bench.hub_processes import free_port
 from broker.agencies import NewAgency, add
 from broker.dispatch.policies import load_policy
+from broker.shards import current_generation, hub_of
 from infra.database import create_database, drop_database, migrate, with_database
 from infra.rabbit_admin import Management
 from schemas.settings import Settings
@@ -173,9 +174,10 @@ class BenchNetwork:
         await create_database(with_database(ADMIN, db))
         url = database_url(db)
         workdir = Path(tempfile.mkdtemp(prefix=f"illhub-bench-{run}-"))
-        settings = Settings(database_url=url, name_prefix=f"bench{run}.",
-                            hub_symbol="BENCH:HUB", queue_type=queue_type,
-                            data_dir=str(workdir / "var"), outbox_poll_seconds=0.05)
+        settings = Settings().updated(
+            database__url=url, amqp__name_prefix=f"bench{run}.", hub_symbol="BENCH:HUB",
+            amqp__queue_type=queue_type, data_dir=str(workdir / "var"),
+            outbox__poll_seconds=0.05)
         await migrate(url, report=lambda m: None)
         pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
         n_sup = max(15, agencies * 3 // 10)
@@ -233,20 +235,29 @@ class BenchNetwork:
         return self.hubs[-n:]
 
     async def wait_consuming(self, timeout: float = 60.0) -> None:
-        """Until a hub consumes hub.inbound (single active consumer: one of them)."""
+        """Until every shard of the intake has an active consumer, and as many hubs are
+        active as can be (each hub subscribes to every shard and hands shards over until
+        they are shared): a measurement starts with every hub at work."""
         deadline = time.monotonic() + timeout
         async with Management(self.settings.amqp.management_url.get_secret_value()) as m:
             while time.monotonic() < deadline:
                 for hub in self.hubs:
                     if hub.process.returncode is not None:
                         raise RuntimeError(f"hub exited: {hub.log.read_text()[-2000:]}")
-                name = self.settings.name("hub.inbound")
-                info = [q for q in await m.queues(self.settings.vhost) if q["name"] == name]
-                if info and info[0].get("consumers", 0) >= len(self.hubs):
+                shards = await self._shards()
+                active = {c.queue: hub_of(c.tag) for c in await m.consumers(self.settings.vhost)
+                          if c.active and c.queue in shards}
+                if shards and len(active) == len(shards) and \
+                        len(set(active.values())) >= min(len(self.hubs), len(shards)):
                     return
                 await asyncio.sleep(0.2)
         raise TimeoutError("hub processes did not start consuming within "
                            f"{timeout:.0f}s; logs in {self.workdir}")
+
+    async def _shards(self) -> set[str]:
+        """The queues of the intake's current generation."""
+        generation = await current_generation(self.pool, self.settings)
+        return {self.settings.name(q) for q in generation.queues()} if generation else set()
 
     async def stop_hubs(self) -> None:
         for hub in self.hubs:

@@ -16,7 +16,7 @@ foreign keys of the three tables are dropped before the load and re-created
 afterwards, which validates every row against them; the primary keys and CHECK
 constraints stay on throughout.
 
-Then it times one real settlement run (`settlement.settle.settle`, the same code the
+Then it times one real settlement run (`settlement.run.settle`, the same code the
 CLI and the scheduler use) with CSV statements for every agency, then the PDFs
 separately (a sample, extrapolated, or all of them), and prints seconds and peak
 memory (resource.getrusage: this process, and the PDF worker processes). The
@@ -41,16 +41,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import asyncpg
 
 from app.cli.finance import render_text
-from infra.database import migrate
+from bench import loop
+from infra.database import create_database, drop_database, migrate, with_database
 from schemas.settings import Settings
 from settlement.periods import Period
+from settlement.record import SettlementResult
 from settlement.run import settle
 from settlement.statement_csv import STATEMENT_STREAMS
 from settlement.statement_model import StatementMeta, statements_dir
@@ -155,50 +157,76 @@ WHERE p.id BETWEEN $1 AND $2 AND p.subsidy_minor <> 0
 """
 
 
+class SettlementBenchError(RuntimeError):
+    """The settlement run did not do what a fresh scratch database makes certain."""
+
+
 async def generate(url: str, n: int, agencies: int) -> None:
+    """The agencies, a subsidy version and budgets, then the ledger, bulk-loaded."""
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute(
-            """INSERT INTO agency (symbol, name, roles, password_hash, province, city)
-               SELECT 'BENCH:L' || lpad(g::text, 4, '0'),
-                      (ARRAY['北京', '上海', '兰州', '广州', '武汉'])[g % 5 + 1]
-                          || '第' || g || '大学图书馆', ARRAY['requester', 'supplier'], 'x',
-                      '北京', '北京'
-               FROM generate_series(1, $1) g""", agencies)
-        version = await conn.fetchval(
-            "INSERT INTO subsidy_version (source, normalised) VALUES ('# bench', '{}') "
-            "RETURNING version")
-        budgets = [await conn.fetchval(
-            "INSERT INTO subsidy_budget (name, requester, period, currency, limit_minor) "
-            "VALUES ('bench-centre', '', $1, 'CNY', 1000000000000000) RETURNING id", m)
-            for m in ("2026-09", "2026-10")]
-        saved = await conn.fetch(
-            """SELECT 'c' AS kind, conrelid::regclass::text AS tbl, conname AS name,
-                      pg_get_constraintdef(oid) AS def
-               FROM pg_constraint WHERE conrelid = ANY($1::regclass[]) AND contype IN ('f', 'u')
-               UNION ALL
-               SELECT 'i', tablename, indexname, indexdef FROM pg_indexes
-               WHERE tablename = ANY($2::text[])
-                 AND indexname NOT IN (SELECT conname FROM pg_constraint)""",
-            list(TABLES), list(TABLES))
-        for r in saved:
-            if r["kind"] == "c":
-                await conn.execute(f'ALTER TABLE {r["tbl"]} DROP CONSTRAINT "{r["name"]}"')
-            else:
-                await conn.execute(f'DROP INDEX "{r["name"]}"')
-        say(f"dropped {len(saved)} secondary indexes and constraints for the load")
-        # No settlement run exists yet, so the check that no posting enters a settled
-        # range has nothing to find; off for the bulk load, like the indexes.
-        await conn.execute(
-            "ALTER TABLE ledger_posting DISABLE TRIGGER ledger_posting_not_settled")
+        version, budgets = await _seed(conn, agencies)
+        saved = await _drop_for_load(conn)
+    finally:
+        await conn.close()
+    await _load(url, n, agencies, version, budgets)
+    conn = await asyncpg.connect(url)
+    try:
+        await _restore_after_load(conn, n, saved)
+        await _finish_ledger(conn)
     finally:
         await conn.close()
 
+
+async def _seed(conn: asyncpg.Connection, agencies: int) -> tuple[int, list[int]]:
+    """The agencies, and the subsidy version and budgets (2026-09, 2026-10) grants cite."""
+    await conn.execute(
+        """INSERT INTO agency (symbol, name, roles, password_hash, province, city)
+           SELECT 'BENCH:L' || lpad(g::text, 4, '0'),
+                  (ARRAY['北京', '上海', '兰州', '广州', '武汉'])[g % 5 + 1]
+                      || '第' || g || '大学图书馆', ARRAY['requester', 'supplier'], 'x',
+                  '北京', '北京'
+           FROM generate_series(1, $1) g""", agencies)
+    version = await conn.fetchval(
+        "INSERT INTO subsidy_version (source, normalised) VALUES ('# bench', '{}') "
+        "RETURNING version")
+    budgets = [await conn.fetchval(
+        "INSERT INTO subsidy_budget (name, requester, period, currency, limit_minor) "
+        "VALUES ('bench-centre', '', $1, 'CNY', 1000000000000000) RETURNING id", m)
+        for m in ("2026-09", "2026-10")]
+    return version, budgets
+
+
+async def _drop_for_load(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Drop the secondary indexes and constraints of TABLES (and the settled-range
+    trigger) for the bulk load; returns their definitions, to re-create them after."""
+    saved = await conn.fetch(
+        """SELECT 'c' AS kind, conrelid::regclass::text AS tbl, conname AS name,
+                  pg_get_constraintdef(oid) AS def
+           FROM pg_constraint WHERE conrelid = ANY($1::regclass[]) AND contype IN ('f', 'u')
+           UNION ALL
+           SELECT 'i', tablename, indexname, indexdef FROM pg_indexes
+           WHERE tablename = ANY($2::text[])
+             AND indexname NOT IN (SELECT conname FROM pg_constraint)""",
+        list(TABLES), list(TABLES))
+    for r in saved:
+        if r["kind"] == "c":
+            await conn.execute(f'ALTER TABLE {r["tbl"]} DROP CONSTRAINT "{r["name"]}"')
+        else:
+            await conn.execute(f'DROP INDEX "{r["name"]}"')
+    say(f"dropped {len(saved)} secondary indexes and constraints for the load")
+    # No settlement run exists yet, so the check that no posting enters a settled
+    # range has nothing to find; off for the bulk load, like the indexes.
+    await conn.execute("ALTER TABLE ledger_posting DISABLE TRIGGER ledger_posting_not_settled")
+    return saved
+
+
+async def _load(url: str, n: int, agencies: int, version: int, budgets: list[int]) -> None:
+    """Postings 1..n with their entries and grants, BATCH at a time on two connections."""
     sql = POSTINGS.replace("{agencies}", str(agencies))
-    ranges = [(s, min(n, s + BATCH - 1)) for s in range(1, n + 1, BATCH)]
     queue: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
-    for r in ranges:
-        queue.put_nowait(r)
+    for s in range(1, n + 1, BATCH):
+        queue.put_nowait((s, min(n, s + BATCH - 1)))
     done = 0
 
     async def worker() -> None:
@@ -218,39 +246,43 @@ async def generate(url: str, n: int, agencies: int) -> None:
 
     await asyncio.gather(worker(), worker())
 
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("SET maintenance_work_mem = '512MB'")
-        await conn.execute("SELECT setval('ledger_posting_id_seq', $1)", n)
-        t = time.perf_counter()
-        for kind in ("i", "UNIQUE", "FOREIGN"):
-            for r in saved:
-                if r["kind"] == "i" and kind == "i":
-                    await conn.execute(r["def"])
-                elif r["kind"] == "c" and r["def"].startswith(kind):
-                    await conn.execute(f'ALTER TABLE {r["tbl"]} ADD CONSTRAINT "{r["name"]}" '
-                                       f'{r["def"]}')
-        say(f"re-created and validated the indexes and constraints in "
-            f"{time.perf_counter() - t:.1f}s")
-        await conn.execute(
-            "ALTER TABLE ledger_posting ENABLE TRIGGER ledger_posting_not_settled")
-        await conn.execute(
-            """UPDATE subsidy_budget b SET spent_minor = g.total, limit_minor = g.total
-               FROM (SELECT bid, sum(granted_minor) AS total
-                     FROM subsidy_grant, unnest(budgets) AS bid GROUP BY bid) g
-               WHERE g.bid = b.id""")
-        t = time.perf_counter()
-        for table in TABLES:
-            await conn.execute(f"VACUUM ANALYZE {table}")
-        say(f"VACUUM ANALYZE in {time.perf_counter() - t:.1f}s")
-        row = await conn.fetchrow(
-            "SELECT (SELECT count(*) FROM ledger_posting) AS p, (SELECT count(*) FROM "
-            "ledger_entry) AS e, (SELECT count(*) FROM subsidy_grant) AS g, "
-            "pg_size_pretty(pg_database_size(current_database())) AS size")
-        say(f"ledger: {row['p']:,} postings, {row['e']:,} entries, {row['g']:,} subsidy "
-            f"grants; database {row['size']}")
-    finally:
-        await conn.close()
+
+async def _restore_after_load(conn: asyncpg.Connection, n: int,
+                              saved: list[asyncpg.Record]) -> None:
+    """Re-create what _drop_for_load dropped (indexes, then UNIQUE, then FOREIGN KEY
+    constraints, which validates every row), and move the posting id sequence past n."""
+    await conn.execute("SET maintenance_work_mem = '512MB'")
+    await conn.execute("SELECT setval('ledger_posting_id_seq', $1)", n)
+    t = time.perf_counter()
+    for kind in ("i", "UNIQUE", "FOREIGN"):
+        for r in saved:
+            if r["kind"] == "i" and kind == "i":
+                await conn.execute(r["def"])
+            elif r["kind"] == "c" and r["def"].startswith(kind):
+                await conn.execute(f'ALTER TABLE {r["tbl"]} ADD CONSTRAINT "{r["name"]}" '
+                                   f'{r["def"]}')
+    say(f"re-created and validated the indexes and constraints in "
+        f"{time.perf_counter() - t:.1f}s")
+    await conn.execute("ALTER TABLE ledger_posting ENABLE TRIGGER ledger_posting_not_settled")
+
+
+async def _finish_ledger(conn: asyncpg.Connection) -> None:
+    """Budgets spent (and limited) to what was granted, VACUUM ANALYZE, and the counts."""
+    await conn.execute(
+        """UPDATE subsidy_budget b SET spent_minor = g.total, limit_minor = g.total
+           FROM (SELECT bid, sum(granted_minor) AS total
+                 FROM subsidy_grant, unnest(budgets) AS bid GROUP BY bid) g
+           WHERE g.bid = b.id""")
+    t = time.perf_counter()
+    for table in TABLES:
+        await conn.execute(f"VACUUM ANALYZE {table}")
+    say(f"VACUUM ANALYZE in {time.perf_counter() - t:.1f}s")
+    row = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM ledger_posting) AS p, (SELECT count(*) FROM "
+        "ledger_entry) AS e, (SELECT count(*) FROM subsidy_grant) AS g, "
+        "pg_size_pretty(pg_database_size(current_database())) AS size")
+    say(f"ledger: {row['p']:,} postings, {row['e']:,} entries, {row['g']:,} subsidy "
+        f"grants; database {row['size']}")
 
 
 async def measure(transactions: int = 10_000_000, agencies: int = 1_000, pdf: str = "sample",
@@ -265,13 +297,11 @@ async def measure(transactions: int = 10_000_000, agencies: int = 1_000, pdf: st
         raise ValueError(f"pdf: {pdf!r} is not one of sample, all, none")
     run = secrets.token_hex(3)
     db = f"illhub_bench_{run}"
-    admin = await asyncpg.connect(admin_url)
-    await admin.execute(f"CREATE DATABASE \"{db}\" ENCODING 'UTF8' TEMPLATE template0")
-    await admin.close()
-    url = f"{admin_url.rsplit('/', 1)[0]}/{db}"
+    url = with_database(admin_url, db)
+    await create_database(url)
     data_dir = Path(tempfile.mkdtemp(prefix="illhub-bench-settlement-"))
-    settings = Settings(database_url=url, data_dir=str(data_dir), name_prefix=f"bench{run}.",
-                        hub_symbol="BENCH:CENTRE")
+    settings = Settings().updated(database__url=url, data_dir=str(data_dir),
+                                  amqp__name_prefix=f"bench{run}.", hub_symbol="BENCH:CENTRE")
     say(f"scratch database {db}, files in {data_dir}")
     out: dict[str, float | int | str] = {
         "bench": "settlement", "transactions": transactions, "agencies": agencies}
@@ -280,86 +310,8 @@ async def measure(transactions: int = 10_000_000, agencies: int = 1_000, pdf: st
         t = time.perf_counter()
         await generate(url, transactions, agencies)
         say(f"data generated in {time.perf_counter() - t:.1f}s (not part of the figures)")
-
-        pids: list[int] = []
-
-        async def remember(conn: asyncpg.Connection) -> None:
-            pids.append(conn.get_server_pid())
-
-        # Every connection opened up front, so that their backends' CPU can be summed.
-        pool = await asyncpg.create_pool(url, min_size=workers + 4, max_size=workers + 4,
-                                         init=remember)
-        try:
-            rss_before = rss_mb()
-            now = PERIOD.ends_at(settings.timezone) + datetime.timedelta(minutes=15)
-            load = os.getloadavg()[0]
-            say(f"settling {PERIOD}: netting + CSV statements for every agency (load "
-                f"average {load:.1f}) ...")
-            pg_before, py_before = backend_cpu(pids), own_cpu()
-            t = time.perf_counter()
-            result = await settle(pool, settings, PERIOD, now=now, pdf=False, workers=workers,
-                                  progress=lambda m: say("  " + m))
-            run_seconds = time.perf_counter() - t
-            pg_after, py_after = backend_cpu(pids), own_cpu()
-            out.update({"load_before": round(load, 2),
-                        "cpu_seconds_python": round(py_after - py_before, 1)})
-            if pg_before is not None and pg_after is not None:
-                out["cpu_seconds_postgres"] = round(pg_after - pg_before, 1)
-            rss_run = rss_mb()
-            assert result is not None and result.created
-            directory = statements_dir(settings, PERIOD)
-            csv_bytes = sum(f.stat().st_size for f in directory.glob("statement-*.csv"))
-            lines = int(result.invariants["everyEntryInOneStatement"]["linesWritten"])
-            say(f"RUN DONE in {run_seconds:.1f}s: {result.postings:,} postings, "
-                f"{result.entries:,} entries, {len(result.statements):,} agencies, "
-                f"{csv_bytes / 2**20:,.0f} MB of CSV; peak RSS {rss_run:.0f} MB "
-                f"(before the run {rss_before:.0f} MB)")
-            say(f"  phases: {result.timings}")
-            say(f"  invariants: {'all hold' if result.invariants.get('ok') else 'VIOLATED'}")
-            out.update({"seconds": round(run_seconds, 2), "postings": result.postings,
-                        "entries": result.entries, "statements": len(result.statements),
-                        "statement_lines": lines, "statement_bytes": csv_bytes,
-                        "invariants": "hold" if result.invariants.get("ok") else "VIOLATED"})
-            for phase, seconds in result.timings.items():
-                out[f"seconds_{phase}"] = seconds
-
-            metas = [StatementMeta(symbol=s.symbol, name=s.name, period=PERIOD.name,
-                                   run_id=result.run_id or 0, date_from=str(result.date_from),
-                                   cutoff=str(result.cutoff),
-                                   generated_at=result.generated_at or "",
-                                   centre=settings.hub_symbol, totals=s.totals)
-                       for s in result.statements]
-            if pdf != "none" and metas:
-                chosen = metas if pdf == "all" else metas[:: max(1, len(metas) // pdf_sample)]
-                chosen_lines = sum(m.lines for m in chosen)
-                say(f"PDF statements for {len(chosen):,} agencies ({chosen_lines:,} lines) with "
-                    f"{pdf_workers} worker processes ...")
-                t = time.perf_counter()
-                await render_pdfs(chosen, directory, pdf_workers=pdf_workers,
-                                  progress=lambda m: say("  " + m))
-                pdf_seconds = time.perf_counter() - t
-                all_lines = sum(m.lines for m in metas)
-                estimate = all_lines / max(1, chosen_lines) * pdf_seconds
-                say(f"PDF DONE in {pdf_seconds:.1f}s: {chosen_lines / pdf_seconds:,.0f} "
-                    f"lines/s; all {len(metas):,} agencies ({all_lines:,} lines) would take "
-                    f"{estimate:,.0f}s; peak RSS of one worker "
-                    f"{rss_mb(resource.RUSAGE_CHILDREN):.0f} MB")
-                out.update({"pdf": pdf, "pdf_agencies": len(chosen),
-                            "pdf_seconds": round(pdf_seconds, 2),
-                            "pdf_all_seconds_estimate": round(estimate, 1),
-                            "peak_mb_pdf_worker": round(rss_mb(resource.RUSAGE_CHILDREN))})
-
-            t = time.perf_counter()
-            again = await settle(pool, settings, PERIOD, now=now, pdf=False, workers=workers)
-            assert again is not None and not again.created and again.run_id == result.run_id
-            rerun = time.perf_counter() - t
-            say(f"re-run of the closed period (figures recomputed and compared, files checked "
-                f"against their checksums) in {rerun:.1f}s")
-            out["seconds_rerun"] = round(rerun, 2)
-            if report is not None:
-                report.append(render_text(result))
-        finally:
-            await pool.close()
+        run_seconds = await _settle_and_render(url, settings, workers, pdf, pdf_sample,
+                                               pdf_workers, out, report)
         peak = rss_mb()
         ok = run_seconds <= TARGET_SECONDS and peak <= TARGET_MB
         out.update({"peak_mb": round(peak), "target_seconds": TARGET_SECONDS,
@@ -369,21 +321,142 @@ async def measure(transactions: int = 10_000_000, agencies: int = 1_000, pdf: st
         if keep:
             say(f"kept database {db} and {data_dir}")
         else:
-            admin = await asyncpg.connect(admin_url)
-            await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-            await admin.close()
+            await drop_database(url)
             shutil.rmtree(data_dir, ignore_errors=True)
             say(f"dropped {db}")
 
 
-def run_loop(coro: Any) -> Any:
-    """On uvloop where installed, like the hub process that runs scheduled settlements
-    (and `python -m bench`): the statement stream's reads cost less CPU there."""
+class _Timed(NamedTuple):
+    """The measured run: its result, seconds, and this process's peak RSS before and after."""
+    result: SettlementResult
+    seconds: float
+    rss_before: float
+    rss_after: float
+
+
+async def _settle_and_render(url: str, settings: Settings, workers: int, pdf: str,
+                             pdf_sample: int, pdf_workers: int,
+                             out: dict[str, float | int | str],
+                             report: list[str] | None) -> float:
+    """The timed run, the PDFs and the re-run, on one pool; returns the run's seconds."""
+    pids: list[int] = []
+
+    async def remember(conn: asyncpg.Connection) -> None:
+        pids.append(conn.get_server_pid())
+
+    # Every connection opened up front, so that their backends' CPU can be summed.
+    pool = await asyncpg.create_pool(url, min_size=workers + 4, max_size=workers + 4,
+                                     init=remember)
     try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
+        now = PERIOD.ends_at(settings.timezone) + datetime.timedelta(minutes=15)
+        timed = await _timed_settle(pool, settings, now, workers, pids, out)
+        directory = statements_dir(settings, PERIOD)
+        _record_run(timed, directory, out)
+        if pdf != "none":
+            await _render_pdfs(_metas(timed.result, settings), directory, pdf, pdf_sample,
+                               pdf_workers, out)
+        await _rerun(pool, settings, now, workers, timed.result, out)
+        if report is not None:
+            report.append(render_text(timed.result))
+    finally:
+        await pool.close()
+    return timed.seconds
+
+
+async def _timed_settle(pool: asyncpg.Pool, settings: Settings, now: datetime.datetime,
+                        workers: int, pids: list[int],
+                        out: dict[str, float | int | str]) -> _Timed:
+    """The measured settlement run (netting and CSV statements) and the CPU it used."""
+    rss_before = rss_mb()
+    load = os.getloadavg()[0]
+    say(f"settling {PERIOD}: netting + CSV statements for every agency (load "
+        f"average {load:.1f}) ...")
+    pg_before, py_before = backend_cpu(pids), own_cpu()
+    t = time.perf_counter()
+    result = await settle(pool, settings, PERIOD, now=now, pdf=False, workers=workers,
+                          progress=lambda m: say("  " + m))
+    run_seconds = time.perf_counter() - t
+    pg_after, py_after = backend_cpu(pids), own_cpu()
+    out.update({"load_before": round(load, 2),
+                "cpu_seconds_python": round(py_after - py_before, 1)})
+    if pg_before is not None and pg_after is not None:
+        out["cpu_seconds_postgres"] = round(pg_after - pg_before, 1)
+    rss_run = rss_mb()
+    if result is None or not result.created:
+        got = "None" if result is None else f"run {result.run_id}, made by an earlier call"
+        raise SettlementBenchError(
+            f"settling {PERIOD} in a fresh scratch database made no new run (got {got})")
+    return _Timed(result, run_seconds, rss_before, rss_run)
+
+
+def _record_run(timed: _Timed, directory: Path, out: dict[str, float | int | str]) -> None:
+    """Say what the run did, and put its figures and phase seconds into `out`."""
+    result = timed.result
+    csv_bytes = sum(f.stat().st_size for f in directory.glob("statement-*.csv"))
+    lines = int(result.invariants["everyEntryInOneStatement"]["linesWritten"])
+    say(f"RUN DONE in {timed.seconds:.1f}s: {result.postings:,} postings, "
+        f"{result.entries:,} entries, {len(result.statements):,} agencies, "
+        f"{csv_bytes / 2**20:,.0f} MB of CSV; peak RSS {timed.rss_after:.0f} MB "
+        f"(before the run {timed.rss_before:.0f} MB)")
+    say(f"  phases: {result.timings}")
+    say(f"  invariants: {'all hold' if result.invariants.get('ok') else 'VIOLATED'}")
+    out.update({"seconds": round(timed.seconds, 2), "postings": result.postings,
+                "entries": result.entries, "statements": len(result.statements),
+                "statement_lines": lines, "statement_bytes": csv_bytes,
+                "invariants": "hold" if result.invariants.get("ok") else "VIOLATED"})
+    for phase, seconds in result.timings.items():
+        out[f"seconds_{phase}"] = seconds
+
+
+def _metas(result: SettlementResult, settings: Settings) -> list[StatementMeta]:
+    """What the PDF renderer needs of each agency's statement."""
+    return [StatementMeta(symbol=s.symbol, name=s.name, period=PERIOD.name,
+                          run_id=result.run_id or 0, date_from=str(result.date_from),
+                          cutoff=str(result.cutoff), generated_at=result.generated_at or "",
+                          centre=settings.hub_symbol, totals=s.totals)
+            for s in result.statements]
+
+
+async def _render_pdfs(metas: list[StatementMeta], directory: Path, pdf: str, pdf_sample: int,
+                       pdf_workers: int, out: dict[str, float | int | str]) -> None:
+    """The PDF statements, timed apart from the run: all, or a sample (then extrapolated)."""
+    if not metas:
+        return
+    chosen = metas if pdf == "all" else metas[:: max(1, len(metas) // pdf_sample)]
+    chosen_lines = sum(m.lines for m in chosen)
+    say(f"PDF statements for {len(chosen):,} agencies ({chosen_lines:,} lines) with "
+        f"{pdf_workers} worker processes ...")
+    t = time.perf_counter()
+    await render_pdfs(chosen, directory, pdf_workers=pdf_workers,
+                      progress=lambda m: say("  " + m))
+    pdf_seconds = time.perf_counter() - t
+    all_lines = sum(m.lines for m in metas)
+    estimate = all_lines / max(1, chosen_lines) * pdf_seconds
+    say(f"PDF DONE in {pdf_seconds:.1f}s: {chosen_lines / pdf_seconds:,.0f} "
+        f"lines/s; all {len(metas):,} agencies ({all_lines:,} lines) would take "
+        f"{estimate:,.0f}s; peak RSS of one worker "
+        f"{rss_mb(resource.RUSAGE_CHILDREN):.0f} MB")
+    out.update({"pdf": pdf, "pdf_agencies": len(chosen),
+                "pdf_seconds": round(pdf_seconds, 2),
+                "pdf_all_seconds_estimate": round(estimate, 1),
+                "peak_mb_pdf_worker": round(rss_mb(resource.RUSAGE_CHILDREN))})
+
+
+async def _rerun(pool: asyncpg.Pool, settings: Settings, now: datetime.datetime, workers: int,
+                 result: SettlementResult, out: dict[str, float | int | str]) -> None:
+    """Settle the closed period again: figures recomputed and compared, files checked."""
+    t = time.perf_counter()
+    again = await settle(pool, settings, PERIOD, now=now, pdf=False, workers=workers)
+    if again is None or again.created or again.run_id != result.run_id:
+        got = ("None" if again is None else
+               f"run {again.run_id}{', newly made' if again.created else ''}")
+        raise SettlementBenchError(
+            f"re-running the closed period {PERIOD} did not return its run {result.run_id} "
+            f"(got {got})")
+    rerun = time.perf_counter() - t
+    say(f"re-run of the closed period (figures recomputed and compared, files checked "
+        f"against their checksums) in {rerun:.1f}s")
+    out["seconds_rerun"] = round(rerun, 2)
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -434,4 +507,6 @@ if __name__ == "__main__":
                         help="PDF worker processes")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--admin-url", default=ADMIN)
-    sys.exit(run_loop(main(parser.parse_args())))
+    # On uvloop where installed, like the hub process that runs scheduled settlements
+    # (and `python -m bench`): the statement stream's reads cost less CPU there.
+    sys.exit(loop.run(main(parser.parse_args())))

@@ -13,6 +13,7 @@ import aio_pika
 import asyncpg
 
 from infra.credentials import hash_password
+from infra.database import Connection
 from infra.rabbit_admin import Management
 from infra.topology import declare_agency_queue
 from schemas.settings import Settings
@@ -140,7 +141,7 @@ async def enabled_symbols(pool: asyncpg.Pool) -> list[str]:
         "SELECT symbol FROM agency WHERE enabled ORDER BY symbol")]
 
 
-async def name_of(conn: asyncpg.Connection, symbol: str) -> str | None:
+async def name_of(conn: Connection, symbol: str) -> str | None:
     """An agency's name, or None if no agency has this symbol."""
     name = await conn.fetchval("SELECT name FROM agency WHERE symbol = $1", symbol)
     return str(name) if name is not None else None

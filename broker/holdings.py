@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote
 
-import asyncpg
+from infra.database import Connection
 
 ID_TYPES: tuple[str, ...] = ("issn", "isbn", "doi_prefix", "title_key")
 CSV_COLUMNS: tuple[str, ...] = ("symbol", "id_type", "id_value")
@@ -74,7 +74,8 @@ _EAN13_WEIGHTS = (1, 3) * 6
 
 
 def _weighted(digits: str, weights: tuple[int, ...]) -> int:
-    return sum(map(mul, digits.encode("ascii"), weights)) - 48 * sum(weights)
+    products: int = sum(map(mul, digits.encode("ascii"), weights))  # typeshed: mul -> Any
+    return products - 48 * sum(weights)
 
 
 def _issn_check(first7: str) -> str:
@@ -294,8 +295,9 @@ def _scalar(value: Any) -> str | None:
         return value
     if isinstance(value, dict):
         for key in ("value", "#text", "_", "$"):
-            if isinstance(value.get(key), str):
-                return value[key]
+            found = value.get(key)
+            if isinstance(found, str):
+                return found
     return None
 
 
@@ -348,7 +350,7 @@ GROUP BY h.symbol
 """
 
 
-async def holders(conn: asyncpg.Connection,
+async def holders(conn: Connection,
                   identifiers: list[tuple[str, str]]) -> dict[str, set[str]]:
     """symbol -> the id_types through which it holds the item; one index-only query.
 
@@ -531,7 +533,7 @@ class _Parser:
         return f"unknown agency symbol {symbol!r}"
 
 
-async def _known_symbols(conn: asyncpg.Connection) -> set[str]:
+async def _known_symbols(conn: Connection) -> set[str]:
     return {r["symbol"] for r in await conn.fetch("SELECT symbol FROM agency")}
 
 
@@ -574,7 +576,7 @@ WHERE h.symbol = ANY($1::text[])
 """
 
 
-async def import_csv(conn: asyncpg.Connection, path: str | Path, *, replace: bool,
+async def import_csv(conn: Connection, path: str | Path, *, replace: bool,
                      progress: Callable[[int], None] | None = None,
                      progress_every: int = 50_000,
                      max_rejections: int = 100) -> ImportReport:

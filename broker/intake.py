@@ -14,17 +14,20 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 from pydantic import BaseModel
 
 from infra import observability
+from infra.database import Connection
 from infra.outbox import OUTBOX_INSERT, Outgoing, outbox_columns
 from schemas.iso18626 import (
     CONFIRMATION_OF,
     Header,
     MessageError,
+    RequestingAgencyMessage,
+    SupplyingAgencyMessage,
     confirmation,
     dump_message,
     parse_message,
@@ -34,6 +37,7 @@ from schemas.settings import Settings
 from schemas.wire import DEAD, OUTBOUND
 
 log = logging.getLogger(__name__)
+_Model = TypeVar("_Model", bound=BaseModel)
 
 INBOUND_KINDS = frozenset(CONFIRMATION_OF)
 BADLY_FORMED = ErrorType.BADLY_FORMED_MESSAGE
@@ -110,6 +114,11 @@ class Context:
     message: BaseModel
     raw: dict[str, Any]
 
+    def message_as(self, model: type[_Model]) -> _Model:
+        """The message as `model`, the model of its kind; TypeError if it is another (a
+        handler registered for the wrong kind)."""
+        return _as(self.message, model)
+
 
 @dataclass
 class Outcome:
@@ -127,7 +136,7 @@ class Refusal(Exception):
 
     def __init__(self, error_type: ErrorType, error_value: str,
                  transaction_id: str | None = None,
-                 after: Callable[[asyncpg.Connection], Awaitable[None]] | None = None) -> None:
+                 after: Callable[[Connection], Awaitable[None]] | None = None) -> None:
         super().__init__(f"{error_type}: {error_value}")
         self.error_type = error_type
         self.error_value = error_value
@@ -138,10 +147,10 @@ class Refusal(Exception):
 
 
 class Handler(Protocol):
-    async def __call__(self, conn: asyncpg.Connection, ctx: Context) -> Outcome: ...
+    async def __call__(self, conn: Connection, ctx: Context) -> Outcome: ...
 
 
-async def accept_only(conn: asyncpg.Connection, ctx: Context) -> Outcome:
+async def accept_only(conn: Connection, ctx: Context) -> Outcome:
     """The handler when no business logic is plugged in: valid messages are confirmed OK."""
     return Outcome()
 
@@ -164,7 +173,7 @@ class Batch:
     outgoing: list[Outgoing] = field(default_factory=list)
     answered: list[tuple[str, str, str]] = field(default_factory=list)
 
-    async def flush(self, conn: asyncpg.Connection) -> None:
+    async def flush(self, conn: Connection) -> None:
         if self.outgoing or self.answered:
             senders, ids, bodies = (list(c) for c in zip(*self.answered, strict=True)) \
                 if self.answered else ([], [], [])
@@ -195,7 +204,7 @@ class Intake:
             await self.on_commit(inbound, outcome)
         return outcome
 
-    async def process_batch(self, conn: asyncpg.Connection,
+    async def process_batch(self, conn: Connection,
                             inbounds: list[Inbound]) -> list[IntakeOutcome]:
         """Process deliveries in order inside the caller's transaction (group commit).
 
@@ -211,7 +220,7 @@ class Intake:
         await batch.flush(conn)
         return outcomes
 
-    async def _gates(self, conn: asyncpg.Connection,
+    async def _gates(self, conn: Connection,
                      inbounds: list[Inbound]) -> list[Gate | None]:
         """The inbox gate for every delivery that can take it (sender, id, size all
         present and fine); None for the rest, which process_in checks one by one."""
@@ -233,7 +242,7 @@ class Intake:
             fresh.discard(key)
         return gates
 
-    async def process_in(self, conn: asyncpg.Connection, inbound: Inbound, *,
+    async def process_in(self, conn: Connection, inbound: Inbound, *,
                          batch: Batch | None = None, gate: Gate | None = None) -> IntakeOutcome:
         """Process one delivery inside the caller's transaction.
 
@@ -274,7 +283,7 @@ class Intake:
                       raw=raw)
         return await self._handle(conn, batch, inbound, ctx, header)
 
-    async def _gate(self, conn: asyncpg.Connection, batch: Batch, inbound: Inbound,
+    async def _gate(self, conn: Connection, batch: Batch, inbound: Inbound,
                     sender: str, gate: Gate | None) -> IntakeOutcome | Problem | None:
         """A known sender, an idempotency key, a size within the limit, not seen before.
 
@@ -302,7 +311,7 @@ class Intake:
         return Problem(BADLY_FORMED, "AMQP property message_id is missing; it is required as "
                        "the idempotency key", record=False)
 
-    async def _handle(self, conn: asyncpg.Connection, batch: Batch, inbound: Inbound,
+    async def _handle(self, conn: Connection, batch: Batch, inbound: Inbound,
                       ctx: Context, header: Any) -> IntakeOutcome:
         """The business handler, and its confirmation (or its refusal) in the batch."""
         try:
@@ -327,13 +336,13 @@ class Intake:
                                json.dumps(ctx.raw, ensure_ascii=False)))
         return IntakeOutcome.OK
 
-    async def _refuse_problem(self, conn: asyncpg.Connection, batch: Batch, inbound: Inbound,
+    async def _refuse_problem(self, conn: Connection, batch: Batch, inbound: Inbound,
                               kind: MessageType, problem: Problem) -> IntakeOutcome:
         return await self._refuse(conn, batch, inbound, problem.kind or kind, problem.header,
                                   problem.error_type, problem.error_value, body=problem.body,
                                   dead=problem.dead, record=problem.record)
 
-    async def _refuse(self, conn: asyncpg.Connection, batch: Batch, inbound: Inbound,
+    async def _refuse(self, conn: Connection, batch: Batch, inbound: Inbound,
                       kind: MessageType,
                       header: Any, error_type: ErrorType, error_value: str, *,
                       body: Any = None, dead: bool = False, record: bool = True,
@@ -363,7 +372,7 @@ class Intake:
         return [reply(self.settings, inbound.sender, answer[0], answer[1],
                       inbound.correlation_id, transaction_id)]
 
-    async def _dead(self, conn: asyncpg.Connection, batch: Batch, inbound: Inbound,
+    async def _dead(self, conn: Connection, batch: Batch, inbound: Inbound,
                     reason: str) -> None:
         log.warning("dead letter from %s (message_id %s): %s",
                     inbound.sender, inbound.message_id, reason)
@@ -534,12 +543,12 @@ def _unknown(sender: str) -> str:
     return f"user_id {sender!r} is not a registered, enabled agency"
 
 
-async def _is_agency(conn: asyncpg.Connection, symbol: str) -> bool:
+async def _is_agency(conn: Connection, symbol: str) -> bool:
     return bool(await conn.fetchval(
         "SELECT true FROM agency WHERE symbol = $1 AND enabled", symbol))
 
 
-async def _set_outcome(conn: asyncpg.Connection, inbound: Inbound, outcome: IntakeOutcome, *,
+async def _set_outcome(conn: Connection, inbound: Inbound, outcome: IntakeOutcome, *,
                        body: Any = None, error: tuple[str, str] | None = None) -> None:
     await conn.execute(
         """UPDATE inbox SET outcome = $3, body = $4::jsonb, error_type = $5, error_value = $6
@@ -573,7 +582,14 @@ def _header_of(raw: Any) -> Any:
 def _echo(kind: MessageType, message: BaseModel) -> dict[str, Any]:
     """What a confirmation repeats from the message it confirms (ISO 18626)."""
     if kind is MessageType.SUPPLYING_AGENCY_MESSAGE:
-        return {"reason_for_message": message.message_info.reason_for_message}  # type: ignore[attr-defined]
+        sam = _as(message, SupplyingAgencyMessage)
+        return {"reason_for_message": sam.message_info.reason_for_message}
     if kind is MessageType.REQUESTING_AGENCY_MESSAGE:
-        return {"action": message.action}  # type: ignore[attr-defined]
+        return {"action": _as(message, RequestingAgencyMessage).action}
     return {}
+
+
+def _as(message: BaseModel, model: type[_Model]) -> _Model:
+    if not isinstance(message, model):
+        raise TypeError(f"expected a {model.__name__}, got a {type(message).__name__}")
+    return message

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 
+from infra.database import Connection
 from infra.flags import FlagKind, raise_flag
 from infra.locks import Lock, try_transaction_lock
 from infra.observability import MESSAGES_OUT
@@ -194,7 +195,7 @@ class PeerRelay:
                          f"{exc}")
         return _judge(row, answer)
 
-    async def _record(self, conn: asyncpg.Connection, row: asyncpg.Record,
+    async def _record(self, conn: Connection, row: asyncpg.Record,
                       result: Result) -> None:
         if isinstance(result, Sent):
             MESSAGES_OUT.labels(TRANSPORT, row["message_type"] or "-").inc()

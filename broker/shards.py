@@ -109,6 +109,12 @@ def _generation(row: asyncpg.Record) -> Generation:
     return Generation(number=row["generation"], shards=row["shards"])
 
 
+async def current_generation(pool: asyncpg.Pool, settings: Settings) -> Generation | None:
+    """The generation of shards hubs consume now in `settings`' broker namespace."""
+    row = await pool.fetchrow(_CURRENT, settings.vhost, settings.amqp.name_prefix)
+    return _generation(row) if row else None
+
+
 def new_hub_id() -> str:
     """Names this process in consumer tags: host, pid and a nonce (pids get reused)."""
     return f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(2)}"
@@ -134,8 +140,7 @@ class IntakeLayout:
         self._key = (settings.vhost, settings.amqp.name_prefix)
 
     async def current(self) -> Generation | None:
-        row = await self.pool.fetchrow(_CURRENT, *self._key)
-        return _generation(row) if row else None
+        return await current_generation(self.pool, self.settings)
 
     async def stale(self) -> list[Generation]:
         return [_generation(r) for r in await self.pool.fetch(_STALE, *self._key)]

@@ -15,8 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import asyncpg
-
+from infra.database import Connection, fetch_one
 from infra.flags import FlagKind, raise_flag
 
 
@@ -29,7 +28,7 @@ class Thresholds:
     window: timedelta = timedelta(days=30)
 
 
-async def check_deadline_breaches(conn: asyncpg.Connection, supplier: str, now: datetime,
+async def check_deadline_breaches(conn: Connection, supplier: str, now: datetime,
                                   limits: Thresholds = Thresholds()) -> None:
     breaches = await conn.fetchval(
         """SELECT count(*) FROM rota_entry WHERE supplier = $1 AND outcome = 'timed_out'
@@ -43,9 +42,10 @@ async def check_deadline_breaches(conn: asyncpg.Connection, supplier: str, now: 
                          now=now)
 
 
-async def check_cancellation_rate(conn: asyncpg.Connection, requester: str, now: datetime,
+async def check_cancellation_rate(conn: Connection, requester: str, now: datetime,
                                   limits: Thresholds = Thresholds()) -> None:
-    row = await conn.fetchrow(
+    row = await fetch_one(
+        conn,
         """SELECT count(*) AS total,
                   count(*) FILTER (WHERE cancel_requested_at IS NOT NULL
                                    OR state = 'Cancelled') AS cancelled
@@ -63,7 +63,7 @@ async def check_cancellation_rate(conn: asyncpg.Connection, requester: str, now:
                          now=now)
 
 
-async def sweep_overdue_loans(conn: asyncpg.Connection, now: datetime,
+async def sweep_overdue_loans(conn: Connection, now: datetime,
                               limits: Thresholds = Thresholds()) -> int:
     """Flag every open loan past its due date (plus grace) once; returns how many."""
     rows = await conn.fetch(

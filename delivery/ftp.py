@@ -46,7 +46,8 @@ class ConfinedPathIO(aioftp.PathIO):
     def _root(self) -> Path:
         if self.connection is None:
             raise PermissionError("no FTP session: no home to confine paths to")
-        return self.connection.user.base_path
+        user: aioftp.User = self.connection.user  # aioftp's Connection holds Any values
+        return user.base_path
 
     def _allowed(self, path: Path) -> bool:
         return is_inside(path, self._root())
@@ -87,7 +88,7 @@ class ConfinedPathIO(aioftp.PathIO):
         self._check(destination, may_be_home=False)
         return await super().rename(source, destination)
 
-    async def _open(self, path: Path, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def _open(self, path: Path, *args: Any, **kwargs: Any) -> Any:
         self._check(path, may_be_home=False)
         mode = kwargs.get("mode", args[0] if args else "rb")
         try:
@@ -96,7 +97,7 @@ class ConfinedPathIO(aioftp.PathIO):
         except OSError as exc:
             raise aioftp.PathIOError(reason=None) from exc
 
-    def list(self, path: Path) -> AsyncIterator[Path]:  # type: ignore[override]
+    def list(self, path: Path) -> AsyncIterator[Path]:
         inner = super().list(path)
 
         async def confined() -> AsyncIterator[Path]:
@@ -241,6 +242,8 @@ class DropServer(aioftp.Server):
         self.tracker = tracker
         self.max_bytes = max_bytes
 
+    # ignore[override]: returns False for a hang-up. aioftp's dispatcher ends the session
+    # on a falsy result, but its parse_command is annotated as returning a tuple only.
     async def parse_command(self, stream: Any,  # type: ignore[override]
                             censor_commands: tuple[str] = ("pass",)) -> tuple[str, str] | bool:
         # aioftp raises when the client hangs up; its dispatcher then logs an ERROR with
@@ -264,13 +267,18 @@ class DropServer(aioftp.Server):
     def _relative(connection: Any, real_path: Path) -> str:
         return real_path.relative_to(connection.user.base_path).as_posix()
 
+    # The `type: ignore[arg-type]`s below: aioftp types its command decorators for
+    # methods of Server itself (Callable[Concatenate[Server, ...]]), so a method of a
+    # subclass, whose `self` is the subclass, never matches.
     @ConnectionConditions(ConnectionConditions.login_required,
                           ConnectionConditions.passive_server_started)
-    @PathPermissions(PathPermissions.writable)
+    @PathPermissions(PathPermissions.writable)  # type: ignore[arg-type]
     async def stor(self, connection: Any, rest: str | PurePosixPath, mode: str = "wb") -> bool:
         upload = await self._upload_of(connection, rest, mode)
         if upload is not None:
-            task = asyncio.create_task(self._receive(connection, upload))
+            # ensure_future: aioftp's decorators type the worker's call as an Awaitable
+            # (it is a coroutine, as create_task would want).
+            task = asyncio.ensure_future(self._receive(connection, upload))
             connection.extra_workers.add(task)
             connection.response("150", "data transfer started")
         return True
@@ -300,7 +308,7 @@ class DropServer(aioftp.Server):
 
     @ConnectionConditions(ConnectionConditions.data_connection_made, wait=True,
                           fail_code="425", fail_info="Can't open data connection")
-    @worker
+    @worker  # type: ignore[arg-type]
     async def _receive(self, connection: Any, upload: _Upload) -> None:
         """The transfer, recorded in `ftp_upload` as it starts and as it ends."""
         stream = connection.data_connection
@@ -365,7 +373,7 @@ class DropServer(aioftp.Server):
     @ConnectionConditions(ConnectionConditions.login_required,
                           ConnectionConditions.rename_from_required)
     @PathConditions(PathConditions.path_must_not_exists)
-    @PathPermissions(PathPermissions.writable)
+    @PathPermissions(PathPermissions.writable)  # type: ignore[arg-type]
     async def rnto(self, connection: Any, rest: str | PurePosixPath) -> bool:
         real_path, _virtual = self.get_paths(connection, rest)
         rename_from: Path = connection.rename_from
@@ -379,7 +387,7 @@ class DropServer(aioftp.Server):
 
     @ConnectionConditions(ConnectionConditions.login_required)
     @PathConditions(PathConditions.path_must_exists, PathConditions.path_must_be_file)
-    @PathPermissions(PathPermissions.writable)
+    @PathPermissions(PathPermissions.writable)  # type: ignore[arg-type]
     async def dele(self, connection: Any, rest: str | PurePosixPath) -> bool:
         real_path, _virtual = self.get_paths(connection, rest)
         await connection.path_io.unlink(real_path)

@@ -17,6 +17,8 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from infra.database import Connection, fetch_one
+
 TOKEN_BYTES = 24
 TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{32}$")
 PREFIX_CHARS = 6
@@ -67,7 +69,7 @@ def _grant(row: asyncpg.Record, token: str | None = None) -> Grant:
                  expires_at=row["expires_at"], created_at=row["created_at"], token=token)
 
 
-async def create_grant(conn: asyncpg.Connection, *, document_id: str, transaction_id: str,
+async def create_grant(conn: Connection, *, document_id: str, transaction_id: str,
                        patron_email: str | None, patron_name: str | None,
                        downloads: int | None, days: int, now: datetime) -> Grant:
     """A new link for one reader; `downloads` None means unlimited, `days` counts from `now`."""
@@ -78,7 +80,8 @@ async def create_grant(conn: asyncpg.Connection, *, document_id: str, transactio
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     token = secrets.token_urlsafe(TOKEN_BYTES)
-    row = await conn.fetchrow(
+    row = await fetch_one(
+        conn,
         f"""INSERT INTO download_grant (token_hash, token_prefix, document_id, transaction_id,
                                         patron_email, patron_name, max_downloads, remaining,
                                         expires_at, created_at)
@@ -89,20 +92,20 @@ async def create_grant(conn: asyncpg.Connection, *, document_id: str, transactio
     return _grant(row, token)
 
 
-async def load_grant(conn: asyncpg.Connection | asyncpg.Pool, grant_id: int) -> Grant:
+async def load_grant(conn: Connection | asyncpg.Pool, grant_id: int) -> Grant:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM download_grant WHERE id = $1", grant_id)
     if row is None:
         raise LookupError(f"no grant {grant_id}")
     return _grant(row)
 
 
-async def grants_for(conn: asyncpg.Connection | asyncpg.Pool, transaction_id: str) -> list[Grant]:
+async def grants_for(conn: Connection | asyncpg.Pool, transaction_id: str) -> list[Grant]:
     rows = await conn.fetch(f"SELECT {_COLUMNS} FROM download_grant WHERE transaction_id = $1 "
                             "ORDER BY id", transaction_id)
     return [_grant(r) for r in rows]
 
 
-async def revoke_grant(conn: asyncpg.Connection | asyncpg.Pool, grant_id: int,
+async def revoke_grant(conn: Connection | asyncpg.Pool, grant_id: int,
                        now: datetime) -> bool:
     """Stop a link at once (a library's request, a wrong recipient)."""
     return bool(await conn.fetchval(

@@ -23,8 +23,9 @@ from pathlib import Path, PurePosixPath
 import asyncpg
 
 from delivery.filetypes import HEAD_BYTES, FileType, describe_mismatch, sniff
-from delivery.paths import BadItemPath, home_of, is_inside, item_path
-from delivery.store import DOCUMENT_COLUMNS, Document, copy_into_store, new_store_name, store_root
+from delivery.paths import BadItemPath, home_of, is_inside, item_path, store_root
+from delivery.store import DOCUMENT_COLUMNS, Document, copy_into_store, new_store_name
+from infra.database import Connection, fetch_one
 from schemas.settings import Ftp, Settings
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def _open_upload(home: Path, path: Path, shown: str) -> _Upload:
     return _Upload(fd=fd, stat=opened)
 
 
-async def _check_finished(conn: asyncpg.Connection, supplier: str, relative: str,
+async def _check_finished(conn: Connection, supplier: str, relative: str,
                           st: os.stat_result, shown: str, ftp: Ftp) -> None:
     row = await conn.fetchrow(
         "SELECT state, size FROM ftp_upload WHERE supplier = $1 AND path = $2", supplier, relative)
@@ -97,7 +98,7 @@ async def _check_finished(conn: asyncpg.Connection, supplier: str, relative: str
                                       "upload it again")
 
 
-async def accept_copy(conn: asyncpg.Connection, settings: Settings, *, supplier: str,
+async def accept_copy(conn: Connection, settings: Settings, *, supplier: str,
                       item_id: str, transaction_id: str,
                       filename: str | None = None) -> Document:
     """Check and store the file `item_id` in `supplier`'s FTP home; raises CopyProblem.
@@ -152,7 +153,8 @@ async def accept_copy(conn: asyncpg.Connection, settings: Settings, *, supplier:
                                           "still in progress? Send CopyCompleted when it is done")
         kind = found[0]
         name = _display_name(filename or relative_path.name, kind)
-        row = await conn.fetchrow(
+        row = await fetch_one(
+            conn,
             f"""INSERT INTO document (id, transaction_id, supplier, filename, content_type, size,
                                       sha256, store_name, drop_path, drop_size, drop_mtime_ns)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -181,7 +183,7 @@ def _display_name(name: str, kind: FileType) -> str:
     return cleaned[:200]
 
 
-async def release_drops(db: asyncpg.Connection | asyncpg.Pool, settings: Settings,
+async def release_drops(db: Connection | asyncpg.Pool, settings: Settings,
                         *, limit: int = 500) -> int:
     """Remove from the drop the uploads of committed documents; returns how many.
 
@@ -189,8 +191,8 @@ async def release_drops(db: asyncpg.Connection | asyncpg.Pool, settings: Setting
     is left alone; only our record of it is closed.
     """
     if isinstance(db, asyncpg.Pool):
-        async with db.acquire() as conn:
-            return await release_drops(conn, settings, limit=limit)
+        async with db.acquire() as pooled:
+            return await release_drops(pooled, settings, limit=limit)
     conn = db
     released = 0
     async with conn.transaction():

@@ -10,10 +10,9 @@ import logging
 from email.headerregistry import Address
 from zoneinfo import ZoneInfo
 
-import asyncpg
-
 from delivery.grants import Grant
 from delivery.store import Document
+from infra.database import Connection
 from infra.mailqueue import build_message, enqueue_message
 from schemas.settings import Settings
 
@@ -24,7 +23,7 @@ def _size(n: int) -> str:
     return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{max(1, round(n / 1024))} KB"
 
 
-async def enqueue_patron_mail(conn: asyncpg.Connection, *, grant: Grant, document: Document,
+async def enqueue_patron_mail(conn: Connection, *, grant: Grant, document: Document,
                               title: str, supplier_name: str, requester_name: str,
                               base_url: str, settings: Settings) -> int:
     """The reader's bilingual mail with the download link; returns the mail id."""

@@ -32,6 +32,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from delivery.intake import release_drops
 from delivery.paths import ftp_root, store_root, symbol_of_home
 from delivery.store import INCOMING_PREFIX
+from infra.database import Connection
 from infra.locks import Lock, try_transaction_lock
 from schemas.settings import Settings
 
@@ -68,12 +69,12 @@ FOR UPDATE OF d SKIP LOCKED
 """
 
 
-async def sweep(db: asyncpg.Connection | asyncpg.Pool, settings: Settings,
+async def sweep(db: Connection | asyncpg.Pool, settings: Settings,
                 now: datetime | None = None, *,
                 batch: int = 1000) -> SweepReport:
     if isinstance(db, asyncpg.Pool):
-        async with db.acquire() as conn:
-            return await sweep(conn, settings, now, batch=batch)
+        async with db.acquire() as pooled:
+            return await sweep(pooled, settings, now, batch=batch)
     conn = db
     now = now or datetime.now(UTC)
     grace = timedelta(days=settings.delivery.grace_days)
@@ -133,7 +134,7 @@ async def sweep(db: asyncpg.Connection | asyncpg.Pool, settings: Settings,
     return report
 
 
-async def _sweep_uploads(conn: asyncpg.Connection, settings: Settings,
+async def _sweep_uploads(conn: Connection, settings: Settings,
                          now: datetime, report: SweepReport) -> None:
     cutoff = (now - timedelta(hours=settings.ftp.abandoned_upload_hours)).timestamp()
     pending = {(r["supplier"], r["drop_path"]) for r in await conn.fetch(
@@ -183,7 +184,7 @@ def _old_files(root: Path, cutoff: float) -> list[tuple[Path, str, int]]:
             for _path, relative, size in _stale(home, cutoff)]
 
 
-async def _sweep_orphans(conn: asyncpg.Connection, store: Path, now: datetime,
+async def _sweep_orphans(conn: Connection, store: Path, now: datetime,
                          report: SweepReport, exclude: set[str]) -> None:
     cutoff = (now - ORPHAN_AGE).timestamp()
     candidates = await asyncio.to_thread(_store_files, store, cutoff)

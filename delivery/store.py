@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 
 from delivery.paths import store_root
+from infra.database import Connection
 from schemas.settings import Settings
 
 CHUNK = 1024 * 1024
@@ -46,7 +47,7 @@ DOCUMENT_COLUMNS = ("id, transaction_id, supplier, filename, content_type, size,
                     "store_name, created_at")
 
 
-async def load_document(conn: asyncpg.Connection | asyncpg.Pool, document_id: str) -> Document:
+async def load_document(conn: Connection | asyncpg.Pool, document_id: str) -> Document:
     row = await conn.fetchrow(f"SELECT {DOCUMENT_COLUMNS} FROM document WHERE id = $1",
                               uuid.UUID(str(document_id)))
     if row is None:

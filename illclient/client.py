@@ -108,6 +108,8 @@ class AgencyClient:
 def _request_id(body: dict[str, Any]) -> str | None:
     try:
         inner = next(iter(body.values()))
-        return inner["header"]["requestingAgencyRequestId"]
+        request_id = inner["header"]["requestingAgencyRequestId"]
     except (StopIteration, KeyError, TypeError, AttributeError):
         return None
+    # Whatever the body holds, as aio_pika would turn it into the property (str()).
+    return None if request_id is None else str(request_id)

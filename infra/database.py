@@ -8,11 +8,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from infra.locks import Lock, session_lock, unlock
+
+# A connection to run statements on, usually inside the caller's transaction: one of
+# asyncpg's own (`connect`) or one borrowed from a pool (`async with pool.acquire()`).
+# asyncpg hands out a PoolConnectionProxy for the latter; it forwards every call to its
+# Connection (and passes isinstance(x, asyncpg.Connection)), but asyncpg-stubs types the
+# two apart, so a function that takes either says so with this alias.
+Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 
 # The SQL is part of the contracts (schemas/); this module only applies it.
 MIGRATIONS_DIR = Path(str(resources.files("schemas") / "migrations"))
@@ -21,6 +30,20 @@ _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 class MigrationError(RuntimeError):
     pass
+
+
+class NoRowError(RuntimeError):
+    """A statement that returns a row by its form (an aggregate without GROUP BY, an
+    INSERT ... RETURNING of a row that is always inserted) returned none."""
+
+
+async def fetch_one(db: Connection | asyncpg.Pool, query: str, *args: object) -> asyncpg.Record:
+    """The row of a statement that always returns one; NoRowError if it returned none."""
+    row = await db.fetchrow(query, *args)
+    if row is None:
+        raise NoRowError(f"no row from a statement that always returns one: "
+                         f"{' '.join(query.split()[:8])} ...")
+    return row
 
 
 @dataclass(frozen=True)

@@ -35,13 +35,13 @@ from enum import StrEnum
 from typing import Any, TypeAlias
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
+from infra.database import Connection
 from infra.outbox import Outgoing, enqueue
 from schemas.wire import EVENTS
 
 # A connection (of a pool or not), or a pool: readers accept any of them.
-Db: TypeAlias = "asyncpg.Connection | PoolConnectionProxy | asyncpg.Pool"
+Db: TypeAlias = Connection | asyncpg.Pool
 
 
 class FlagKind(StrEnum):
@@ -88,7 +88,7 @@ _INSERT = """
 _COLUMNS = "id, raised_at, kind, subject, transaction_id, detail, facts"
 
 
-async def raise_flag(conn: asyncpg.Connection, kind: FlagKind, subject: str, detail: str, *,
+async def raise_flag(conn: Connection, kind: FlagKind, subject: str, detail: str, *,
                      key: str, transaction_id: str | None = None,
                      facts: Mapping[str, Any] | None = None,
                      now: datetime | None = None) -> bool:

@@ -9,8 +9,11 @@ person can recognise.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
-import asyncpg
+if TYPE_CHECKING:
+    # For annotations only: infra/database.py imports this module (migrations take a lock).
+    from infra.database import Connection
 
 
 class Lock(IntEnum):
@@ -25,24 +28,24 @@ class Lock(IntEnum):
     COUNTS = 0x494C4C48434E5453  # "ILLHCNTS": one hub folds counter changes per tick
 
 
-async def try_transaction_lock(conn: asyncpg.Connection, lock: Lock) -> bool:
+async def try_transaction_lock(conn: Connection, lock: Lock) -> bool:
     """Take `lock` until the caller's transaction ends, if no one holds it; never waits."""
     return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", int(lock)))
 
 
-async def transaction_lock(conn: asyncpg.Connection, lock: Lock) -> None:
+async def transaction_lock(conn: Connection, lock: Lock) -> None:
     """Take `lock` until the caller's transaction ends, waiting for it if need be."""
     await conn.execute("SELECT pg_advisory_xact_lock($1)", int(lock))
 
 
-async def try_session_lock(conn: asyncpg.Connection, lock: Lock) -> bool:
+async def try_session_lock(conn: Connection, lock: Lock) -> bool:
     """Take `lock` for the session (until `unlock` or the connection closes)."""
     return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", int(lock)))
 
 
-async def session_lock(conn: asyncpg.Connection, lock: Lock) -> None:
+async def session_lock(conn: Connection, lock: Lock) -> None:
     await conn.execute("SELECT pg_advisory_lock($1)", int(lock))
 
 
-async def unlock(conn: asyncpg.Connection, lock: Lock) -> None:
+async def unlock(conn: Connection, lock: Lock) -> None:
     await conn.execute("SELECT pg_advisory_unlock($1)", int(lock))

@@ -29,6 +29,7 @@ from email.utils import format_datetime, getaddresses, parseaddr
 import aiosmtplib
 import asyncpg
 
+from infra.database import Connection
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def build_message(to: str | Sequence[str], subject: str, text: str, html_body: s
     return msg
 
 
-async def enqueue_message(conn: asyncpg.Connection, msg: EmailMessage, recipients: list[str], *,
+async def enqueue_message(conn: Connection, msg: EmailMessage, recipients: list[str], *,
                   kind: str, transaction_id: str | None) -> int:
     """Queue a built message in the caller's transaction; returns its id."""
     if not recipients:
@@ -88,7 +89,7 @@ async def enqueue_message(conn: asyncpg.Connection, msg: EmailMessage, recipient
     return int(mail_id)
 
 
-async def enqueue_mail(conn: asyncpg.Connection, to: str | Sequence[str], subject: str,
+async def enqueue_mail(conn: Connection, to: str | Sequence[str], subject: str,
                        text: str, html: str | None = None,
                        attachments: Sequence[Attachment] = (), *, sender: str | None = None,
                        kind: str = "generic", transaction_id: str | None = None) -> int:
@@ -199,7 +200,7 @@ class MailSender:
                     smtp.close()
         return sent
 
-    async def _back_off(self, conn: asyncpg.Connection, failed_id: int, now: datetime,
+    async def _back_off(self, conn: Connection, failed_id: int, now: datetime,
                         exc: BaseException) -> None:
         """Push back the failed row and every other due row this sender can lock."""
         error = _describe(exc)

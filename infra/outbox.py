@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
+from infra.database import Connection
 
 
 @dataclass
@@ -48,7 +48,7 @@ def outbox_columns(messages: list[Outgoing]) -> tuple[list[Any], ...]:
     )
 
 
-async def enqueue(conn: asyncpg.Connection, messages: list[Outgoing]) -> None:
+async def enqueue(conn: Connection, messages: list[Outgoing]) -> None:
     """Write messages to the outbox inside the caller's transaction."""
     if messages:
         await conn.execute(OUTBOX_INSERT, *outbox_columns(messages))

@@ -77,7 +77,8 @@ class Management:
 
     async def get_user(self, user: str) -> dict[str, Any] | None:
         try:
-            return await self._call("GET", f"/users/{self._q(user)}")
+            found: dict[str, Any] | None = await self._call("GET", f"/users/{self._q(user)}")
+            return found  # the API's JSON object for the user
         except ManagementError as exc:
             if "HTTP 404" in str(exc):
                 return None

@@ -68,7 +68,7 @@ async def declare_exchanges(channel: AbstractChannel,
 
 
 async def declare(channel: AbstractChannel, settings: Settings,
-                  agencies: list[str] = ()) -> dict[str, AbstractExchange]:
+                  agencies: Sequence[str] = ()) -> dict[str, AbstractExchange]:
     """Declare the whole topology (and the given agencies' queues); safe to repeat."""
     exchanges = await declare_exchanges(channel, settings)
     dead = await channel.declare_queue(settings.name(HUB_DEAD), durable=True,

@@ -33,8 +33,10 @@ CONFIRMATION_KINDS = (MessageType.REQUEST_CONFIRMATION,
 def envelope(kind: MessageType) -> type[BaseModel]:
     """A model of the whole body: the single top-level key `kind`, nothing else."""
     name = f"{kind[0].upper()}{kind[1:]}Envelope"
-    return create_model(name, __config__=ConfigDict(extra="forbid", title=name),
-                        **{str(kind): (MESSAGE_MODELS[kind], ...)})
+    # Any: mypy checks a **dict's value type against every keyword parameter of
+    # create_model (__doc__, __module__, __base__ ...), which no field definition matches.
+    fields: dict[str, Any] = {str(kind): (MESSAGE_MODELS[kind], ...)}
+    return create_model(name, __config__=ConfigDict(extra="forbid", title=name), **fields)
 
 
 def message_schema(kind: MessageType) -> dict[str, Any]:

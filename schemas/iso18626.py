@@ -116,7 +116,7 @@ class Iso18626Model(BaseModel):
     @model_serializer(mode="wrap")
     def _keep_unknown(self, handler: SerializerFunctionWrapHandler,
                       info: SerializationInfo) -> dict[str, Any]:
-        data = handler(self)
+        data: dict[str, Any] = handler(self)  # pydantic types the handler's result as Any
         # exclude_none would drop an unknown field whose value is null; it is not ours to drop.
         for key, value in (self.model_extra or {}).items():
             if value is None and key not in data:
@@ -164,7 +164,7 @@ class Header(Iso18626Model):
 class MessageHeader(Header):
     """The header of supplyingAgencyMessage and requestingAgencyMessage: both parties named."""
 
-    supplying_agency_id: AgencyId  # type: ignore[assignment]
+    supplying_agency_id: AgencyId
 
 
 class ConfirmationHeader(Iso18626Model):
@@ -659,8 +659,9 @@ def confirmation(kind: MessageType, header: Header | Mapping[str, Any] | None, *
         timestamp_received=timestamp_received or now,
         message_status=MessageStatus.OK if ok else MessageStatus.ERROR,
     )
-    error_data = None if ok else ErrorData(error_type=ErrorType(error_type),
-                                           error_value=error_value)
+    # error_type is None exactly when ok (both other cases were refused above).
+    error_data = None if error_type is None else ErrorData(error_type=ErrorType(error_type),
+                                                           error_value=error_value)
     answer = CONFIRMATION_OF[kind]
     model: BaseModel
     if answer is MessageType.REQUEST_CONFIRMATION:

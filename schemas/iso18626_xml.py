@@ -29,7 +29,7 @@ import typing
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import xmlschema
 from lxml import etree
@@ -91,7 +91,8 @@ class XmlMessage:
 
     @property
     def content(self) -> dict[str, Any]:
-        return self.body[str(self.kind)]
+        inner: dict[str, Any] = self.body[str(self.kind)]  # what read_xml put there
+        return inner
 
 
 # --------------------------------------------------------------------------
@@ -107,7 +108,8 @@ def read_xml(raw: bytes) -> XmlMessage:
         raise XmlMessageError(ErrorType.BADLY_FORMED_MESSAGE,
                               f"body is not well-formed XML: {exc}") from None
     docinfo = root.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None:
+    # lxml-stubs' DocInfo lacks `doctype` (lxml has had it since 2.0).
+    if docinfo.doctype or docinfo.internalDTD is not None:  # type: ignore[union-attr]
         # ISO 18626 has no DTD; one in a peer's document can only be an entity trick.
         raise XmlMessageError(ErrorType.BADLY_FORMED_MESSAGE,
                               "a DOCTYPE declaration is not allowed in an ISO 18626 message")
@@ -223,7 +225,9 @@ def _prune_empty(el: etree._Element, decl: Any) -> int:
     removed = 0
     for child in list(el):
         if not isinstance(child.tag, str):
-            continue
+            # A comment or processing instruction: lxml gives it a function as tag, which
+            # lxml-stubs does not know (it types `tag` as str).
+            continue  # type: ignore[unreachable]
         child_decl = known.get(etree.QName(child).localname)
         if child_decl is None:
             continue
@@ -435,10 +439,15 @@ def _salvage_header(root: etree._Element, kind: MessageType | None) -> dict[str,
                    and etree.QName(c).localname == "header"), None)
     if header is None:
         return None
-    return _loose(header)
+    loose = _loose(header)
+    return loose if isinstance(loose, dict) else None  # <header>text</header> has no ids
 
 
-def _loose(el: etree._Element) -> Any:
+# An element as loose JSON: its text, or its child elements by local name.
+_Loose: TypeAlias = "str | dict[str, _Loose] | None"
+
+
+def _loose(el: etree._Element) -> _Loose:
     children = [c for c in el if isinstance(c.tag, str)]
     if not children:
         return (el.text or "").strip() or None
@@ -468,7 +477,9 @@ def to_xml(body: dict[str, Any], version: str = "1.2", *, validate: bool = True)
         raise ValueError(f"ISO 18626 version {version!r}; known: {', '.join(VERSIONS)}")
     (kind, inner), = body.items()
     xsd = schema(version)
-    root = etree.Element(f"{{{NAMESPACE}}}{ROOT}", nsmap={None: NAMESPACE, "ill": NAMESPACE})
+    # None is the default namespace's prefix in lxml; lxml-stubs' nsmap allows only str keys.
+    root = etree.Element(f"{{{NAMESPACE}}}{ROOT}",
+                         nsmap={None: NAMESPACE, "ill": NAMESPACE})  # type: ignore[dict-item]
     root.set(_VERSION_ATTR, version)
     dropped: list[str] = []
     message = etree.SubElement(root, f"{{{NAMESPACE}}}{kind}")

@@ -154,7 +154,10 @@ def _to_minor(value: Any, currency: str) -> int:
         raise ValueError(f"monetaryValue {value!r} is negative; costs cannot be negative")
     scaled = amount.scaleb(places)
     if scaled != scaled.to_integral_value():
-        decimals = -amount.normalize().as_tuple().exponent  # type: ignore[operator]
+        exponent = amount.normalize().as_tuple().exponent
+        if not isinstance(exponent, int):  # "n", "N", "F": NaN or infinity, refused above
+            raise ValueError(f"monetaryValue {value!r} is not a finite number")
+        decimals = -exponent
         raise ValueError(f"monetaryValue {value!r} has {decimals} decimal places; "
                          f"{currency} allows at most {places}")
     return int(scaled)

@@ -251,6 +251,8 @@ class Settings(BaseSettings):
         env_nested_delimiter=NESTED,
         env_file=".env",
         env_file_encoding="utf-8",
+        # A .env file may hold other tools' variables too; the groups themselves forbid
+        # unknown keys (ILLHUB_SMTP__HOTS is an error), and __init__ refuses unknown names.
         extra="ignore",
         frozen=True,
     )
@@ -277,6 +279,16 @@ class Settings(BaseSettings):
     deadlines: Deadlines = Deadlines()
     settlement: Settlement = Settlement()
     operators: Operators = Operators()
+
+    def __init__(self, **values: Any) -> None:
+        # In code a setting named wrongly (or by its flat name of an earlier release)
+        # would otherwise be ignored, and the default used without a word.
+        unknown = sorted(k for k in values
+                         if k not in type(self).model_fields and not k.startswith("_"))
+        if unknown:
+            raise TypeError(f"Settings has no {', '.join(unknown)}; pass a group as a dict "
+                            "(amqp={'url': ...}) or use Settings().updated(amqp__url=...)")
+        super().__init__(**values)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: Any, init_settings: Any,
@@ -359,7 +371,7 @@ class Settings(BaseSettings):
                 raw = value.get_secret_value()
                 return mask_url(raw) if "://" in raw else "**********"
             return value
-        return mask(self.model_dump(mode="python"))
+        return {k: mask(v) for k, v in self.model_dump(mode="python").items()}
 
 
 def _revealed(value: Any) -> Any:

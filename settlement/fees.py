@@ -43,6 +43,7 @@ from typing import Any
 
 import asyncpg
 
+from infra.database import Connection
 from infra.locks import Lock, transaction_lock
 from schemas.money import DEFAULT_CURRENCY, Money
 from schemas.rulefile import (
@@ -285,7 +286,7 @@ def _check_overlaps(entries: Sequence[FeeTerms]) -> None:
 # Storage and quotes
 # --------------------------------------------------------------------------
 
-async def load_fees(conn: asyncpg.Connection, text: str, *,
+async def load_fees(conn: Connection, text: str, *,
                     file_name: str | None = None) -> LoadReport:
     """Validate and store a fee file, all or nothing; raises FeeError naming entry and field."""
     entries = parse_fees(text)
@@ -340,14 +341,14 @@ def fee_terms(row: asyncpg.Record) -> FeeTerms:
                     assumed_hours=row["assumed_hours"])
 
 
-async def schedule(conn: asyncpg.Connection, supplier: str, service_kind: str,
+async def schedule(conn: Connection, supplier: str, service_kind: str,
                    on: datetime.date) -> FeeTerms | None:
     """The schedule entry that applies on a consortium-local date, if any."""
     row = await conn.fetchrow(_ACTIVE, [supplier], service_kind, on)
     return fee_terms(row) if row else None
 
 
-async def quote(conn: asyncpg.Connection, supplier: str, service_kind: str, *,
+async def quote(conn: Connection, supplier: str, service_kind: str, *,
                 pages: int | None = None, hours: float | None = None,
                 on: datetime.date) -> Money | None:
     """The supplier's fee for one request on a consortium-local date; None = no schedule."""
@@ -355,7 +356,7 @@ async def quote(conn: asyncpg.Connection, supplier: str, service_kind: str, *,
     return terms.quote(pages=pages, hours=hours) if terms else None
 
 
-async def quotes(conn: asyncpg.Connection, suppliers: Iterable[str], service_kind: str, *,
+async def quotes(conn: Connection, suppliers: Iterable[str], service_kind: str, *,
                  pages: int | None = None, hours: float | None = None,
                  on: datetime.date) -> dict[str, Money]:
     """`quote` for many suppliers in one query (a rota); suppliers without a schedule are absent."""

@@ -56,8 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
-import asyncpg
-
+from infra.database import Connection, fetch_one
 from infra.flags import FlagKind, raise_flag
 from schemas.money import Money
 from settlement.calendar import DEFAULT_TZ, local_date
@@ -162,7 +161,7 @@ class PostingResult:
     duplicate: bool = field(default=False, compare=False)
 
 
-async def _lock_key(conn: asyncpg.Connection, transaction_id: str, event: str) -> None:
+async def _lock_key(conn: Connection, transaction_id: str, event: str) -> None:
     # Held to the end of the caller's transaction: a concurrent post of the same key
     # waits here, then finds the first posting instead of racing it to the unique key.
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))",
@@ -186,7 +185,7 @@ def _refusal(*, transaction_id: str, event: str, requester: str, supplier: str, 
     return None
 
 
-async def record_flag(conn: asyncpg.Connection, exc: ChargeRefused, *,
+async def record_flag(conn: Connection, exc: ChargeRefused, *,
                       now: datetime.datetime | None = None) -> bool:
     """Keep a refused charge on record: one flag about the supplier, with the charge's
     facts, and its event. Idempotent: a redelivery (the same transaction, event and fee)
@@ -197,7 +196,7 @@ async def record_flag(conn: asyncpg.Connection, exc: ChargeRefused, *,
         transaction_id=exc.transaction_id, facts=exc.facts, now=now)
 
 
-async def post_charge(conn: asyncpg.Connection, *, transaction_id: str, event: str,
+async def post_charge(conn: Connection, *, transaction_id: str, event: str,
                       requester: str, supplier: str, service_kind: str, fee: Money,
                       quote: Money | None, on: datetime.datetime, title: str | None = None,
                       max_cost: Money | None = None, tz: str | ZoneInfo = DEFAULT_TZ,
@@ -243,7 +242,7 @@ async def post_charge(conn: asyncpg.Connection, *, transaction_id: str, event: s
     raise refusal
 
 
-async def reverse(conn: asyncpg.Connection, *, transaction_id: str, event: str, reason: str,
+async def reverse(conn: Connection, *, transaction_id: str, event: str, reason: str,
                   on: datetime.datetime, tz: str | ZoneInfo = DEFAULT_TZ
                   ) -> PostingResult | None:
     """Reverse the charge posted for (transaction_id, event): a new posting negating it,
@@ -276,7 +275,7 @@ async def reverse(conn: asyncpg.Connection, *, transaction_id: str, event: str, 
         return await _result(conn, posting_id)
 
 
-async def reverse_transaction(conn: asyncpg.Connection, *, transaction_id: str, reason: str,
+async def reverse_transaction(conn: Connection, *, transaction_id: str, reason: str,
                               on: datetime.datetime, tz: str | ZoneInfo = DEFAULT_TZ
                               ) -> list[PostingResult]:
     """Reverse every charge of a transaction (a cancellation or refund after supply);
@@ -294,7 +293,7 @@ async def reverse_transaction(conn: asyncpg.Connection, *, transaction_id: str, 
     return out
 
 
-async def _write(conn: asyncpg.Connection, *, transaction_id: str, event: str, kind: str,
+async def _write(conn: Connection, *, transaction_id: str, event: str, kind: str,
                  requester: str, supplier: str, service_kind: str, title: str | None,
                  fee: Money, subsidy: Money, quote: Money | None, version: int | None,
                  reverses: int | None, reason: str | None, notes: Sequence[str],
@@ -336,9 +335,11 @@ async def _write(conn: asyncpg.Connection, *, transaction_id: str, event: str, k
     return posting_id
 
 
-async def _result(conn: asyncpg.Connection, posting_id: int, *,
+async def _result(conn: Connection, posting_id: int, *,
                   duplicate: bool = False) -> PostingResult:
     p = await conn.fetchrow("SELECT * FROM ledger_posting WHERE id = $1", posting_id)
+    if p is None:
+        raise LedgerError(f"no posting {posting_id}")
     cur = p["currency"]
     entries = await conn.fetch(
         "SELECT owner, account, amount_minor, currency FROM ledger_entry WHERE posting_id = $1 "
@@ -360,7 +361,7 @@ async def _result(conn: asyncpg.Connection, posting_id: int, *,
         reverses=p["reverses"], local_date=p["local_date"], duplicate=duplicate)
 
 
-async def postings(conn: asyncpg.Connection, transaction_id: str) -> list[PostingResult]:
+async def postings(conn: Connection, transaction_id: str) -> list[PostingResult]:
     """Every posting of one ILL transaction, oldest first (for explain and statements)."""
     ids = await conn.fetch("SELECT id FROM ledger_posting WHERE transaction_id = $1 "
                            "ORDER BY id", transaction_id)
@@ -432,15 +433,16 @@ class LedgerSize:
     budget_rows: int
 
 
-async def size(conn: asyncpg.Connection) -> LedgerSize:
-    row = await conn.fetchrow(
+async def size(conn: Connection) -> LedgerSize:
+    row = await fetch_one(
+        conn,
         "SELECT (SELECT count(*) FROM ledger_posting) AS postings, "
         "(SELECT count(*) FROM ledger_entry) AS entries, "
         "(SELECT count(*) FROM subsidy_budget) AS budget_rows")
     return LedgerSize(**dict(row))
 
 
-async def check(conn: asyncpg.Connection) -> list[str]:
+async def check(conn: Connection) -> list[str]:
     """The ledger's invariants; every problem found, as a sentence (empty = all good)."""
     problems: list[str] = []
     for message, sql in _CHECKS:
@@ -496,7 +498,7 @@ def _window(date_from: datetime.date | None, date_to: datetime.date | None
             "e.local_date <= $3)", [date_from, date_to])
 
 
-async def entries(conn: asyncpg.Connection, symbol: str, date_from: datetime.date | None,
+async def entries(conn: Connection, symbol: str, date_from: datetime.date | None,
                   date_to: datetime.date | None) -> list[EntryLine]:
     """One owner's entries between two consortium-local dates (inclusive; None = open)."""
     where, args = _window(date_from, date_to)
@@ -516,7 +518,7 @@ async def entries(conn: asyncpg.Connection, symbol: str, date_from: datetime.dat
                       names.get(r["counterpart"]), r["service_kind"], r["title"]) for r in rows]
 
 
-async def balance(conn: asyncpg.Connection, symbol: str, date_from: datetime.date | None,
+async def balance(conn: Connection, symbol: str, date_from: datetime.date | None,
                   date_to: datetime.date | None) -> Balance:
     """One owner's opening balance, movement by account, and closing balance."""
     where, args = _window(date_from, date_to)

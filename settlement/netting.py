@@ -30,6 +30,7 @@ from typing import Any
 
 import asyncpg
 
+from infra.database import Connection
 from schemas.money import Money
 from settlement.ledger import CENTRE
 from settlement.statement_model import Totals, amount
@@ -237,7 +238,7 @@ _TUNING = ("SET LOCAL work_mem = '256MB'; SET LOCAL jit = off; "
 _QUERY_TUNING = {"grants": "; SET LOCAL enable_hashjoin = off"}
 
 
-async def compute(db: asyncpg.Connection | asyncpg.Pool, scope: Scope, *,
+async def compute(db: Connection | asyncpg.Pool, scope: Scope, *,
                   connections: int | None = None) -> Netting:
     """All figures of a run (or a preview) from the ledger, by aggregation in SQL.
 
@@ -308,7 +309,7 @@ async def compute(db: asyncpg.Connection | asyncpg.Pool, scope: Scope, *,
         by_budget=by_budget)
 
 
-async def _subsidy_outlay(db: asyncpg.Connection | asyncpg.Pool, grants: list[asyncpg.Record]
+async def _subsidy_outlay(db: Connection | asyncpg.Pool, grants: list[asyncpg.Record]
                           ) -> tuple[list[SubsidyByRule], list[SubsidyByBudget]]:
     """The grants' sums by rule, and by budget (a grant counts in full against each)."""
     rule_sums: dict[tuple[str, str], list[int]] = {}
@@ -331,7 +332,7 @@ async def _subsidy_outlay(db: asyncpg.Connection | asyncpg.Pool, grants: list[as
     return by_rule, by_budget
 
 
-async def _fetch_all(db: asyncpg.Connection | asyncpg.Pool,
+async def _fetch_all(db: Connection | asyncpg.Pool,
                      queries: dict[str, tuple[str, list[Any]]],
                      connections: int | None) -> dict[str, list[asyncpg.Record]]:
     if isinstance(db, asyncpg.Pool):
@@ -353,7 +354,7 @@ async def _fetch_all(db: asyncpg.Connection | asyncpg.Pool,
     return out
 
 
-async def _fetch(db: asyncpg.Connection | asyncpg.Pool, sql: str, args: list[Any]
+async def _fetch(db: Connection | asyncpg.Pool, sql: str, args: list[Any]
                  ) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record]
     if isinstance(db, asyncpg.Pool):
@@ -364,7 +365,7 @@ async def _fetch(db: asyncpg.Connection | asyncpg.Pool, sql: str, args: list[Any
     return rows
 
 
-async def _fetchval(db: asyncpg.Connection | asyncpg.Pool, sql: str, args: list[Any]) -> Any:
+async def _fetchval(db: Connection | asyncpg.Pool, sql: str, args: list[Any]) -> Any:
     if isinstance(db, asyncpg.Pool):
         async with db.acquire() as conn:
             return await conn.fetchval(sql, *args)

@@ -25,6 +25,7 @@ from typing import Any
 
 import asyncpg
 
+from infra.database import Connection
 from infra.mailqueue import enqueue_mail
 from infra.outbox import Outgoing, enqueue
 from schemas.symbols import split_symbol
@@ -159,7 +160,7 @@ def statement_message(p: Period, run_id: int, generated_at: str, s: AgencyStatem
     }
 
 
-async def queue_messages(conn: asyncpg.Connection, p: Period, run_id: int,
+async def queue_messages(conn: Connection, p: Period, run_id: int,
                          body: dict[str, Any], statements: list[AgencyStatement]) -> None:
     """The summary and one message an agency, in the outbox (in the caller's transaction)."""
     generated_at = body["generatedAt"]
@@ -180,7 +181,7 @@ async def queue_messages(conn: asyncpg.Connection, p: Period, run_id: int,
 # mail
 # --------------------------------------------------------------------------
 
-async def mail_statements(conn: asyncpg.Connection, p: Period,
+async def mail_statements(conn: Connection, p: Period,
                           statements: list[AgencyStatement], scratch: Path, *, centre: str,
                           max_attachment_bytes: int) -> list[AgencyStatement]:
     """Each agency's statement to its finance contact; the statements with their mail ids."""
@@ -199,7 +200,7 @@ async def mail_statements(conn: asyncpg.Connection, p: Period,
     return out
 
 
-async def mail_summary(conn: asyncpg.Connection, p: Period, to: str, body: dict[str, Any],
+async def mail_summary(conn: Connection, p: Period, to: str, body: dict[str, Any],
                        summary: list[FileInfo], scratch: Path, *,
                        max_attachment_bytes: int) -> None:
     await _mail(conn, to, f"馆际互借中心结算汇总 ILL settlement summary {p}",
@@ -208,7 +209,7 @@ async def mail_summary(conn: asyncpg.Connection, p: Period, to: str, body: dict[
                 kind="settlement_summary")
 
 
-async def _mail(conn: asyncpg.Connection, to: str, subject: str, files: list[FileInfo],
+async def _mail(conn: Connection, to: str, subject: str, files: list[FileInfo],
                 directory: Path, limit: int, text: Callable[[bool], str], *, kind: str) -> int:
     attach = sum(f.bytes for f in files) <= limit
     attachments = []

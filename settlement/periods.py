@@ -19,8 +19,7 @@ import datetime
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-import asyncpg
-
+from infra.database import Connection
 from settlement.calendar import check_period, local_date, period_of, zone
 
 OPEN, CLOSING, CLOSED = "open", "closing", "closed"
@@ -103,7 +102,7 @@ class PeriodState:
     last_error: str | None
 
 
-async def state(conn: asyncpg.Connection, period: Period) -> PeriodState:
+async def state(conn: Connection, period: Period) -> PeriodState:
     row = await conn.fetchrow(
         "SELECT period, state, closing_since, closed_at, attempts, last_error "
         "FROM settlement_period WHERE period = $1", period.name)
@@ -112,7 +111,7 @@ async def state(conn: asyncpg.Connection, period: Period) -> PeriodState:
     return PeriodState(**dict(row))
 
 
-async def later_closed(conn: asyncpg.Connection, period: Period) -> str | None:
+async def later_closed(conn: Connection, period: Period) -> str | None:
     """The latest closed period after `period`, if any (then `period` cannot be settled)."""
     latest: str | None = await conn.fetchval(
         "SELECT max(period) FROM settlement_period WHERE state = 'closed' AND period > $1",
@@ -120,7 +119,7 @@ async def later_closed(conn: asyncpg.Connection, period: Period) -> str | None:
     return latest
 
 
-async def mark_closing(conn: asyncpg.Connection, period: Period) -> None:
+async def mark_closing(conn: Connection, period: Period) -> None:
     await conn.execute(
         """INSERT INTO settlement_period (period, date_from, date_to, state, closing_since,
                                           attempts)
@@ -131,7 +130,7 @@ async def mark_closing(conn: asyncpg.Connection, period: Period) -> None:
         period.name, period.first_day, period.last_day)
 
 
-async def mark_closed(conn: asyncpg.Connection, period: Period) -> None:
+async def mark_closed(conn: Connection, period: Period) -> None:
     status = await conn.execute(
         "UPDATE settlement_period SET state = 'closed', closed_at = now(), last_error = NULL "
         "WHERE period = $1 AND state = 'closing'", period.name)
@@ -139,7 +138,7 @@ async def mark_closed(conn: asyncpg.Connection, period: Period) -> None:
         raise PeriodStateError(f"period {period} was not closing when its run finished")
 
 
-async def mark_failed(conn: asyncpg.Connection, period: Period, error: str) -> None:
+async def mark_failed(conn: Connection, period: Period, error: str) -> None:
     """Back to open after a failed run, with the reason (the next attempt starts afresh)."""
     await conn.execute(
         "UPDATE settlement_period SET state = 'open', last_error = $2 "

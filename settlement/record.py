@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
+from infra.database import Connection
 from schemas.money import Money
 from schemas.settings import Settings
 from settlement.ledger import CENTRE
@@ -110,7 +109,7 @@ def netted_result(p: Period, netting: Netting, *, state: str, run_id: int | None
 # the postings a run takes, the agencies it names
 # --------------------------------------------------------------------------
 
-async def previous_region(conn: asyncpg.Connection, cutoff: datetime.date | None
+async def previous_region(conn: Connection, cutoff: datetime.date | None
                           ) -> tuple[int, datetime.date]:
     """(posting_max, cutoff) of the latest closed run, or of the latest one before
     `cutoff`: the region a run's own region is taken minus."""
@@ -121,22 +120,24 @@ async def previous_region(conn: asyncpg.Connection, cutoff: datetime.date | None
     return (row["posting_max"], row["cutoff"]) if row else (NO_RUN_MAX, NO_RUN_CUTOFF)
 
 
-async def open_scope(conn: asyncpg.Connection, p: Period) -> Scope:
+async def open_scope(conn: Connection, p: Period) -> Scope:
     """The postings a run for `p` started now would take (for previews)."""
     prev_max, prev_cutoff = await previous_region(conn, None)
     return Scope(p.first_day, p.last_day, prev_max=prev_max, prev_cutoff=prev_cutoff)
 
 
-async def run_scope(conn: asyncpg.Connection, run_id: int) -> Scope:
+async def run_scope(conn: Connection, run_id: int) -> Scope:
     """The postings a stored run took."""
     run = await conn.fetchrow(
         "SELECT date_from, cutoff, posting_max FROM settlement_run WHERE id = $1", run_id)
+    if run is None:
+        raise SettlementError(f"no settlement run {run_id}")
     prev_max, prev_cutoff = await previous_region(conn, run["cutoff"])
     return Scope(run["date_from"], run["cutoff"], run_id, run["posting_max"], prev_max,
                  prev_cutoff)
 
 
-async def agency_names(conn: asyncpg.Connection, symbols: list[str] | None) -> Names:
+async def agency_names(conn: Connection, symbols: list[str] | None) -> Names:
     """Name and finance e-mail by symbol, as statements print them: of `symbols`, or of
     every agency (a run streams its lines before it knows which agencies it has)."""
     rows = await conn.fetch("SELECT symbol, name, finance_email FROM agency "
@@ -148,7 +149,7 @@ async def agency_names(conn: asyncpg.Connection, symbols: list[str] | None) -> N
     return {s: found.get(s, (s, None)) for s in symbols}
 
 
-async def statement_names(conn: asyncpg.Connection, run_id: int) -> Names:
+async def statement_names(conn: Connection, run_id: int) -> Names:
     """The names and e-mails a stored run printed (not today's, which may differ)."""
     return {r["agency"]: (r["name"], r["finance_email"]) for r in await conn.fetch(
         "SELECT agency, name, finance_email FROM settlement_statement WHERE run_id = $1",
@@ -159,7 +160,7 @@ async def statement_names(conn: asyncpg.Connection, run_id: int) -> Names:
 # storing a run
 # --------------------------------------------------------------------------
 
-async def store_figures(conn: asyncpg.Connection, run_id: int, netting: Netting,
+async def store_figures(conn: Connection, run_id: int, netting: Netting,
                         names: Names) -> None:
     rows = [(run_id, a.symbol, a.currency, a.lines, a.as_supplier, a.as_requester, a.late,
              a.earned, a.owed, a.subsidy, a.patron, a.net, a.entries) for a in netting.agencies]
@@ -177,7 +178,7 @@ async def store_figures(conn: asyncpg.Connection, run_id: int, netting: Netting,
         columns=["run_id", "agency", "name", "finance_email", "lines"])
 
 
-async def store_run(conn: asyncpg.Connection, run_id: int, netting: Netting,
+async def store_run(conn: Connection, run_id: int, netting: Netting,
                     record: dict[str, Any], body: dict[str, Any], summary: list[FileInfo],
                     agencies: int) -> None:
     """The run's row closed: its totals, invariants, summary files and summary body."""
@@ -194,7 +195,7 @@ async def store_run(conn: asyncpg.Connection, run_id: int, netting: Netting,
         json.dumps(body, ensure_ascii=False))
 
 
-async def store_statement_files(conn: asyncpg.Connection, run_id: int,
+async def store_statement_files(conn: Connection, run_id: int,
                                 statements: list[AgencyStatement]) -> None:
     await conn.executemany(
         "UPDATE settlement_statement SET files = $3::jsonb, mail_id = $4 "
@@ -203,7 +204,7 @@ async def store_statement_files(conn: asyncpg.Connection, run_id: int,
          for s in statements])
 
 
-async def discard_unclosed(conn: asyncpg.Connection) -> None:
+async def discard_unclosed(conn: Connection) -> None:
     """Remove what runs that died half way left behind (their periods stay 'closing'
     until settled again). Only called under the settlement lock, so no run is alive."""
     for r in await conn.fetch(
@@ -213,7 +214,7 @@ async def discard_unclosed(conn: asyncpg.Connection) -> None:
         await delete_run(conn, r["id"])
 
 
-async def delete_run(conn: asyncpg.Connection, run_id: int) -> None:
+async def delete_run(conn: Connection, run_id: int) -> None:
     async with conn.transaction():
         for tbl in ("settlement_statement", "settlement_net"):
             await conn.execute(f"DELETE FROM {tbl} WHERE run_id = $1", run_id)
@@ -283,7 +284,7 @@ def _totals_from_json(body: dict[str, Any]) -> dict[str, dict[str, int]]:
 # a closed run, read back
 # --------------------------------------------------------------------------
 
-async def stored_result(conn: asyncpg.Connection, settings: Settings, p: Period, *,
+async def stored_result(conn: Connection, settings: Settings, p: Period, *,
                         reproduced: bool) -> SettlementResult:
     run = await conn.fetchrow("SELECT * FROM settlement_run WHERE period = $1", p.name)
     if run is None or run["closed_at"] is None:

@@ -54,6 +54,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from infra.database import Connection
 from infra.locks import Lock, try_session_lock, unlock
 from schemas.settings import Settings
 from settlement import periods
@@ -169,7 +170,7 @@ async def settle(pool: asyncpg.Pool, settings: Settings, period: str | Period, *
         await asyncio.sleep(LOCK_POLL_SECONDS)
 
 
-async def _locked(pool: asyncpg.Pool, lock: asyncpg.Connection, settings: Settings,
+async def _locked(pool: asyncpg.Pool, lock: Connection, settings: Settings,
                   p: Period, opts: _Options, say: Callable[[str], None]) -> SettlementResult:
     try:
         st = await periods.state(lock, p)
@@ -239,7 +240,7 @@ async def _net(pool: asyncpg.Pool, scope: Scope) -> Netting:
 # the run
 # --------------------------------------------------------------------------
 
-async def _take_postings(conn: asyncpg.Connection, p: Period, generated: datetime.datetime
+async def _take_postings(conn: Connection, p: Period, generated: datetime.datetime
                          ) -> tuple[int, Scope]:
     """The run's row, with the range of postings it takes (0010_settlement_speed.sql)."""
     async with conn.transaction():
@@ -257,7 +258,7 @@ async def _take_postings(conn: asyncpg.Connection, p: Period, generated: datetim
     return run_id, Scope(p.first_day, p.last_day, run_id, posting_max, prev_max, prev_cutoff)
 
 
-async def _run(pool: asyncpg.Pool, lock: asyncpg.Connection, settings: Settings, p: Period,
+async def _run(pool: asyncpg.Pool, lock: Connection, settings: Settings, p: Period,
                opts: _Options, progress: Callable[[str], None]) -> SettlementResult:
     run = _Run(pool, lock, settings, p, opts, progress)
     await discard_unclosed(lock)
@@ -274,7 +275,7 @@ class _Run:
     """One run of a period under the settlement lock: its steps and what they share
     (the phase timings, and what `fail` has to remove)."""
 
-    def __init__(self, pool: asyncpg.Pool, lock: asyncpg.Connection, settings: Settings,
+    def __init__(self, pool: asyncpg.Pool, lock: Connection, settings: Settings,
                  p: Period, opts: _Options, progress: Callable[[str], None]) -> None:
         self.pool, self.lock, self.settings, self.p, self.opts = pool, lock, settings, p, opts
         self.say = progress
@@ -380,7 +381,7 @@ class _Run:
             await asyncio.to_thread(shutil.rmtree, self.scratch, True)
 
 
-async def _close(conn: asyncpg.Connection, p: Period, run_id: int, netting: Netting,
+async def _close(conn: Connection, p: Period, run_id: int, netting: Netting,
                  record: dict[str, Any], body: dict[str, Any], summary: list[FileInfo],
                  statements: list[AgencyStatement], scratch: Path, *, centre: str,
                  opts: _Options) -> list[AgencyStatement]:
@@ -397,7 +398,7 @@ async def _close(conn: asyncpg.Connection, p: Period, run_id: int, netting: Nett
     return out
 
 
-async def _abandon(conn: asyncpg.Connection, p: Period, run_id: int | None, error: str) -> None:
+async def _abandon(conn: Connection, p: Period, run_id: int | None, error: str) -> None:
     if run_id is not None:
         await delete_run(conn, run_id)
     await periods.mark_failed(conn, p, error)

@@ -50,8 +50,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
-
+from infra.database import Connection, fetch_one
 from schemas.money import DEFAULT_CURRENCY, Money
 from schemas.rulefile import (
     NO_GROUPS,
@@ -305,7 +304,7 @@ def _percent(value: Any) -> int:
 # Versions
 # --------------------------------------------------------------------------
 
-async def load_subsidy(conn: asyncpg.Connection, text: str,
+async def load_subsidy(conn: Connection, text: str,
                        file_name: str | None = None) -> int:
     """Validate and store a new subsidy version; raises SubsidyError naming rule and field."""
     rules = SubsidyRules.from_toml(text)
@@ -320,7 +319,7 @@ async def load_subsidy(conn: asyncpg.Connection, text: str,
 _CACHE: dict[str, SubsidyRules] = {}
 
 
-async def rules_version(conn: asyncpg.Connection, version: int | None = None
+async def rules_version(conn: Connection, version: int | None = None
                         ) -> tuple[SubsidyRules | None, int | None]:
     """The given subsidy version (None: the latest) and its number; (None, None) if none."""
     if version is None:
@@ -362,7 +361,7 @@ def _scope(key: tuple[str, str, str]) -> str:
     return f"budget '{name}' ({requester or 'global'}, {period})"
 
 
-async def grant(conn: asyncpg.Connection, rules: SubsidyRules, *, requester: str,
+async def grant(conn: Connection, rules: SubsidyRules, *, requester: str,
                 supplier: str, service_kind: str, fee: Money,
                 day: datetime.date) -> tuple[list[Grant], list[str]]:
     """Apply the matching rules to a fee and draw their budgets (inside the caller's
@@ -385,7 +384,8 @@ async def grant(conn: asyncpg.Connection, rules: SubsidyRules, *, requester: str
         # One budget at a time in sorted order: concurrent postings queue on the same
         # rows in the same order, so they never deadlock; the row stays locked until
         # the caller commits, so what we read here is what we may spend.
-        row = await conn.fetchrow(
+        row = await fetch_one(
+            conn,
             """INSERT INTO subsidy_budget (name, requester, period, currency, limit_minor)
                VALUES ($1, $2, $3, $4, $5)
                ON CONFLICT (name, requester, period) DO UPDATE
@@ -432,7 +432,7 @@ async def grant(conn: asyncpg.Connection, rules: SubsidyRules, *, requester: str
     return grants, notes
 
 
-async def give_back(conn: asyncpg.Connection, grants: Iterable[Grant]) -> None:
+async def give_back(conn: Connection, grants: Iterable[Grant]) -> None:
     """Return granted amounts to the budget rows they were drawn from (a reversal)."""
     amounts: dict[int, int] = {}
     for g in grants:
@@ -471,7 +471,7 @@ class BudgetRow:
         return self.limit - self.spent
 
 
-async def budgets_report(conn: asyncpg.Connection, period: str) -> list[BudgetRow]:
+async def budgets_report(conn: Connection, period: str) -> list[BudgetRow]:
     """Budgets drawn in a period ('YYYY-MM'), plus the never-renewing ('total') ones.
 
     Global budgets of the current subsidy version appear even before their first draw;

@@ -15,6 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import generate_latest
 
+from infra.database import fetch_one
 from infra.observability import (
     DEAD_LETTERS,
     DOWNLOADS,
@@ -38,7 +39,7 @@ SELECT (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS pending,
 
 async def metrics(request: web.Request) -> web.Response:
     pool: asyncpg.Pool = request.app[POOL]
-    row = await pool.fetchrow(_SCRAPE_SQL)
+    row = await fetch_one(pool, _SCRAPE_SQL)
     OUTBOX_PENDING.set(row["pending"])
     OUTBOX_LAG.set(float(row["lag"] or 0))
     DEAD_LETTERS.set(row["dead"])
@@ -71,7 +72,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 POOL = web.AppKey("health_pool", asyncpg.Pool)
-BROKER_UP = web.AppKey("health_broker_up", Callable[[], bool])
+# A callable type is no class to pass as AppKey's second argument; aiohttp reads the
+# subscript instead (BaseKey.__orig_class__).
+BROKER_UP = web.AppKey[Callable[[], bool]]("health_broker_up")
 
 
 def add_health_routes(app: web.Application, pool: asyncpg.Pool,

@@ -32,10 +32,10 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel
 
-from broker.intake import CONFIRMATION_OF, Inbound, Intake
+from broker.intake import Inbound, Intake
 from infra import observability
 from infra.credentials import verify_password
-from schemas.iso18626 import confirmation, dump_message
+from schemas.iso18626 import CONFIRMATION_OF, confirmation, dump_message
 from schemas.iso18626_codes import Action, ErrorType, MessageType, ReasonForMessage
 from schemas.iso18626_xml import XmlMessageError, read_xml, to_xml
 from schemas.settings import Settings
@@ -106,11 +106,12 @@ class Iso18626Endpoint:
                      exc.error_value)
             observability.MESSAGES_IN.labels(str(exc.kind or "unknown"), "error").inc()
             kind = exc.kind if exc.kind in CONFIRMATION_OF else MessageType.REQUEST
-            answer = confirmation(kind, exc.header, ok=False, error_type=exc.error_type,
-                                  error_value=exc.error_value)
-            return _xml(answer, exc.version)
+            refusal = confirmation(kind, exc.header, ok=False, error_type=exc.error_type,
+                                   error_value=exc.error_value)
+            return _xml(refusal, exc.version)
         inner = message.content
-        header = inner.get("header") if isinstance(inner.get("header"), dict) else {}
+        raw_header = inner.get("header")
+        header: dict[str, Any] = raw_header if isinstance(raw_header, dict) else {}
         secret = header.pop("requestingAgencyAuthentication", None)
         if caller is None:
             caller, why = await self._body_caller({**header,

@@ -5,15 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import asyncpg
-
-try:
-    import uvloop
-except ImportError:  # not on Windows: asyncio's own loop then
-    uvloop = None
 
 from app.cli import demo, finance, network, server
 from app.cli.commands import EXIT_USAGE, Command, fail
@@ -21,6 +16,14 @@ from infra.observability import JsonFormatter
 from infra.rabbit_admin import ManagementError
 from infra.topology import MissingPlugin
 from schemas.settings import Settings
+
+# uvloop's run, where it is installed; not on Windows: asyncio's own loop then.
+_uvloop_run: Callable[[Coroutine[Any, Any, int]], int] | None
+try:
+    import uvloop
+    _uvloop_run = uvloop.run
+except ImportError:
+    _uvloop_run = None
 
 # Held at WARNING even with -v: at DEBUG aiormq logs every AMQP frame, message bodies
 # (patrons' names and addresses) included; tests/test_security.py holds us to it.
@@ -53,8 +56,8 @@ def configure_logging(settings: Settings, *, verbose: bool) -> None:
 
 
 def _run(coro: Coroutine[Any, Any, int], *, fast: bool) -> int:
-    if fast and uvloop is not None:
-        return int(uvloop.run(coro))
+    if fast and _uvloop_run is not None:
+        return int(_uvloop_run(coro))
     return asyncio.run(coro)
 
 

@@ -14,7 +14,7 @@ import asyncpg
 
 from app.cli.commands import Command, fail, table
 from broker.agencies import name_of
-from infra.database import connect, create_pool
+from infra.database import Connection, connect, create_pool
 from schemas.money import Money, signed
 from schemas.rulefile import parse_date, read_input
 from schemas.settings import Settings
@@ -31,7 +31,7 @@ from settlement.subsidy import BudgetRow, SubsidyError, budgets_report, load_sub
 
 
 async def _load_file(settings: Settings, path: str,
-                     load: Callable[[asyncpg.Connection, str, str], Awaitable[list[str]]]
+                     load: Callable[[Connection, str, str], Awaitable[list[str]]]
                      ) -> int:
     """Read an operator's file and load it in one go: 0 loaded (what was loaded is
     printed), 1 nothing loaded (the error, naming the entry and field, on stderr)."""
@@ -51,11 +51,11 @@ async def _load_file(settings: Settings, path: str,
     return 0
 
 
-async def _load_fees(conn: asyncpg.Connection, text: str, name: str) -> list[str]:
+async def _load_fees(conn: Connection, text: str, name: str) -> list[str]:
     return list((await load_fees(conn, text, file_name=name)).lines())
 
 
-async def _load_subsidy(conn: asyncpg.Connection, text: str, name: str) -> list[str]:
+async def _load_subsidy(conn: Connection, text: str, name: str) -> list[str]:
     version = await load_subsidy(conn, text, name)
     rules, _ = await rules_version(conn, version)
     if rules is None:
@@ -294,10 +294,11 @@ def render_text(r: SettlementResult) -> str:
               rows, right=(2, 3, 4, 5, 6), out=out)
     else:
         print("(nothing to settle)", file=out)
-    for c, t in r.totals.items():
-        print(f"\n{c}: agencies receive {amount(t['toReceive'], c)}, agencies pay "
-              f"{amount(t['toPay'], c)}; sum of nets {amount(t['net'], c)}; centre position "
-              f"{amount(t['centre'], c)} (subsidy outlay {amount(-t['centre'], c)})", file=out)
+    for c, sums in r.totals.items():
+        print(f"\n{c}: agencies receive {amount(sums['toReceive'], c)}, agencies pay "
+              f"{amount(sums['toPay'], c)}; sum of nets {amount(sums['net'], c)}; centre "
+              f"position {amount(sums['centre'], c)} (subsidy outlay "
+              f"{amount(-sums['centre'], c)})", file=out)
     if r.by_rule:
         print("\nsubsidy outlay by rule:", file=out)
         for rule, c, granted, n in r.by_rule:

@@ -12,6 +12,7 @@ from broker.dispatch import messages, rota, store
 from broker.dispatch.desk import Desk, iso
 from broker.dispatch.store import Txn
 from broker.states import EntryOutcome, HubEvent, State
+from infra.database import Connection
 from infra.locks import Lock, try_transaction_lock
 from infra.outbox import Outgoing, enqueue
 from schemas.iso18626_codes import Action, ReasonForMessage
@@ -46,7 +47,7 @@ async def sweep_deadlines(desk: Desk, pool: asyncpg.Pool, now: datetime | None =
             return handled
 
 
-async def _deadline_passed(desk: Desk, conn: asyncpg.Connection, txn: Txn,
+async def _deadline_passed(desk: Desk, conn: Connection, txn: Txn,
                            now: datetime) -> list[Outgoing]:
     if txn.cancel_requested_at:
         return await _cancelled(desk, conn, txn, now)
@@ -64,7 +65,7 @@ async def _deadline_passed(desk: Desk, conn: asyncpg.Connection, txn: Txn,
     return out
 
 
-async def _cancelled(desk: Desk, conn: asyncpg.Connection, txn: Txn,
+async def _cancelled(desk: Desk, conn: Connection, txn: Txn,
                      now: datetime) -> list[Outgoing]:
     """The requester asked to cancel and the supplier did not answer: the hub cancels."""
     await store.close_entry(conn, txn, EntryOutcome.CANCELLED, now)

@@ -13,6 +13,7 @@ from broker.dispatch.requester import from_requester
 from broker.dispatch.requests import new_request
 from broker.dispatch.supplier import from_supplier
 from broker.intake import Context, Outcome
+from infra.database import Connection
 from schemas.iso18626_codes import MessageType
 from schemas.settings import Settings
 
@@ -36,7 +37,7 @@ class Dispatcher:
     def base_url(self, value: str) -> None:
         self.desk.base_url = value
 
-    async def __call__(self, conn: asyncpg.Connection, ctx: Context) -> Outcome:
+    async def __call__(self, conn: Connection, ctx: Context) -> Outcome:
         if ctx.kind is MessageType.REQUEST:
             return await new_request(self.desk, conn, ctx)
         if ctx.kind is MessageType.SUPPLYING_AGENCY_MESSAGE:

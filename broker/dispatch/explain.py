@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 
-import asyncpg
-
 from broker.dispatch import sql
 from broker.dispatch.desk import iso
+from infra.database import Connection
 
 
-async def explain(conn: asyncpg.Connection, txn_id: str) -> list[str]:
+async def explain(conn: Connection, txn_id: str) -> list[str]:
     """The lines `run.py explain` prints; LookupError if there is no such transaction."""
     txn = await conn.fetchrow(sql.EXPLAIN_TRANSACTION, txn_id)
     if txn is None:

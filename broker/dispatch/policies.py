@@ -6,10 +6,9 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
-
 from broker.dispatch import sql
 from broker.policy import Policy
+from infra.database import Connection
 
 
 class PolicyStore:
@@ -19,7 +18,7 @@ class PolicyStore:
         self.version: int | None = None
         self.policy = Policy.default()
 
-    async def current(self, conn: asyncpg.Connection) -> tuple[Policy, int | None]:
+    async def current(self, conn: Connection) -> tuple[Policy, int | None]:
         row = await conn.fetchrow(sql.POLICY_NEWEST)
         if row is None:
             return Policy.default(), None
@@ -29,7 +28,7 @@ class PolicyStore:
         return self.policy, self.version
 
     async def at(self, version: int | None,
-                 conn: asyncpg.Connection) -> tuple[Policy, int | None]:
+                 conn: Connection) -> tuple[Policy, int | None]:
         """The policy of a version already read (e.g. with other facts in one query)."""
         if version is None:
             return Policy.default(), None
@@ -48,13 +47,13 @@ class LoadedPolicy:
     source: str
 
 
-async def active_policy(conn: asyncpg.Connection) -> LoadedPolicy | None:
+async def active_policy(conn: Connection) -> LoadedPolicy | None:
     """The policy version in force (the newest), with the text it was loaded from."""
     row = await conn.fetchrow(sql.POLICY_ACTIVE)
     return LoadedPolicy(**dict(row)) if row else None
 
 
-async def load_policy(conn: asyncpg.Connection, text: str, file_name: str | None) -> int:
+async def load_policy(conn: Connection, text: str, file_name: str | None) -> int:
     """Validate and store a new policy version; raises PolicyError with the rule and field."""
     policy = Policy.from_toml(text)
     version: int = await conn.fetchval(

@@ -6,21 +6,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import asyncpg
-
 from broker import violations
 from broker.dispatch import messages, sql, store
 from broker.dispatch.desk import Desk
 from broker.dispatch.store import Txn
 from broker.intake import Context, Outcome, Refusal
 from broker.states import EntryOutcome, Event, State, allowed_events, iso_status, next_state
+from infra.database import Connection
 from infra.outbox import Outgoing
 from schemas.iso18626 import RequestingAgencyMessage
 from schemas.iso18626_codes import Action, ErrorType, MessageType, ReasonForMessage
 
 
-async def from_requester(desk: Desk, conn: asyncpg.Connection, ctx: Context) -> Outcome:
-    msg: RequestingAgencyMessage = ctx.message  # type: ignore[assignment]
+async def from_requester(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
+    msg = ctx.message_as(RequestingAgencyMessage)
     txn = await store.find(conn, ctx.sender, msg.header.requesting_agency_request_id,
                            MessageType.REQUESTING_AGENCY_MESSAGE)
     event = Event.of_action(msg.action)
@@ -54,7 +53,7 @@ async def from_requester(desk: Desk, conn: asyncpg.Connection, ctx: Context) -> 
     return Outcome(outgoing=out, transaction_id=txn.id)
 
 
-async def _cancel_retry(desk: Desk, conn: asyncpg.Connection, txn: Txn, note: str | None,
+async def _cancel_retry(desk: Desk, conn: Connection, txn: Txn, note: str | None,
                         now: datetime) -> list[Outgoing]:
     """The supplier already stopped and waits for a retry: the hub closes it now."""
     out: list[Outgoing] = []

@@ -24,6 +24,7 @@ from broker.intake import Context, Outcome, Refusal
 from broker.policy import Policy, RequestFacts, Rota, SupplierFacts
 from broker.states import EntryOutcome, HubEvent, State
 from infra import observability
+from infra.database import Connection
 from infra.outbox import Outgoing
 from schemas.iso18626 import Request, RequestConfirmation, confirmation, dump_message
 from schemas.iso18626_codes import (
@@ -84,7 +85,7 @@ class Routed:
 
 
 def _asked(ctx: Context) -> Asked:
-    req: Request = ctx.message  # type: ignore[assignment]
+    req = ctx.message_as(Request)
     request_id = req.header.requesting_agency_request_id
     if not request_id.strip():
         raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
@@ -104,8 +105,8 @@ def _asked(ctx: Context) -> Asked:
         named=named.symbol if named and named.agency_id_value else None)
 
 
-async def new_request(desk: Desk, conn: asyncpg.Connection, ctx: Context) -> Outcome:
-    req: Request = ctx.message  # type: ignore[assignment]
+async def new_request(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
+    req = ctx.message_as(Request)
     asked = _asked(ctx)
     now = desk.clock()
     today = desk.today(now)
@@ -168,10 +169,11 @@ def _max_cost(req: Request) -> Money | None:
                       f"request.billingInfo.maximumCosts: {exc}") from exc
 
 
-async def _duplicate_of(desk: Desk, conn: asyncpg.Connection, requester: str, asked: Asked,
+async def _duplicate_of(desk: Desk, conn: Connection, requester: str, asked: Asked,
                         known: asyncpg.Record, retry_of: Txn | None) -> str | None:
     """An open request of the same patron for the same item: refused, or flagged."""
-    duplicate_of, other = known["duplicate_of"], known["duplicate_request_id"]
+    duplicate_of: str | None = known["duplicate_of"]
+    other = known["duplicate_request_id"]
     if retry_of is not None and duplicate_of == retry_of.id:
         # The request a Retry supersedes is not a duplicate of it; look for another.
         duplicate_of, other = None, None
@@ -184,10 +186,10 @@ async def _duplicate_of(desk: Desk, conn: asyncpg.Connection, requester: str, as
                       f"request: duplicate of open request {other!r} (transaction "
                       f"{duplicate_of}) for the same patron and item; cancel it "
                       "or wait for it to finish")
-    return duplicate_of  # type: ignore[no-any-return]
+    return duplicate_of
 
 
-async def _route(desk: Desk, conn: asyncpg.Connection, ctx: Context, asked: Asked,
+async def _route(desk: Desk, conn: Connection, ctx: Context, asked: Asked,
                  rows: list[asyncpg.Record], max_cost: Money | None, named: str | None,
                  today: date) -> Routed:
     """The rota under the policy in force (the one `_request_facts` read with)."""
@@ -210,7 +212,7 @@ async def _route(desk: Desk, conn: asyncpg.Connection, ctx: Context, asked: Aske
                   named=named, too_dear=too_dear)
 
 
-async def _first_step(desk: Desk, conn: asyncpg.Connection, txn: Txn, routed: Routed,
+async def _first_step(desk: Desk, conn: Connection, txn: Txn, routed: Routed,
                       now: datetime) -> list[Outgoing]:
     """A new transaction not forwarded at once: offer a retry, forward, or give up."""
     if routed.too_dear and routed.named:
@@ -226,7 +228,7 @@ async def _first_step(desk: Desk, conn: asyncpg.Connection, txn: Txn, routed: Ro
         + (f" ({why})" if why else ""), actor="hub")
 
 
-async def _supersede(desk: Desk, conn: asyncpg.Connection, ctx: Context, retry_of: Txn,
+async def _supersede(desk: Desk, conn: Connection, ctx: Context, retry_of: Txn,
                      txn: Txn, now: datetime) -> None:
     """A Retry replaces the request it answers: that one is cancelled."""
     if retry_of.rota_position is not None:
@@ -239,7 +241,7 @@ async def _supersede(desk: Desk, conn: asyncpg.Connection, ctx: Context, retry_o
                       State.NEW, ctx.message_id, {"previous": retry_of.id})
 
 
-async def _offer_retry(desk: Desk, conn: asyncpg.Connection, txn: Txn, supplier: str,
+async def _offer_retry(desk: Desk, conn: Connection, txn: Txn, supplier: str,
                        price: Money, now: datetime, why: str) -> list[Outgoing]:
     await conn.execute(sql.OFFER_RETRY, txn.id, supplier, price.minor, price.currency, now)
     await store.audit(conn, desk.clock(), txn.id, "hub", HubEvent.COST_ABOVE_MAXIMUM,
@@ -252,7 +254,7 @@ async def _offer_retry(desk: Desk, conn: asyncpg.Connection, txn: Txn, supplier:
                                     HubEvent.COST_ABOVE_MAXIMUM, now, supplier=supplier)]
 
 
-async def _retry_of(conn: asyncpg.Connection, requester: str, req: Request) -> Txn | None:
+async def _retry_of(conn: Connection, requester: str, req: Request) -> Txn | None:
     """A `Retry` request answers a supplier's RetryPossible: it supersedes that request."""
     info = req.service_info
     if info is None or info.request_type != RequestType.RETRY:
@@ -273,7 +275,7 @@ async def _retry_of(conn: asyncpg.Connection, requester: str, req: Request) -> T
     return txn
 
 
-async def _request_facts(desk: Desk, conn: asyncpg.Connection, requester: str, asked: Asked,
+async def _request_facts(desk: Desk, conn: Connection, requester: str, asked: Asked,
                          today: date) -> list[asyncpg.Record]:
     """The facts row(s) of `sql.REQUEST_FACTS`, read with the policy in force.
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import asyncpg
-
 from broker.dispatch import messages, sql, store
 from broker.dispatch.desk import Desk, iso
 from broker.dispatch.store import Txn
 from broker.states import HubEvent, State
+from infra.database import Connection
 from infra.outbox import Outgoing
 from schemas.iso18626_codes import ReasonForMessage
 
 
-async def advance(desk: Desk, conn: asyncpg.Connection, txn: Txn, now: datetime,
+async def advance(desk: Desk, conn: Connection, txn: Txn, now: datetime,
                   why: str) -> list[Outgoing]:
     """Forward to the next pending supplier that is still enabled, or finish Unfilled."""
     nxt = await conn.fetchrow(sql.NEXT_POSITION, txn.id, txn.rota_position or 0)
@@ -25,7 +24,7 @@ async def advance(desk: Desk, conn: asyncpg.Connection, txn: Txn, now: datetime,
     return await forward(desk, conn, txn, nxt["position"], now, note=why)
 
 
-async def forward(desk: Desk, conn: asyncpg.Connection, txn: Txn, position: int,
+async def forward(desk: Desk, conn: Connection, txn: Txn, position: int,
                   now: datetime, note: str | None, first: bool = False) -> list[Outgoing]:
     deadline = now + timedelta(hours=desk.deadline_hours(txn.service_level))
     supplier = await conn.fetchval(sql.FORWARD.text, *sql.FORWARD.args({
@@ -35,7 +34,7 @@ async def forward(desk: Desk, conn: asyncpg.Connection, txn: Txn, position: int,
     return messages.forwarded(desk, txn, txn.state, supplier, position, now, note, first)
 
 
-async def finish_unfilled(desk: Desk, conn: asyncpg.Connection, txn: Txn, now: datetime,
+async def finish_unfilled(desk: Desk, conn: Connection, txn: Txn, now: datetime,
                           why: str, actor: str) -> list[Outgoing]:
     await store.set_state(conn, txn, State.UNFILLED, now)
     await store.audit(conn, desk.clock(), txn.id, actor, HubEvent.ROTA_EXHAUSTED, txn.state,

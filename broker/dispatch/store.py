@@ -15,6 +15,7 @@ from broker.dispatch.desk import iso
 from broker.intake import Refusal
 from broker.states import EntryOutcome, Event, HubEvent, State
 from infra import observability
+from infra.database import Connection, fetch_one
 from schemas.iso18626_codes import ErrorType, MessageType
 
 
@@ -111,13 +112,13 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-async def insert_transaction(conn: asyncpg.Connection, new: NewTransaction) -> Txn:
-    row = await conn.fetchrow(sql.NEW_TRANSACTION.text,
-                              *sql.NEW_TRANSACTION.args(new.params()))
+async def insert_transaction(conn: Connection, new: NewTransaction) -> Txn:
+    row = await fetch_one(conn, sql.NEW_TRANSACTION.text,
+                          *sql.NEW_TRANSACTION.args(new.params()))
     return Txn.from_row(row)
 
 
-async def find(conn: asyncpg.Connection, requester: str, request_id: str,
+async def find(conn: Connection, requester: str, request_id: str,
                kind: MessageType) -> Txn:
     """Lock the transaction of a requester's request; refused if there is none."""
     txn = await lookup(conn, requester, request_id)
@@ -129,24 +130,24 @@ async def find(conn: asyncpg.Connection, requester: str, request_id: str,
     return txn
 
 
-async def lookup(conn: asyncpg.Connection, requester: str, request_id: str) -> Txn | None:
+async def lookup(conn: Connection, requester: str, request_id: str) -> Txn | None:
     """Lock the transaction of a requester's request, if there is one."""
     row = await conn.fetchrow(sql.TXN_FIND, requester, request_id)
     return Txn.from_row(row) if row else None
 
 
-async def past_deadline(conn: asyncpg.Connection, now: datetime, batch: int) -> list[Txn]:
+async def past_deadline(conn: Connection, now: datetime, batch: int) -> list[Txn]:
     """Transactions whose supplier is past its deadline, locked; those that another
     process holds are skipped."""
     return [Txn.from_row(r) for r in await conn.fetch(sql.TXN_PAST_DEADLINE, now, batch)]
 
 
-async def set_state(conn: asyncpg.Connection, txn: Txn, state: State, now: datetime,
+async def set_state(conn: Connection, txn: Txn, state: State, now: datetime,
                     returnable: bool | None = None) -> None:
     await conn.execute(sql.SET_STATE, txn.id, state, now, returnable)
 
 
-async def close_entry(conn: asyncpg.Connection, txn: Txn, outcome: EntryOutcome,
+async def close_entry(conn: Connection, txn: Txn, outcome: EntryOutcome,
                       now: datetime) -> datetime | None:
     """Record the current rota entry's outcome; returns when it was forwarded."""
     forwarded_at: datetime | None = await conn.fetchval(
@@ -154,7 +155,7 @@ async def close_entry(conn: asyncpg.Connection, txn: Txn, outcome: EntryOutcome,
     return forwarded_at
 
 
-async def score(conn: asyncpg.Connection, supplier: str | None, *, forwarded: int = 0,
+async def score(conn: Connection, supplier: str | None, *, forwarded: int = 0,
                 filled: int = 0, unfilled: int = 0, timed_out: int = 0,
                 open_requests: int = 0, turnaround: float = 0.0) -> None:
     """Add an outcome to a supplier's scorecard (what routing ranks by)."""
@@ -164,7 +165,7 @@ async def score(conn: asyncpg.Connection, supplier: str | None, *, forwarded: in
                        turnaround, open_requests)
 
 
-async def audit(conn: asyncpg.Connection, at: datetime, txn_id: str, actor: str,
+async def audit(conn: Connection, at: datetime, txn_id: str, actor: str,
                 event: Event | HubEvent, from_state: State | None, to_state: State | None,
                 message_id: str | None, detail: dict[str, Any]) -> None:
     """Append to the audit log: who did what to which transaction, from which state to

@@ -9,8 +9,6 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-
 from broker.dispatch import messages, rota, sql, store
 from broker.dispatch.desk import Desk, iso
 from broker.dispatch.store import Txn
@@ -28,6 +26,7 @@ from broker.states import (
 from delivery.grants import create_grant
 from delivery.intake import CopyProblem, accept_copy
 from delivery.mail import enqueue_patron_mail
+from infra.database import Connection
 from infra.flags import FlagKind, raise_flag
 from schemas.iso18626 import SupplyingAgencyMessage
 from schemas.iso18626_codes import ErrorType, MessageType, ServiceKind, Status
@@ -41,8 +40,8 @@ _DELIVERY = (Status.COPY_COMPLETED, Status.LOANED)
 _DELIVERED = (State.COPY_COMPLETED, State.LOANED)
 
 
-async def from_supplier(desk: Desk, conn: asyncpg.Connection, ctx: Context) -> Outcome:
-    msg: SupplyingAgencyMessage = ctx.message  # type: ignore[assignment]
+async def from_supplier(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
+    msg = ctx.message_as(SupplyingAgencyMessage)
     txn = await store.find(conn, msg.header.requesting_agency_id.symbol,
                            msg.header.requesting_agency_request_id,
                            MessageType.SUPPLYING_AGENCY_MESSAGE)
@@ -87,7 +86,7 @@ async def from_supplier(desk: Desk, conn: asyncpg.Connection, ctx: Context) -> O
     return Outcome(outgoing=out, transaction_id=txn.id)
 
 
-async def _require_current_supplier(conn: asyncpg.Connection, txn: Txn, sender: str) -> None:
+async def _require_current_supplier(conn: Connection, txn: Txn, sender: str) -> None:
     if txn.supplier == sender:
         return
     if not await conn.fetchval(sql.IS_ROTA_PARTY, txn.id, sender):
@@ -102,7 +101,7 @@ async def _require_current_supplier(conn: asyncpg.Connection, txn: Txn, sender: 
                   f"{txn.request_id!r} (transaction {txn.id})", txn.id)
 
 
-async def _unfilled(desk: Desk, conn: asyncpg.Connection, ctx: Context, txn: Txn,
+async def _unfilled(desk: Desk, conn: Connection, ctx: Context, txn: Txn,
                     msg: SupplyingAgencyMessage, now: datetime) -> Outcome:
     """The supplier gave up: close its entry and move the rota on."""
     reason = msg.message_info.reason_unfilled or msg.message_info.note or "no reason given"
@@ -114,7 +113,7 @@ async def _unfilled(desk: Desk, conn: asyncpg.Connection, ctx: Context, txn: Txn
     return Outcome(outgoing=out, transaction_id=txn.id)
 
 
-async def _delivered(desk: Desk, conn: asyncpg.Connection, ctx: Context, txn: Txn,
+async def _delivered(desk: Desk, conn: Connection, ctx: Context, txn: Txn,
                      msg: SupplyingAgencyMessage, target: State,
                      now: datetime) -> dict[str, Any]:
     """The first delivery: charge it, take an electronic copy, close the rota entry and
@@ -130,7 +129,7 @@ async def _delivered(desk: Desk, conn: asyncpg.Connection, ctx: Context, txn: Tx
     return extensions
 
 
-async def _deliver_copy(desk: Desk, conn: asyncpg.Connection, txn: Txn,
+async def _deliver_copy(desk: Desk, conn: Connection, txn: Txn,
                         msg: SupplyingAgencyMessage, now: datetime,
                         ebook: bool = False) -> dict[str, Any]:
     """Take the uploaded file from the supplier's FTP home, grant a link, mail the reader.
@@ -149,7 +148,7 @@ async def _deliver_copy(desk: Desk, conn: asyncpg.Connection, txn: Txn,
         document = await accept_copy(conn, desk.settings, supplier=supplier,
                                      item_id=item_id, transaction_id=txn.id)
     except CopyProblem as problem:
-        async def flag(c: asyncpg.Connection, why: str = str(problem)) -> None:
+        async def flag(c: Connection, why: str = str(problem)) -> None:
             await raise_flag(
                 c, FlagKind.COPY_WITHOUT_VALID_FILE, supplier,
                 f"CopyCompleted for {txn.id} without a valid file: {why}",
@@ -172,7 +171,8 @@ async def _deliver_copy(desk: Desk, conn: asyncpg.Connection, txn: Txn,
     grant = await create_grant(conn, document_id=document.id, transaction_id=txn.id,
                                patron_email=email, patron_name=name,
                                downloads=downloads, days=days, now=now)
-    names = dict(await conn.fetch(sql.AGENCY_NAMES, [supplier, txn.requester]))
+    names: dict[str, str] = {r["symbol"]: r["name"] for r in await conn.fetch(
+        sql.AGENCY_NAMES, [supplier, txn.requester])}
     if email:
         await enqueue_patron_mail(
             conn, grant=grant, document=document,
@@ -190,7 +190,7 @@ async def _deliver_copy(desk: Desk, conn: asyncpg.Connection, txn: Txn,
             "documentSha256": document.sha256}
 
 
-async def _charge(desk: Desk, conn: asyncpg.Connection, txn: Txn, msg: SupplyingAgencyMessage,
+async def _charge(desk: Desk, conn: Connection, txn: Txn, msg: SupplyingAgencyMessage,
                   now: datetime) -> None:
     """Post the billable event's charge (settlement/ledger.py says which events bill)."""
     event = billable_event(msg.status_info.status)
@@ -219,7 +219,7 @@ async def _charge(desk: Desk, conn: asyncpg.Connection, txn: Txn, msg: Supplying
                           tz=desk.settings.timezone)
     except ChargeRefused as refused:
         # The intake rolls the handler back, the flag with it: keep it (once) afterwards.
-        async def keep_flag(c: asyncpg.Connection, exc: ChargeRefused = refused) -> None:
+        async def keep_flag(c: Connection, exc: ChargeRefused = refused) -> None:
             await record_flag(c, exc, now=now)
         raise Refusal(ErrorType(refused.error_type), refused.error_value, txn.id,
                       after=keep_flag) from refused

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from infra import flags
+from infra.database import Connection, fetch_one
 from infra.flags import CHARGE_REFUSED, Flag
 
 DAYS = 30
@@ -101,7 +102,7 @@ def local_midnight(day: date, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
 
 
-async def dashboard(conn: asyncpg.Connection, tz: str,
+async def dashboard(conn: Connection, tz: str,
                     now: datetime | None = None) -> Dashboard:
     """Every figure of the dashboard; the window is the last DAYS consortium-local days."""
     zone = ZoneInfo(tz)
@@ -122,15 +123,7 @@ async def dashboard(conn: asyncpg.Connection, tz: str,
         budget_period=period, dead=await _dead_letters(conn), flags=await _flags(conn, since))
 
 
-async def _one(conn: asyncpg.Connection, query: str, *args: Any) -> asyncpg.Record:
-    """The row of a query that always returns one (an aggregate without GROUP BY)."""
-    row = await conn.fetchrow(query, *args)
-    if row is None:
-        raise RuntimeError(f"no row from an aggregate: {query.split()[:6]}")
-    return row
-
-
-async def _volume(conn: asyncpg.Connection, first_day: date, since: datetime,
+async def _volume(conn: Connection, first_day: date, since: datetime,
                   tz: str) -> list[tuple[date, int]]:
     """Requests created per consortium-local day, every day of the window (zeros too)."""
     per_day = {r["day"]: r["n"] for r in await conn.fetch(
@@ -140,8 +133,8 @@ async def _volume(conn: asyncpg.Connection, first_day: date, since: datetime,
             for i in range(DAYS)]
 
 
-async def _outcomes(conn: asyncpg.Connection, since: datetime) -> Outcomes:
-    row = await _one(
+async def _outcomes(conn: Connection, since: datetime) -> Outcomes:
+    row = await fetch_one(
         conn, """SELECT count(*) AS requests,
                         count(*) FILTER (WHERE state = ANY($2::text[])) AS filled,
                         count(*) FILTER (WHERE state = 'Unfilled') AS unfilled,
@@ -163,14 +156,14 @@ _TURNAROUND = """
 """
 
 
-async def _turnaround(conn: asyncpg.Connection, since: datetime) -> Turnaround:
+async def _turnaround(conn: Connection, since: datetime) -> Turnaround:
     """The histogram (TURNAROUND_EDGES) and summary of deliveries since `since`."""
     buckets = [0] * (len(TURNAROUND_EDGES) + 1)
     for r in await conn.fetch(
             _TURNAROUND + """SELECT width_bucket(hours, $2::float8[]) AS b, count(*) AS n
                              FROM t GROUP BY 1""", since, list(map(float, TURNAROUND_EDGES))):
         buckets[r["b"]] = r["n"]
-    stats = await _one(
+    stats = await fetch_one(
         conn, _TURNAROUND + """SELECT count(*) AS n, avg(hours) AS mean,
                                       percentile_cont(0.5) WITHIN GROUP (ORDER BY hours) AS p50,
                                       percentile_cont(0.9) WITHIN GROUP (ORDER BY hours) AS p90
@@ -179,14 +172,14 @@ async def _turnaround(conn: asyncpg.Connection, since: datetime) -> Turnaround:
                       p90=_f(stats["p90"]), mean=_f(stats["mean"]))
 
 
-async def _open_by_state(conn: asyncpg.Connection) -> list[tuple[str, int]]:
+async def _open_by_state(conn: Connection) -> list[tuple[str, int]]:
     return [(r["state"], r["n"]) for r in await conn.fetch(
         """SELECT state, count(*) AS n FROM ill_transaction WHERE closed_at IS NULL
            GROUP BY state ORDER BY n DESC, state LIMIT 50""")]
 
 
-async def _dead_letters(conn: asyncpg.Connection) -> DeadLetters:
-    dead = await _one(
+async def _dead_letters(conn: Connection) -> DeadLetters:
+    dead = await fetch_one(
         conn, """SELECT count(*) FILTER (WHERE replayed_at IS NULL) AS open, count(*) AS total
                  FROM dead_letter""")
     recent = await conn.fetch(
@@ -195,7 +188,7 @@ async def _dead_letters(conn: asyncpg.Connection) -> DeadLetters:
     return DeadLetters(open=dead["open"], total=dead["total"], recent=recent)
 
 
-async def _flags(conn: asyncpg.Connection, since: datetime) -> FlagLists:
+async def _flags(conn: Connection, since: datetime) -> FlagLists:
     """Refused charges (counted in the window, the latest ten ever) and the latest
     twenty flags of any kind in the window, from the one flag store."""
     return FlagLists(
@@ -240,19 +233,19 @@ BUDGET_SQL = """
 """
 
 
-async def supplier_rows(conn: asyncpg.Connection, today: date, symbol: str | None,
+async def supplier_rows(conn: Connection, today: date, symbol: str | None,
                         limit: int) -> list[asyncpg.Record]:
     """Scorecards (since records began), enabled suppliers first, busiest first."""
     return await conn.fetch(SUPPLIER_SQL, today, symbol, limit)
 
 
-async def requester_rows(conn: asyncpg.Connection, since: datetime, symbol: str | None,
+async def requester_rows(conn: Connection, since: datetime, symbol: str | None,
                          limit: int) -> list[asyncpg.Record]:
     """Requests created since `since`, per requester, busiest first."""
     return await conn.fetch(REQUESTER_SQL, since, list(SUPPLIED), symbol, limit)
 
 
-async def budget_rows(conn: asyncpg.Connection, periods: list[str], requester: str | None,
+async def budget_rows(conn: Connection, periods: list[str], requester: str | None,
                       limit: int) -> list[asyncpg.Record]:
     return await conn.fetch(BUDGET_SQL, periods, requester, limit)
 
@@ -269,7 +262,7 @@ class AgencyView:
     flags: list[Flag]           # refused charges it made or was charged
 
 
-async def agency(conn: asyncpg.Connection, symbol: str, tz: str,
+async def agency(conn: Connection, symbol: str, tz: str,
                  now: datetime | None = None) -> AgencyView | None:
     """One agency's figures: the dashboard's rows for it, its budgets, its recent traffic."""
     row = await conn.fetchrow(
@@ -325,7 +318,7 @@ class TransactionView:
     flags: list[Flag] = field(default_factory=list)      # its refused charges
 
 
-async def transaction(conn: asyncpg.Connection, txn_id: str) -> TransactionView | None:
+async def transaction(conn: Connection, txn_id: str) -> TransactionView | None:
     txn = await conn.fetchrow("SELECT * FROM ill_transaction WHERE id = $1", txn_id)
     if txn is None:
         return None
@@ -366,8 +359,8 @@ async def transaction(conn: asyncpg.Connection, txn_id: str) -> TransactionView 
     charges = await flags.of_transaction(conn, txn_id, kinds=CHARGE_REFUSED)
     symbols = {txn["requester"], txn["supplier"], *(r["supplier"] for r in rota),
                *(x["supplier"] for x in excluded)}
-    names = dict(await conn.fetch("SELECT symbol, name FROM agency WHERE symbol = ANY($1)",
-                                  [s for s in symbols if s]))
+    names: dict[str, str] = {r["symbol"]: r["name"] for r in await conn.fetch(
+        "SELECT symbol, name FROM agency WHERE symbol = ANY($1)", [s for s in symbols if s])}
     try:
         request = json.loads(txn["request"]).get("request") or {}
     except (TypeError, ValueError, AttributeError):
@@ -378,7 +371,7 @@ async def transaction(conn: asyncpg.Connection, txn_id: str) -> TransactionView 
         entries=entries, documents=documents, grants=grants, mails=mails, flags=charges)
 
 
-async def search(conn: asyncpg.Connection, q: str) -> list[asyncpg.Record]:
+async def search(conn: Connection, q: str) -> list[asyncpg.Record]:
     """Transactions whose hub id (any case) or requester request id is exactly `q`.
 
     At most 50, newest first. The request id alone is not indexed (the unique index

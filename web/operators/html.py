@@ -73,8 +73,8 @@ def agency_href(symbol: str) -> str:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, numeric: Iterable[int] = (),
-          empty: str = "none", caption: str | None = None, row_attrs: Sequence[dict] | None = None,
-          **attrs: Any) -> Safe:
+          empty: str = "none", caption: str | None = None,
+          row_attrs: Sequence[dict[str, Any]] | None = None, **attrs: Any) -> Safe:
     nums = set(numeric)
     head = tag("tr", *(tag("th", h, class_="num" if i in nums else None)
                        for i, h in enumerate(headers)))

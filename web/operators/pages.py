@@ -57,6 +57,7 @@ from urllib.parse import quote
 import asyncpg
 from aiohttp import web
 
+from infra.database import Connection
 from schemas.settings import Operators as OperatorSettings
 from schemas.settings import Settings
 from web.operators import data as data
@@ -230,6 +231,9 @@ async def _gate(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def public(handler: Handler) -> Handler:
+    # A function attribute, which a Callable type cannot declare; an attribute rather than a
+    # set of handlers because aiohttp's middleware chain wraps handlers with update_wrapper,
+    # which carries it along.
     handler.public = True  # type: ignore[attr-defined]
     return handler
 
@@ -277,7 +281,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-async def _read(ops: Operators, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+async def _read(ops: Operators, work: Callable[[Connection], Awaitable[Any]]) -> Any:
     """One consistent, read-only snapshot with a statement timeout."""
     async with ops.pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
                                                             readonly=True):
