@@ -65,8 +65,8 @@ async def charge(conn: asyncpg.Connection, version: int | None, requester: str, 
 # the worked example
 # --------------------------------------------------------------------------
 
-async def test_worked_example(pool: asyncpg.Pool, capsys: pytest.CaptureFixture[str],
-                              settings: Settings) -> None:
+async def test_a_west_member_borrows_from_the_national_library_subsidised_twice(
+        pool: asyncpg.Pool, capsys: pytest.CaptureFixture[str], settings: Settings) -> None:
     """A west member borrows a book from the national library, subsidised twice."""
     lzu, nlc, pku = await sql_agencies(pool, "兰州大学图书馆", "国家图书馆", "北京大学图书馆")
     west, support, centre = budget_name("west"), budget_name("support"), budget_name("centre")
@@ -166,7 +166,8 @@ budgets = ["{support}", "{centre}"]
     ('percent = 100\ncap = "15.00"', "20.00", "15.00"),
     ("percent = 0", "20.00", "0.00"),
 ])
-async def test_each_rule_kind(pool: asyncpg.Pool, rule: str, fee: str, subsidy: str) -> None:
+async def test_each_kind_of_subsidy_rule_grants_its_share(
+        pool: asyncpg.Pool, rule: str, fee: str, subsidy: str) -> None:
     req, sup = await sql_agencies(pool, "读者馆", "供应馆")
     async with pool.acquire() as conn:
         v = await load_subsidy(conn, f'[[rule]]\nname = "r"\nwhen = {{ requester = ["{req}"] }}'
@@ -470,8 +471,9 @@ def test_example_subsidy_file_parses_and_round_trips() -> None:
     assert SubsidyRules.from_dict(rules.to_dict()) == rules
 
 
-async def test_budgets_and_subsidy_cli(pool: asyncpg.Pool, settings: Settings, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+async def test_subsidy_load_and_the_budgets_report_through_the_cli(
+        pool: asyncpg.Pool, settings: Settings, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
     req, sup = await sql_agencies(pool, "报表图书馆", "供应馆")
     own, pot = budget_name("own"), budget_name("pot")
     path = tmp_path / "subsidy.toml"
@@ -514,7 +516,7 @@ budgets = ["{own}", "{pot}"]
 # the ledger
 # --------------------------------------------------------------------------
 
-def test_billable_events() -> None:
+def test_only_copy_completed_and_loaned_are_billable() -> None:
     assert billable_event("CopyCompleted") == "CopyCompleted"
     assert billable_event("Loaned") == "Loaned"
     for status in ("RequestReceived", "ExpectToSupply", "WillSupply", "Unfilled",
@@ -734,8 +736,8 @@ async def test_zero_fee_posts_no_entries(pool: asyncpg.Pool) -> None:
     assert r.entries == () and r.fee == cny("0.00") and not r.duplicate
 
 
-async def test_ledger_show_and_check_cli(pool: asyncpg.Pool, settings: Settings,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+async def test_ledger_show_prints_a_window_of_entries_and_check_says_ok(
+        pool: asyncpg.Pool, settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     req, sup = await sql_agencies(pool, "复旦大学图书馆", "上海图书馆")
     async with pool.acquire() as conn:
         await charge(conn, None, req, sup, "25.00", title="《四库全书》选印本",

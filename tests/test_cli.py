@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from pathlib import Path
 
 from schemas.settings import Settings
-from tests.conftest import agency_symbol
-from tests.test_hub_process import ROOT, hub_env
-
-
-async def run(settings: Settings, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "run.py"), *args, cwd=ROOT, env=hub_env(settings),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+from tests.support.cli import run
+from tests.support.names import agency_symbol
+from tests.support.paths import DOCS
 
 
 async def test_help_lists_the_commands(settings: Settings) -> None:
@@ -75,8 +65,8 @@ async def test_bad_input_gets_an_error_and_exit_code(settings: Settings) -> None
     assert code == 2  # argparse usage error
 
 
-async def test_holdings_import_through_the_cli(settings: Settings, make_agency,
-                                               tmp_path: Path, pool) -> None:
+async def test_holdings_import_keeps_good_lines_and_names_the_bad_one(
+        settings: Settings, make_agency, tmp_path: Path, pool) -> None:
     symbol, _ = await make_agency(roles=("supplier",))
     csv = tmp_path / "holdings.csv"
     csv.write_text("\ufeffsymbol,id_type,id_value\n"
@@ -93,7 +83,8 @@ async def test_holdings_import_through_the_cli(settings: Settings, make_agency,
     assert code == 2 and "missing.csv" in err
 
 
-async def test_policy_load_show_and_errors(settings: Settings, tmp_path: Path) -> None:
+async def test_policy_load_names_a_bad_rule_and_show_prints_the_loaded_one(
+        settings: Settings, tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[[rule]]\nname = "PPV"\nwhen = { service_kind = ["PayPerVeiw"] }\n'
                    'include = ["VENDOR:X"]\n', encoding="utf-8")
@@ -107,19 +98,19 @@ async def test_policy_load_show_and_errors(settings: Settings, tmp_path: Path) -
     code, out, _ = await run(settings, "policy", "show")
     assert code == 0 and "国家图书馆优先" in out
     code, _, err = await run(settings, "policy", "load",
-                             str(ROOT / "docs" / "policy.example.toml"))
+                             str(DOCS / "policy.example.toml"))
     assert code == 0, err  # the documented example is a valid policy
     reset = tmp_path / "reset.toml"
     reset.write_text('version = "no rules"\n', encoding="utf-8")
     assert (await run(settings, "policy", "load", str(reset)))[0] == 0
 
 
-async def test_explain_unknown_transaction(settings: Settings) -> None:
+async def test_explain_of_an_unknown_transaction_is_an_error(settings: Settings) -> None:
     code, _, err = await run(settings, "explain", "ILL-00000000-NOPE")
     assert code == 1 and "no transaction ILL-00000000-NOPE" in err
 
 
-async def test_settle_preview_and_bad_period(settings: Settings) -> None:
+async def test_settle_dry_run_previews_and_a_bad_period_is_an_error(settings: Settings) -> None:
     code, out, err = await run(settings, "settle", "--period", "current", "--dry-run")
     assert code == 0, err
     assert "dry run" in (out + err).lower() or "preview" in (out + err).lower()

@@ -10,10 +10,11 @@ import json
 
 import aio_pika
 
+from broker.intake import Inbound, Intake
 from illclient.client import AgencyClient
 from schemas.settings import Settings
-from tests import messages
-from tests.conftest import eventually
+from tests.support import messages
+from tests.support.servers import eventually
 
 
 def _header(received) -> dict:
@@ -32,7 +33,8 @@ async def test_valid_request_is_confirmed_ok(settings: Settings, hub, make_agenc
     assert got.correlation_id == "R-1"
 
 
-async def test_non_json_body(settings: Settings, hub, make_agency, pool) -> None:
+async def test_a_body_that_is_not_json_is_refused_and_dead_lettered(
+        settings: Settings, hub, make_agency, pool) -> None:
     symbol, pw = await make_agency()
     async with AgencyClient(settings, symbol, pw) as lib:
         mid = await lib.send("request", b"\x00not json at all")
@@ -85,7 +87,8 @@ async def test_confirmation_type_follows_message_type(settings: Settings, hub,
     assert "action" in got.content["errorData"]["errorValue"]
 
 
-async def test_spoofed_header_agency(settings: Settings, hub, make_agency) -> None:
+async def test_a_header_naming_another_agency_is_refused(
+        settings: Settings, hub, make_agency) -> None:
     alice, pw = await make_agency()
     bob, _ = await make_agency()
     async with AgencyClient(settings, alice, pw) as lib:
@@ -113,7 +116,8 @@ async def test_missing_user_id_goes_to_dead_letters(settings: Settings, hub, mak
     await _assert_in_hub_dead(settings, mid)
 
 
-async def test_wrong_content_type(settings: Settings, hub, make_agency) -> None:
+async def test_a_wrong_content_type_is_a_badly_formed_message(
+        settings: Settings, hub, make_agency) -> None:
     symbol, pw = await make_agency()
     async with AgencyClient(settings, symbol, pw) as lib:
         await lib.send("request", messages.request(symbol), content_type="text/plain")
@@ -122,11 +126,10 @@ async def test_wrong_content_type(settings: Settings, hub, make_agency) -> None:
     assert "content_type is 'text/plain'" in got.content["errorData"]["errorValue"]
 
 
-async def test_missing_message_id(settings: Settings, make_agency, pool) -> None:
+async def test_a_message_without_message_id_is_answered_with_an_error(
+        settings: Settings, make_agency, pool) -> None:
     # aiormq invents a message_id on every publish, so drive intake directly with what
     # another client library could deliver; the answer is written to the real outbox.
-    from broker.intake import Inbound, Intake
-
     symbol, _ = await make_agency()
     body = json.dumps(messages.request(symbol, request_id="R-no-id")).encode()
     outcome = await Intake(settings).process(pool, Inbound(

@@ -8,11 +8,12 @@ from broker import deadletters
 from broker.dispatch.dispatcher import Dispatcher
 from broker.intake import Inbound, Intake
 from schemas.settings import Settings
-from tests import messages
-from tests.test_cli import run
+from tests.support import messages
+from tests.support.cli import run
 
 
-async def test_list_and_replay(settings: Settings, make_agency, pool) -> None:
+async def test_a_dead_letter_is_listed_and_replayed_once_after_a_fix(
+        settings: Settings, make_agency, pool) -> None:
     symbol, _ = await make_agency()
     intake = Intake(settings, Dispatcher(settings))
     body = json.dumps(messages.request(symbol, request_id="DL-1")).encode()

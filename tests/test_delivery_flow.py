@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 
 import aiohttp
@@ -14,11 +13,7 @@ from delivery.intake import accept_copy, release_drops
 from delivery.mail import enqueue_patron_mail
 from infra.mailqueue import MailSender
 from schemas.settings import Settings
-from tests.delivery_fixtures import ftp_upload, home, pdf_bytes, unique_email, with_smtp
-
-pytest_plugins = ("tests.delivery_fixtures",)
-
-LINK = re.compile(r"https?://\S+/d/[A-Za-z0-9_-]{32}")
+from tests.support.delivery import LINK, ftp_upload, home, pdf_bytes, unique_email, with_smtp
 
 
 async def test_supplier_upload_reaches_the_reader_with_a_limited_link(

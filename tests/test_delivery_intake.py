@@ -14,8 +14,7 @@ from delivery.intake import CopyProblem, accept_copy, release_drops
 from delivery.paths import store_root
 from delivery.retention import sweep
 from schemas.settings import Settings
-from tests.conftest import eventually
-from tests.delivery_fixtures import (
+from tests.support.delivery import (
     SlowUpload,
     delivery_settings,
     ftp_upload,
@@ -23,8 +22,7 @@ from tests.delivery_fixtures import (
     pdf_bytes,
     set_age,
 )
-
-pytest_plugins = ("tests.delivery_fixtures",)
+from tests.support.servers import eventually
 
 
 def tx() -> str:

@@ -11,7 +11,7 @@ from delivery.retention import sweep
 from infra.locks import Lock
 from infra.mailqueue import enqueue_mail
 from schemas.settings import Settings
-from tests.delivery_fixtures import (
+from tests.support.delivery import (
     delivery_settings,
     home,
     pdf_bytes,
@@ -20,8 +20,6 @@ from tests.delivery_fixtures import (
     set_age,
     unique_email,
 )
-
-pytest_plugins = ("tests.delivery_fixtures",)
 
 
 async def deleted(pool: asyncpg.Pool, document_id: str) -> bool:

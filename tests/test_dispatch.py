@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,104 +11,13 @@ import pytest
 
 from broker.dispatch.explain import explain
 from broker.dispatch.policies import load_policy
-from illclient.client import AgencyClient, Received
 from schemas.settings import Settings
-from tests import messages
-
-ISSN = "1001-8867"
-
-
-class Party:
-    """One agency's ILL system: its client plus what it has seen."""
-
-    def __init__(self, symbol: str, client: AgencyClient) -> None:
-        self.symbol = symbol
-        self.client = client
-
-    async def next(self, kind: str, timeout: float = 10.0) -> Received:
-        """The next message of `kind`, failing on anything else in between."""
-        got = await self.client.receive(timeout)
-        assert got.kind == kind, f"{self.symbol} expected {kind}, got {got.kind}: {got.body}"
-        return got
-
-    async def confirmed(self, ok: bool = True) -> Received:
-        got = await self.client.receive()
-        assert got.kind and got.kind.endswith("Confirmation"), got.body
-        status = got.content["confirmationHeader"]["messageStatus"]
-        assert status == ("OK" if ok else "ERROR"), got.body
-        return got
-
-    async def status(self, status: str, reason: str | None = None) -> Received:
-        got = await self.next("supplyingAgencyMessage")
-        assert got.content["statusInfo"]["status"] == status, got.body
-        if reason:
-            assert got.content["messageInfo"]["reasonForMessage"] == reason, got.body
-        return got
-
-    async def send(self, kind: str, body: dict[str, Any]) -> None:
-        await self.client.send(kind, body)
+from tests.support import messages
+from tests.support.messages import requester_action, supplier_message
+from tests.support.network import ISSN, start, state_of
 
 
-def supplier_message(supplier: str, requester: str, request_id: str, status: str,
-                     reason: str = "StatusChange", **info: Any) -> dict[str, Any]:
-    return {"supplyingAgencyMessage": {
-        "header": {"supplyingAgencyId": messages.agency_id(supplier),
-                   "requestingAgencyId": messages.agency_id(requester),
-                   "timestamp": messages.now(), "requestingAgencyRequestId": request_id},
-        "messageInfo": {"reasonForMessage": reason, **info},
-        "statusInfo": {"status": status, "lastChange": messages.now()}}}
-
-
-def requester_action(requester: str, supplier: str, request_id: str, action: str,
-                     note: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "header": {"supplyingAgencyId": messages.agency_id(supplier),
-                   "requestingAgencyId": messages.agency_id(requester),
-                   "timestamp": messages.now(), "requestingAgencyRequestId": request_id},
-        "action": action}
-    if note:
-        body["note"] = note
-    return {"requestingAgencyMessage": body}
-
-
-@pytest.fixture
-async def network(settings: Settings, hub, make_agency, pool):
-    """A requester in Shanghai; suppliers in Shanghai, Nanjing and Beijing holding one ISSN."""
-    parties: dict[str, Party] = {}
-    clients: list[AgencyClient] = []
-    layout = {"req": ("上海", "上海", ("requester",)), "sh": ("上海", "上海", ("supplier",)),
-              "js": ("江苏", "南京", ("supplier",)), "bj": ("北京", "北京", ("supplier",))}
-    for order, (key, (province, city, roles)) in enumerate(layout.items()):
-        # Labels sort in layout order, so ties in the rota break the same way every run.
-        label = f"{order}{key.upper()}-{secrets.token_hex(3)}"
-        symbol, pw = await make_agency(label, province=province, city=city, roles=roles,
-                                       name=f"{city}图书馆")
-        client = AgencyClient(settings, symbol, pw)
-        await client.connect()
-        clients.append(client)
-        parties[key] = Party(symbol, client)
-    await pool.executemany(
-        "INSERT INTO holding (id_type, id_value, symbol) VALUES ('issn', $1, $2)",
-        [(ISSN, parties[k].symbol) for k in ("sh", "js", "bj")])
-    yield parties
-    for c in clients:
-        await c.close()
-
-
-async def start(network: dict[str, Party], request_id: str, **kw: Any) -> Received:
-    req = network["req"]
-    kw.setdefault("issn", ISSN)
-    await req.send("request", messages.request(req.symbol, request_id=request_id, **kw))
-    await req.confirmed()
-    return await req.status("ExpectToSupply", "RequestResponse")
-
-
-async def state_of(pool, requester: str, request_id: str) -> str:
-    return await pool.fetchval("SELECT state FROM ill_transaction WHERE requester = $1 "
-                               "AND request_id = $2", requester, request_id)
-
-
-async def test_copy_happy_path(network, pool) -> None:
+async def test_a_copy_goes_to_the_same_city_supplier_first_and_completes(network, pool) -> None:
     req, sh = network["req"], network["sh"]
     told = await start(network, "C-1")
     assert told.content["header"]["supplyingAgencyId"] == messages.agency_id(sh.symbol)
@@ -239,7 +147,7 @@ async def test_end_of_rota_is_unfilled(network, pool) -> None:
     assert await state_of(pool, req.symbol, "E-1") == "Unfilled"
 
 
-async def test_nobody_holds_it(network, pool) -> None:
+async def test_a_request_nobody_holds_is_unfilled_at_once(network, pool) -> None:
     req = network["req"]
     await req.send("request", messages.request(req.symbol, request_id="N-1", issn="0000-0019"))
     await req.confirmed()
@@ -285,7 +193,8 @@ async def test_same_patron_same_item_while_open_is_refused(network) -> None:
     assert "duplicate of open request 'P-1'" in err.content["errorData"]["errorValue"]
 
 
-async def test_transitions_the_model_forbids(network, pool) -> None:
+async def test_transitions_the_state_model_forbids_are_refused_and_change_nothing(
+        network, pool) -> None:
     req, sh = network["req"], network["sh"]
     await start(network, "F-1")
     await sh.next("request")
@@ -321,7 +230,7 @@ async def test_status_request_is_answered_by_the_hub(network) -> None:
     assert sh.client.inbox.empty()
 
 
-async def test_policy_closed_days_and_daily_cap(network, pool) -> None:
+async def test_a_closed_supplier_and_a_used_up_daily_cap_are_skipped(network, pool) -> None:
     req, sh, js, bj = network["req"], network["sh"], network["js"], network["bj"]
     await load_policy(pool, f"""
 version = "test-closed-cap"
@@ -359,7 +268,7 @@ async def _explain(pool, txn: str) -> list[str]:
         return await explain(conn, txn)
 
 
-async def test_explain_reads_the_whole_path(network, pool) -> None:
+async def test_explain_lists_the_rota_with_tiers_and_reasons(network, pool) -> None:
     req, sh = network["req"], network["sh"]
     await start(network, "XP-1")
     await sh.next("request")
@@ -374,7 +283,7 @@ async def test_explain_reads_the_whole_path(network, pool) -> None:
         await _explain(pool, "ILL-NOPE")
 
 
-async def test_events_go_out_on_ill_events(settings: Settings, network) -> None:
+async def test_state_changes_are_published_on_ill_events(settings: Settings, network) -> None:
     conn = await aio_pika.connect(settings.amqp.url.get_secret_value())
     async with conn:
         ch = await conn.channel()
@@ -434,7 +343,7 @@ async def test_retry_possible_then_cancel(network, pool) -> None:
     assert await state_of(pool, req.symbol, "RC-1") == "Cancelled"
 
 
-async def test_retry_of_a_request_not_waiting_for_one(network) -> None:
+async def test_a_retry_of_a_request_not_waiting_for_one_is_refused(network) -> None:
     req = network["req"]
     await start(network, "RN-1")
     retry = messages.request(req.symbol, request_id="RN-2", issn=ISSN, patron_id="P-9")

@@ -125,7 +125,8 @@ async def test_a_refused_charge_is_one_flag_with_its_facts_and_one_event(priced,
     assert (body["flag"], body["kind"], body["facts"]) == (flag.id, flag.kind, flag.facts)
 
 
-async def test_operator_refund_check_and_show_through_the_cli(priced, pool, settings) -> None:
+async def test_an_operator_refunds_a_charge_once_and_the_ledger_still_checks(
+        priced, pool, settings) -> None:
     req, bj = priced["req"], priced["bj"]
     await start(priced, "CH-3", max_cost="9.00")
     await bj.next("request")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -13,18 +12,19 @@ from app.hub import Hub
 from broker.dispatch.policies import load_policy
 from illclient.client import AgencyClient
 from schemas.settings import Settings
-from tests import messages
-from tests.delivery_fixtures import ftp_upload, home, pdf_bytes, unique_email, with_smtp
-from tests.test_dispatch import ISSN, Party, supplier_message
-
-pytest_plugins = ("tests.delivery_fixtures",)
-
-LINK = re.compile(r"https?://\S+/d/[A-Za-z0-9_-]{32}")
+from tests.support import messages
+from tests.support.delivery import LINK, ftp_upload, home, pdf_bytes, unique_email, with_smtp
+from tests.support.hub import Party
+from tests.support.messages import supplier_message
+from tests.support.network import ISSN
 
 
 @pytest.fixture
-async def live(settings: Settings, make_agency, pool, dl_settings, dl_smtp
-               ) -> AsyncIterator[tuple[Hub, Party, Party, str]]:
+async def delivering_hub(settings: Settings, make_agency, pool, dl_settings, dl_smtp
+                         ) -> AsyncIterator[tuple[Hub, Party, Party, str]]:
+    """A hub with its FTP drop and an SMTP server, a requester in Shanghai and the national
+    library (holding the ISSN) as supplier; yields (hub, requester, supplier, supplier's
+    password)."""
     await dl_smtp.start()
     s = with_smtp(dl_settings, dl_smtp)
     hub = Hub(s)
@@ -45,9 +45,9 @@ async def live(settings: Settings, make_agency, pool, dl_settings, dl_smtp
     await hub.stop()
 
 
-async def test_copy_delivered_over_ftp_reaches_the_reader(live, dl_smtp, settings,
+async def test_copy_delivered_over_ftp_reaches_the_reader(delivering_hub, dl_smtp, settings,
                                                           pool) -> None:
-    hub, req, sup, sup_pw = live
+    hub, req, sup, sup_pw = delivering_hub
     reader = unique_email("patron")
     body = messages.request(req.symbol, request_id="FTP-1", issn=ISSN, title="红楼梦研究")
     body["request"]["patronInfo"]["address"][0]["electronicAddress"][
@@ -117,8 +117,8 @@ async def _deliver(hub: Hub, req: Party, sup: Party, sup_pw: str, request_id: st
     return (await req.status(status)).content["hubExtensions"]
 
 
-async def test_policy_sets_limits_per_supplier_and_kind(live, pool) -> None:
-    hub, req, sup, sup_pw = live
+async def test_policy_sets_limits_per_supplier_and_kind(delivering_hub, pool) -> None:
+    hub, req, sup, sup_pw = delivering_hub
     await load_policy(pool, f"""
 version = "delivery limits"
 [[delivery]]
@@ -140,8 +140,8 @@ days = 7
         await load_policy(pool, 'version = "no rules"', "reset.toml")
 
 
-async def test_ebook_loan_is_time_limited_access(live, pool) -> None:
-    hub, req, sup, sup_pw = live
+async def test_ebook_loan_is_time_limited_access(delivering_hub, pool) -> None:
+    hub, req, sup, sup_pw = delivering_hub
     ext = await _deliver(hub, req, sup, sup_pw, "EB-1", "Loaned", "EBookLoan", "Loan",
                          due="2099-01-01T00:00:00Z")
     assert ext["downloadLimit"] is None  # unlimited until the loan ends

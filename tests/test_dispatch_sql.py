@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import re
 from dataclasses import fields
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -17,9 +16,10 @@ import pytest
 from broker.dispatch import sql
 from broker.dispatch.store import NewTransaction, Txn
 from settlement.fees import fee_terms, load_fees, schedule
-from tests.conftest import agency_symbol
+from tests.support.agencies import sql_agencies
+from tests.support.paths import ROOT
 
-DISPATCH = Path(__file__).resolve().parent.parent / "broker" / "dispatch"
+DISPATCH = ROOT / "broker" / "dispatch"
 # Settlement's and delivery's tables: dispatch reads none of them directly.
 FOREIGN = ("fee_load", "fee_schedule", "subsidy_version", "subsidy_budget", "ledger_posting",
            "ledger_entry", "subsidy_grant", "charge_flag", "settlement_period",
@@ -71,9 +71,7 @@ def test_sql_lives_in_sql_py_and_names_no_foreign_table() -> None:
 
 
 async def test_fee_terms_in_force_agree_with_settlement(pool: asyncpg.Pool) -> None:
-    supplier = agency_symbol()
-    await pool.execute("INSERT INTO agency (symbol, name, roles, password_hash) "
-                       "VALUES ($1, 'fee view', '{supplier}', 'x')", supplier)
+    [supplier] = await sql_agencies(pool, "fee view", roles=("supplier",))
 
     def fees(*terms: tuple[str, str | None, str]) -> str:
         """A fee file: DocumentDelivery at a base fee from a first to a last day."""

@@ -22,18 +22,15 @@ from settlement.fees import (
     quote,
     quotes,
 )
-from tests.test_charges import new_agencies
+from tests.support.agencies import sql_agencies
+from tests.support.money import cny
+from tests.support.paths import DOCS
 
 D = datetime.date
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def cny(text: str) -> Money:
-    return Money.from_decimal(text, "CNY")
 
 
 async def _schedule(pool: asyncpg.Pool) -> tuple[str, str]:
-    nstl, nlc = await new_agencies(pool, "国家科技图书文献中心", "国家图书馆")
+    nstl, nlc = await sql_agencies(pool, "国家科技图书文献中心", "国家图书馆")
     text = f"""
 currency = "CNY"
 [[fee]]
@@ -109,7 +106,7 @@ async def test_quote_for_each_service_kind(pool: asyncpg.Pool) -> None:
 
 
 async def test_per_hour_rounds_half_up_to_the_fen(pool: asyncpg.Pool) -> None:
-    (sup,) = await new_agencies(pool, "代查馆")
+    (sup,) = await sql_agencies(pool, "代查馆")
     text = f"""[[fee]]
 supplier = "{sup}"
 service_kind = "ProxySearch"
@@ -215,7 +212,7 @@ def test_fee_file_errors_name_entry_and_field(text: str, message: str) -> None:
 
 
 async def test_load_is_all_or_nothing(pool: asyncpg.Pool) -> None:
-    (sup,) = await new_agencies(pool, "半途而废馆")
+    (sup,) = await sql_agencies(pool, "半途而废馆")
     good = _one('service_kind = "EBookLoan"\neffective_from = 2026-01-01\nper_loan = "5.00"',
                 supplier=sup)
     unknown = "T000000:NOBODY"
@@ -242,18 +239,19 @@ async def test_load_is_all_or_nothing(pool: asyncpg.Pool) -> None:
     (None, None, None),
     (None, "lots", None),
 ])
-def test_pages_of(pages: str | None, estimated: str | None, expected: int | None) -> None:
+def test_pages_are_read_from_pages_requested_else_the_estimate(
+        pages: str | None, estimated: str | None, expected: int | None) -> None:
     info = {k: v for k, v in (("pagesRequested", pages), ("estimatedNoPages", estimated)) if v}
     request = {"header": {}, "bibliographicInfo": info}
     assert pages_of({"request": request}) == expected
     assert pages_of(request) == expected
 
 
-def test_count_pages_plain() -> None:
+def test_a_plain_page_range_is_counted() -> None:
     assert count_pages("1") == 1 and count_pages("1-100") == 100 and count_pages("") is None
 
 
-def test_max_cost_and_fee_to_charge() -> None:
+def test_maximum_costs_limit_the_quote_and_delivery_costs_win() -> None:
     q = cny("30.00")
     assert max_cost_problem(q, cny("30.00")) is None             # equal is allowed
     assert max_cost_problem(q, cny("50.00")) is None
@@ -267,9 +265,10 @@ def test_max_cost_and_fee_to_charge() -> None:
     assert fee_to_charge(None, None) is None                     # nothing to charge
 
 
-async def test_fees_load_cli(settings: Settings, pool: asyncpg.Pool, tmp_path: Path,
-                             capsys: pytest.CaptureFixture[str]) -> None:
-    (sup,) = await new_agencies(pool, "命令行馆")
+async def test_fees_load_reports_the_load_and_names_a_bad_field(
+        settings: Settings, pool: asyncpg.Pool, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    (sup,) = await sql_agencies(pool, "命令行馆")
     path = tmp_path / "fees.toml"
     path.write_text(_one('service_kind = "EBookLoan"\neffective_from = 2026-01-01\n'
                          'per_loan = "5.00"', supplier=sup), "utf-8")
@@ -285,7 +284,7 @@ async def test_fees_load_cli(settings: Settings, pool: asyncpg.Pool, tmp_path: P
     assert "cannot read" in capsys.readouterr().err
 
 
-def test_example_fee_file_parses() -> None:
-    entries = parse_fees((ROOT / "docs" / "fees.example.toml").read_text("utf-8"))
+def test_the_documented_fee_file_covers_every_service_kind() -> None:
+    entries = parse_fees((DOCS / "fees.example.toml").read_text("utf-8"))
     assert {e.service_kind for e in entries} == {"DocumentDelivery", "BookLoan", "PayPerView",
                                                  "EBookLoan", "ProxySearch"}

@@ -12,8 +12,7 @@ import asyncpg
 from delivery.ftp import start_ftp
 from delivery.paths import ftp_root, home_dirname
 from schemas.settings import Ftp, Settings
-from tests.conftest import eventually
-from tests.delivery_fixtures import (
+from tests.support.delivery import (
     delivery_settings,
     ftp_session,
     ftp_try,
@@ -23,8 +22,7 @@ from tests.delivery_fixtures import (
     pdf_bytes,
     try_login,
 )
-
-pytest_plugins = ("tests.delivery_fixtures",)
+from tests.support.servers import eventually
 
 
 async def test_supplier_uploads_into_its_own_home(settings: Settings, pool: asyncpg.Pool,

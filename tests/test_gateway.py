@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 
 import aiohttp
 import asyncpg
 import pytest
+from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
 from delivery.gateway import BadTokenGuard, content_disposition
-from delivery.grants import revoke_grant
+from delivery.grants import TOKEN_PATTERN, revoke_grant
 from schemas.settings import Settings
-from tests.delivery_fixtures import delivery_settings, pdf_bytes, put_document, put_grant
+from tests.support.delivery import delivery_settings, pdf_bytes, put_document, put_grant
 from web.app import make_app, start_http
-
-pytest_plugins = ("tests.delivery_fixtures",)
 
 
 async def test_download_until_the_limit_then_410(settings: Settings, pool: asyncpg.Pool,
@@ -183,8 +183,6 @@ async def test_tokens_stay_out_of_the_access_log(settings: Settings, pool: async
 @pytest.mark.parametrize("name", ["红楼梦研究.pdf", "Report \"final\" 100%.pdf", "a;b,c.pdf",
                                   "日本語と中文 mixed.pdf"])
 def test_content_disposition_round_trips(name: str) -> None:
-    from aiohttp.multipart import content_disposition_filename, parse_content_disposition
-
     header = content_disposition(name)
     assert header.isascii()
     kind, params = parse_content_disposition(header)
@@ -193,10 +191,6 @@ def test_content_disposition_round_trips(name: str) -> None:
 
 
 async def test_only_the_token_hash_is_stored(settings: Settings, pool: asyncpg.Pool) -> None:
-    import hashlib
-
-    from delivery.grants import TOKEN_PATTERN
-
     doc = await put_document(pool, settings, pdf_bytes(1_000))
     grants = [await put_grant(pool, doc) for _ in range(3)]
     tokens = {g.token for g in grants}

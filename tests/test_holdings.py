@@ -31,7 +31,8 @@ from broker.holdings import (
     title_key,
 )
 from schemas.settings import Settings
-from tests.conftest import agency_symbol
+from tests.support.agencies import sql_agencies
+from tests.support.names import agency_symbol
 
 # --- independent reference check digits (not the code under test) -------------------
 
@@ -329,13 +330,10 @@ def test_identifiers_of_single_object_instead_of_array() -> None:
 
 
 async def make_agencies(pool: asyncpg.Pool, n: int) -> list[str]:
+    """`n` suppliers (bare rows) for holdings files to name."""
     symbols = [agency_symbol() for _ in range(n)]
-    await pool.executemany(
-        "INSERT INTO agency (symbol, name, roles, password_hash) "
-        "VALUES ($1, $2, '{supplier}', 'x')",
-        [(s, f"图书馆 {s}") for s in symbols],
-    )
-    return symbols
+    return await sql_agencies(pool, *(f"图书馆 {s}" for s in symbols), roles=("supplier",),
+                              symbols=symbols)
 
 
 def write_csv(path: Path, lines: Sequence[str], *, bom: bool = False,

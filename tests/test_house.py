@@ -10,7 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import ROOT
+
 PRODUCT = ("schemas", "infra", "illclient", "delivery", "settlement", "broker", "web", "sim",
            "app")
 MAX_MODULE_LINES = 700

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
-from pathlib import Path
 
 import asyncpg
 
@@ -14,21 +11,8 @@ from app.hub import Hub
 from broker.shards import declare_hub_topology
 from illclient.client import AgencyClient
 from schemas.settings import Settings
-from tests import messages
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def hub_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ILLHUB_")}
-    env.update(settings.updated(outbox__poll_seconds=0.2).environment())
-    return env
-
-
-async def start_hub(settings: Settings) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "run.py"), "hub", cwd=ROOT, env=hub_env(settings),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+from tests.support import messages
+from tests.support.cli import start_hub
 
 
 async def test_sigterm_while_messages_flow_loses_nothing(settings: Settings, pool: asyncpg.Pool,

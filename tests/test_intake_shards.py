@@ -36,14 +36,15 @@ import pytest
 from app.hub import Hub
 from bench.hub_processes import HubProcesses
 from broker.agencies import NewAgency, add
-from broker.shards import hub_of, shard_to_hand_over
+from broker.shards import current_generation, hub_of, shard_to_hand_over
 from illclient.client import AgencyClient, Received
-from infra.database import create_pool, migrate
+from infra.database import create_pool
 from infra.rabbit_admin import Management
 from infra.topology import connect_and_declare, queue_args
 from schemas.settings import Settings
 from schemas.wire import HUB_INBOUND, INBOUND
-from tests import messages
+from tests.support import messages
+from tests.support.database import scratch_database
 
 TRANSACTIONS = 200
 
@@ -78,34 +79,21 @@ def test_a_hub_active_on_more_than_its_share_hands_one_shard_over() -> None:
 async def scratch(settings: Settings) -> AsyncIterator[tuple[Settings, asyncpg.Pool, str]]:
     """A database of this test's own: other tests' open transactions must not meet these
     hubs' deadline sweepers."""
-    token = secrets.token_hex(3)
-    base, _, _ = settings.database_url.rpartition("/")
-    name = f"illhub_shards_{token}"
-    admin = await asyncpg.connect(f"{base}/postgres")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' TEMPLATE template0')
-    finally:
-        await admin.close()
-    url = f"{base}/{name}"
-    await migrate(url, report=lambda _m: None)
-    data = tempfile.mkdtemp(prefix="illhub-shards-")
-    s = settings.updated(database__url=url, hub_symbol=f"SH{token.upper()}:HUB", data_dir=data,
-                         intake__balance_seconds=0.5)
-    pool = await create_pool(url, max_size=4)
-    try:
-        yield s, pool, f"SH{token.upper()}"
-    finally:
-        await pool.close()
-        admin = await asyncpg.connect(f"{base}/postgres")
+    scheme = f"SH{secrets.token_hex(3).upper()}"
+    async with scratch_database("shards") as url:
+        data = tempfile.mkdtemp(prefix="illhub-shards-")
+        s = settings.updated(database__url=url, hub_symbol=f"{scheme}:HUB", data_dir=data,
+                             intake__balance_seconds=0.5)
+        pool = await create_pool(url, max_size=4)
         try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            yield s, pool, scheme
         finally:
-            await admin.close()
-        shutil.rmtree(data, ignore_errors=True)
-        async with Management(s.amqp.management_url.get_secret_value()) as mgmt:
-            for user in await mgmt.users():
-                if user["name"].startswith(f"SH{token.upper()}:"):
-                    await mgmt.delete_user(user["name"])
+            await pool.close()
+            shutil.rmtree(data, ignore_errors=True)
+            async with Management(s.amqp.management_url.get_secret_value()) as mgmt:
+                for user in await mgmt.users():
+                    if user["name"].startswith(f"{scheme}:"):
+                        await mgmt.delete_user(user["name"])
 
 
 async def register(s: Settings, pool: asyncpg.Pool, symbols: dict[str, tuple[str, ...]]
@@ -118,13 +106,11 @@ async def register(s: Settings, pool: asyncpg.Pool, symbols: dict[str, tuple[str
 
 
 def supplier_says(supplier: str, header: dict[str, Any], status: str) -> dict[str, Any]:
-    return {"supplyingAgencyMessage": {
-        "header": {"supplyingAgencyId": messages.agency_id(supplier),
-                   "requestingAgencyId": header["requestingAgencyId"],
-                   "timestamp": messages.now(),
-                   "requestingAgencyRequestId": header["requestingAgencyRequestId"]},
-        "messageInfo": {"reasonForMessage": "StatusChange"},
-        "statusInfo": {"status": status, "lastChange": messages.now()}}}
+    """The supplier's `status` for the request whose forwarded header is `header`."""
+    requester = header["requestingAgencyId"]
+    return messages.supplier_message(
+        supplier, f"{requester['agencyIdType']}:{requester['agencyIdValue']}",
+        header["requestingAgencyRequestId"], status)
 
 
 class Bare:
@@ -178,10 +164,9 @@ async def processed_by(port: int) -> float:
 
 
 async def current_queues(pool: asyncpg.Pool, s: Settings) -> list[str]:
-    row = await pool.fetchrow(
-        "SELECT generation, shards FROM intake_generation WHERE vhost = $1 AND prefix = $2 "
-        "ORDER BY generation DESC LIMIT 1", s.vhost, s.amqp.name_prefix)
-    return [f"{HUB_INBOUND}.g{row['generation']}.{i}" for i in range(row["shards"])]
+    generation = await current_generation(pool, s)
+    assert generation is not None
+    return generation.queues()
 
 
 # --- two hub processes -------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,10 +17,12 @@ from schemas.iso18626_codes import ErrorType
 from schemas.iso18626_xml import read_xml, to_xml
 from schemas.settings import Settings
 from settlement.fees import load_fees
-from tests import messages
-from tests.conftest import eventually
-from tests.iso18626_peer import HubClient, XmlPeer
-from tests.test_dispatch import Party, requester_action, supplier_message
+from tests.support import messages
+from tests.support.hub import Party
+from tests.support.iso18626_peer import HubClient, XmlPeer
+from tests.support.messages import requester_action, supplier_message
+from tests.support.paths import DATA
+from tests.support.servers import eventually
 
 ISSN = "1671-2838"
 FEES = """
@@ -37,7 +38,7 @@ service_kind = "BookLoan"
 effective_from = 2020-01-01
 service_fee = "15.00"
 """
-SAMPLES = Path(__file__).parent / "data" / "iso18626"
+SAMPLES = DATA / "iso18626"
 
 
 async def count(pool, sql: str, *args: Any) -> int:

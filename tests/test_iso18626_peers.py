@@ -12,9 +12,10 @@ from broker.agencies import AgencyError, NewAgency, add
 from infra.outbox import Outgoing, enqueue
 from schemas.iso18626_xml import read_xml
 from schemas.wire import EVENTS, OUTBOUND
-from tests import messages
-from tests.conftest import agency_symbol, eventually
-from tests.iso18626_peer import HubClient, XmlPeer
+from tests.support import messages
+from tests.support.iso18626_peer import HubClient, XmlPeer
+from tests.support.names import agency_symbol
+from tests.support.servers import eventually
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,9 +11,10 @@ from lxml import etree
 from schemas.iso18626 import confirmation, dump_message, parse_message
 from schemas.iso18626_codes import Action, ErrorType, MessageType, ReasonForMessage
 from schemas.iso18626_xml import NAMESPACE, XmlMessageError, read_xml, to_xml
-from tests import messages
+from tests.support import messages
+from tests.support.paths import DATA
 
-SAMPLES = Path(__file__).parent / "data" / "iso18626"
+SAMPLES = DATA / "iso18626"
 NOW = "2024-05-01T08:30:00Z"
 REQ, SUP = "CALIS:100010", "ISIL:CN-SHL"
 

@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from schemas.money import Money
 from settlement.ledger import ChargeAboveQuote, check, post_charge, reverse
 from settlement.subsidy import load_subsidy
-from tests.test_charges import at, budget_name, new_agencies, txn_id
+from tests.support.agencies import sql_agencies
+from tests.support.money import at
+from tests.support.names import budget_name, txn_id
 
 EXAMPLES = 200
 TRANSACTIONS = 5
@@ -37,7 +39,7 @@ async def test_random_histories_keep_the_ledger_balanced(
         pool: asyncpg.Pool, ops: list[tuple[str, int, int]], fees: list[int], percent: int,
         fixed: int, cap: int, pot: int, own: int) -> None:
     ran["examples"] += 1
-    r1, r2, sup = await new_agencies(pool, "读者甲馆", "读者乙馆", "供应馆")
+    r1, r2, sup = await sql_agencies(pool, "读者甲馆", "读者乙馆", "供应馆")
     pot_name, own_name = budget_name("pot"), budget_name("own")
     async with pool.acquire() as conn:
         version = await load_subsidy(conn, f"""

@@ -10,7 +10,7 @@ import asyncpg
 from delivery.mail import enqueue_patron_mail
 from infra.mailqueue import MailSender, enqueue_mail
 from schemas.settings import Settings
-from tests.delivery_fixtures import (
+from tests.support.delivery import (
     delivery_settings,
     pdf_bytes,
     put_document,
@@ -18,8 +18,6 @@ from tests.delivery_fixtures import (
     unique_email,
     with_smtp,
 )
-
-pytest_plugins = ("tests.delivery_fixtures",)
 
 
 async def test_patron_mail_is_bilingual_and_properly_encoded(settings: Settings,

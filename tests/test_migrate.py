@@ -1,37 +1,23 @@
-"""Migrations: recorded, idempotent, safe from two processes at once."""
+"""Migrations: recorded, idempotent, safe from two processes at once.
+
+Each test migrates an empty scratch database of its own (PostgreSQL, marker `pg`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 
 import asyncpg
+import pytest
 
 from infra.database import MigrationError, load_migrations, migrate
-from tests.conftest import PG_ADMIN, RUN_ID
+from tests.support.database import scratch_database
+
+pytestmark = pytest.mark.pg  # scratch databases, without the run's database fixture
 
 
-async def _fresh_db(suffix: str) -> str:
-    name = f"illhub_test_{RUN_ID}_{suffix}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
-
-
-async def _drop(url: str) -> None:
-    admin = await asyncpg.connect(PG_ADMIN)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
-async def test_migrate_twice_applies_once() -> None:
-    url = await _fresh_db("twice")
-    try:
+async def test_migrating_twice_applies_each_migration_once() -> None:
+    async with scratch_database("migrate_twice", migrated=False) as url:
         first = await migrate(url, report=lambda _m: None)
         second = await migrate(url, report=lambda _m: None)
         assert first == [m.version for m in load_migrations()]
@@ -42,35 +28,23 @@ async def test_migrate_twice_applies_once() -> None:
             assert [r[0] for r in versions] == first
         finally:
             await conn.close()
-    finally:
-        await _drop(url)
 
 
-async def test_migrate_concurrently() -> None:
-    url = await _fresh_db("concurrent")
-    try:
+async def test_four_concurrent_runners_apply_each_migration_once() -> None:
+    async with scratch_database("migrate_concurrent", migrated=False) as url:
         results = await asyncio.gather(*(migrate(url, report=lambda _m: None) for _ in range(4)))
         applied = sorted(v for r in results for v in r)
         # Every migration applied exactly once, by whichever runner got the lock first.
         assert applied == [m.version for m in load_migrations()]
-    finally:
-        await _drop(url)
 
 
-async def test_changed_migration_is_refused(monkeypatch) -> None:
-    url = await _fresh_db("changed")
-    try:
+async def test_a_migration_changed_after_it_was_applied_is_refused() -> None:
+    async with scratch_database("migrate_changed", migrated=False) as url:
         await migrate(url, report=lambda _m: None)
         conn = await asyncpg.connect(url)
         try:
             await conn.execute("UPDATE schema_migration SET checksum = 'x' WHERE version = 1")
         finally:
             await conn.close()
-        try:
+        with pytest.raises(MigrationError, match="was changed after it was applied"):
             await migrate(url, report=lambda _m: None)
-        except MigrationError as exc:
-            assert "was changed after it was applied" in str(exc)
-        else:
-            raise AssertionError("a changed migration must be refused")
-    finally:
-        await _drop(url)

@@ -29,12 +29,13 @@ from bench.hub_processes import HubProcesses
 from broker.agencies import NewAgency, add
 from broker.holdings import import_csv
 from illclient.client import AgencyClient, Received
-from infra.database import create_database, create_pool, drop_database, migrate, with_database
+from infra.database import create_pool
 from infra.mailqueue import enqueue_mail
 from schemas.settings import Settings
 from settlement.fees import load_fees
 from sim.mailcatcher import start_mail_folder
 from sim.messages import agency_id, now_iso
+from tests.support.database import scratch_database
 
 LOANS = 60
 MAILS = 60
@@ -45,20 +46,16 @@ DEADLINE = 2.0  # seconds a supplier has to answer (Express)
 @pytest.fixture
 async def scratch(settings: Settings) -> AsyncIterator[tuple[Settings, asyncpg.Pool, str]]:
     """A database of this test's own: other tests' rows must not meet three sweepers."""
-    token = secrets.token_hex(3)
-    url = with_database(settings.database_url, f"illhub_multihub_{token}")
-    await create_database(url)
-    await migrate(url, report=lambda _m: None)
-    data = tempfile.mkdtemp(prefix="illhub-multihub-")
-    s = settings.updated(database__url=url, hub_symbol=f"MH{token.upper()}:HUB",
-                         data_dir=data)
-    pool = await create_pool(url, max_size=4)
-    try:
-        yield s, pool, f"MH{token.upper()}"
-    finally:
-        await pool.close()
-        await drop_database(url)
-        shutil.rmtree(data, ignore_errors=True)
+    scheme = f"MH{secrets.token_hex(3).upper()}"
+    async with scratch_database("multihub") as url:
+        data = tempfile.mkdtemp(prefix="illhub-multihub-")
+        s = settings.updated(database__url=url, hub_symbol=f"{scheme}:HUB", data_dir=data)
+        pool = await create_pool(url, max_size=4)
+        try:
+            yield s, pool, scheme
+        finally:
+            await pool.close()
+            shutil.rmtree(data, ignore_errors=True)
 
 
 async def test_three_hubs_sweep_once_and_serialise_each_transaction(

@@ -65,7 +65,8 @@ async def put_budget(pool: asyncpg.Pool) -> AsyncIterator[PutBudget]:
 
 # ---- tests ---------------------------------------------------------------------------
 
-async def test_disabled_without_a_password(settings: Settings, pool: asyncpg.Pool) -> None:
+async def test_the_pages_are_disabled_without_a_password(
+        settings: Settings, pool: asyncpg.Pool) -> None:
     async with ops_client(settings, pool, password=None) as client:
         for path in ("/ops/", "/ops/login", "/ops/t/ILL-1"):
             async with client.get(path, headers=HTML, allow_redirects=False) as resp:
@@ -79,7 +80,8 @@ async def test_disabled_without_a_password(settings: Settings, pool: asyncpg.Poo
             assert resp.status == 200
 
 
-async def test_refused_without_a_session(settings: Settings, pool: asyncpg.Pool) -> None:
+async def test_the_pages_refuse_anyone_without_a_valid_session(
+        settings: Settings, pool: asyncpg.Pool) -> None:
     async with ops_client(settings, pool) as client:
         for path in ("/ops/", "/ops/t/ILL-20250101-0000000000", "/ops/search?q=x"):
             async with client.get(path, headers=HTML, allow_redirects=False) as resp:

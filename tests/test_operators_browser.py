@@ -31,11 +31,13 @@ import asyncpg
 import pytest
 
 from schemas.settings import Settings
-from tests.test_operators import PASSWORD, operator_network, unfilled_then_copied
+from tests.support.agencies import MakeAgency
+from tests.support.operators import PASSWORD, operator_network, unfilled_then_copied
+from tests.support.paths import ROOT
 
 CHROMIUM = os.environ.get("ILLHUB_TEST_CHROMIUM", "/usr/bin/chromium")
 BINARY = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = ROOT / "test-artifacts"
 
 pytestmark = pytest.mark.skipif(
     BINARY is None,
@@ -201,9 +203,9 @@ async def chromium(tmp_path: Path) -> AsyncIterator[DevTools]:
 
 
 async def test_an_operator_signs_in_and_reads_the_dashboard(
-        settings: Settings, pool: asyncpg.Pool, make_agency: Any,
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    async with operator_network(settings, pool, make_agency, monkeypatch) as net:
+        settings: Settings, pool: asyncpg.Pool, make_agency: MakeAgency,
+        tmp_path: Path) -> None:
+    async with operator_network(settings, pool, make_agency) as net:
         txn_id = await unfilled_then_copied(net, "BROWSER-1")
         base = net.base_url
         async with chromium(tmp_path) as browser:

@@ -9,10 +9,11 @@ from infra.outbox import Outgoing, enqueue
 from infra.relay import Relay
 from schemas import wire
 from schemas.settings import Settings
-from tests.conftest import agency_symbol
+from tests.support.names import agency_symbol
 
 
-async def test_unroutable_is_recorded_and_retried(settings: Settings, pool) -> None:
+async def test_an_unroutable_message_is_kept_and_delivered_once_its_queue_exists(
+        settings: Settings, pool) -> None:
     symbol = agency_symbol()  # no queue yet: publishing to it is unroutable
     conn = await aio_pika.connect(settings.amqp.url.get_secret_value())
     async with conn:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -27,8 +26,9 @@ from broker.policy import (
     Rota,
     SupplierFacts,
 )
+from tests.support.paths import DOCS
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "policy.example.toml"
+EXAMPLE = DOCS / "policy.example.toml"
 
 REGIONS: dict[str, tuple[str | None, str | None]] = {
     "CALIS:FDU": ("上海", "上海"),      # 复旦
@@ -211,7 +211,7 @@ def test_id_types_are_those_of_the_holdings_index() -> None:
     assert ID_TYPES == HOLDINGS_ID_TYPES
 
 
-def test_groups_of(policy: Policy) -> None:
+def test_a_symbol_belongs_to_its_groups_and_their_enclosing_groups(policy: Policy) -> None:
     assert policy.groups_of("CALIS:LZU") == {"985", "universities", "west"}
     assert policy.groups_of("CALIS:SCUT") == {"universities"}  # through a nested group too
     assert policy.groups_of("ISIL:CN-SHL") == {"public"}
@@ -315,7 +315,7 @@ def test_exclusion_by_rule_and_by_group(policy: Policy) -> None:
     assert "NSTL:CN" in ranked(rota)
 
 
-def test_prefer_bonus(policy: Policy) -> None:
+def test_a_preferred_partner_gets_a_bonus_within_its_tier(policy: Policy) -> None:
     loan = req(kind="BookLoan", service_type="Loan", ids=("isbn",))
     rota = policy.rota(loan, [sup("CALIS:PKU", holds=("isbn",)), sup("NLC:CN", holds=("isbn",))])
     assert ranked(rota) == ["NLC:CN", "CALIS:PKU"]
@@ -388,7 +388,7 @@ def test_last_resort_is_appended_in_listed_order(policy: Policy) -> None:
     assert "NLC:CN" not in ranked(loan)
 
 
-def test_daily_cap(policy: Policy) -> None:
+def test_a_supplier_at_its_daily_cap_is_skipped_with_the_reason(policy: Policy) -> None:
     loan = req(kind="BookLoan", service_type="Loan")
     rota = policy.rota(loan, [sup("NLC:CN", fwd=200), sup("CALIS:PKU")])
     assert ranked(rota) == ["CALIS:PKU"]
@@ -401,7 +401,7 @@ def test_daily_cap(policy: Policy) -> None:
                                        "(rule 'daily quotas' via group vendors)")
 
 
-def test_closed_dates(policy: Policy) -> None:
+def test_a_supplier_closed_on_a_date_is_skipped_on_that_date_only(policy: Policy) -> None:
     suppliers = [sup("CALIS:FDU"), sup("ISIL:CN-SHL"), sup("CALIS:PKU")]
     rota = policy.rota(req(today=datetime.date(2026, 10, 1)), suppliers)
     assert ranked(rota) == ["ISIL:CN-SHL"]  # the public library is open on National Day
@@ -410,7 +410,7 @@ def test_closed_dates(policy: Policy) -> None:
     assert ranked(rota) == ["CALIS:FDU", "ISIL:CN-SHL", "CALIS:PKU"]
 
 
-def test_closed_weekdays(policy: Policy) -> None:
+def test_a_weekend_closing_skips_book_loans_but_not_copies(policy: Policy) -> None:
     suppliers = [sup("ISIL:CN-SHL", holds=("isbn",)), sup("CALIS:FDU", holds=("isbn",))]
     saturday, friday = datetime.date(2026, 9, 19), datetime.date(2026, 9, 18)
     loan = req(kind="BookLoan", service_type="Loan", ids=("isbn",), today=saturday)
@@ -454,7 +454,7 @@ def test_quote_above_maximum_costs_is_skipped_but_no_fee_schedule_is_not(policy:
     assert "quote 80.00 CNY, no maximumCosts" in entry(unlimited, "CALIS:FDU").reasons
 
 
-def test_max_cost_conditions(policy: Policy) -> None:
+def test_rules_on_maximum_costs_read_none_as_no_limit(policy: Policy) -> None:
     suppliers = [sup("CALIS:PKU", fill=0.9), sup("NLC:CN", holds=("issn",), fill=0.95)]
     def applied(max_cost: int | None) -> tuple[str, ...]:
         return policy.rota(req(max_cost=max_cost), suppliers).rules_applied
@@ -702,7 +702,8 @@ def scenarios(draw: st.DrawFn) -> tuple[RequestFacts, list[SupplierFacts]]:
 
 @settings(max_examples=300, deadline=None)
 @given(scenarios())
-def test_rota_invariants(scenario: tuple[RequestFacts, list[SupplierFacts]]) -> None:
+def test_any_rota_ranks_or_excludes_each_supplier_once_in_tier_order(
+        scenario: tuple[RequestFacts, list[SupplierFacts]]) -> None:
     request, suppliers = scenario
     policy = Policy.from_toml(POLICY_TOML)
     rota = policy.rota(request, suppliers)

@@ -66,7 +66,7 @@ def test_groups_keep_what_was_written_and_expand_nested_groups() -> None:
     assert SymbolGroups.parse(groups.to_dict()) == groups
 
 
-def test_no_groups() -> None:
+def test_an_empty_groups_table_is_no_groups() -> None:
     assert SymbolGroups.parse({}) == NO_GROUPS
     assert NO_GROUPS.to_dict() == {}
 
@@ -126,7 +126,7 @@ def test_a_field_that_constrains_a_match_refuses_an_empty_list() -> None:
         groups.expand_required([], "rule[1] 'x'", "when.requester")
 
 
-def test_known_groups_none_defined() -> None:
+def test_an_unknown_group_says_none_are_defined() -> None:
     with pytest.raises(RuleFileError, match=r"unknown group 'x' \(known groups: none defined\)"):
         NO_GROUPS.ref("group:x", "rule[1] 'x'", "exclude")
 
@@ -160,7 +160,7 @@ def test_policy_and_subsidy_expand_groups_alike() -> None:
 # The other shared forms
 # --------------------------------------------------------------------------
 
-def test_not_toml() -> None:
+def test_a_file_that_is_not_toml_is_refused() -> None:
     with pytest.raises(RuleFileError, match=r"^not valid TOML: "):
         parse_toml("[[rule]\n")
 
@@ -181,7 +181,7 @@ def test_parse_field_names_where_and_field() -> None:
         parse_field("", "currency", parse_currency, "yuan")
 
 
-def test_choices() -> None:
+def test_choices_drop_repeats_and_refuse_empty_or_non_lists() -> None:
     assert parse_choices(["A", "B", "A"], ("A", "B")) == ["A", "B"]
     with pytest.raises(ValueError, match="must not be empty"):
         parse_choices([], ("A",))
@@ -189,7 +189,7 @@ def test_choices() -> None:
         parse_choices("A", ("A",))
 
 
-def test_optional_text() -> None:
+def test_optional_text_is_a_string_or_absent() -> None:
     assert optional_text({}, "note", "rule[1] 'x'") is None
     assert optional_text({"note": "hi"}, "note", "rule[1] 'x'") == "hi"
     with pytest.raises(RuleFileError, match=r"^rule\[1\] 'x': note: must be a string, "
@@ -197,7 +197,7 @@ def test_optional_text() -> None:
         optional_text({"note": 3}, "note", "rule[1] 'x'")
 
 
-def test_date_range() -> None:
+def test_a_date_range_may_be_one_day_or_open_but_not_reversed() -> None:
     day = datetime.date(2026, 10, 1)
     check_date_range(day, day, "rule[1] 'x'")             # one day
     check_date_range(day, None, "rule[1] 'x'")            # open-ended

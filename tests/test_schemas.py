@@ -23,6 +23,7 @@ from schemas.iso18626 import (
     MESSAGE_MODELS,
     AgencyId,
     BibliographicInfo,
+    Costs,
     Header,
     HubExtensions,
     MessageError,
@@ -665,8 +666,6 @@ def test_money_from_decimal_allows_ledger_signs_but_not_floats() -> None:
 
 
 def test_costs_never_serialise_in_exponent_form() -> None:
-    from schemas.iso18626 import Costs
-
     costs = Costs(currency_code="CNY", monetary_value=Decimal("1E+2"))
     assert costs.model_dump(by_alias=True, mode="json") == {"currencyCode": "CNY",
                                                             "monetaryValue": "100"}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import ftplib
-import gc
 import hashlib
 import json
 import logging
@@ -42,8 +41,8 @@ from illclient.client import AgencyClient
 from infra.credentials import verify_password
 from infra.rabbit_admin import Management
 from schemas.settings import Settings
-from tests import messages
-from tests.delivery_fixtures import (
+from tests.support import messages
+from tests.support.delivery import (
     ftp_try,
     ftp_upload,
     home,
@@ -55,26 +54,9 @@ from tests.delivery_fixtures import (
     unique_email,
     with_smtp,
 )
-from tests.test_dispatch import Party, requester_action, supplier_message
+from tests.support.hub import Party
+from tests.support.messages import requester_action, supplier_message
 from web.app import make_app
-
-pytest_plugins = ("tests.delivery_fixtures",)
-
-
-@pytest.fixture
-async def broker_refusals():
-    """The refusals provoked here leave aiormq futures nobody awaits; keep asyncio quiet."""
-    loop = asyncio.get_running_loop()
-    previous = loop.get_exception_handler()
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
-        if not isinstance(context.get("exception"), aiormq.exceptions.AMQPError):
-            (previous or loop.default_exception_handler.__func__)(loop, context)  # type: ignore[attr-defined]
-
-    loop.set_exception_handler(handler)
-    yield
-    gc.collect()
-    loop.set_exception_handler(previous)
 
 
 async def test_an_agency_cannot_reach_beyond_its_queue_and_ill_inbound(

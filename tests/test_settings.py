@@ -29,7 +29,8 @@ def test_defaults_work_on_loopback(clean_env) -> None:
     assert s.public_base_url == "http://127.0.0.1:8080"
 
 
-def test_precedence(clean_env, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_init_beats_environment_beats_dotenv_beats_secrets_dir(
+        clean_env, monkeypatch: pytest.MonkeyPatch) -> None:
     secrets_dir = clean_env / "secrets"
     secrets_dir.mkdir()
     (secrets_dir / "amqp__name_prefix").write_text("from-secrets.")
@@ -114,6 +115,13 @@ def test_updated_and_environment_round_trip(clean_env, monkeypatch: pytest.Monke
     for key, value in s.environment().items():
         monkeypatch.setenv(key, value)
     assert Settings() == s  # what a child `run.py hub` process would build
+
+
+def test_an_unknown_setting_in_code_is_an_error(clean_env) -> None:
+    with pytest.raises(TypeError, match="name_prefix"):
+        Settings(name_prefix="t1.")  # the flat name of an earlier release
+    with pytest.raises(ValueError, match="hots"):
+        Settings(smtp={"hots": "mail"})
 
 
 def test_settings_are_built_once_and_never_changed(clean_env) -> None:

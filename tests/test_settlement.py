@@ -3,7 +3,9 @@
 The test database is shared by the whole run, and a run settles every unsettled
 posting up to its period's end. So each test settles periods of its own year in the
 distant past (`fresh_year`: after every year used so far, so periods close in
-calendar order), makes its own agencies, and scopes its assertions to them.
+calendar order), makes its own agencies, and scopes its assertions to them. Most
+tests settle the worked example of tests/support/settlement.py (three libraries,
+four loans, nets worked out by hand).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import datetime
 import io
 import json
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -41,74 +42,22 @@ from settlement.statement_model import (
     summary_name,
 )
 from settlement.statement_pdf import fit
-from settlement.subsidy import load_subsidy
-from tests.conftest import agency_symbol, unique
-
-TZ = ZoneInfo("Asia/Shanghai")
-
+from tests.support.agencies import sql_agencies
+from tests.support.money import SHANGHAI, at, cny
+from tests.support.names import agency_symbol, unique
+from tests.support.settlement import (
+    after,
+    charge,
+    fresh_year,
+    half_subsidy,
+    libraries,
+    no_subsidy,
+    worked_example,
+)
 
 # --------------------------------------------------------------------------
-# helpers (also used by test_settlement_delivery.py)
+# reading what a run wrote
 # --------------------------------------------------------------------------
-
-async def fresh_year(pool: asyncpg.Pool) -> int:
-    """A year no test has used yet, later than all of them (tests run one at a time)."""
-    return await pool.fetchval(
-        """SELECT greatest(1900,
-                  (SELECT max(substr(period, 1, 4)::int) FROM settlement_period),
-                  (SELECT max(extract(year FROM local_date))::int FROM ledger_posting
-                   WHERE local_date < date '2000-01-01')) + 1""")
-
-
-def at(day: str, time: str = "12:00") -> datetime.datetime:
-    return datetime.datetime.fromisoformat(f"{day}T{time}").replace(tzinfo=TZ)
-
-
-def cny(text: str) -> Money:
-    return Money.from_decimal(text, "CNY")
-
-
-async def libraries(pool: asyncpg.Pool, *names: str, emails: bool = False) -> list[str]:
-    """Agencies with fresh symbols (and finance e-mail addresses if asked)."""
-    symbols = [agency_symbol(unique("ST")) for _ in names]
-    await pool.executemany(
-        "INSERT INTO agency (symbol, name, roles, password_hash, province, city, finance_email) "
-        "VALUES ($1, $2, ARRAY['requester', 'supplier'], 'x', '北京', '北京', $3)",
-        [(s, n, f"finance-{s.replace(':', '-').lower()}@example.edu.cn" if emails else None)
-         for s, n in zip(symbols, names, strict=True)])
-    return symbols
-
-
-async def half_subsidy(pool: asyncpg.Pool, *requesters: str) -> int:
-    """A subsidy version: 50 % of the fee for these requesters only."""
-    listed = ", ".join(f'"{r}"' for r in requesters)
-    async with pool.acquire() as conn:
-        return await load_subsidy(conn, f'[[rule]]\nname = "读者补贴 reader support"\n'
-                                        f"when = {{ requester = [{listed}] }}\npercent = 50\n")
-
-
-async def no_subsidy(pool: asyncpg.Pool) -> int:
-    """A subsidy version none of this test's agencies match (the latest one might)."""
-    return await half_subsidy(pool, agency_symbol("NOBODY"))
-
-
-async def charge(pool: asyncpg.Pool, version: int | None, requester: str, supplier: str,
-                 fee: str, on: datetime.datetime, *, title: str = "敦煌学研究",
-                 kind: str = "BookLoan", event: str = "Loaned", currency: str = "CNY",
-                 transaction: str | None = None) -> int:
-    async with pool.acquire() as conn:
-        result = await post_charge(
-            conn, transaction_id=transaction or f"ILL-{unique('S')}", event=event,
-            requester=requester, supplier=supplier, service_kind=kind,
-            fee=Money.from_decimal(fee, currency), quote=None, on=on, title=title,
-            subsidy_version=version)
-    return result.posting_id
-
-
-def after(period: str) -> datetime.datetime:
-    """An instant just after the period's end."""
-    return Period.parse(period).ends_at(TZ) + datetime.timedelta(minutes=5)
-
 
 def nets(result: SettlementResult, symbols: list[str]) -> dict[str, str]:
     out = {}
@@ -117,33 +66,6 @@ def nets(result: SettlementResult, symbols: list[str]) -> dict[str, str]:
             [t] = s.totals
             out[s.symbol] = Money(t.net, t.currency).amount_text()
     return out
-
-
-async def worked_example(pool: asyncpg.Pool, year: int, *, emails: bool = False
-                         ) -> tuple[str, str, str, str]:
-    """Three libraries, four loans in one month; returns (period, pku, fdu, lzu).
-
-        PKU supplies FDU  30.00  (FDU subsidised 50 %: 15.00)
-        FDU supplies LZU  20.00  (LZU subsidised 10.00)
-        LZU supplies PKU  12.00  (PKU not subsidised)
-        PKU supplies LZU   8.00  (LZU subsidised 4.00)
-
-    PKU: earned 38.00, owed 12.00, subsidy 0      -> net +26.00 (receives)
-    FDU: earned 20.00, owed 30.00, subsidy 15.00  -> net  +5.00 (receives)
-    LZU: earned 12.00, owed 28.00, subsidy 14.00  -> net  -2.00 (pays)
-    sum of nets +29.00 = the centre's subsidy outlay; the centre's position -29.00.
-    """
-    pku, fdu, lzu = await libraries(pool, "北京大学图书馆", "复旦大学图书馆", "兰州大学图书馆",
-                                    emails=emails)
-    v = await half_subsidy(pool, fdu, lzu)
-    period = f"{year}-03"
-    await charge(pool, v, fdu, pku, "30.00", at(f"{year}-03-02"), title="敦煌学研究（第一卷）")
-    await charge(pool, v, lzu, fdu, "20.00", at(f"{year}-03-10"), title="红楼梦版本研究",
-                 kind="DocumentDelivery", event="CopyCompleted")
-    await charge(pool, v, pku, lzu, "12.00", at(f"{year}-03-15"), title="西夏文献",
-                 kind="PayPerView", event="CopyCompleted")
-    await charge(pool, v, lzu, pku, "8.00", at(f"{year}-03-31", "23:59"), title="=HYPERLINK(1)")
-    return period, pku, fdu, lzu
 
 
 def read_csv(path: Path) -> tuple[list[str], list[list[str]], list[list[str]]]:
@@ -482,7 +404,7 @@ async def test_scheduled_settlement_runs_once_after_the_period(pool: asyncpg.Poo
                                                                settings: Settings) -> None:
     year = await fresh_year(pool)
     period, *_ = await worked_example(pool, year)
-    end = Period.parse(period).ends_at(TZ)
+    end = Period.parse(period).ends_at(SHANGHAI)
     # Before the end nothing happens (the previous period has no postings of ours), and
     # the period itself cannot be settled yet.
     with pytest.raises(SettlementError, match="has not ended yet"):
@@ -525,7 +447,7 @@ async def test_dry_run_writes_nothing(pool: asyncpg.Pool, settings: Settings,
     assert no_files(Path(settings.data_dir))
 
     # The CLI: `settle --period current --dry-run` (today's open month) and errors.
-    today = await charge(pool, None, pku, fdu, "3.50", datetime.datetime.now(TZ))
+    today = await charge(pool, None, pku, fdu, "3.50", datetime.datetime.now(SHANGHAI))
     assert today
     assert await run_command(settings, ["settle", "--period", "current", "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -564,11 +486,8 @@ async def test_statement_lines_survive_odd_symbols_and_text(pool: asyncpg.Pool,
     """A symbol CSV must quote, a library that supplies itself, control characters."""
     year = await fresh_year(pool)
     plain = (await libraries(pool, "国家图书馆"))[0]
-    odd = agency_symbol(unique("Q,X"))
-    await pool.execute(
-        "INSERT INTO agency (symbol, name, roles, password_hash, province, city) "
-        "VALUES ($1, $2, ARRAY['requester', 'supplier'], 'x', '北京', '北京')",
-        odd, "=逗号,图书馆\x1e")
+    [odd] = await sql_agencies(pool, "=逗号,图书馆\x1e", symbols=[agency_symbol(unique("Q,X"))],
+                               province="北京", city="北京")
     v = await half_subsidy(pool, odd)
     period = f"{year}-05"
     await charge(pool, v, odd, plain, "10.00", at(f"{year}-05-02"), title='敦煌,"学"\x1e研究')

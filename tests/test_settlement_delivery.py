@@ -23,10 +23,8 @@ from settlement.statement_model import (
     statements_dir,
     summary_name,
 )
-from tests.delivery_fixtures import delivery_settings, unique_email, with_smtp
-from tests.test_settlement import after, fresh_year, worked_example
-
-pytest_plugins = ("tests.delivery_fixtures",)
+from tests.support.delivery import delivery_settings, unique_email, with_smtp
+from tests.support.settlement import after, fresh_year, worked_example
 
 
 def sha256(data: bytes) -> str:

@@ -26,7 +26,7 @@ from broker.states import (
 )
 from infra.database import load_migrations
 from schemas.iso18626_codes import Action, Status
-from tests.conftest import agency_symbol
+from tests.support.agencies import sql_agencies
 
 CONSTRAINT = "ill_transaction_state_known"
 
@@ -77,7 +77,7 @@ def test_terminal_states_only_answer_questions() -> None:
                        for e in allowed_events(returnable, state)), (state, returnable)
 
 
-def test_next_state() -> None:
+def test_next_state_follows_the_tables() -> None:
     assert next_state(True, State.LOANED, Event.ACTION_RECEIVED) is State.RECEIVED
     assert next_state(True, State.LOANED, Event.ACTION_RENEW) is State.LOANED  # same
     assert next_state(True, State.RECALLED, Event.ACTION_RENEW) is None  # refused
@@ -91,9 +91,7 @@ def test_next_state() -> None:
 
 
 async def test_the_database_refuses_an_unknown_state(pool: asyncpg.Pool) -> None:
-    symbol = agency_symbol()
-    await pool.execute("INSERT INTO agency (symbol, name, roles, password_hash) "
-                       "VALUES ($1, 'state check', '{requester}', 'x')", symbol)
+    [symbol] = await sql_agencies(pool, "state check", roles=("requester",))
     insert = """INSERT INTO ill_transaction (id, requester, request_id, service_type,
                                              service_kind, state, request)
                 VALUES ($1, $2, $1, 'Copy', 'DocumentDelivery', $3, '{}')"""

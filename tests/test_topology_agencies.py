@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import gc
-
 import aio_pika
 import aiormq
 import asyncpg
@@ -15,28 +12,11 @@ from broker.shards import declare_hub_topology
 from infra import topology
 from infra.rabbit_admin import Management
 from schemas.settings import Settings
-from tests.conftest import agency_symbol
+from tests.support.names import agency_symbol
 
 
-@pytest.fixture
-async def expected_refusals():
-    """The broker's refusals these tests provoke leave aiormq futures nobody awaits;
-    collect them here so asyncio does not print them as unexpected at exit."""
-    loop = asyncio.get_running_loop()
-    previous = loop.get_exception_handler()
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
-        if isinstance(context.get("exception"), aiormq.exceptions.AMQPError):
-            return
-        (previous or loop.default_exception_handler.__func__)(loop, context)  # type: ignore[attr-defined]
-
-    loop.set_exception_handler(handler)
-    yield
-    gc.collect()
-    loop.set_exception_handler(previous)
-
-
-async def test_topology_declared_twice(settings: Settings, pool: asyncpg.Pool) -> None:
+async def test_declaring_the_production_topology_twice_changes_nothing(
+        settings: Settings, pool: asyncpg.Pool) -> None:
     settings = settings.updated(amqp__queue_type="quorum")  # as in production
     first = await declare_hub_topology(settings, pool)
     again = await declare_hub_topology(settings, pool)  # same arguments: no PRECONDITION_FAILED
@@ -52,7 +32,7 @@ async def test_topology_declared_twice(settings: Settings, pool: asyncpg.Pool) -
 
 
 async def test_agency_reads_only_its_own_queue(settings: Settings, pool: asyncpg.Pool,
-                                               make_agency, expected_refusals) -> None:
+                                               make_agency, broker_refusals) -> None:
     await declare_hub_topology(settings, pool)
     alice, alice_pw = await make_agency()
     bob, _ = await make_agency()
@@ -79,7 +59,7 @@ async def test_agency_reads_only_its_own_queue(settings: Settings, pool: asyncpg
 
 
 async def test_spoofed_user_id_is_refused_by_the_broker(settings: Settings, pool: asyncpg.Pool,
-                                                       make_agency, expected_refusals) -> None:
+                                                       make_agency, broker_refusals) -> None:
     await declare_hub_topology(settings, pool)
     alice, pw = await make_agency()
     conn = await aio_pika.connect(settings.amqp_url_for(alice, pw))
@@ -91,7 +71,8 @@ async def test_spoofed_user_id_is_refused_by_the_broker(settings: Settings, pool
                                    routing_key="request")
 
 
-async def test_readding_is_a_clear_error(settings: Settings, pool, make_agency) -> None:
+async def test_adding_an_agency_twice_is_a_clear_error(
+        settings: Settings, pool, make_agency) -> None:
     symbol, _ = await make_agency()
     with pytest.raises(AgencyError, match="already exists"):
         await add(settings, pool, NewAgency(symbol=symbol, name="again", roles=("requester",),
@@ -105,7 +86,8 @@ async def test_readding_is_a_clear_error(settings: Settings, pool, make_agency) 
     ("password", "short", "at least 8"),
     ("email", "not-an-address", "not an e-mail"),
 ])
-async def test_bad_agency_input(settings: Settings, pool, field, value, message) -> None:
+async def test_bad_agency_input_is_refused_with_what_is_wrong(
+        settings: Settings, pool, field, value, message) -> None:
     fields = {"symbol": agency_symbol(), "name": "图书馆", "roles": ("requester",),
               "password": "longenough", "email": None}
     fields[field] = value
@@ -117,7 +99,7 @@ async def test_bad_agency_input(settings: Settings, pool, field, value, message)
 
 
 async def test_disable_revokes_access_keeps_history(settings: Settings, pool, make_agency,
-                                                    expected_refusals) -> None:
+                                                    broker_refusals) -> None:
     symbol, pw = await make_agency()
     await disable(settings, pool, symbol)
     row = await pool.fetchrow("SELECT enabled, disabled_at FROM agency WHERE symbol=$1", symbol)

@@ -1,25 +1,25 @@
-"""Violations and quality flags, raised by dispatch as they happen."""
+"""Violations and quality flags, raised by dispatch as they happen.
+
+Each test runs the dispatch `network` (or the `priced` one) of tests/support/network.py
+and reads the flags raised on its own agencies.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from tests import messages
-from tests.test_cli import run
-from tests.test_dispatch import (
-    network,  # noqa: F401 - the fixture
-    requester_action,
-    start,
-    supplier_message,
-)
-from tests.test_dispatch_charges import priced  # noqa: F401 - the fixture
+from tests.support import messages
+from tests.support.cli import run
+from tests.support.messages import requester_action, supplier_message
+from tests.support.network import start
+from tests.support.operators import get_page, ops_client, sign_in
 
 
 async def flags(pool, subject: str, kind: str) -> list:
     return await pool.fetch("SELECT * FROM flag WHERE subject = $1 AND kind = $2", subject, kind)
 
 
-async def test_repeated_deadline_breaches(network, hub, pool) -> None:  # noqa: F811
+async def test_a_supplier_missing_three_deadlines_is_flagged(network, hub, pool) -> None:
     req, sh = network["req"], network["sh"]
     for i in range(3):
         await start(network, f"DB-{i}", patron_id=f"P-DB-{i}")
@@ -32,7 +32,7 @@ async def test_repeated_deadline_breaches(network, hub, pool) -> None:  # noqa: 
     assert "3 requests pass their deadline" in flag["detail"]
 
 
-async def test_copy_without_a_valid_file(network, pool) -> None:  # noqa: F811
+async def test_copy_completed_without_a_valid_file_is_refused_and_flagged(network, pool) -> None:
     req, sh = network["req"], network["sh"]
     await start(network, "NF-1")
     await sh.next("request")
@@ -45,7 +45,7 @@ async def test_copy_without_a_valid_file(network, pool) -> None:  # noqa: F811
     assert "nothing-here.pdf" in flag["detail"] and flag["transaction_id"]
 
 
-async def test_charge_above_schedule_is_flagged(priced, pool) -> None:  # noqa: F811
+async def test_charge_above_schedule_is_flagged(priced, pool) -> None:
     req, bj = priced["req"], priced["bj"]
     await start(priced, "FL-1", max_cost="9.00")
     await bj.next("request")
@@ -58,7 +58,7 @@ async def test_charge_above_schedule_is_flagged(priced, pool) -> None:  # noqa: 
     assert len(await flags(pool, bj.symbol, "charge_above_schedule")) == 1
 
 
-async def test_overdue_loan_flagged_once_and_listed(network, hub, pool, settings) -> None:  # noqa: F811
+async def test_overdue_loan_flagged_once_and_listed(network, hub, pool, settings) -> None:
     req, sh = network["req"], network["sh"]
     await start(network, "OD-1", service_type="Loan", title="资治通鉴")
     await sh.next("request")
@@ -75,7 +75,7 @@ async def test_overdue_loan_flagged_once_and_listed(network, hub, pool, settings
     assert code == 0 and flag["transaction_id"] in out
 
 
-async def test_unusual_cancellation_rate(network, pool) -> None:  # noqa: F811
+async def test_a_requester_cancelling_four_of_ten_requests_is_flagged(network, pool) -> None:
     req, sh = network["req"], network["sh"]
     for i in range(10):
         await start(network, f"CR-{i}", patron_id=f"P-CR-{i}")
@@ -88,9 +88,7 @@ async def test_unusual_cancellation_rate(network, pool) -> None:  # noqa: F811
     assert "cancelled 4 of its 10 requests" in flag["detail"]
 
 
-async def test_flags_appear_on_the_dashboard(network, pool, settings, monkeypatch) -> None:  # noqa: F811
-    from tests.test_operators import get_page, ops_client, sign_in
-
+async def test_flags_appear_on_the_dashboard(network, pool, settings) -> None:
     req, sh = network["req"], network["sh"]
     await start(network, "DF-1")
     await sh.next("request")
@@ -99,7 +97,7 @@ async def test_flags_appear_on_the_dashboard(network, pool, settings, monkeypatc
         "dateSent": messages.now(), "sentVia": "FTP", "itemId": "missing-在哪里.pdf"}
     await sh.send("supplyingAgencyMessage", done)
     await sh.confirmed(ok=False)
-    async with ops_client(settings, pool, monkeypatch) as client:
+    async with ops_client(settings, pool) as client:
         await sign_in(client)
         page = await get_page(client, "/ops/")
     assert "Violations and quality flags" in page

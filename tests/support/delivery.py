@@ -1,10 +1,11 @@
-"""Fixtures and helpers for the delivery tests: real FTP, SMTP and HTTP servers on loopback.
+"""Document delivery for tests: real FTP, SMTP and HTTP servers on loopback.
 
-Loaded by the delivery test modules through `pytest_plugins`; fixture names carry
-a `dl_` prefix so they never shadow (or get shadowed by) fixtures elsewhere.
-ftplib is blocking, so every FTP session runs in a thread while the server runs
-in the test's event loop. (PYTEST_DONT_REWRITE: test modules import the helpers
-below before pytest loads this file as a plugin.)
+Fixtures (names carry a `dl_` prefix): `dl_settings` (quick delivery settings),
+`dl_supplier`, `dl_ftp` (the FTP drop), `dl_clock` and `dl_gateway` (the download
+gateway on a settable clock), `dl_smtp` (an SMTP server that can start late).
+Helpers: FTP sessions (ftplib is blocking, so every session runs in a thread while
+the server runs in the test's event loop), documents and grants put straight into
+the store, PDF bytes, unique e-mail addresses, file ages.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import ftplib
 import hashlib
 import io
 import os
+import re
 import secrets
-import socket
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
@@ -36,13 +37,12 @@ from delivery.grants import Grant, create_grant
 from delivery.paths import home_of
 from delivery.store import Document, load_document, new_store_name, store_root
 from schemas.settings import Settings
+from tests.support.agencies import MakeAgency
+from tests.support.servers import free_port
 from web.app import HttpServer, make_app, start_http
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# A reader's download link as the hub mails it.
+LINK = re.compile(r"https?://\S+/d/[A-Za-z0-9_-]{32}")
 
 
 def pdf_bytes(size: int = 50_000) -> bytes:
@@ -66,7 +66,7 @@ def dl_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-async def dl_supplier(make_agency: Callable[..., Awaitable[tuple[str, str]]]) -> tuple[str, str]:
+async def dl_supplier(make_agency: MakeAgency) -> tuple[str, str]:
     return await make_agency(name="国家科技图书文献中心 NSTL-like Institute",
                              roles=("supplier",))
 

@@ -1,4 +1,5 @@
-"""Realistic ISO 18626 messages in the hub's JSON form, for tests."""
+"""Realistic ISO 18626 messages in the hub's JSON form: requests, supplier messages and
+requester actions, as a library's system would send them. Pure: no server touched."""
 
 from __future__ import annotations
 
@@ -51,3 +52,27 @@ def request(requester: str, *, request_id: str | None = None, supplier: str | No
         body["billingInfo"] = {"maximumCosts": {"currencyCode": "CNY",
                                                 "monetaryValue": max_cost}}
     return {"request": body}
+
+
+def supplier_message(supplier: str, requester: str, request_id: str, status: str,
+                     reason: str = "StatusChange", **info: Any) -> dict[str, Any]:
+    """A supplyingAgencyMessage: `status` for the request `request_id`, for `reason`."""
+    return {"supplyingAgencyMessage": {
+        "header": {"supplyingAgencyId": agency_id(supplier),
+                   "requestingAgencyId": agency_id(requester),
+                   "timestamp": now(), "requestingAgencyRequestId": request_id},
+        "messageInfo": {"reasonForMessage": reason, **info},
+        "statusInfo": {"status": status, "lastChange": now()}}}
+
+
+def requester_action(requester: str, supplier: str, request_id: str, action: str,
+                     note: str | None = None) -> dict[str, Any]:
+    """A requestingAgencyMessage: the requester's `action` on the request `request_id`."""
+    body: dict[str, Any] = {
+        "header": {"supplyingAgencyId": agency_id(supplier),
+                   "requestingAgencyId": agency_id(requester),
+                   "timestamp": now(), "requestingAgencyRequestId": request_id},
+        "action": action}
+    if note:
+        body["note"] = note
+    return {"requestingAgencyMessage": body}

@@ -1,11 +1,12 @@
-"""A small ILL system that speaks ISO 18626 XML over HTTP, for tests: a real aiohttp
-server the hub POSTs to, and a real HTTP client that POSTs to the hub."""
+"""An ILL system that speaks ISO 18626 XML over HTTP: `XmlPeer`, a real aiohttp server
+the hub POSTs to (it answers each message with its confirmation, or an ERROR for the
+requests it is told to refuse), and `HubClient`, a real HTTP client that POSTs to the
+hub's /iso18626 and checks the confirmation."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +16,7 @@ from aiohttp import web
 from schemas.iso18626 import CONFIRMATION_OF, confirmation, dump_message
 from schemas.iso18626_codes import Action, ErrorType, MessageType, ReasonForMessage
 from schemas.iso18626_xml import XmlMessage, read_xml, to_xml
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.servers import free_port
 
 
 @dataclass

@@ -1,0 +1,63 @@
+"""The settings every server test runs with, and small helpers for real servers.
+
+`settings` points a hub at the run's database (support/database.py), this test's
+name prefix in the shared vhost (support/broker.py) and a data directory under the
+test's tmp_path. A test using it needs both servers, and tests/conftest.py marks it
+`pg` and `rabbitmq` accordingly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from schemas.settings import Settings
+from tests.support.broker import AMQP_BASE, MANAGEMENT
+from tests.support.names import RUN_ID
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return RUN_ID
+
+
+@pytest.fixture
+def settings(database_url: str, vhost: str, prefix: str, tmp_path: Path) -> Settings:
+    """Settings of a hub on the test servers, with this test's own prefix and data dir."""
+    return Settings(
+        database={"url": database_url},
+        amqp={"url": f"{AMQP_BASE}/{quote(vhost, safe='')}", "management_url": MANAGEMENT,
+              "name_prefix": prefix,
+              # Classic queues: a run creates hundreds of short-lived queues, and as
+              # quorum queues they overloaded a 2-core RabbitMQ 3.10 until declarations
+              # hung. test_topology_agencies checks the production (quorum) declarations.
+              "queue_type": "classic"},
+        hub_symbol=f"T{RUN_ID}:HUB",
+        http={"port": 0},
+        ftp={"port": 0},
+        data_dir=str(tmp_path / "var"),
+    )
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0,
+                     interval: float = 0.05) -> None:
+    """Wait for a condition on real servers; fails the test with a clear message."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        if await check():
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {check.__name__}")
+        await asyncio.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
