@@ -55,7 +55,8 @@ from app.demo_setup import (
     register,
 )
 from app.hub import Hub
-from infra.database import create_pool, drop_database, migrate, with_database
+from infra.database import create_pool, drop_database, with_database
+from infra.migrations import migrate
 from schemas.settings import Settings, mask_url
 from settlement.netting import InvariantViolation
 from settlement.periods import Period

@@ -61,7 +61,8 @@ from bench.network import PROVINCES
 from broker import agencies
 from broker.holdings import import_csv
 from broker.shards import declare_hub_topology
-from infra.database import create_database, create_pool, drop_database, migrate, with_database
+from infra.database import create_database, create_pool, drop_database, with_database
+from infra.migrations import migrate
 from infra.rabbit_admin import Management
 from schemas.settings import Settings
 from settlement.fees import load_fees

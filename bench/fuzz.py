@@ -48,7 +48,8 @@ from bench.fuzz_messages import CASE_ID_LENGTH, CONFIRMATION
 from broker.agencies import NewAgency, add
 from broker.intake import ERROR_VALUE_LIMIT, Inbound, Intake
 from illclient.client import AgencyClient
-from infra.database import create_database, drop_database, migrate, with_database
+from infra.database import create_database, drop_database, with_database
+from infra.migrations import migrate
 from infra.rabbit_admin import Management
 from infra.topology import HUB_DEAD, INBOUND, agency_queue
 from schemas.settings import Settings

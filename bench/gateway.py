@@ -32,7 +32,8 @@ import aiohttp
 
 from delivery.grants import create_grant
 from delivery.store import new_store_name, store_root
-from infra.database import create_database, create_pool, drop_database, migrate, with_database
+from infra.database import create_database, create_pool, drop_database, with_database
+from infra.migrations import migrate
 from schemas.settings import Settings
 from web.app import make_app, start_http
 

@@ -33,7 +33,8 @@ from broker.holdings import (
     _issn_check,
     import_csv,
 )
-from infra.database import create_database, drop_database, migrate, with_database
+from infra.database import create_database, drop_database, with_database
+from infra.migrations import migrate
 
 ADMIN_URL = os.environ.get("ILLHUB_BENCH_PG_ADMIN_URL",
                            "postgresql://postgres@127.0.0.1:5432/postgres")

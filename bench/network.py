@@ -28,7 +28,8 @@ from bench.hub_processes import free_port
 from broker.agencies import NewAgency, add
 from broker.dispatch.policies import load_policy
 from broker.shards import current_generation, hub_of
-from infra.database import create_database, drop_database, migrate, with_database
+from infra.database import create_database, drop_database, with_database
+from infra.migrations import migrate
 from infra.rabbit_admin import Management
 from schemas.settings import Settings
 from settlement.fees import load_fees

@@ -49,7 +49,8 @@ import asyncpg
 
 from app.cli.finance import render_text
 from bench import loop
-from infra.database import create_database, drop_database, migrate, with_database
+from infra.database import create_database, drop_database, with_database
+from infra.migrations import migrate
 from schemas.settings import Settings
 from settlement.periods import Period
 from settlement.record import SettlementResult

@@ -9,11 +9,8 @@ person can recognise.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    # For annotations only: infra/database.py imports this module (migrations take a lock).
-    from infra.database import Connection
+from infra.database import Connection
 
 
 class Lock(IntEnum):

@@ -6,38 +6,29 @@ The first tests are pure (no servers); the others need PostgreSQL.
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from infra import flags
-from infra.database import create_database, drop_database, load_migrations, with_database
+from infra.database import create_database, drop_database, with_database
 from infra.flags import CHARGE_REFUSED, FlagKind, raise_flag
+from infra.migrations import load_migrations
 from settlement.ledger import (
     ChargeAboveMaxCost,
     ChargeAboveQuote,
     ChargeCurrencyMismatch,
     ChargeRefused,
 )
-from tests.support.database import PG_ADMIN
+from tests.support.database import PG_ADMIN, check_list
 from tests.support.names import RUN_ID, agency_symbol, unique
 
 CONSTRAINT = "flag_kind_check"
 
 
-def check_kinds() -> set[str]:
-    """The kinds the newest migration that (re)defines the CHECK lists."""
-    newest = [m for m in load_migrations() if CONSTRAINT in m.sql][-1]
-    found = re.search(rf"ADD CONSTRAINT {CONSTRAINT}\s+CHECK \(kind IN \((.*?)\)\)",
-                      newest.sql, re.S)
-    assert found, f"no CHECK list in migration {newest.version:04d}_{newest.name}"
-    return set(re.findall(r"'([^']*)'", found.group(1)))
-
-
 def test_the_check_lists_exactly_the_enum() -> None:
-    assert check_kinds() == {k.value for k in FlagKind}
+    assert check_list(CONSTRAINT, "kind") == {k.value for k in FlagKind}
 
 
 def test_each_refused_charge_has_its_own_kind() -> None:

@@ -10,7 +10,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from infra.database import MigrationError, load_migrations, migrate
+from infra.migrations import MigrationError, load_migrations, migrate
 from tests.support.database import scratch_database
 
 pytestmark = pytest.mark.pg  # scratch databases, without the run's database fixture

@@ -6,7 +6,6 @@ All but the last test are pure (no servers); the last needs PostgreSQL.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 
 import asyncpg
@@ -24,24 +23,15 @@ from broker.states import (
     iso_status,
     next_state,
 )
-from infra.database import load_migrations
 from schemas.iso18626_codes import Action, Status
 from tests.support.agencies import sql_agencies
+from tests.support.database import check_list
 
 CONSTRAINT = "ill_transaction_state_known"
 
 
-def check_states() -> set[str]:
-    """The states the newest migration that (re)defines the CHECK lists."""
-    newest = [m for m in load_migrations() if CONSTRAINT in m.sql][-1]
-    found = re.search(rf"ADD CONSTRAINT {CONSTRAINT}\s+CHECK \(state IN \((.*?)\)\)",
-                      newest.sql, re.S)
-    assert found, f"no CHECK list in migration {newest.version:04d}_{newest.name}"
-    return set(re.findall(r"'([^']*)'", found.group(1)))
-
-
 def test_the_check_lists_exactly_the_enum() -> None:
-    assert check_states() == {s.value for s in State}
+    assert check_list(CONSTRAINT, "state") == {s.value for s in State}
 
 
 def test_events_are_every_status_and_every_action() -> None:

@@ -16,8 +16,9 @@ from broker.holdings import HoldingsFileError, import_csv
 from broker.intake import Intake, IntakeOutcome
 from broker.policy import PolicyError
 from infra import flags as flag_store
-from infra.database import connect, create_pool, migrate
+from infra.database import connect, create_pool
 from infra.flags import FlagKind
+from infra.migrations import migrate
 from schemas.rulefile import read_input
 from schemas.settings import Settings
 

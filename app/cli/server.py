@@ -10,7 +10,8 @@ from app.cli.commands import Command, fail
 from app.hub import Hub
 from broker.agencies import enabled_symbols
 from broker.shards import declare_hub_topology
-from infra.database import MigrationError, create_pool, migrate
+from infra.database import create_pool
+from infra.migrations import MigrationError, migrate
 from schemas.export import write_schemas
 from schemas.settings import Settings
 

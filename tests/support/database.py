@@ -13,6 +13,7 @@ The fixtures are lazy: nothing connects until a test asks for `database_url` or
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +21,8 @@ from contextlib import asynccontextmanager
 import asyncpg
 import pytest
 
-from infra.database import create_database, create_pool, drop_database, migrate, with_database
+from infra.database import create_database, create_pool, drop_database, with_database
+from infra.migrations import load_migrations, migrate
 from tests.support.names import RUN_ID
 
 PG_ADMIN = os.environ.get("ILLHUB_TEST_PG_ADMIN_URL",
@@ -70,3 +72,14 @@ async def scratch_database(label: str, *, migrated: bool = True) -> AsyncIterato
         yield url
     finally:
         await drop_database(url)
+
+
+def check_list(constraint: str, column: str) -> set[str]:
+    """The values a CHECK (`column` IN (...)) allows, as the newest migration that
+    (re)defines `constraint` writes them: to hold a table's list against its enum."""
+    newest = [m for m in load_migrations() if constraint in m.sql][-1]
+    found = re.search(rf"ADD CONSTRAINT {constraint}\s+CHECK \({column} IN \((.*?)\)\)",
+                      newest.sql, re.S)
+    if found is None:
+        raise AssertionError(f"no CHECK list in migration {newest.version:04d}_{newest.name}")
+    return set(re.findall(r"'([^']*)'", found.group(1)))
