@@ -346,7 +346,9 @@ async def test_the_single_queue_of_earlier_releases_is_drained_first(
         await hub.start()
         try:
             answers = await _confirmations(lib, 10, kind="requestConfirmation")
+            # Deleted first, then recorded as drained: wait for both.
             await until(lambda: _gone(s, HUB_INBOUND), 10, "hub.inbound deleted")
+            await until(lambda: _nothing_stale(hub), 10, "generation 0 recorded drained")
         finally:
             await hub.stop()
     assert answers == Counter({"OK": 10})
@@ -356,6 +358,12 @@ async def test_the_single_queue_of_earlier_releases_is_drained_first(
                                s.vhost, s.amqp.name_prefix)
     assert [(r["generation"], r["drained_at"] is not None) for r in drained] == [
         (0, True), (1, False)]
+
+
+async def _nothing_stale(hub: Hub) -> bool:
+    if hub.shards is None:
+        raise AssertionError("the hub has no intake running")
+    return await hub.shards.layout.stale() == []
 
 
 async def _gone(s: Settings, queue: str) -> bool:
