@@ -44,6 +44,8 @@ from web.app import HttpServer, make_app, start_http
 log = logging.getLogger(__name__)
 
 JOB_GRACE_SECONDS = 10.0
+DRAIN_SECONDS = 5.0
+TASK_GRACE_SECONDS = 2.0
 POOL_SIZE = 10
 RELEASE_DROPS_SECONDS = 30
 
@@ -175,12 +177,17 @@ class Hub:
                 with suppress(Exception):
                     await server.stop()
         if self.relay:
-            with suppress(Exception):
-                await self.relay.drain()
+            if self._broker_up():
+                # What is committed goes out now if it can; what cannot waits in the
+                # outbox for the next relay (here or in another hub): never a long stop.
+                with suppress(Exception):
+                    await asyncio.wait_for(self.relay.drain(), DRAIN_SECONDS)
             self.relay.stop()
         for task in self._tasks:
-            with suppress(asyncio.CancelledError):
-                await task
+            # A publish in flight to a broker that went away would hold the stop for its
+            # whole timeout; cancelled, its transaction rolls back and the rows stay due.
+            with suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, TASK_GRACE_SECONDS)
         self._tasks = []
         if self.connection:
             await self.connection.close()
