@@ -4,7 +4,8 @@ The JSON form mirrors the XML element names (ARCHITECTURE §3.3), so the mapping
 is generic: the official XSDs (vendored in `schemas/xsd/`, see its README) give
 element order, which elements may repeat and which leaves are booleans or
 integers; the JSON models in `schemas/iso18626.py` say which elements the JSON
-contract spells as arrays. No field is translated by hand.
+contract spells as arrays. No field is translated by hand: where the two versions
+differ, the mapping table (data, below) says how.
 
 Accepted: schema versions 1.2 (2017) and 2021 (XSD "2021-2"), namespace
 http://illtransactions.org/2013/iso18626. A document is validated against the
@@ -13,12 +14,25 @@ version it names in `version` and, when that fails, against the other one
 
 Leniencies, each one for what real ILL systems send and each documented in the
 README: an empty optional element (`<answerYesNo />`, `<offeredCosts />`, or one
-whose whole content is empty) counts as absent; a document in no namespace is
-read as if in the ISO 18626 one; `version` is accepted unqualified as well as
-qualified (`ill:version`); the `scheme` attribute of open code values has no
-place in the JSON form and is not kept. Anything else the XSD does not allow is
-refused with an ISO 18626 errorType and an errorValue naming the element by its
-path (`request.header.timestamp: ...`).
+whose whole content is empty) counts as absent, and so does an empty element that
+only the other version has (ReShare's `<authorId></authorId>` in a 1.2 request); a
+1.2 header without `multipleItemRequestId` (an erratum) or, in a request, without
+`supplyingAgencyId` (ReShare: the hub chooses) is read as if they were there, empty;
+a Notification (supplyingAgencyMessage) may leave its status empty or out, and its
+`lastChange` or whole `statusInfo` with it ("no change": Alma, Rapido, mod-rs), and so
+may a CancelResponse with its answerYesNo (mod-rs declines a cancel so);
+a document in no namespace is read as if in the ISO 18626 one; `version` and
+`scheme` are accepted unqualified as well as qualified (`ill:version`). Anything
+else the XSD does not allow is refused with an ISO 18626 errorType and an errorValue
+naming the element by its path (`request.header.timestamp: ...`).
+
+The `scheme` attribute of an open value is kept, beside the value, as
+`<element>@scheme` (see `schemas/iso18626_versions.py`), and written back out.
+
+Where 1.2 and 2021 differ, `schemas/iso18626_versions.py` has the mapping table: a
+2021 document is read into 1.2's names and places (`from_2021`), and the JSON is
+made ready for the target version before it is written (`to_version`): renamed and
+moved elements, repetitions, and the note form for what the target has no element for.
 """
 
 from __future__ import annotations
@@ -27,8 +41,6 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
 from typing import Any, TypeAlias
 
 import xmlschema
@@ -36,24 +48,22 @@ from lxml import etree
 from pydantic import BaseModel
 
 from schemas.iso18626 import MESSAGE_MODELS, NAMESPACE, MessageError
-from schemas.iso18626_codes import ErrorType, MessageType
+from schemas.iso18626_codes import ErrorType, MessageType, ReasonForMessage, YesNo
+from schemas.iso18626_versions import SCHEME, Occurrence, from_2021, occurrences, put, to_version
+from schemas.iso18626_xsd import ROOT, VERSIONS, XS, XSD_DIR, XSD_FILES, has_scheme, schema
+from schemas.iso18626_xsd import elements as _elements
 
-XSD_DIR = Path(__file__).resolve().parent / "xsd"
-XSD_FILES = {"1.2": "ISO-18626-v1_2.xsd", "2021": "ISO-18626-2021-2.xsd"}
-VERSIONS = tuple(XSD_FILES)
-ROOT = "ISO18626Message"
-_XS = "{http://www.w3.org/2001/XMLSchema}"
+# The XSD names have lived here before schemas/iso18626_xsd.py; they stay importable.
+__all__ = ["NAMESPACE", "ROOT", "VERSIONS", "XSD_DIR", "XSD_FILES", "XmlMessage",
+           "XmlMessageError", "XmlOut", "read_xml", "schema", "to_xml", "version_of"]
+
 _VERSION_ATTR = f"{{{NAMESPACE}}}version"
+_SCHEME_ATTR = f"{{{NAMESPACE}}}scheme"
 
 # No DTDs, no entities, no network: a peer's document is untrusted input.
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
                           dtd_validation=False, huge_tree=False, remove_comments=True,
                           remove_pis=True)
-
-
-@cache
-def schema(version: str) -> xmlschema.XMLSchema:
-    return xmlschema.XMLSchema(str(XSD_DIR / XSD_FILES[version]))
 
 
 def version_of(declared: str | None) -> str | None:
@@ -134,24 +144,42 @@ def read_xml(raw: bytes) -> XmlMessage:
     wanted = version_of(declared)
     order = [wanted] if wanted else []
     order += [v for v in VERSIONS if v not in order]
+    # (version, whether a 1.2 request may lack supplyingAgencyId): a document that says
+    # 1.2 gets that leniency at once; one that names no version only when no version
+    # reads it as it is.
+    attempts = [(version, version == wanted == "1.2") for version in order]
+    if wanted is None:
+        attempts.append(("1.2", True))
     best: XmlMessageError | None = None
-    for version in order:
+    for version, lenient in attempts:
         tree = _copy(root)
-        pruned = _prune_empty(tree, schema(version).elements[ROOT])
+        pruned = _Pruned()
+        _prune_empty(tree, schema(version).elements[ROOT], _other_root(version), pruned)
         erratum = version == "1.2" and _add_multiple_item_request_id(tree)
+        chooses = lenient and _add_supplying_agency_id(tree)
+        unchanged = _stand_in_for_no_status(tree)
+        if lenient and not chooses and wanted is None:
+            continue  # the same document as in the attempt without the leniency
         if tree.get(_VERSION_ATTR) is None:
             tree.set(_VERSION_ATTR, declared)
         problem = _first_problem(version, tree, kind)
         if problem is None:
-            body = _to_json(tree, schema(version))
-            notes = [*leniencies]
-            if pruned:
-                notes.append(f"{pruned} empty optional element(s) read as absent")
-            if erratum:
-                notes.append("header.multipleItemRequestId missing (1.2 erratum) accepted")
             if kind is None:
                 raise XmlMessageError(ErrorType.BADLY_FORMED_MESSAGE,
                                       "the document's root element is not a message type")
+            body = _to_json(tree, schema(version))
+            _drop_stand_ins(body, unchanged)
+            if version == "2021":
+                body = {str(kind): from_2021(str(kind), body[str(kind)])}
+            notes = [*leniencies, *pruned.notes(version)]
+            if erratum:
+                notes.append("header.multipleItemRequestId missing (1.2 erratum) accepted")
+            if chooses:
+                notes.append("request header.supplyingAgencyId missing (1.2) accepted: "
+                             "the hub chooses")
+            if unchanged:
+                notes.append(f"{_reason_of(tree)} without {' and '.join(unchanged)} "
+                             "accepted: no change of status")
             return XmlMessage(kind=kind, body=body, version=version, declared=declared,
                               leniencies=notes)
         # The sender's own version has the useful complaint; when it named none, the
@@ -163,6 +191,95 @@ def read_xml(raw: bytes) -> XmlMessage:
                               "no ISO 18626 version this hub knows could read the document")
     best.header = _salvage_header(root, kind)
     raise best
+
+
+def _add_supplying_agency_id(tree: etree._Element) -> bool:
+    """A 1.2 request header must name a supplier, empty or not; current ReShare leaves
+    the element out ("the supplying Agency details get filled out later", mod-rs). Supply
+    it empty, which means: the hub chooses."""
+    message = next((c for c in tree if isinstance(c.tag, str)), None)
+    if message is None or etree.QName(message).localname != MessageType.REQUEST:
+        return False
+    header = message.find(f"{{{NAMESPACE}}}header")
+    if header is None or header.find(f"{{{NAMESPACE}}}supplyingAgencyId") is not None:
+        return False
+    empty = etree.Element(f"{{{NAMESPACE}}}supplyingAgencyId")
+    for name in ("agencyIdType", "agencyIdValue"):
+        etree.SubElement(empty, f"{{{NAMESPACE}}}{name}")
+    header.insert(0, empty)
+    return True
+
+
+# What stands in, for validation only, for the status a Notification may leave out.
+_STAND_INS = {"status": "RequestReceived", "lastChange": "1970-01-01T00:00:00Z"}
+
+
+def _reason_of(tree: etree._Element) -> str:
+    """A supplyingAgencyMessage's reasonForMessage ('' for any other message)."""
+    message = next((c for c in tree if isinstance(c.tag, str)), None)
+    if message is None or \
+            etree.QName(message).localname != MessageType.SUPPLYING_AGENCY_MESSAGE:
+        return ""
+    return (message.findtext(f"{{{NAMESPACE}}}messageInfo/{{{NAMESPACE}}}reasonForMessage")
+            or "").strip()
+
+
+def _may_leave_status_out(message: etree._Element, reason: str) -> bool:
+    """A Notification, or a CancelResponse whose answerYesNo says what happened."""
+    if reason == ReasonForMessage.NOTIFICATION:
+        return True
+    answer = message.findtext(f"{{{NAMESPACE}}}messageInfo/{{{NAMESPACE}}}answerYesNo")
+    return reason == ReasonForMessage.CANCEL_RESPONSE and \
+        (answer or "").strip() in (YesNo.Y, YesNo.N)
+
+
+def _stand_in_for_no_status(tree: etree._Element) -> list[str]:
+    """A supplyingAgencyMessage whose reasonForMessage is Notification carries a note and
+    changes no status (ARCHITECTURE §3.4); Alma and Rapido leave `status` empty or out,
+    mod-rs leaves out `lastChange`, and its CancelResponse declining a cancel has no
+    statusInfo at all. Both XSDs require them: stand-ins are put in for the validation
+    and taken out of the JSON again. Returns what stood in (statusInfo, or status and/or
+    lastChange)."""
+    message = next((c for c in tree if isinstance(c.tag, str)), None)
+    if message is None or not _may_leave_status_out(message, _reason_of(tree)):
+        return []
+    info = message.find(f"{{{NAMESPACE}}}statusInfo")
+    if info is None:
+        after = message.find(f"{{{NAMESPACE}}}messageInfo")
+        if after is None:
+            return []
+        info = etree.Element(f"{{{NAMESPACE}}}statusInfo")
+        after.addnext(info)
+        for name, text in _STAND_INS.items():
+            etree.SubElement(info, f"{{{NAMESPACE}}}{name}").text = text
+        return ["statusInfo"]
+    stood: list[str] = []
+    for name, text in _STAND_INS.items():
+        found = info.find(f"{{{NAMESPACE}}}{name}")
+        if found is not None and (found.text or "").strip():
+            continue
+        if found is None:
+            found = etree.Element(f"{{{NAMESPACE}}}{name}")
+            if name == "status":
+                info.insert(0, found)
+            else:
+                info.append(found)
+        found.text = text
+        stood.append(name)
+    return stood
+
+
+def _drop_stand_ins(body: dict[str, Any], stood: list[str]) -> None:
+    inner = body.get(MessageType.SUPPLYING_AGENCY_MESSAGE)
+    if not stood or not isinstance(inner, dict):
+        return
+    if stood == ["statusInfo"]:
+        inner.pop("statusInfo", None)
+        return
+    info = inner.get("statusInfo")
+    if isinstance(info, dict):
+        for name in stood:
+            info.pop(name, None)
 
 
 def _add_multiple_item_request_id(tree: etree._Element) -> bool:
@@ -207,35 +324,48 @@ def _kind_of(root: etree._Element) -> MessageType | None:
     return None
 
 
-def _elements(decl: Any) -> dict[str, Any]:
-    """Child element declarations of a complex element, by local name, in XSD order."""
-    content = getattr(decl.type, "content", None)
-    if content is None or not hasattr(content, "iter_elements"):
-        return {}
-    return {child.local_name: child for child in content.iter_elements()}
-
-
 def _deep_empty(el: etree._Element) -> bool:
     return all(not (e.text or "").strip() for e in el.iter() if isinstance(e.tag, str))
 
 
-def _prune_empty(el: etree._Element, decl: Any) -> int:
-    """Drop empty optional elements (a common vendor habit); returns how many."""
+@dataclass
+class _Pruned:
+    optional: int = 0   # empty optional elements removed
+    foreign: int = 0    # empty elements only the other version has, removed
+
+    def notes(self, version: str) -> list[str]:
+        other = next(v for v in VERSIONS if v != version)
+        return ([f"{self.optional} empty optional element(s) read as absent"]
+                * bool(self.optional)
+                + [f"{self.foreign} empty element(s) of ISO 18626 {other} only read as absent"]
+                * bool(self.foreign))
+
+
+def _other_root(version: str) -> Any:
+    return schema(next(v for v in VERSIONS if v != version)).elements[ROOT]
+
+
+def _prune_empty(el: etree._Element, decl: Any, other: Any, pruned: _Pruned) -> None:
+    """Drop empty optional elements (a common vendor habit), and empty elements that the
+    other version has at this place (`other`: its declaration of `el`, or None)."""
     known = _elements(decl)
-    removed = 0
+    theirs = _elements(other) if other is not None else {}
     for child in list(el):
         if not isinstance(child.tag, str):
             # A comment or processing instruction: lxml gives it a function as tag, which
             # lxml-stubs does not know (it types `tag` as str).
             continue  # type: ignore[unreachable]
-        child_decl = known.get(etree.QName(child).localname)
+        name = etree.QName(child).localname
+        child_decl = known.get(name)
         if child_decl is None:
+            if name in theirs and _deep_empty(child):
+                el.remove(child)
+                pruned.foreign += 1
             continue
-        removed += _prune_empty(child, child_decl)
+        _prune_empty(child, child_decl, theirs.get(name), pruned)
         if child_decl.min_occurs == 0 and _deep_empty(child):
             el.remove(child)
-            removed += 1
-    return removed
+            pruned.optional += 1
 
 
 def _wire_path(xpath: str | None) -> str:
@@ -358,7 +488,7 @@ def _leaf_kind(decl: Any) -> str:
     if not t.is_simple():
         return "text"
     for builtin, label in (("boolean", "bool"), ("integer", "int")):
-        if t.is_derived(decl.schema.maps.types[f"{_XS}{builtin}"]):
+        if t.is_derived(decl.schema.maps.types[f"{XS}{builtin}"]):
             return label
     return "text"
 
@@ -410,7 +540,8 @@ def _element_json(el: etree._Element, decl: Any, model: type[BaseModel] | None) 
     known = _elements(decl)
     if not known:
         return _json_leaf(el.text, decl)
-    out: dict[str, Any] = {}
+    found: dict[str, list[Occurrence]] = {}
+    as_list: dict[str, bool] = {}
     for child in el:
         if not isinstance(child.tag, str) or _deep_empty(child):
             continue  # an empty required element (1.2's request supplyingAgencyId) = absent
@@ -419,14 +550,14 @@ def _element_json(el: etree._Element, decl: Any, model: type[BaseModel] | None) 
         is_list, sub = _shape(model, name)
         if is_list is None:  # not in the JSON models: the XSD decides
             is_list = child_decl.max_occurs is None or child_decl.max_occurs > 1
-        value = _element_json(child, child_decl, sub)
-        if is_list:
-            out.setdefault(name, []).append(value)
-        elif name in out:  # repeated although the JSON contract has one: the model refuses
-            previous = out[name]
-            out[name] = [*(previous if isinstance(previous, list) else [previous]), value]
-        else:
-            out[name] = value
+        as_list[name] = is_list
+        # Repeated although the JSON contract has one: an array, which the model refuses
+        # unless the versions table keeps it (a 2021 repetition).
+        found.setdefault(name, []).append((_element_json(child, child_decl, sub),
+                                           child.get(_SCHEME_ATTR) or None))
+    out: dict[str, Any] = {}
+    for name, occurs in found.items():
+        put(out, name, occurs, as_list=as_list[name])
     return out
 
 
@@ -463,15 +594,19 @@ def _loose(el: etree._Element) -> _Loose:
 class XmlOut:
     data: bytes
     dropped: list[str]   # JSON fields the target XSD has no element for (not sent)
+    noted: list[str] = field(default_factory=list)  # sent as note lines (versions table)
 
 
 def to_xml(body: dict[str, Any], version: str = "1.2", *, validate: bool = True) -> XmlOut:
     """The ISO18626Message for a JSON body `{kind: {...}}`, in XSD order for `version`.
 
-    Fields the target schema has no element for (the hub's `hubExtensions`, 2021-only
-    elements in a 1.2 document) cannot be sent and are listed in `dropped`. Required
-    elements missing from the JSON are written empty when the XSD allows an empty
-    value (1.2's request header wants `supplyingAgencyId` and `multipleItemRequestId`).
+    Elements the other version has are written as the versions table says (renamed,
+    moved, or as note lines, listed in `noted`). Fields that cannot be sent (the hub's
+    `hubExtensions`, fields of neither XSD, what the table drops) are listed in
+    `dropped`. Required elements missing from the JSON are written empty when the XSD
+    allows an empty value (1.2's request header wants `supplyingAgencyId` and
+    `multipleItemRequestId`). The `<element>@scheme` of an open value becomes its
+    `scheme` attribute.
     """
     if version not in XSD_FILES:
         raise ValueError(f"ISO 18626 version {version!r}; known: {', '.join(VERSIONS)}")
@@ -481,39 +616,46 @@ def to_xml(body: dict[str, Any], version: str = "1.2", *, validate: bool = True)
     root = etree.Element(f"{{{NAMESPACE}}}{ROOT}",
                          nsmap={None: NAMESPACE, "ill": NAMESPACE})  # type: ignore[dict-item]
     root.set(_VERSION_ATTR, version)
-    dropped: list[str] = []
+    bridged = to_version(kind, inner, version)
+    dropped = [*bridged.dropped]
     message = etree.SubElement(root, f"{{{NAMESPACE}}}{kind}")
-    _fill(message, xsd.elements[kind], _bridge(kind, inner, version), kind, dropped)
+    _fill(message, xsd.elements[kind], bridged.inner, kind, dropped)
     if validate:
         problem = _first_problem(version, root, MessageType(kind))
         if problem is not None:
             raise XmlMessageError(problem.error_type, problem.error_value,
                                   kind=MessageType(kind), version=version)
     data = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
-    return XmlOut(data=data, dropped=dropped)
+    return XmlOut(data=data, dropped=dropped, noted=bridged.noted)
 
 
 def _fill(el: etree._Element, decl: Any, value: dict[str, Any], path: str,
           dropped: list[str]) -> None:
     known = _elements(decl)
     for name in value:
-        if name not in known and value[name] is not None:
+        if value[name] is None:
+            continue
+        base = name.removesuffix(SCHEME)
+        if base not in known or (base != name and (value.get(base) is None
+                                                   or not has_scheme(known[base]))):
             dropped.append(f"{path}.{name}")
     for name, child_decl in known.items():
-        given = value.get(name)
-        if given is None or given == []:
+        occurs = occurrences(value, name)
+        if not occurs:
             if child_decl.min_occurs > 0 and _emptyable(child_decl) and \
                     not _in_choice(decl, name):
                 _fill(etree.SubElement(el, f"{{{NAMESPACE}}}{name}"), child_decl, {},
                       f"{path}.{name}", dropped)
             continue
-        for item in given if isinstance(given, list) else [given]:
+        for item, scheme in occurs:
             child = etree.SubElement(el, f"{{{NAMESPACE}}}{name}")
             if _elements(child_decl):
                 _fill(child, child_decl, item if isinstance(item, dict) else {},
                       f"{path}.{name}", dropped)
-            else:
-                child.text = _xml_text(item)
+                continue
+            child.text = _xml_text(item)
+            if scheme is not None and has_scheme(child_decl):
+                child.set(_SCHEME_ATTR, scheme)
 
 
 def _xml_text(value: Any) -> str:
@@ -546,33 +688,3 @@ def _groups(group: Any) -> list[Any]:
     for item in group:
         found.extend(_groups(item))
     return found
-
-
-# 2021 renamed or moved a few 1.2 elements; the JSON contract keeps 1.2's names.
-_RENAMED_2021 = {"deliveryInfo": {"sentVia": "deliveryMethod", "deliveredFormat": "itemFormat"}}
-_MOVED_2021 = {"messageInfo": ("retryInfo", ("offeredCosts", "retryAfter", "retryBefore"))}
-
-
-def _bridge(kind: str, inner: dict[str, Any], version: str) -> dict[str, Any]:
-    """The JSON contract's 1.2 spellings in 2021 form, when writing a 2021 document."""
-    if version != "2021" or kind != MessageType.SUPPLYING_AGENCY_MESSAGE:
-        return inner
-    out = dict(inner)
-    for parent, renames in _RENAMED_2021.items():
-        if isinstance(out.get(parent), dict):
-            part = dict(out[parent])
-            for old, new in renames.items():
-                if old in part and new not in part:
-                    part[new] = part.pop(old)
-            out[parent] = part
-    for parent, (target, names) in _MOVED_2021.items():
-        if isinstance(out.get(parent), dict):
-            part = dict(out[parent])
-            moved = {n: part.pop(n) for n in names if n in part}
-            if moved:
-                retry = dict(out.get(target) or {})
-                for n, v in moved.items():
-                    retry.setdefault(n, v)
-                out[target] = retry
-            out[parent] = part
-    return out
