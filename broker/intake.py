@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 import asyncpg
 from pydantic import BaseModel
 
+from broker.profiles import normalise_at_intake
 from infra import observability
 from infra.database import Connection
 from infra.outbox import OUTBOX_INSERT, Outgoing, outbox_columns
@@ -266,7 +267,9 @@ class Intake:
         read = gated or _read_body(inbound)
         if isinstance(read, Problem):
             return await self._refuse_problem(conn, batch, inbound, guess, read)
-        raw = read.raw
+        # The edge (broker/profiles/): open vocabularies spelt the hub's way; a body it
+        # changes is kept as received.
+        raw = await normalise_at_intake(conn, inbound, read.raw)
         guess = _kind_in_body(raw) or guess
         parsed = _parse(inbound, raw)
         if isinstance(parsed, Problem):

@@ -12,6 +12,14 @@ UnrecognisedDataValue naming it. `Step.SAME` keeps the state; `Step.ADVANCE` mea
 the supplier gave up (Unfilled): the rota moves on and the state is decided by what
 comes next. `None` refuses an event that the row's base would allow.
 
+A supplier's status that the transaction has already left behind (`PASSED`: WillSupply
+while Loaned, say) is `Step.STALE`: a re-sent or overtaken message, answered OK, the
+state kept. A status the transaction can never reach from where it is (Loaned for a
+copy, a delivery after Cancelled) is refused. A supplier's message whose
+reasonForMessage is Notification is no event of these tables at all: it never moves
+the state, whatever status it carries (`Event.NOTIFICATION` in the audit log).
+ARCHITECTURE §3.4 rule 5 gives the standard's reasons.
+
 CopyOrLoan requests follow the union of both tables until the supplier delivers;
 its first delivery status (CopyCompleted or Loaned) decides which table applies.
 
@@ -69,6 +77,10 @@ class Event(StrEnum):
     ACTION_SHIPPED_RETURN = "action:ShippedReturn"
     ACTION_SHIPPED_FORWARD = "action:ShippedForward"
     ACTION_NOTIFICATION = "action:Notification"
+    # A supplier's message with reasonForMessage Notification: a note, whatever its status.
+    NOTIFICATION = "reason:Notification"
+    # A supplier's CancelResponse answering N without a status: the request goes on.
+    CANCEL_DECLINED = "reason:CancelResponse"
 
     @classmethod
     def of_status(cls, status: Status) -> Event:
@@ -106,6 +118,7 @@ class Step(StrEnum):
 
     SAME = "="
     ADVANCE = "→next supplier"
+    STALE = "= (passed already: kept)"
 
 
 ADVANCE: Final = Step.ADVANCE
@@ -145,9 +158,12 @@ _OPEN: Row = {
 _RETRY: Row = {**_ALWAYS, E.ACTION_CANCEL: S.CANCELLED, E.STATUS_UNFILLED: Step.ADVANCE,
                E.STATUS_CANCELLED: S.CANCELLED, E.STATUS_RETRY_POSSIBLE: Step.SAME}
 
+# WillSupply is further than ExpectToSupply: reported again afterwards, it is stale.
+_WILL: Row = {**_OPEN, E.STATUS_EXPECT_TO_SUPPLY: Step.STALE}
+
 NON_RETURNABLE: dict[State, Row] = {
     S.EXPECT_TO_SUPPLY: {**_OPEN, E.STATUS_COPY_COMPLETED: S.COPY_COMPLETED},
-    S.WILL_SUPPLY: {**_OPEN, E.STATUS_COPY_COMPLETED: S.COPY_COMPLETED},
+    S.WILL_SUPPLY: {**_WILL, E.STATUS_COPY_COMPLETED: S.COPY_COMPLETED},
     S.RETRY_POSSIBLE: _RETRY,
     S.COPY_COMPLETED: {**_ALWAYS, E.ACTION_RECEIVED: Step.SAME,
                        E.STATUS_COPY_COMPLETED: Step.SAME},
@@ -168,7 +184,7 @@ _ON_LOAN: Row = {
 
 RETURNABLE: dict[State, Row] = {
     S.EXPECT_TO_SUPPLY: {**_OPEN, E.STATUS_LOANED: S.LOANED},
-    S.WILL_SUPPLY: {**_OPEN, E.STATUS_LOANED: S.LOANED},
+    S.WILL_SUPPLY: {**_WILL, E.STATUS_LOANED: S.LOANED},
     S.RETRY_POSSIBLE: _RETRY,
     S.LOANED: {**_ON_LOAN, E.ACTION_RECEIVED: S.RECEIVED},
     S.RECEIVED: {**_ON_LOAN, E.ACTION_RECEIVED: Step.SAME, E.STATUS_LOANED: S.RECEIVED},
@@ -188,6 +204,45 @@ RETURNABLE: dict[State, Row] = {
 
 # The ISO 18626 status shown for a state (StatusRequest answers, events).
 ISO_STATUS = {S.RECEIVED: Status.LOANED, S.SHIPPED_RETURN: Status.LOANED}
+
+# The statuses a transaction has left behind on its way to a state, along the standard's
+# order (RequestReceived, ExpectToSupply, WillSupply, then the delivery, then its end).
+# A supplier reporting one of them again is stale (Step.STALE), unless the row has an
+# entry for it already (Loaned while Overdue is a renewal, not a step back).
+_BEFORE_SUPPLY = frozenset({Status.REQUEST_RECEIVED, Status.EXPECT_TO_SUPPLY,
+                            Status.WILL_SUPPLY})
+_ON_LOAN_STATUSES = frozenset({Status.LOANED, Status.OVERDUE, Status.RECALLED})
+PASSED: dict[State, frozenset[Status]] = {
+    S.WILL_SUPPLY: frozenset({Status.REQUEST_RECEIVED, Status.EXPECT_TO_SUPPLY}),
+    S.RETRY_POSSIBLE: _BEFORE_SUPPLY,
+    S.LOANED: _BEFORE_SUPPLY,
+    S.RECEIVED: _BEFORE_SUPPLY,
+    S.OVERDUE: _BEFORE_SUPPLY,
+    S.RECALLED: _BEFORE_SUPPLY | {Status.LOANED, Status.OVERDUE},
+    S.SHIPPED_RETURN: _BEFORE_SUPPLY | _ON_LOAN_STATUSES,
+    S.COPY_COMPLETED: _BEFORE_SUPPLY,
+    S.LOAN_COMPLETED: _BEFORE_SUPPLY | _ON_LOAN_STATUSES,
+    S.COMPLETED_WITHOUT_RETURN: _BEFORE_SUPPLY | _ON_LOAN_STATUSES,
+    S.UNFILLED: _BEFORE_SUPPLY,
+    S.CANCELLED: _BEFORE_SUPPLY,
+}
+
+
+def _with_passed(tab: dict[State, Row]) -> None:
+    """Add the stale statuses, and the state's own status repeated (a re-sent message, a
+    CancelResponse to a Cancel the hub sent itself), where the row has no entry yet."""
+    for state, row in tab.items():
+        own = Event.of_status(Status(ISO_STATUS.get(state, state)))
+        row.setdefault(own, Step.SAME)
+        for status in PASSED.get(state, frozenset()):
+            row.setdefault(Event.of_status(status), Step.STALE)
+
+
+# Rows are shared between states (_RETRY): copy them before adding to them.
+NON_RETURNABLE = {state: dict(row) for state, row in NON_RETURNABLE.items()}
+RETURNABLE = {state: dict(row) for state, row in RETURNABLE.items()}
+_with_passed(NON_RETURNABLE)
+_with_passed(RETURNABLE)
 
 del S, E
 
@@ -212,7 +267,8 @@ def table(returnable: bool | None) -> dict[State, Row]:
 
 
 def next_state(returnable: bool | None, state: State, event: Event) -> State | Step | None:
-    """The state after `event`, `Step.ADVANCE`, or None if the model does not allow it."""
+    """The state after `event`, `Step.ADVANCE`, `Step.STALE` (a status passed already:
+    the state is kept), or None if the model does not allow it."""
     target = table(returnable).get(state, {}).get(event)
     if target is None:
         return None
@@ -220,7 +276,10 @@ def next_state(returnable: bool | None, state: State, event: Event) -> State | S
 
 
 def allowed_events(returnable: bool | None, state: State) -> list[Event]:
-    return sorted(e for e, t in table(returnable).get(state, {}).items() if t is not None)
+    """The events that apply in `state` (stale statuses, accepted but changing nothing,
+    are not among them)."""
+    return sorted(e for e, t in table(returnable).get(state, {}).items()
+                  if t is not None and t is not Step.STALE)
 
 
 def iso_status(state: State) -> str:

@@ -8,7 +8,16 @@ they do not clash with 1.2, and the 2021 corrections that made request-header
 `supplyingAgencyId` and `multipleItemRequestId` optional. Where 1.2 and 2021
 disagree (2021 renamed `sentVia` to `deliveryMethod`, made `itemId`, `volume`,
 `deliveryCosts`, `errorData` repeatable, and closed a few more values), 1.2's
-form is the contract; 2021-only forms still pass through as unknown fields.
+form is the contract; 2021-only forms still pass through as unknown fields. Where
+the hub acts on an element that has both forms, one accessor reads either
+(`DeliveryInfo.method`: `sentVia` or 2021's `deliveryMethod`).
+
+One leniency, for what ILL systems send (ARCHITECTURE §3.4): a supplyingAgencyMessage
+whose reasonForMessage is Notification may leave `statusInfo.status` empty or out
+(Alma and Rapido do, to mean "no change"), and `statusInfo.lastChange` or the whole
+`statusInfo` with it; so may a CancelResponse that answers Y or N (ReShare's
+"cancel declined" has no statusInfo: its answer says what happened). Every other
+reason needs both, as the XSD says.
 
 Unknown elements are kept and passed on, never dropped: every model allows
 extra fields, and serialising puts them back verbatim.
@@ -19,7 +28,6 @@ errorType and an errorValue that names the element by its wire path.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -57,6 +65,8 @@ from schemas.iso18626_codes import (
     Status,
     YesNo,
 )
+from schemas.iso18626_errors import MESSAGE_TYPES, explain, json_kind, show
+from schemas.iso18626_errors import MessageError as MessageError
 from schemas.symbols import split_symbol
 
 NAMESPACE = "http://illtransactions.org/2013/iso18626"
@@ -71,6 +81,20 @@ _DATETIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})?")
 _XSD_DECIMAL = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)"
 _DECIMAL = re.compile(_XSD_DECIMAL)
+
+
+def _empty_is_absent(value: Any) -> Any:
+    """An empty (or blank) value stands for a missing element."""
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+def _element_error(element: str, error_type: ErrorType, message: str) -> PydanticCustomError:
+    """A problem with one element below the model being validated (`element` is its wire
+    path from there), reported by `_explain` as `errorType` and `<path>: <message>`."""
+    return PydanticCustomError("element", "{message}", {
+        "element": element, "iso_error": str(error_type), "message": message})
 
 
 def _iso_datetime(value: Any) -> Any:
@@ -336,10 +360,16 @@ class MessageInfo(Iso18626Model):
 
 
 class StatusInfo(Iso18626Model):
-    status: Status
+    """`statusInfo`. `status` and `lastChange` are required unless the message is a
+    Notification (checked by `SupplyingAgencyMessage`); an empty status is no status."""
+
+    status: Annotated[Status | None, BeforeValidator(_empty_is_absent)] = Field(
+        None, description="Required unless messageInfo.reasonForMessage is Notification; "
+                          "empty or absent there means no change")
     expected_delivery_date: DateTime | None = None
     due_date: DateTime | None = None
-    last_change: DateTime
+    last_change: DateTime | None = Field(
+        None, description="Required unless messageInfo.reasonForMessage is Notification")
 
 
 class RetryInfo(Iso18626Model):
@@ -373,6 +403,26 @@ class DeliveryInfo(Iso18626Model):
     service_type: ServiceType | None = None
     delivery_costs: Costs | None = None
     payment_method: str | None = None
+
+    @model_validator(mode="after")
+    def _one_delivery_method(self) -> DeliveryInfo:
+        given = {(v or "").strip().upper() for v in (self.sent_via, self.delivery_method)}
+        given.discard("")
+        if len(given) > 1:
+            raise _element_error(
+                "deliveryMethod", ErrorType.UNRECOGNISED_DATA_VALUE,
+                f"{self.delivery_method!r} contradicts sentVia {self.sent_via!r} (the same "
+                "element in ISO 18626 1.2 and 2021: send one of them)")
+        return self
+
+    @property
+    def method(self) -> str | None:
+        """How the item was sent: 1.2's `sentVia` or 2021's `deliveryMethod`, whichever
+        came (they may not disagree), without surrounding blanks; None if neither."""
+        for value in (self.sent_via, self.delivery_method):
+            if value and value.strip():
+                return value.strip()
+        return None
 
 
 class ShippingInfo(Iso18626Model):
@@ -418,11 +468,67 @@ class RequestConfirmation(Iso18626Model):
 class SupplyingAgencyMessage(Iso18626Model):
     header: MessageHeader
     message_info: MessageInfo
-    status_info: StatusInfo
+    status_info: StatusInfo | None = Field(
+        None, description="Required, with its status and lastChange, unless "
+                          "messageInfo.reasonForMessage is Notification (ARCHITECTURE §3.4)")
     retry_info: RetryInfo | None = None
     delivery_info: DeliveryInfo | None = None
     shipping_info: ShippingInfo | None = None
     return_info: ReturnInfo | None = None
+
+    @model_validator(mode="after")
+    def _status_unless_notification(self) -> SupplyingAgencyMessage:
+        """A Notification carries a note and changes no status, and a CancelResponse's
+        answer says what happened, so either may leave the status out (ARCHITECTURE
+        §3.4); any other message reports one."""
+        if self.is_notification or self.answers_cancel:
+            return self
+        info = self.status_info
+        if info is None:
+            raise _element_error("statusInfo", ErrorType.BADLY_FORMED_MESSAGE,
+                                 "required element missing")
+        if info.status is None:
+            raise _element_error(
+                "statusInfo.status", ErrorType.BADLY_FORMED_MESSAGE,
+                "required element missing (only a message whose reasonForMessage is "
+                "Notification may leave it empty)")
+        if info.last_change is None:
+            raise _element_error("statusInfo.lastChange", ErrorType.BADLY_FORMED_MESSAGE,
+                                 "required element missing")
+        return self
+
+    @property
+    def is_notification(self) -> bool:
+        """reasonForMessage Notification: a note, never a change of status."""
+        return self.message_info.reason_for_message == ReasonForMessage.NOTIFICATION
+
+    @property
+    def answers_cancel(self) -> bool:
+        """reasonForMessage CancelResponse with its answerYesNo."""
+        return self.message_info.reason_for_message == ReasonForMessage.CANCEL_RESPONSE \
+            and self.message_info.answer_yes_no is not None
+
+    @property
+    def status(self) -> Status | None:
+        """The status the supplier reports. Left out, a CancelResponse's Y means
+        Cancelled; None only in a Notification or a declined (N) CancelResponse, which
+        change nothing."""
+        if self.status_info is not None and self.status_info.status is not None:
+            return self.status_info.status
+        if self.answers_cancel and self.message_info.answer_yes_no == YesNo.Y:
+            return Status.CANCELLED
+        return None
+
+    @property
+    def charged_costs(self) -> Costs | None:
+        """What the supplier charges in this message: `deliveryInfo.deliveryCosts`.
+
+        `messageInfo.offeredCosts` is, by the standard, an offer for the requester to
+        accept (a retry's price, a condition; 2021 moved it into retryInfo), never the
+        charge. A system that bills there (Alma) has its peer profile copy it into
+        deliveryCosts at the edge (broker/profiles), before the message gets here.
+        """
+        return self.delivery_info.delivery_costs if self.delivery_info else None
 
 
 class SupplyingAgencyMessageConfirmation(Iso18626Model):
@@ -463,93 +569,10 @@ CONFIRMATION_OF: dict[MessageType, MessageType] = {
 # --------------------------------------------------------------------------
 
 
-class MessageError(Exception):
-    """Why a message body is not an acceptable ISO 18626 message, in ISO 18626 terms."""
-
-    def __init__(self, error_type: ErrorType, error_value: str) -> None:
-        super().__init__(f"{error_type}: {error_value}")
-        self.error_type = error_type
-        self.error_value = error_value
-
-
-_MESSAGE_TYPES = ", ".join(MessageType)
-_DATETIME_HINT = "an ISO 8601 dateTime such as 2024-05-01T08:30:00Z"
-_EXPECTED: dict[str, str] = {
-    "string_type": "a string",
-    "string_sub_type": "a string",
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "an integer",
-    "int_parsing_size": "an integer of a sensible size",
-    "bool_type": "a boolean (true or false)",
-    "bool_parsing": "a boolean (true or false)",
-    "model_type": "an object",
-    "model_attributes_type": "an object",
-    "dict_type": "an object",
-    "list_type": "an array",
-    "iso_datetime": _DATETIME_HINT,
-    "decimal_text": 'a decimal string such as "12.50"',
-    "decimal_range": "an amount below 1,000,000,000,000,000",
-}
-
-
-def _wire_path(root: str, loc: tuple[int | str, ...]) -> str:
-    path = root
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return path
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return repr(value if len(value) <= 80 else value[:77] + "...")
-    return json.dumps(value, default=str)
-
-
-def _explain(root: str, error: Mapping[str, Any]) -> MessageError:
-    """One pydantic error as the ISO 18626 error a sender can act on."""
-    kind = error["type"]
-    path = _wire_path(root, tuple(error["loc"]))
-    value = error.get("input")
-    ctx = error.get("ctx") or {}
-    if kind == "missing" or (value is None and error["loc"]
-                             and isinstance(error["loc"][-1], str)):
-        # JSON null for a required element is the same as leaving it out.
-        return MessageError(ErrorType.BADLY_FORMED_MESSAGE, f"{path}: required element missing")
-    if kind == "xsd_choice":
-        return MessageError(ErrorType.BADLY_FORMED_MESSAGE, f"{path}: {error['msg']}")
-    if kind == "enum":
-        allowed = ", ".join(re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
-        return MessageError(ErrorType.UNRECOGNISED_DATA_VALUE,
-                            f"{path}: {_show(value)} is not one of {allowed}")
-    if kind == "greater_than_equal":
-        return MessageError(ErrorType.UNRECOGNISED_DATA_VALUE,
-                            f"{path}: {_show(value)} is less than {ctx.get('ge')}")
-    if kind in _EXPECTED:
-        expected = _EXPECTED[kind]
-    elif kind.startswith(("datetime_", "date_", "time_", "timezone_")):
-        expected = _DATETIME_HINT
-    elif kind.startswith("decimal_"):
-        expected = _EXPECTED["decimal_text"]
-    else:
-        return MessageError(ErrorType.UNRECOGNISED_DATA_VALUE,
-                            f"{path}: {_show(value)}: {error['msg']}")
-    return MessageError(ErrorType.UNRECOGNISED_DATA_VALUE,
-                        f"{path}: {_show(value)} is not {expected}")
-
-
 def parse_message(body: Any) -> tuple[MessageType, BaseModel]:
     """Validate a whole message body `{messageType: {...}}`; MessageError if unacceptable."""
     if not isinstance(body, dict):
-        got = "an array" if isinstance(body, list) else f"a JSON {_json_kind(body)}"
+        got = "an array" if isinstance(body, list) else f"a JSON {json_kind(body)}"
         raise MessageError(ErrorType.BADLY_FORMED_MESSAGE,
                            "the message body must be a JSON object with one key, the message "
                            f"type; got {got}")
@@ -563,29 +586,17 @@ def parse_message(body: Any) -> tuple[MessageType, BaseModel]:
         kind = MessageType(key)
     except ValueError:
         raise MessageError(ErrorType.UNRECOGNISED_DATA_ELEMENT,
-                           f"{_show(key)} is not an ISO 18626 message type; expected one of "
-                           f"{_MESSAGE_TYPES}") from None
+                           f"{show(key)} is not an ISO 18626 message type; expected one of "
+                           f"{MESSAGE_TYPES}") from None
     if not isinstance(inner, dict):
         raise MessageError(ErrorType.BADLY_FORMED_MESSAGE,
-                           f"{kind}: the message must be a JSON object, not {_show(inner)}")
+                           f"{kind}: the message must be a JSON object, not {show(inner)}")
     try:
         # Wire names only: a snake_case key is an unknown element, kept as such.
         model = MESSAGE_MODELS[kind].model_validate(inner, by_alias=True, by_name=False)
     except ValidationError as exc:
-        raise _explain(str(kind), exc.errors(include_url=False)[0]) from None
+        raise explain(str(kind), exc.errors(include_url=False)[0]) from None
     return kind, model
-
-
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return type(value).__name__
 
 
 def dump_message(kind: MessageType, model: BaseModel) -> dict[str, Any]:

@@ -144,3 +144,51 @@ async def test_an_operator_refunds_a_charge_once_and_the_ledger_still_checks(
     assert code == 0, out + err
     code, out, _ = await run(settings, "ledger", "show", bj.symbol)
     assert code == 0 and txn["id"] in out
+
+
+# --------------------------------------------------------------------------
+# Costs in messageInfo.offeredCosts (issue 15, failure 6, its generic part). By the
+# standard offeredCosts is an offer (a retry's price, a condition; 2021 moved it into
+# retryInfo), the charge is deliveryInfo.deliveryCosts: a supplier that sends only
+# offeredCosts on its billable status is billed the quote. A system that bills in
+# offeredCosts (Alma) has its peer profile copy it into deliveryCosts at the edge.
+# --------------------------------------------------------------------------
+
+
+def offered(bj: str, req: str, request_id: str, amount: str) -> dict[str, Any]:
+    """Alma's way: the charge in messageInfo.offeredCosts, no deliveryCosts."""
+    return supplier_message(bj, req, request_id, "CopyCompleted",
+                            offeredCosts={"currencyCode": "CNY", "monetaryValue": amount},
+                            note=f"Cost: {amount} CNY")
+
+
+async def test_offered_costs_alone_are_an_offer_and_the_quote_is_billed(priced, pool) -> None:
+    req, bj = priced["req"], priced["bj"]
+    await start(priced, "OC-1", max_cost="9.00")
+    await bj.next("request")
+    await bj.send("supplyingAgencyMessage", offered(bj.symbol, req.symbol, "OC-1", "15.00"))
+    await bj.confirmed()  # not refused as above the quote: it is not a charge
+    relayed = await req.status("CopyCompleted")
+    assert relayed.content["messageInfo"]["offeredCosts"]["monetaryValue"] == "15.00"
+    txn = await _txn(pool, req.symbol, "OC-1")
+    [posting] = await pool.fetch("SELECT fee_minor FROM ledger_posting "
+                                 "WHERE transaction_id = $1", txn["id"])
+    assert posting["fee_minor"] == 800  # Beijing's quote, not the offer
+    assert await of_transaction(pool, txn["id"]) == []
+
+
+async def test_delivery_costs_are_the_charge_beside_offered_costs(priced, pool) -> None:
+    # What an Alma supplier's message is once its profile has copied the charge.
+    req, bj = priced["req"], priced["bj"]
+    await start(priced, "OC-2", max_cost="9.00")
+    await bj.next("request")
+    both = offered(bj.symbol, req.symbol, "OC-2", "7.50")
+    both["supplyingAgencyMessage"]["deliveryInfo"] = {
+        "dateSent": messages.now(),
+        "deliveryCosts": {"currencyCode": "CNY", "monetaryValue": "7.50"}}
+    await bj.send("supplyingAgencyMessage", both)
+    await bj.confirmed()
+    await req.status("CopyCompleted")
+    txn = await _txn(pool, req.symbol, "OC-2")
+    assert await pool.fetchval("SELECT fee_minor FROM ledger_posting "
+                               "WHERE transaction_id = $1", txn["id"]) == 750

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -11,10 +12,13 @@ import pytest
 from app.hub import Hub
 from broker.dispatch.policies import load_policy
 from illclient.client import AgencyClient
+from infra.flags import Flag, FlagKind, of_transaction
+from schemas.iso18626_xml import read_xml
 from schemas.settings import Settings
 from tests.support import messages
 from tests.support.delivery import LINK, ftp_upload, home, pdf_bytes, unique_email, with_smtp
 from tests.support.hub import Party
+from tests.support.iso18626_peer import HubClient, XmlPeer
 from tests.support.messages import supplier_message
 from tests.support.network import ISSN
 
@@ -146,3 +150,160 @@ async def test_ebook_loan_is_time_limited_access(delivering_hub, pool) -> None:
                          due="2099-01-01T00:00:00Z")
     assert ext["downloadLimit"] is None  # unlimited until the loan ends
     assert ext["downloadExpires"].startswith("2099-01-01")
+
+
+# --------------------------------------------------------------------------
+# A 2021 supplier: deliveryMethod, not sentVia (issue 15, failure 2). The same file
+# check, link, reader mail and copy_without_valid_file flag as for 1.2's sentVia, read
+# through the one accessor DeliveryInfo.method.
+# --------------------------------------------------------------------------
+
+# A 2021 CopyCompleted as a 2021 ILL system writes it: deliveryMethod and itemFormat
+# (1.2: sentVia, deliveredFormat), no multipleItemRequestId.
+COPY_COMPLETED_2021 = """<?xml version="1.0" encoding="UTF-8"?>
+<ISO18626Message xmlns="http://illtransactions.org/2013/iso18626"
+                 xmlns:ill="http://illtransactions.org/2013/iso18626" ill:version="2021-2">
+  <supplyingAgencyMessage>
+    <header>
+      <supplyingAgencyId>
+        <agencyIdType>{sup_type}</agencyIdType>
+        <agencyIdValue>{sup_value}</agencyIdValue>
+      </supplyingAgencyId>
+      <requestingAgencyId>
+        <agencyIdType>{req_type}</agencyIdType>
+        <agencyIdValue>{req_value}</agencyIdValue>
+      </requestingAgencyId>
+      <timestamp>{now}</timestamp>
+      <requestingAgencyRequestId>{request_id}</requestingAgencyRequestId>
+    </header>
+    <messageInfo>
+      <reasonForMessage>StatusChange</reasonForMessage>
+      <note>Scan uploaded to the hub's FTP drop ({attempt})</note>
+    </messageInfo>
+    <statusInfo>
+      <status>CopyCompleted</status>
+      <lastChange>{now}</lastChange>
+    </statusInfo>
+    <deliveryInfo>
+      <dateSent>{now}</dateSent>
+      <itemId>{item_id}</itemId>
+      <deliveryMethod>FTP</deliveryMethod>
+      <itemFormat>PDF</itemFormat>
+    </deliveryInfo>
+  </supplyingAgencyMessage>
+</ISO18626Message>
+"""
+
+
+def copy_completed_2021_json(sup: str, req: str, request_id: str, item_id: str
+                             ) -> dict[str, Any]:
+    """The same message as an AMQP sender that uses 2021's names sends it."""
+    done = supplier_message(sup, req, request_id, "CopyCompleted",
+                            note="Scan uploaded to the hub's FTP drop")
+    done["supplyingAgencyMessage"]["deliveryInfo"] = {
+        "dateSent": messages.now(), "itemId": item_id, "deliveryMethod": "FTP",
+        "itemFormat": "PDF"}
+    return done
+
+
+async def _flags_of(pool, requester: str, request_id: str) -> list[Flag]:
+    txn = await pool.fetchval("SELECT id FROM ill_transaction WHERE requester = $1 AND "
+                              "request_id = $2", requester, request_id)
+    return await of_transaction(pool, txn)
+
+
+async def _mail_to(smtp, reader: str) -> Any:
+    for _ in range(100):  # the mail sender runs in the hub
+        if smtp.catcher.messages_to(reader):
+            break
+        await asyncio.sleep(0.1)
+    [mail] = smtp.catcher.messages_to(reader)
+    return mail
+
+
+async def _ask(req: Party, request_id: str, reader: str) -> None:
+    body = messages.request(req.symbol, request_id=request_id, issn=ISSN, title="敦煌学辑刊",
+                            patron_id=request_id)
+    body["request"]["patronInfo"]["address"][0]["electronicAddress"][
+        "electronicAddressData"] = reader
+    await req.send("request", body)
+    await req.confirmed()
+    await req.status("ExpectToSupply")
+
+
+async def test_a_2021_copy_by_ftp_over_amqp_is_checked_stored_and_mailed(
+        delivering_hub, dl_smtp, pool) -> None:
+    hub, req, sup, sup_pw = delivering_hub
+    reader = unique_email("reader21")
+    await _ask(req, "FTP21-A", reader)
+    await sup.next("request")
+
+    # The file was never uploaded: refused naming itemId, flagged, nothing advances.
+    await sup.send("supplyingAgencyMessage",
+                   copy_completed_2021_json(sup.symbol, req.symbol, "FTP21-A", "scan-A.pdf"))
+    err = await sup.confirmed(ok=False)
+    assert err.content["errorData"]["errorValue"].startswith(
+        "supplyingAgencyMessage.deliveryInfo.itemId")
+    [flag] = await _flags_of(pool, req.symbol, "FTP21-A")
+    assert flag.kind is FlagKind.COPY_WITHOUT_VALID_FILE and flag.facts["item_id"] == "scan-A.pdf"
+    assert await pool.fetchval("SELECT state FROM ill_transaction WHERE requester = $1 AND "
+                               "request_id = 'FTP21-A'", req.symbol) == "ExpectToSupply"
+
+    await asyncio.to_thread(ftp_upload, hub.ftp, sup.symbol, sup_pw, "scan-A.pdf",
+                            pdf_bytes(30_000))
+    await sup.send("supplyingAgencyMessage",
+                   copy_completed_2021_json(sup.symbol, req.symbol, "FTP21-A", "scan-A.pdf"))
+    await sup.confirmed()
+    relayed = await req.status("CopyCompleted")
+    assert relayed.content["hubExtensions"]["patronMailed"] is True
+    mail = await _mail_to(dl_smtp, reader)
+    assert "敦煌学辑刊" in str(mail["Subject"])
+    assert LINK.findall(mail.get_body(("plain",)).get_content())
+
+
+async def test_a_2021_copy_by_ftp_over_http_is_checked_stored_and_mailed(
+        delivering_hub, dl_smtp, pool) -> None:
+    hub, req, sup, sup_pw = delivering_hub
+    peer = await XmlPeer(version="2021").start()
+    try:
+        await pool.execute("UPDATE agency SET iso18626_url = $2, iso18626_version = '2021' "
+                           "WHERE symbol = $1", sup.symbol, peer.url)
+        http = HubClient(hub.http.base_url, sup.symbol, sup_pw, version="2021")
+        reader = unique_email("reader21h")
+        await _ask(req, "FTP21-H", reader)
+        forwarded = await peer.next("request")
+        assert forwarded.message.version == "2021"
+        sup_type, sup_value = sup.symbol.split(":")
+        req_type, req_value = req.symbol.split(":")
+
+        def document(item_id: str, attempt: int) -> bytes:
+            # Each attempt its own bytes: the same document again is a re-send (its
+            # SHA-256 is the idempotency key) and gets the first answer again.
+            return COPY_COMPLETED_2021.format(
+                sup_type=sup_type, sup_value=sup_value, req_type=req_type,
+                req_value=req_value, now=messages.now(), request_id="FTP21-H",
+                item_id=item_id, attempt=attempt).encode("utf-8")
+
+        status, raw = await http.post_raw(document("scan-H.pdf", 1))
+        answer = read_xml(raw).content
+        assert status == 200 and answer["confirmationHeader"]["messageStatus"] == "ERROR", raw
+        assert answer["errorData"]["errorValue"].startswith(
+            "supplyingAgencyMessage.deliveryInfo.itemId")
+        [flag] = await _flags_of(pool, req.symbol, "FTP21-H")
+        assert flag.kind is FlagKind.COPY_WITHOUT_VALID_FILE
+
+        await asyncio.to_thread(ftp_upload, hub.ftp, sup.symbol, sup_pw, "scan-H.pdf",
+                                pdf_bytes(30_000))
+        status, raw = await http.post_raw(document("scan-H.pdf", 2))
+        answer = read_xml(raw).content
+        assert answer["confirmationHeader"]["messageStatus"] == "OK", raw
+        relayed = await req.status("CopyCompleted")
+        assert relayed.content["hubExtensions"]["patronMailed"] is True
+        mail = await _mail_to(dl_smtp, reader)
+        [link] = set(LINK.findall(mail.get_body(("plain",)).get_content()))
+        async with aiohttp.ClientSession() as client, client.get(link) as resp:
+            assert resp.status == 200 and (await resp.read()).startswith(b"%PDF-")
+    finally:
+        await pool.execute("UPDATE agency SET iso18626_url = NULL WHERE symbol = $1",
+                           sup.symbol)
+        await peer.stop()

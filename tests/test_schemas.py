@@ -31,6 +31,7 @@ from schemas.iso18626 import (
     RequestConfirmation,
     RequestingAgencyMessageConfirmation,
     ServiceInfo,
+    SupplyingAgencyMessage,
     SupplyingAgencyMessageConfirmation,
     confirmation,
     dump_message,
@@ -387,6 +388,92 @@ def test_missing_elements_are_named_with_array_indices() -> None:
     err = error_of(with_change(SUPPLYING, "supplyingAgencyMessage.statusInfo.lastChange", ...))
     assert err.error_value == ("supplyingAgencyMessage.statusInfo.lastChange: "
                                "required element missing")
+
+
+# --------------------------------------------------------------------------
+# Notifications may leave the status out; the delivery method in either version's name;
+# what a supplier charges (ARCHITECTURE §3.4)
+# --------------------------------------------------------------------------
+
+NOTIFICATION = with_change(SUPPLYING, "supplyingAgencyMessage.messageInfo",
+                           {"reasonForMessage": "Notification", "note": "#seq:2# 已在扫描"})
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    ("supplyingAgencyMessage.statusInfo.status", ""),        # Alma, Rapido
+    ("supplyingAgencyMessage.statusInfo.status", "  "),
+    ("supplyingAgencyMessage.statusInfo.status", None),
+    ("supplyingAgencyMessage.statusInfo.status", ...),
+    ("supplyingAgencyMessage.statusInfo.lastChange", ...),   # mod-rs's unfilledNotification
+    ("supplyingAgencyMessage.statusInfo", {"status": ""}),
+    ("supplyingAgencyMessage.statusInfo", ...),
+], ids=["empty", "blank", "null", "absent", "no lastChange", "only an empty status",
+        "no statusInfo"])
+def test_a_notification_may_leave_the_status_out(path: str, value: Any) -> None:
+    _, model = parse_message(with_change(NOTIFICATION, path, value))
+    assert isinstance(model, SupplyingAgencyMessage) and model.is_notification
+    if path.endswith("status") or path.endswith("statusInfo"):
+        assert model.status is None
+    assert model.message_info.note == "#seq:2# 已在扫描"
+    # Serialised, an absent status stays absent (never an empty or null one).
+    out = dump_message(MessageType.SUPPLYING_AGENCY_MESSAGE, model)["supplyingAgencyMessage"]
+    assert out.get("statusInfo", {}).get("status") in (None, "CopyCompleted")
+
+
+@pytest.mark.parametrize("reason", [r for r in ReasonForMessage
+                                    if r is not ReasonForMessage.NOTIFICATION])
+@pytest.mark.parametrize(("path", "value", "named"), [
+    ("supplyingAgencyMessage.statusInfo.status", "", "statusInfo.status"),
+    ("supplyingAgencyMessage.statusInfo.status", ..., "statusInfo.status"),
+    ("supplyingAgencyMessage.statusInfo.lastChange", ..., "statusInfo.lastChange"),
+    ("supplyingAgencyMessage.statusInfo", ..., "statusInfo"),
+], ids=["empty status", "no status", "no lastChange", "no statusInfo"])
+def test_every_other_reason_needs_its_status(reason: ReasonForMessage, path: str,
+                                             value: Any, named: str) -> None:
+    body = with_change(with_change(SUPPLYING, "supplyingAgencyMessage.messageInfo."
+                                              "reasonForMessage", str(reason)), path, value)
+    err = error_of(body)
+    assert err.error_type is ErrorType.BADLY_FORMED_MESSAGE
+    assert err.error_value.startswith(f"supplyingAgencyMessage.{named}: "
+                                      "required element missing")
+    if named == "statusInfo.status":
+        assert "only a message whose reasonForMessage is Notification" in err.error_value
+
+
+def test_a_notification_still_refuses_a_status_not_in_the_code_list() -> None:
+    err = error_of(with_change(NOTIFICATION, "supplyingAgencyMessage.statusInfo.status",
+                               "Shipped"))
+    assert err.error_type is ErrorType.UNRECOGNISED_DATA_VALUE
+
+
+def _delivery(**info: Any) -> SupplyingAgencyMessage:
+    _, model = parse_message(with_change(SUPPLYING, "supplyingAgencyMessage.deliveryInfo",
+                                         {"dateSent": "2024-05-02T09:00:00Z", **info}))
+    assert isinstance(model, SupplyingAgencyMessage) and model.delivery_info is not None
+    return model
+
+
+def test_the_delivery_method_is_read_in_either_versions_name() -> None:
+    assert _delivery(sentVia="FTP").delivery_info.method == "FTP"
+    assert _delivery(deliveryMethod=" FTP ").delivery_info.method == "FTP"
+    assert _delivery(sentVia="", deliveryMethod="Mail").delivery_info.method == "Mail"
+    assert _delivery(sentVia="ftp", deliveryMethod="FTP").delivery_info.method == "ftp"
+    assert _delivery().delivery_info.method is None
+    err = error_of(with_change(SUPPLYING, "supplyingAgencyMessage.deliveryInfo", {
+        "dateSent": "2024-05-02T09:00:00Z", "sentVia": "Mail", "deliveryMethod": "FTP"}))
+    assert err.error_type is ErrorType.UNRECOGNISED_DATA_VALUE
+    assert err.error_value.startswith(
+        "supplyingAgencyMessage.deliveryInfo.deliveryMethod: 'FTP' contradicts sentVia 'Mail'")
+
+
+def test_the_charge_is_delivery_costs_never_offered_costs() -> None:
+    cny = {"currencyCode": "CNY", "monetaryValue": "7.50"}
+    both = _delivery(deliveryCosts={"currencyCode": "CNY", "monetaryValue": "6.00"})
+    both.message_info.offered_costs = Costs.model_validate(cny)
+    assert both.charged_costs is not None and both.charged_costs.monetary_value == Decimal("6.00")
+    offered = _delivery()
+    offered.message_info.offered_costs = Costs.model_validate(cny)
+    assert offered.charged_costs is None
 
 
 @pytest.mark.parametrize(("path", "bad", "shown"), [

@@ -14,6 +14,7 @@ import pytest
 from broker.states import (
     ADVANCE,
     NON_RETURNABLE,
+    PASSED,
     RETURNABLE,
     TERMINAL,
     Event,
@@ -22,6 +23,7 @@ from broker.states import (
     allowed_events,
     iso_status,
     next_state,
+    table,
 )
 from schemas.iso18626_codes import Action, Status
 from tests.support.agencies import sql_agencies
@@ -36,7 +38,8 @@ def test_the_check_lists_exactly_the_enum() -> None:
 
 def test_events_are_every_status_and_every_action() -> None:
     assert {e.value for e in Event} == ({f"status:{s}" for s in Status}
-                                        | {f"action:{a}" for a in Action})
+                                        | {f"action:{a}" for a in Action}
+                                        | {"reason:Notification"})
     assert Event.of_status(Status.LOANED) is Event.STATUS_LOANED
     assert Event.of_action(Action.RENEW) is Event.ACTION_RENEW
     assert (Event.STATUS_LOANED.iso, Event.STATUS_LOANED.is_status) == ("Loaned", True)
@@ -63,8 +66,44 @@ def test_tables_name_only_states() -> None:
 def test_terminal_states_only_answer_questions() -> None:
     for state in TERMINAL:
         for returnable in (True, False, None):
-            assert all(not e.is_status or next_state(returnable, state, e) == state
-                       for e in allowed_events(returnable, state)), (state, returnable)
+            if state not in table(returnable):  # LoanCompleted is no copy's state
+                continue
+            assert all(not e.is_status or next_state(returnable, state, e) in (state, Step.STALE)
+                       for e in table(returnable)[state]), (state, returnable)
+            # A terminal status repeated changes nothing and is no error (a re-sent
+            # message, a CancelResponse to the hub's own Cancel).
+            own = Event.of_status(Status(state))
+            assert next_state(returnable, state, own) == state
+
+
+def test_a_status_passed_already_is_stale_and_one_never_reachable_is_refused() -> None:
+    # Backwards along the standard's order: kept, answered OK (dispatch relays and logs).
+    assert next_state(True, State.LOANED, Event.STATUS_WILL_SUPPLY) is Step.STALE
+    assert next_state(True, State.RECEIVED, Event.STATUS_REQUEST_RECEIVED) is Step.STALE
+    assert next_state(False, State.WILL_SUPPLY, Event.STATUS_EXPECT_TO_SUPPLY) is Step.STALE
+    assert next_state(True, State.LOAN_COMPLETED, Event.STATUS_LOANED) is Step.STALE
+    assert next_state(True, State.SHIPPED_RETURN, Event.STATUS_RECALLED) is Step.STALE
+    assert next_state(None, State.CANCELLED, Event.STATUS_WILL_SUPPLY) is Step.STALE
+    # Not stale: a renewal's Loaned after Overdue moves on as before.
+    assert next_state(True, State.OVERDUE, Event.STATUS_LOANED) is State.LOANED
+    # Never reachable from here: refused.
+    assert next_state(False, State.COPY_COMPLETED, Event.STATUS_LOANED) is None
+    assert next_state(True, State.CANCELLED, Event.STATUS_LOANED) is None
+    assert next_state(True, State.RETRY_POSSIBLE, Event.STATUS_LOANED) is None
+    assert next_state(True, State.WILL_SUPPLY, Event.STATUS_LOAN_COMPLETED) is None
+    # Every stale status is one the state's row does not otherwise apply, and listed as
+    # passed for it; none of them is "allowed" in an error's list.
+    for returnable in (True, False):
+        for state, row in table(returnable).items():
+            stale = {e.iso for e, t in row.items() if t is Step.STALE}
+            assert stale <= {str(s) for s in PASSED.get(state, frozenset())}, state
+            assert not stale & {e.iso for e in allowed_events(returnable, state)}
+
+
+def test_a_supplier_notification_is_no_event_of_the_tables() -> None:
+    for returnable in (True, False, None):
+        for row in table(returnable).values():
+            assert Event.NOTIFICATION not in row
 
 
 def test_next_state_follows_the_tables() -> None:

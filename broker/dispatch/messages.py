@@ -7,6 +7,7 @@ as correlation id.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -68,6 +69,22 @@ def relay_to_requester(txn: Txn, raw: dict[str, Any], message_id: str) -> Outgoi
     """The supplier's message as it came (hubExtensions added at most)."""
     return _to(txn, txn.requester, raw, MessageType.SUPPLYING_AGENCY_MESSAGE,
                **{"hub-original-message-id": message_id})
+
+
+def restated(raw: dict[str, Any], status: str, now: datetime) -> dict[str, Any]:
+    """A supplier's message whose status the hub does not apply (a Notification, a status
+    passed already) as the requester gets it: with the status the requester knows, so it
+    never sees its request go back nor a message without one. The supplier's lastChange
+    and dates stay; the original is in the audit trail and the inbox."""
+    body: dict[str, Any] = json.loads(json.dumps(raw))
+    inner = body["supplyingAgencyMessage"]
+    info = inner.get("statusInfo")
+    info = dict(info) if isinstance(info, dict) else {}
+    info["status"] = status
+    if not info.get("lastChange"):
+        info["lastChange"] = iso(now)
+    inner["statusInfo"] = info
+    return body
 
 
 def relay_to_supplier(txn: Txn, raw: dict[str, Any], message_id: str) -> Outgoing:

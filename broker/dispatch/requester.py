@@ -1,9 +1,11 @@
 """Actions from the requester (requestingAgencyMessage): answered by the hub
 (StatusRequest, a Cancel while a retry is on offer) or relayed to the current supplier
-(ARCHITECTURE §3.4 rule 5)."""
+(ARCHITECTURE §3.4 rule 5). A Notification (a note) is allowed in every state and
+changes none; with no supplier to tell, it is kept in the audit trail."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from broker import violations
@@ -16,6 +18,8 @@ from infra.database import Connection
 from infra.outbox import Outgoing
 from schemas.iso18626 import RequestingAgencyMessage
 from schemas.iso18626_codes import Action, ErrorType, MessageType, ReasonForMessage
+
+log = logging.getLogger(__name__)
 
 
 async def from_requester(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
@@ -38,8 +42,16 @@ async def from_requester(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
         await store.audit(conn, desk.clock(), txn.id, ctx.sender, event, txn.state,
                           txn.state, ctx.message_id, {})
         return Outcome(outgoing=[answer], transaction_id=txn.id)
+    detail: dict[str, str] = {"note": msg.note} if msg.note else {}
     if msg.action == Action.CANCEL and txn.state == State.RETRY_POSSIBLE:
         out = await _cancel_retry(desk, conn, txn, msg.note, now)
+    elif msg.action == Action.NOTIFICATION and not _supplier_has_it(txn):
+        # A note for a supplier that never got the request (nobody could supply it, or
+        # the hub itself offered the retry): kept here, since nobody can be told.
+        detail["relayed"] = "no: no supplier has the request"
+        log.info("Notification from %s on %s: no supplier has the request; kept in the "
+                 "audit trail", ctx.sender, txn.id)
+        out = []
     else:
         if msg.action == Action.CANCEL:
             await conn.execute(sql.SET_CANCEL_REQUESTED, txn.id, now)
@@ -49,8 +61,13 @@ async def from_requester(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
         out = [messages.relay_to_supplier(txn, ctx.raw, ctx.message_id)]
     out.append(messages.event(txn, txn.state, target, event, now))
     await store.audit(conn, desk.clock(), txn.id, ctx.sender, event, txn.state, target,
-                      ctx.message_id, {"note": msg.note} if msg.note else {})
+                      ctx.message_id, detail)
     return Outcome(outgoing=out, transaction_id=txn.id)
+
+
+def _supplier_has_it(txn: Txn) -> bool:
+    """Whether a supplier was sent the request (rota_position is set by a forward only)."""
+    return txn.supplier is not None and txn.rota_position is not None
 
 
 async def _cancel_retry(desk: Desk, conn: Connection, txn: Txn, note: str | None,

@@ -5,6 +5,7 @@ copy (ARCHITECTURE §3.4 rules 4 to 7)."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +21,9 @@ from broker.states import (
     Event,
     HubEvent,
     State,
+    Step,
     allowed_events,
+    iso_status,
     next_state,
 )
 from delivery.grants import create_grant
@@ -34,10 +37,14 @@ from schemas.money import Money
 from settlement.fees import fee_to_charge
 from settlement.ledger import ChargeRefused, billable_event, post_charge, record_flag
 
+log = logging.getLogger(__name__)
+
 # The statuses (and the states they lead to) that deliver: the first one decides
 # whether a CopyOrLoan request is returnable.
 _DELIVERY = (Status.COPY_COMPLETED, Status.LOANED)
 _DELIVERED = (State.COPY_COMPLETED, State.LOANED)
+# Messages that say no status by their nature: their missing or odd status is noted only.
+_NOTED = (Event.NOTIFICATION, Event.CANCEL_DECLINED)
 
 
 async def from_supplier(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
@@ -46,7 +53,19 @@ async def from_supplier(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
                            msg.header.requesting_agency_request_id,
                            MessageType.SUPPLYING_AGENCY_MESSAGE)
     await _require_current_supplier(conn, txn, ctx.sender)
-    status = msg.status_info.status
+    if msg.is_notification:
+        # A note, never a change of state, whatever status it carries (ISO 18626's
+        # reasonForMessage Notification; ReShare sends RequestReceived on every one,
+        # Alma and Rapido no status at all).
+        return await _kept(desk, conn, ctx, txn, Event.NOTIFICATION, msg.status,
+                           "a Notification changes no state")
+    status = msg.status
+    if status is None and msg.answers_cancel:
+        # A declined cancel without statusInfo (mod-rs): the request goes on as it is.
+        return await _kept(desk, conn, ctx, txn, Event.CANCEL_DECLINED, None,
+                           "the supplier declined the cancel")
+    if status is None:  # the model requires one outside a Notification
+        raise TypeError("supplyingAgencyMessage without a status passed validation")
     event = Event.of_status(status)
     returnable = txn.returnable
     if returnable is None and status in _DELIVERY:
@@ -58,6 +77,10 @@ async def from_supplier(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
                       f"supplyingAgencyMessage.statusInfo.status: {str(status)!r} is not "
                       f"allowed while the request is {txn.state} (allowed: "
                       f"{', '.join(allowed) or 'none'})", txn.id)
+    if target is Step.STALE:
+        # Passed already: re-sent, or overtaken by the supplier's own later message.
+        return await _kept(desk, conn, ctx, txn, event, status,
+                           f"the request is past {status} already")
     now = desk.clock()
     if target is ADVANCE:
         return await _unfilled(desk, conn, ctx, txn, msg, now)
@@ -69,9 +92,10 @@ async def from_supplier(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
     if target == State.CANCELLED and txn.state in AWAITING_SUPPLIER | {State.RETRY_POSSIBLE}:
         await store.close_entry(conn, txn, EntryOutcome.CANCELLED, now)
         await store.score(conn, ctx.sender, open_requests=-1)
-    await store.set_state(conn, txn, target, now, returnable=returnable)
-    if status == Status.LOANED and msg.status_info.due_date is not None:
-        due = msg.status_info.due_date
+    if target != txn.state or returnable != txn.returnable:
+        await store.set_state(conn, txn, target, now, returnable=returnable)
+    due = msg.status_info.due_date if msg.status_info else None
+    if status == Status.LOANED and due is not None:
         await conn.execute(sql.SET_DUE, txn.id, due if due.tzinfo else due.replace(tzinfo=UTC))
     await store.audit(conn, desk.clock(), txn.id, ctx.sender, event, txn.state, target,
                       ctx.message_id, _brief(ctx.raw))
@@ -83,6 +107,30 @@ async def from_supplier(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
         inner.setdefault("hubExtensions", {}).update(extensions)
     out = [messages.relay_to_requester(txn, relayed, ctx.message_id),
            messages.event(txn, txn.state, target, event, now)]
+    return Outcome(outgoing=out, transaction_id=txn.id)
+
+
+async def _kept(desk: Desk, conn: Connection, ctx: Context, txn: Txn, event: Event,
+                status: Status | None, why: str) -> Outcome:
+    """A supplier's message that leaves the state as it is (a Notification, a status the
+    request has passed already): relayed with the status the requester knows, its note
+    with it, and kept as sent in the audit trail; a status other than the state's is
+    logged as the inconsistency it is."""
+    now = desk.clock()
+    shown = iso_status(txn.state)
+    detail = _brief(ctx.raw)
+    if status != shown:
+        said = f"status {str(status)!r}" if status else "no status"
+        inconsistency = f"{said} while the request is {txn.state}: {why}; state kept"
+        detail["kept"] = inconsistency
+        # A Notification's status is commonly off (ReShare, Alma): noted, not warned of.
+        level = logging.INFO if event in _NOTED else logging.WARNING
+        log.log(level, "%s from %s on %s: %s", ctx.kind, ctx.sender, txn.id, inconsistency)
+    await store.audit(conn, now, txn.id, ctx.sender, event, txn.state, txn.state,
+                      ctx.message_id, detail)
+    out = [messages.relay_to_requester(txn, messages.restated(ctx.raw, shown, now),
+                                       ctx.message_id),
+           messages.event(txn, txn.state, txn.state, event, now)]
     return Outcome(outgoing=out, transaction_id=txn.id)
 
 
@@ -121,7 +169,7 @@ async def _delivered(desk: Desk, conn: Connection, ctx: Context, txn: Txn,
     await _charge(desk, conn, txn, msg, now)
     ebook = target == State.LOANED and txn.service_kind == ServiceKind.E_BOOK_LOAN
     extensions: dict[str, Any] = {}
-    if (target == State.COPY_COMPLETED or ebook) and _sent_via_ftp(msg):
+    if (target == State.COPY_COMPLETED or ebook) and _delivered_by_ftp(msg):
         extensions = await _deliver_copy(desk, conn, txn, msg, now, ebook=ebook)
     forwarded_at = await store.close_entry(conn, txn, EntryOutcome.SUPPLIED, now)
     seconds = (now - forwarded_at).total_seconds() if forwarded_at else 0.0
@@ -143,7 +191,8 @@ async def _deliver_copy(desk: Desk, conn: Connection, txn: Txn,
     if not item_id:
         raise Refusal(ErrorType.BADLY_FORMED_MESSAGE,
                       "supplyingAgencyMessage.deliveryInfo.itemId: required when sentVia "
-                      "is FTP (the path of the uploaded file in your FTP home)", txn.id)
+                      "(2021: deliveryMethod) is FTP (the path of the uploaded file in your "
+                      "FTP home)", txn.id)
     try:
         document = await accept_copy(conn, desk.settings, supplier=supplier,
                                      item_id=item_id, transaction_id=txn.id)
@@ -162,7 +211,7 @@ async def _deliver_copy(desk: Desk, conn: Connection, txn: Txn,
     policy, _ = await desk.policies.current(conn)
     downloads, days = policy.delivery_limits(supplier, txn.service_kind) or (
         desk.settings.delivery.grant_downloads(), desk.settings.delivery.days)
-    due = msg.status_info.due_date
+    due = msg.status_info.due_date if msg.status_info else None
     if ebook:
         downloads = None
         if due is not None:
@@ -192,13 +241,17 @@ async def _deliver_copy(desk: Desk, conn: Connection, txn: Txn,
 
 async def _charge(desk: Desk, conn: Connection, txn: Txn, msg: SupplyingAgencyMessage,
                   now: datetime) -> None:
-    """Post the billable event's charge (settlement/ledger.py says which events bill)."""
-    event = billable_event(msg.status_info.status)
+    """Post the billable event's charge (settlement/ledger.py says which events bill):
+    what the supplier charges (`SupplyingAgencyMessage.charged_costs`), else the quote."""
+    event = billable_event(msg.status or "")
     if event is None:
         return
     quote = Money(txn.quote_minor, txn.quote_currency or "") \
         if txn.quote_minor is not None else None
-    costs = msg.delivery_info.delivery_costs if msg.delivery_info else None
+    costs = msg.charged_costs
+    if costs is None and msg.message_info.offered_costs is not None:
+        log.info("%s on %s carries offeredCosts only: an offer, not billed (the quote is)",
+                 event, txn.id)
     try:
         sent = Money.from_costs(costs) if costs is not None else None
     except ValueError as exc:
@@ -225,9 +278,10 @@ async def _charge(desk: Desk, conn: Connection, txn: Txn, msg: SupplyingAgencyMe
                       after=keep_flag) from refused
 
 
-def _sent_via_ftp(msg: SupplyingAgencyMessage) -> bool:
+def _delivered_by_ftp(msg: SupplyingAgencyMessage) -> bool:
+    """sentVia, or 2021's deliveryMethod, is FTP: the copy is in the supplier's FTP home."""
     info = msg.delivery_info
-    return bool(info and (info.sent_via or "").strip().upper() == "FTP")
+    return info is not None and (info.method or "").upper() == "FTP"
 
 
 def _patron_contact(request: dict[str, Any]) -> tuple[str | None, str | None]:
