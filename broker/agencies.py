@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import aio_pika
 import asyncpg
 
+from broker.profiles import DEFAULT_PROFILE, PROFILE_NAMES
 from infra.credentials import hash_password
 from infra.database import Connection
 from infra.rabbit_admin import Management
@@ -41,6 +42,8 @@ class NewAgency:
     # An ILL system that speaks ISO 18626 XML over HTTP instead of AMQP (broker/peers.py).
     iso18626_url: str | None = None
     iso18626_version: str = "1.2"
+    # Which dialect of ISO 18626 its ILL system speaks (broker/profiles/).
+    iso18626_profile: str = DEFAULT_PROFILE
 
     def check(self) -> None:
         try:
@@ -58,12 +61,19 @@ class NewAgency:
         for label, addr in (("--email", self.email), ("--finance-email", self.finance_email)):
             if addr and not re.fullmatch(r"[^@\s]+@[^@\s]+", addr):
                 raise AgencyError(f"{label} {addr!r} is not an e-mail address")
-        if self.iso18626_url is not None and not re.fullmatch(r"https?://[^\s/]+\S*",
-                                                              self.iso18626_url):
-            raise AgencyError(f"--iso18626-url {self.iso18626_url!r} is not an http(s) URL")
-        if self.iso18626_version not in ISO18626_VERSIONS:
-            raise AgencyError(f"--iso18626-version must be one of "
-                              f"{', '.join(ISO18626_VERSIONS)}; got {self.iso18626_version!r}")
+        check_peer(self.iso18626_url, self.iso18626_version, self.iso18626_profile)
+
+
+def check_peer(url: str | None, version: str | None, profile: str | None) -> None:
+    """The ISO 18626 HTTP settings of an agency, each when given."""
+    if url is not None and not re.fullmatch(r"https?://[^\s/]+\S*", url):
+        raise AgencyError(f"--iso18626-url {url!r} is not an http(s) URL")
+    if version is not None and version not in ISO18626_VERSIONS:
+        raise AgencyError(f"--iso18626-version must be one of "
+                          f"{', '.join(ISO18626_VERSIONS)}; got {version!r}")
+    if profile is not None and profile not in PROFILE_NAMES:
+        raise AgencyError(f"--profile must be one of {', '.join(PROFILE_NAMES)}; "
+                          f"got {profile!r}")
 
 
 def parse_region(region: str | None) -> tuple[str | None, str | None]:
@@ -91,11 +101,12 @@ async def add(settings: Settings, pool: asyncpg.Pool, agency: NewAgency) -> None
                               "use `agency list` to see it")
         await conn.execute(
             """INSERT INTO agency (symbol, name, roles, province, city, email, finance_email,
-                                   password_hash, iso18626_url, iso18626_version)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
+                                   password_hash, iso18626_url, iso18626_version,
+                                   iso18626_profile)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
             agency.symbol, agency.name, list(agency.roles), agency.province, agency.city,
             agency.email, agency.finance_email, hash_password(agency.password),
-            agency.iso18626_url, agency.iso18626_version,
+            agency.iso18626_url, agency.iso18626_version, agency.iso18626_profile,
         )
         # The broker side is created inside the DB transaction, so a broker failure
         # leaves no agency row; a DB failure after it is undone below.
@@ -129,10 +140,71 @@ async def disable(settings: Settings, pool: asyncpg.Pool, symbol: str) -> None:
             await mgmt.close_connections_of(symbol)
 
 
+@dataclass(frozen=True)
+class PeerChange:
+    """What `agency set` changes of an agency's ISO 18626 HTTP settings (None: keep)."""
+
+    profile: str | None = None
+    iso18626_url: str | None = None
+    iso18626_version: str | None = None
+
+    def check(self) -> None:
+        if self.profile is None and self.iso18626_url is None and \
+                self.iso18626_version is None:
+            raise AgencyError("nothing to set: give --profile, --iso18626-url or "
+                              "--iso18626-version")
+        check_peer(self.iso18626_url, self.iso18626_version, self.profile)
+
+
+async def change(pool: asyncpg.Pool, symbol: str, what: PeerChange) -> asyncpg.Record:
+    """Set an agency's profile (and HTTP peer settings); returns them as they are now.
+
+    Messages already in the outbox go out with the new settings (broker/peers.py reads
+    them when it sends); messages received are normalised with the new profile from the
+    next one on."""
+    what.check()
+    row = await pool.fetchrow(
+        """UPDATE agency SET iso18626_profile = coalesce($2, iso18626_profile),
+                             iso18626_url = coalesce($3, iso18626_url),
+                             iso18626_version = coalesce($4, iso18626_version)
+           WHERE symbol = $1
+           RETURNING symbol, iso18626_profile, iso18626_url, iso18626_version""",
+        symbol, what.profile, what.iso18626_url, what.iso18626_version)
+    if row is None:
+        raise AgencyError(f"no agency {symbol}")
+    return row
+
+
 async def listing(pool: asyncpg.Pool) -> list[asyncpg.Record]:
     return await pool.fetch(
-        """SELECT symbol, name, roles, province, city, email, finance_email, enabled, created_at
+        """SELECT symbol, name, roles, province, city, email, finance_email, enabled, created_at,
+                  iso18626_url, iso18626_version, iso18626_profile
            FROM agency ORDER BY symbol""")
+
+
+@dataclass(frozen=True)
+class PeerRegistration:
+    """An agency's ISO 18626 HTTP registration, as the conformance check needs it."""
+
+    symbol: str
+    roles: tuple[str, ...]
+    enabled: bool
+    iso18626_url: str | None
+    iso18626_version: str
+    iso18626_profile: str
+
+
+async def registration(pool: asyncpg.Pool, symbol: str) -> PeerRegistration | None:
+    """An agency's roles and HTTP peer settings, or None if no agency has this symbol."""
+    row = await pool.fetchrow(
+        """SELECT symbol, roles, enabled, iso18626_url, iso18626_version, iso18626_profile
+           FROM agency WHERE symbol = $1""", symbol)
+    if row is None:
+        return None
+    return PeerRegistration(symbol=row["symbol"], roles=tuple(row["roles"]),
+                            enabled=row["enabled"], iso18626_url=row["iso18626_url"],
+                            iso18626_version=row["iso18626_version"],
+                            iso18626_profile=row["iso18626_profile"])
 
 
 async def enabled_symbols(pool: asyncpg.Pool) -> list[str]:

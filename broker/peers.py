@@ -12,6 +12,12 @@ its own messages, retried with exponential backoff (2, 4, ... up to 300 s). The
 peer's confirmation is recorded on the row. A peer that answers ERROR has received
 and refused the message: retrying would only be refused again, so the row is
 closed, a `peer_error` flag raised and a dead letter kept for the operators.
+
+Each row is written as the peer's profile wants it (broker/profiles/, the outbound
+adjustments; the row keeps the hub's own form). A row the profile says not to send at
+all (an ExpectToSupply to Alma) is closed with `peer_status` SKIPPED and the reason in
+`peer_answer`. For a profile that numbers notes (ReShare's `#seq:N#`), the last number
+sent per transaction is kept in `peer_note_sequence` and counts only confirmed rows.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 
+from broker import profiles
 from infra.database import Connection
 from infra.flags import FlagKind, raise_flag
 from infra.locks import Lock, try_transaction_lock
@@ -44,7 +51,8 @@ TRANSPORT = "iso18626-http"
 
 _PENDING = """
 SELECT o.id, o.routing_key, o.message_id, o.message_type, o.headers, o.body, o.attempts,
-       o.available_at <= now() AS due, a.iso18626_url, a.iso18626_version
+       o.available_at <= now() AS due, a.iso18626_url, a.iso18626_version,
+       a.iso18626_profile
 FROM (SELECT *, row_number() OVER (PARTITION BY routing_key ORDER BY id) AS n
       FROM outbox WHERE published_at IS NULL AND transport = 'iso18626-http') o
 JOIN agency a ON a.symbol = o.routing_key
@@ -56,8 +64,16 @@ ORDER BY o.routing_key, o.id
 class Sent:
     """A row the peer confirmed OK."""
 
-    def __init__(self, answer: str) -> None:
+    def __init__(self, answer: str, seq: int | None = None) -> None:
         self.answer = answer
+        self.seq = seq  # the `#seq:N#` its note carried (profiles that number notes)
+
+
+class Skipped:
+    """A row the peer's profile says not to send (an ExpectToSupply to Alma): closed."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
 
 class Refused:
@@ -75,7 +91,15 @@ class Retry:
         self.reason = reason
 
 
-Result = Sent | Refused | Retry
+Result = Sent | Skipped | Refused | Retry
+
+# The last `#seq:N#` sent to each peer, per transaction (profiles that number notes).
+_SEQUENCES = """
+SELECT transaction_id, last_seq FROM peer_note_sequence
+WHERE agency = $1 AND transaction_id = ANY($2::text[])"""
+_SEQUENCE_SENT = """
+INSERT INTO peer_note_sequence (agency, transaction_id, last_seq) VALUES ($1, $2, $3)
+ON CONFLICT (agency, transaction_id) DO UPDATE SET last_seq = EXCLUDED.last_seq"""
 
 
 class PeerRelay:
@@ -145,7 +169,9 @@ class PeerRelay:
                 for row in rows:
                     peers[row["routing_key"]].append(row)
                 due = [queue for queue in peers.values() if queue[0]["due"]]
-                results = await asyncio.gather(*(self._send_queue(session, q) for q in due))
+                numbers = [await _sequences(conn, q) for q in due]
+                results = await asyncio.gather(*(self._send_queue(session, q, n)
+                                                 for q, n in zip(due, numbers, strict=True)))
                 settled = 0
                 for queue, outcomes in zip(due, results, strict=True):
                     for row, result in zip(queue, outcomes, strict=False):
@@ -156,12 +182,20 @@ class PeerRelay:
             if own_session:
                 await session.close()
 
-    async def _send_queue(self, session: aiohttp.ClientSession,
-                          queue: list[asyncpg.Record]) -> list[Result]:
+    async def _send_queue(self, session: aiohttp.ClientSession, queue: list[asyncpg.Record],
+                          numbers: dict[str, int] | None) -> list[Result]:
+        """A peer's rows in order; `numbers` the last note number per transaction (None:
+        its profile does not number notes)."""
         results: list[Result] = []
         for row in queue:
+            transaction = _transaction_of(row)
+            seq = numbers.get(transaction, 0) + 1 \
+                if numbers is not None and transaction is not None else None
             try:
-                result = await self._send(session, row)
+                result = await self._send(session, row, seq)
+                if isinstance(result, Sent) and result.seq is not None and \
+                        numbers is not None and transaction is not None:
+                    numbers[transaction] = result.seq
             except Exception as exc:  # one peer's surprise must not stop the others
                 log.exception("sending %s to ISO 18626 peer %s failed", row["message_id"],
                               row["routing_key"])
@@ -171,9 +205,18 @@ class PeerRelay:
                 break  # order: nothing after it goes before it
         return results
 
-    async def _send(self, session: aiohttp.ClientSession, row: asyncpg.Record) -> Result:
+    async def _send(self, session: aiohttp.ClientSession, row: asyncpg.Record,
+                    seq: int | None = None) -> Result:
         body = json.loads(bytes(row["body"]))
         version = row["iso18626_version"]
+        adjusted = profiles.outbound(row["iso18626_profile"], body, seq=seq)
+        if adjusted.changed:
+            log.info("to %s (profile %s): %s", row["routing_key"], row["iso18626_profile"],
+                     "; ".join(f"{a.adjustment}: {a.detail}" for a in adjusted.applied))
+        if adjusted.drop is not None:
+            return Skipped(f"not sent: {adjusted.drop} (profile {row['iso18626_profile']}, "
+                           f"{adjusted.applied[-1].adjustment})")
+        body = adjusted.body
         try:
             out = to_xml(body, version)
         except (XmlMessageError, ValueError) as exc:
@@ -193,7 +236,10 @@ class PeerRelay:
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             return Retry(f"{type(exc).__name__} posting to {_masked(row['iso18626_url'])}: "
                          f"{exc}")
-        return _judge(row, answer)
+        result = _judge(row, answer)
+        if isinstance(result, Sent) and adjusted.seq_used:
+            result.seq = seq
+        return result
 
     async def _record(self, conn: Connection, row: asyncpg.Record,
                       result: Result) -> None:
@@ -203,6 +249,17 @@ class PeerRelay:
                 """UPDATE outbox SET published_at = now(), attempts = attempts + 1,
                           last_error = NULL, peer_status = 'OK', peer_answer = $2
                    WHERE id = $1""", row["id"], result.answer)
+            transaction = _transaction_of(row)
+            if result.seq is not None and transaction is not None:
+                await conn.execute(_SEQUENCE_SENT, row["routing_key"], transaction, result.seq)
+            return
+        if isinstance(result, Skipped):
+            log.info("not sent to ISO 18626 peer %s: %s %s", row["routing_key"],
+                     row["message_id"], result.reason)
+            await conn.execute(
+                """UPDATE outbox SET published_at = now(), last_error = NULL,
+                          peer_status = 'SKIPPED', peer_answer = $2
+                   WHERE id = $1""", row["id"], result.reason)
             return
         if isinstance(result, Retry):
             delay = min(MAX_BACKOFF_SECONDS, 2 ** min(row["attempts"], 12))
@@ -238,6 +295,22 @@ class PeerRelay:
                         "url": _masked(row["iso18626_url"]), "headers": headers,
                         "peer_answer": result.answer}, ensure_ascii=False),
             bytes(row["body"]))
+
+
+def _transaction_of(row: asyncpg.Record) -> str | None:
+    headers = json.loads(row["headers"]) if row["headers"] else {}
+    transaction = headers.get("hub-transaction-id") if isinstance(headers, dict) else None
+    return transaction if isinstance(transaction, str) else None
+
+
+async def _sequences(conn: Connection, queue: list[asyncpg.Record]) -> dict[str, int] | None:
+    """The last note number sent per transaction of the queue's rows, when the peer's
+    profile numbers its notes (ReShare); None otherwise."""
+    if not profiles.numbers_notes(queue[0]["iso18626_profile"]):
+        return None
+    transactions = sorted({t for row in queue if (t := _transaction_of(row)) is not None})
+    rows = await conn.fetch(_SEQUENCES, queue[0]["routing_key"], transactions)
+    return {r["transaction_id"]: r["last_seq"] for r in rows}
 
 
 def _judge(row: asyncpg.Record, answer: bytes) -> Result:

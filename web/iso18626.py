@@ -32,12 +32,18 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel
 
+from broker import peers, profiles
 from broker.intake import Inbound, Intake
 from infra import observability
 from infra.credentials import verify_password
-from schemas.iso18626 import CONFIRMATION_OF, confirmation, dump_message
+from schemas.iso18626 import (
+    CONFIRMATION_OF,
+    RequestingAgencyMessageConfirmation,
+    confirmation,
+    dump_message,
+)
 from schemas.iso18626_codes import Action, ErrorType, MessageType, ReasonForMessage
-from schemas.iso18626_xml import XmlMessageError, read_xml, to_xml
+from schemas.iso18626_xml import XmlMessage, XmlMessageError, read_xml, to_xml
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -121,14 +127,7 @@ class Iso18626Endpoint:
         if message.kind is MessageType.REQUEST and _names_hub(header, self.settings):
             # "Send it to the hub" means "the hub chooses the supplier".
             header.pop("supplyingAgencyId")
-        inbound = Inbound(
-            body=json.dumps(message.body, ensure_ascii=False).encode(),
-            sender=caller,
-            message_id=f"iso18626-http:{hashlib.sha256(raw).hexdigest()}",
-            routing_key=str(message.kind), content_type="application/json",
-            message_type=str(message.kind),
-            correlation_id=header.get("requestingAgencyRequestId"),
-            headers={"iso18626-version": message.version}, synchronous=True)
+        inbound = await self._normalised(request, raw, caller, message)
         outcome = await self._process(inbound)
         observability.MESSAGES_IN.labels(str(message.kind), outcome).inc()
         observability.INTAKE_SECONDS.observe(time.perf_counter() - started)
@@ -137,7 +136,30 @@ class Iso18626Endpoint:
         answer = inbound.answer
         if answer is None:  # "duplicate": the first POST of this document was answered
             answer = await self._earlier_answer(inbound, message.kind)
-        return _xml(answer, message.version)
+        return _xml(_echo_as_sent(answer, message.content), message.version)
+
+    async def _normalised(self, request: web.Request, raw: bytes, caller: str,
+                          message: XmlMessage) -> Inbound:
+        """The message as the hub's model has it (the caller's profile applied), with the
+        document as received kept beside it (broker/profiles/)."""
+        profile = await profiles.profile_of(self.pool, caller)
+        adjusted = profiles.inbound(profile, message.body)
+        if adjusted.changed:
+            log.info("ISO 18626 from %s, profile %s: %s", caller, profile,
+                     "; ".join(f"{a.adjustment}: {a.detail}" for a in adjusted.applied))
+        message_id = f"iso18626-http:{hashlib.sha256(raw).hexdigest()}"
+        await profiles.keep_original(
+            self.pool, sender=caller, message_id=message_id, transport=peers.TRANSPORT,
+            profile=profile, content_type=request.headers.get("Content-Type", CONTENT_TYPE),
+            original=profiles.redacted(raw), body=adjusted.body, adjusted=adjusted)
+        return Inbound(
+            body=json.dumps(adjusted.body, ensure_ascii=False).encode(),
+            sender=caller, message_id=message_id,
+            routing_key=str(message.kind), content_type="application/json",
+            message_type=str(message.kind),
+            correlation_id=profiles.request_id_of(message.body),
+            headers={"iso18626-version": message.version, "iso18626-profile": profile},
+            synchronous=True)
 
     async def _process(self, inbound: Inbound) -> str:
         # HTTP callers run beside the AMQP consumer's batches; two transactions taking
@@ -215,6 +237,18 @@ def _names_hub(header: dict[str, Any], settings: Settings) -> bool:
     named = header.get("supplyingAgencyId")
     return isinstance(named, dict) and \
         f"{named.get('agencyIdType')}:{named.get('agencyIdValue')}" == settings.hub_symbol
+
+
+def _echo_as_sent(answer: tuple[MessageType, BaseModel],
+                  sent: dict[str, Any]) -> tuple[MessageType, BaseModel]:
+    """The confirmation echoes the action the peer sent, also when its profile turned it
+    into another (an Alma REJECT note is a Cancel to the hub)."""
+    kind, model = answer
+    action = sent.get("action")
+    if isinstance(model, RequestingAgencyMessageConfirmation) and model.action is not None \
+            and action in set(Action) and model.action != action:
+        return kind, model.model_copy(update={"action": Action(action)})
+    return answer
 
 
 def _xml(answer: tuple[MessageType, BaseModel], version: str) -> web.Response:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from app.cli.commands import EXIT_USAGE, Command, fail
-from broker import agencies, deadletters
+from broker import agencies, deadletters, profiles
 from broker.dispatch.dispatcher import Dispatcher
 from broker.dispatch.explain import explain
 from broker.dispatch.policies import active_policy, load_policy
@@ -27,6 +27,9 @@ MAX_REJECTIONS_SHOWN = 20
 
 
 async def agency(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "profiles":
+        print(profiles.markdown() if args.markdown else _profiles_text(), end="")
+        return 0
     pool = await create_pool(settings.database_url, max_size=2)
     try:
         if args.action == "add":
@@ -36,7 +39,8 @@ async def agency(settings: Settings, args: argparse.Namespace) -> int:
                 roles=tuple(r.strip() for r in args.roles.split(",") if r.strip()),
                 password=args.password, province=province, city=city,
                 email=args.email, finance_email=args.finance_email,
-                iso18626_url=args.iso18626_url, iso18626_version=args.iso18626_version)
+                iso18626_url=args.iso18626_url, iso18626_version=args.iso18626_version,
+                iso18626_profile=args.profile)
             try:
                 await agencies.add(settings, pool, new)
             except agencies.AgencyError as exc:
@@ -44,7 +48,17 @@ async def agency(settings: Settings, args: argparse.Namespace) -> int:
             print(f"agency {args.symbol} added: broker user, queue "
                   f"{settings.name('agency.' + args.symbol)}"
                   + (f"; ISO 18626 {args.iso18626_version} XML to {args.iso18626_url}"
-                     if args.iso18626_url else ""))
+                     if args.iso18626_url else "") + f"; profile {args.profile}")
+        elif args.action == "set":
+            try:
+                row = await agencies.change(pool, args.symbol, agencies.PeerChange(
+                    profile=args.profile, iso18626_url=args.iso18626_url,
+                    iso18626_version=args.iso18626_version))
+            except agencies.AgencyError as exc:
+                return fail(str(exc))
+            print(f"agency {row['symbol']}: profile {row['iso18626_profile']}"
+                  + (f", ISO 18626 {row['iso18626_version']} XML to {row['iso18626_url']}"
+                     if row["iso18626_url"] else ", AMQP"))
         elif args.action == "disable":
             try:
                 await agencies.disable(settings, pool, args.symbol)
@@ -56,12 +70,24 @@ async def agency(settings: Settings, args: argparse.Namespace) -> int:
             for r in rows:
                 region = "/".join(x for x in (r["province"], r["city"]) if x) or "-"
                 state = "enabled" if r["enabled"] else "DISABLED"
+                transport = f"http/{r['iso18626_version']}" if r["iso18626_url"] else "amqp"
                 print(f"{r['symbol']:<24} {state:<8} {','.join(r['roles']):<18} "
-                      f"{region:<12} {r['name']}")
+                      f"{transport:<9} {r['iso18626_profile']:<10} {region:<12} {r['name']}")
             print(f"{len(rows)} agencies")
     finally:
         await pool.close()
     return 0
+
+
+def _profiles_text() -> str:
+    lines = []
+    for profile in profiles.PROFILES.values():
+        lines.append(f"{profile.name}: {profile.title}")
+        for direction in profiles.Direction:
+            for name in profiles.adjustments_of(profile.name, direction):
+                lines.append(f"  {direction:<8} {name:<30} "
+                             f"{profiles.ADJUSTMENTS[name].summary}")
+    return "\n".join(lines) + "\n"
 
 
 def _agency_arguments(p: argparse.ArgumentParser) -> None:
@@ -80,7 +106,18 @@ def _agency_arguments(p: argparse.ArgumentParser) -> None:
                         "hub POSTs its messages there instead of to its AMQP queue")
     a.add_argument("--iso18626-version", choices=("1.2", "2021"), default="1.2",
                    help="ISO 18626 schema version to send to --iso18626-url (default 1.2)")
-    asub.add_parser("list", help="list agencies")
+    a.add_argument("--profile", choices=profiles.PROFILE_NAMES, default=profiles.DEFAULT_PROFILE,
+                   help="the ISO 18626 dialect of its ILL system, adjusted at the edge "
+                        f"(default {profiles.DEFAULT_PROFILE}; `agency profiles` lists them)")
+    s = asub.add_parser("set", help="change an agency's profile or ISO 18626 HTTP settings")
+    s.add_argument("symbol")
+    s.add_argument("--profile", choices=profiles.PROFILE_NAMES)
+    s.add_argument("--iso18626-url", metavar="URL")
+    s.add_argument("--iso18626-version", choices=("1.2", "2021"))
+    asub.add_parser("list", help="list agencies (transport, profile)")
+    pr = asub.add_parser("profiles", help="the profiles and what each adjusts")
+    pr.add_argument("--markdown", action="store_true",
+                    help="the table of docs/peer-profiles.md, with sources")
     d = asub.add_parser("disable", help="revoke an agency's broker access, keep its history")
     d.add_argument("symbol")
 
