@@ -471,8 +471,8 @@ async def run(settings: Settings, opts: ChaosOptions, out: Out = print) -> Verdi
         symbols += [*requesters, *suppliers]
         hubs = _hub_processes(s, opts, data)
         net = ChaosWorld(s, passwords, requesters, suppliers,
-                         Hubs(hubs.ftp_ports, hubs.http_ports, hubs.alive), seed=opts.seed,
-                         window=opts.window)
+                         Hubs(hubs.ftp_ports, hubs.http_ports, hubs.serving, hubs.alive),
+                         seed=opts.seed, window=opts.window)
         mail = MailCatcher(data / "mail", net.on_mail, smtp_port)
         await mail.start()
         await hubs.start_all()

@@ -115,14 +115,19 @@ class Hubs:
     """Where the parties find a live hub's FTP drop and download gateway."""
 
     def __init__(self, ftp_ports: list[int], http_ports: list[int],
-                 alive: Callable[[int], bool]) -> None:
+                 serving: Callable[[int], bool], alive: Callable[[int], bool]) -> None:
         self.ftp_ports = ftp_ports
         self.http_ports = http_ports
+        self.serving = serving
         self.alive = alive
 
     def pick(self, rng: random.Random) -> int:
-        live = [i for i in range(len(self.ftp_ports)) if self.alive(i)]
-        return rng.choice(live or list(range(len(self.ftp_ports))))
+        """A hub whose servers listen; one still starting only when none does (a
+        restart takes seconds on a loaded machine, and uploads sent there queued up
+        behind refused connections until suppliers missed their deadlines)."""
+        every = range(len(self.ftp_ports))
+        live = [i for i in every if self.serving(i)] or [i for i in every if self.alive(i)]
+        return rng.choice(live or list(every))
 
 
 class ChaosWorld(Simulation):

@@ -49,6 +49,11 @@ class HubProcesses:
         self.ftp_ports = [free_port() for _ in range(count)]
         self.http_ports = [free_port() for _ in range(count)]
         self.procs: list[asyncio.subprocess.Process | None] = [None] * count
+        # Whether each process has answered /readyz since it was started: a restarted
+        # hub is alive seconds before its FTP and HTTP servers listen (imports, pools,
+        # topology), and clients sent there meanwhile only meet refused connections.
+        self.ready = [False] * count
+        self._watching: set[asyncio.Task[None]] = set()
         self.kills = 0
         self.starts = 0
 
@@ -75,7 +80,19 @@ class HubProcesses:
             self.procs[i] = await asyncio.create_subprocess_exec(
                 sys.executable, str(ROOT / "run.py"), "hub", cwd=ROOT, env=self.env(i),
                 stdout=log, stderr=asyncio.subprocess.STDOUT)
+        self.ready[i] = False
         self.starts += 1
+        watch = asyncio.create_task(self._watch_ready(i))
+        self._watching.add(watch)
+        watch.add_done_callback(self._watching.discard)
+
+    async def _watch_ready(self, i: int) -> None:
+        with contextlib.suppress(HubFailed):
+            await self.wait_ready(i)
+
+    def serving(self, i: int) -> bool:
+        """Alive and ready: its servers listen."""
+        return self.alive(i) and self.ready[i]
 
     async def start_all(self, ready_timeout: float = 90.0) -> None:
         for i in range(self.count):
@@ -99,6 +116,7 @@ class HubProcesses:
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     async with http.get(url) as resp:
                         if resp.status == 200:
+                            self.ready[i] = True
                             return
                 await asyncio.sleep(0.2)
         raise HubFailed(f"hub {i} not ready within {timeout:.0f} s; the end of its log:\n"
@@ -109,12 +127,16 @@ class HubProcesses:
         p = self.procs[i]
         if p is None or p.returncode is not None:
             return
+        self.ready[i] = False
         p.send_signal(signal.SIGKILL)
         await p.wait()
         self.kills += 1
 
     async def stop_all(self, timeout: float = 30.0) -> list[int | None]:
         """SIGTERM every live process (graceful stop); SIGKILL what does not stop in time."""
+        for watch in list(self._watching):
+            watch.cancel()
+        await asyncio.gather(*self._watching, return_exceptions=True)
         for p in self.procs:
             if p is not None and p.returncode is None:
                 p.send_signal(signal.SIGTERM)

@@ -491,7 +491,7 @@ class SupplyingAgencyMessage(Iso18626Model):
             raise _element_error(
                 "statusInfo.status", ErrorType.BADLY_FORMED_MESSAGE,
                 "required element missing (only a message whose reasonForMessage is "
-                "Notification may leave it empty)")
+                "Notification, or a CancelResponse with its answerYesNo, may leave it empty)")
         if info.last_change is None:
             raise _element_error("statusInfo.lastChange", ErrorType.BADLY_FORMED_MESSAGE,
                                  "required element missing")

@@ -432,12 +432,27 @@ def test_every_other_reason_needs_its_status(reason: ReasonForMessage, path: str
                                              value: Any, named: str) -> None:
     body = with_change(with_change(SUPPLYING, "supplyingAgencyMessage.messageInfo."
                                               "reasonForMessage", str(reason)), path, value)
+    # A CancelResponse without its answer says nothing: it needs its status too.
+    body = with_change(body, "supplyingAgencyMessage.messageInfo.answerYesNo", ...)
     err = error_of(body)
     assert err.error_type is ErrorType.BADLY_FORMED_MESSAGE
     assert err.error_value.startswith(f"supplyingAgencyMessage.{named}: "
                                       "required element missing")
     if named == "statusInfo.status":
-        assert "only a message whose reasonForMessage is Notification" in err.error_value
+        assert "only a message whose reasonForMessage is Notification, or a CancelResponse " \
+               "with its answerYesNo" in err.error_value
+
+
+@pytest.mark.parametrize(("answer", "status"), [("Y", Status.CANCELLED), ("N", None)])
+def test_a_cancel_response_with_its_answer_may_leave_the_status_out(
+        answer: str, status: Status | None) -> None:
+    # mod-rs declines a cancel with no statusInfo at all (cancelResponseReplyNoTemplate).
+    body = with_change(with_change(SUPPLYING, "supplyingAgencyMessage.messageInfo", {
+        "reasonForMessage": "CancelResponse", "answerYesNo": answer}),
+        "supplyingAgencyMessage.statusInfo", ...)
+    _, model = parse_message(body)
+    assert isinstance(model, SupplyingAgencyMessage) and model.answers_cancel
+    assert model.status is status
 
 
 def test_a_notification_still_refuses_a_status_not_in_the_code_list() -> None:

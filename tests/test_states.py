@@ -39,7 +39,7 @@ def test_the_check_lists_exactly_the_enum() -> None:
 def test_events_are_every_status_and_every_action() -> None:
     assert {e.value for e in Event} == ({f"status:{s}" for s in Status}
                                         | {f"action:{a}" for a in Action}
-                                        | {"reason:Notification"})
+                                        | {"reason:Notification", "reason:CancelResponse"})
     assert Event.of_status(Status.LOANED) is Event.STATUS_LOANED
     assert Event.of_action(Action.RENEW) is Event.ACTION_RENEW
     assert (Event.STATUS_LOANED.iso, Event.STATUS_LOANED.is_status) == ("Loaned", True)
