@@ -30,7 +30,7 @@ import shutil
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -54,6 +54,7 @@ from app.demo_setup import (
     load_files,
     register,
 )
+from app.demo_tls import make_demo_tls, transports, with_tls
 from app.hub import Hub
 from infra.database import create_pool, drop_database, with_database
 from infra.migrations import migrate
@@ -82,6 +83,7 @@ class DemoOptions:
     suppliers: int | None = None
     keep: bool = False
     smtp: bool = False
+    tls: bool = False                # HTTPS, FTPS, SMTP STARTTLS (app/demo_tls.py)
     database: str = "illhub_demo"
     prefix: str = "demo."
     symbol_tag: str = ""
@@ -147,7 +149,7 @@ def demo_settings(settings: Settings, opts: DemoOptions) -> Settings:
         http__port=_port_or_free(settings.http.host, settings.http.port),
         # The hub's own links: a demo is on loopback, whatever the hub is configured to say.
         http__public_base_url=None,
-        ftp__port=0, ftp__passive_ports="",
+        ftp__port=0, ftp__passive_ports="", ftp__require_tls=False,
         deadlines__express=d.express / speed, deadlines__rush=d.rush / speed,
         deadlines__normal=d.normal / speed, deadlines__sweep_seconds=sweep,
         outbox__poll_seconds=min(settings.outbox.poll_seconds, 0.2),
@@ -286,6 +288,7 @@ class _Running:
     mail: MailCatcher | None = None
     base_url: str = ""
     mail_where: str = ""
+    transports: list[str] = field(default_factory=list)
 
     async def stop(self) -> None:
         if self.world is not None:
@@ -315,16 +318,22 @@ async def _start(settings: Settings, s: Settings, opts: DemoOptions, net: Networ
         "(docs/demo/agencies.csv)")
     await import_holdings(run.pool, net, data, out)
     await load_files(run.pool, net, opts.speed, out)
+    tls = make_demo_tls(data / "tls") if opts.tls else None
     world = run.world = World(net, SimClock(opts.speed), rng=random.Random(opts.seed),
-                              settings=s, passwords=passwords)
+                              settings=s, passwords=passwords,
+                              tls_ca=tls.ca if tls else None)
     if not opts.smtp:
-        run.mail = MailCatcher(data / "mail", world.on_mail)
+        run.mail = MailCatcher(data / "mail", world.on_mail,
+                               tls=tls.server_context() if tls else None)
         try:
             port = await run.mail.start()
         except (OSError, RuntimeError) as exc:
             raise DemoError(f"the demo's SMTP server: {exc}") from exc
         s = s.updated(smtp__host="127.0.0.1", smtp__port=port, smtp__user=None,
                       smtp__password=None, smtp__security="none")
+    if tls is not None:
+        s = with_tls(s, tls)
+    run.transports = transports(s)
     hub = run.hub = Hub(s)
     await hub.start()
     if hub.ftp is None or hub.http is None:
@@ -354,7 +363,7 @@ def _where(settings: Settings, opts: DemoOptions, data: Path, run: _Running,
              f"hub HTTP:   {base_url}/  (download links /d/...; operators' dashboard at "
              f"{base_url}/ops/ while a hub runs: run.py demo --keep, then "
              "ILLHUB_OPERATORS__PASSWORD=... ILLHUB_DATABASE__URL=.../illhub_demo "
-             "ILLHUB_AMQP__NAME_PREFIX=demo. run.py hub)"]
+             "ILLHUB_AMQP__NAME_PREFIX=demo. ILLHUB_FTP__REQUIRE_TLS=false run.py hub)"]
     statements = data / "statements" / period
     if statements.is_dir():
         where.insert(1, f"statements: {statements}/  (one CSV and one PDF per agency, "
@@ -422,6 +431,7 @@ async def run(settings: Settings, opts: DemoOptions, out: Out = print) -> Summar
         period = datetime.now(ZoneInfo(s.timezone)).strftime("%Y-%m")
         summary = await _summarise(s, opts, world, running.pool, period, out)
         summary.seconds = time.monotonic() - started
+        summary.transports = running.transports
         where = _where(settings, opts, Path(s.data_dir), running, summary, period)
         for line in format_summary(summary, network=network_line, where=where):
             out(line)

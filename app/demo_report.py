@@ -98,6 +98,7 @@ class Summary:
     settlement: list[str] = field(default_factory=list)
     refused: int = 0                    # request refusals seen by the requesters
     hub_errors: list[str] = field(default_factory=list)
+    transports: list[str] = field(default_factory=list)   # each, and whether encrypted
     problems: list[str] = field(default_factory=list)
     sim_days: float = 0.0
     seconds: float = 0.0
@@ -341,6 +342,8 @@ def format_summary(s: Summary, *, network: str, where: list[str]) -> list[str]:
                  f"to readers); {s.mails_on_disk} .eml files kept")
     lines.append(f"  downloads       {s.downloads:>6}   of {s.grants} delivered copies"
                  + (f"; {s.grants_over_limit} beyond the limit!" if s.grants_over_limit else ""))
+    if s.transports:
+        lines.append(f"  transport       {'; '.join(s.transports)}")
     if s.hub_errors:
         example = re.sub(r" \(transaction [^)]*\)", "", s.hub_errors[0])
         lines.append(f"  hub refusals    {len(s.hub_errors):>6}   (late answers: after a deadline, "

@@ -37,6 +37,7 @@ from infra import topology
 from infra.database import create_pool
 from infra.mailqueue import MailSender
 from infra.relay import Relay
+from infra.tls import ClientContexts, ServerContexts, first_connection
 from schemas.settings import Settings
 from settlement.run import scheduled_settlement
 from web.app import HttpServer, make_app, start_http
@@ -68,6 +69,8 @@ class Hub:
         self.connection: AbstractRobustConnection | None = None
         self.relay: Relay | None = None
         self.shards: ShardedIntake | None = None
+        self.servers: ServerContexts | None = None
+        self.clients: ClientContexts | None = None
         self.processed = 0
         self._stop = asyncio.Event()
         self._intake_task: asyncio.Task[None] | None = None
@@ -75,8 +78,16 @@ class Hub:
 
     async def start(self) -> None:
         s = self.settings
-        self.pool = await create_pool(s.database_url, max_size=POOL_SIZE)
-        self.connection = await aio_pika.connect_robust(s.amqp.url.get_secret_value())
+        # Every TLS file is read before anything connects: a wrong one stops the hub
+        # here, naming its setting (infra/tls.py).
+        self.servers = ServerContexts.from_settings(s, drop=self.serve_delivery)
+        self.clients = ClientContexts.from_settings(s)
+        # A certificate the CA does not verify is named by its setting, not left as a
+        # bare SSL error.
+        with first_connection(s, "database"):
+            self.pool = await create_pool(s.database_url, max_size=POOL_SIZE)
+        with first_connection(s, "amqp"):
+            self.connection = await aio_pika.connect_robust(s.amqp_broker_url)
         setup = await self.connection.channel()
         agencies = await enabled_symbols(self.pool)
         await topology.declare(setup, s, agencies)
@@ -110,13 +121,15 @@ class Hub:
 
     async def _start_delivery(self) -> None:
         pool = self._pool()
-        self.ftp = await start_ftp(self.settings, pool)
+        if self.servers is None or self.clients is None:
+            raise RuntimeError("TLS contexts are built in start()")
+        self.ftp = await start_ftp(self.settings, pool, ssl=self.servers.ftp)
         app = make_app(self.settings, pool, broker_up=self._broker_up, intake=self.intake)
-        self.http = await start_http(self.settings, app)
+        self.http = await start_http(self.settings, app, ssl=self.servers.http)
         # With port 0 the readers' links can name the port only now.
         self.dispatcher.base_url = self.settings.http.public_base_url or self.http.base_url
-        self.peers = PeerRelay(pool, self.settings)
-        self.mailer = MailSender(pool, self.settings)
+        self.peers = PeerRelay(pool, self.settings, ssl=self.clients.peers)
+        self.mailer = MailSender(pool, self.settings, tls_context=self.clients.smtp)
         self._tasks += [asyncio.create_task(self.peers.run(), name="iso18626-peers"),
                         asyncio.create_task(self.mailer.run(), name="mail-sender")]
         schedule_retention(self.scheduler, self.settings, pool)
@@ -199,9 +212,16 @@ class Hub:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        # SIGHUP: rotated certificates are loaded into the running servers' contexts;
+        # open connections keep theirs, new handshakes get the new ones.
+        loop.add_signal_handler(signal.SIGHUP, self.reload_certificates)
         await self.start()
         await self._stop.wait()
         await self.stop()
+
+    def reload_certificates(self) -> list[str]:
+        """Load the HTTP and FTP certificates again (SIGHUP); returns what failed."""
+        return self.servers.reload() if self.servers is not None else []
 
 
 def _logged(job: Callable[[], Awaitable[None]], name: str) -> Callable[[], Awaitable[None]]:

@@ -70,7 +70,7 @@ async def _clean_up(connection: aio_pika.abc.AbstractConnection, names: list[str
 async def pipeline(net: BenchNetwork, messages: int, *, publish: bool = True,
                    progress: Progress = say) -> dict[str, Any]:
     s = net.settings
-    connection = await aio_pika.connect(s.amqp.url.get_secret_value())
+    connection = await aio_pika.connect(s.amqp_broker_url)
     setup, names = await _declare(connection, s)
     body = json.dumps({"request": {"header": {"requestingAgencyRequestId": "x" * 16},
                                    "bibliographicInfo": {"title": "图书馆论坛" * 20}}},

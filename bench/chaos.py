@@ -288,7 +288,7 @@ def _settings(settings: Settings, opts: ChaosOptions, data: Path, smtp_port: int
     return settings.updated(
         database__url=url, amqp__name_prefix=opts.name_prefix, hub_symbol=opts.symbol("HUB"),
         data_dir=str(data), smtp__host="127.0.0.1", smtp__port=smtp_port, smtp__user=None,
-        smtp__password=None)
+        smtp__password=None, smtp__security="none", ftp__require_tls=False)
 
 
 async def _prepare(s: Settings, pool: asyncpg.Pool, opts: ChaosOptions, data: Path,

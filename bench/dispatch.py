@@ -48,7 +48,7 @@ class Observer:
 
     async def start(self) -> None:
         s = self.net.settings
-        self._connection = await aio_pika.connect(s.amqp.url.get_secret_value())
+        self._connection = await aio_pika.connect(s.amqp_broker_url)
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=5000)
         suppliers = set(self.net.suppliers)

@@ -128,7 +128,7 @@ class Fuzzer:
         logging.getLogger("app.hub").addHandler(watch)
         s = self.settings
         agency = await aio_pika.connect_robust(s.amqp_url_for(self.symbol, self.password))
-        admin = await aio_pika.connect_robust(s.amqp.url.get_secret_value())
+        admin = await aio_pika.connect_robust(s.amqp_broker_url)
         try:
             channel = await agency.channel(publisher_confirms=True)
             exchange = await channel.get_exchange(s.name(INBOUND), ensure=False)
@@ -475,7 +475,7 @@ async def main(args: argparse.Namespace, base: Settings | None = None) -> int:
     # small machine; the intake is the same).
     settings = base.updated(
         database__url=url, amqp__name_prefix=f"fuzz{run}.", hub_symbol=f"F{run}:HUB",
-        amqp__queue_type="classic", outbox__poll_seconds=0.05)
+        amqp__queue_type="classic", outbox__poll_seconds=0.05, smtp__security="none")
     users: list[str] = []
     failed = True
     try:

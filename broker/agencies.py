@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import aio_pika
 import asyncpg
@@ -16,6 +17,7 @@ from broker.profiles import DEFAULT_PROFILE, PROFILE_NAMES
 from infra.credentials import hash_password
 from infra.database import Connection
 from infra.rabbit_admin import Management
+from infra.tls import TlsSettingError, pem_client_context
 from infra.topology import declare_agency_queue
 from schemas.settings import Settings
 from schemas.symbols import split_symbol
@@ -23,6 +25,10 @@ from schemas.wire import INBOUND, agency_queue
 
 ROLES = ("requester", "supplier")
 ISO18626_VERSIONS = ("1.2", "2021")
+# Only the certificates of a CA file are stored: a key that came along in the same
+# file (a combined PEM) must not end up in the database.
+_PEM_CERTIFICATE = re.compile(
+    r"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+?-----END CERTIFICATE-----")
 
 
 class AgencyError(ValueError):
@@ -44,6 +50,8 @@ class NewAgency:
     iso18626_version: str = "1.2"
     # Which dialect of ISO 18626 its ILL system speaks (broker/profiles/).
     iso18626_profile: str = DEFAULT_PROFILE
+    # The PEM of a CA of its own that signed its https:// certificate (read_ca_pem).
+    iso18626_ca: str | None = None
 
     def check(self) -> None:
         try:
@@ -76,6 +84,26 @@ def check_peer(url: str | None, version: str | None, profile: str | None) -> Non
                           f"got {profile!r}")
 
 
+def read_ca_pem(path: str) -> str:
+    """The CA certificates of a PEM file, for `--iso18626-ca FILE`: what broker/peers.py
+    trusts for that peer's https:// URL. Unreadable, or no usable certificate: AgencyError."""
+    try:
+        text = Path(path).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not a PEM (text) file"
+        raise AgencyError(f"--iso18626-ca {path!r}: cannot read it ({reason})") from None
+    pem = "\n".join(m.group(0).replace("\r\n", "\n")
+                    for m in _PEM_CERTIFICATE.finditer(text))
+    if not pem:
+        raise AgencyError(f"--iso18626-ca {path!r}: no certificate in it (a PEM file with "
+                          "-----BEGIN CERTIFICATE----- is needed)")
+    try:
+        pem_client_context(pem, "--iso18626-ca")
+    except TlsSettingError as exc:
+        raise AgencyError(f"--iso18626-ca {path!r}: {exc}") from None
+    return pem + "\n"
+
+
 def parse_region(region: str | None) -> tuple[str | None, str | None]:
     """`PROVINCE/CITY` (city optional), e.g. `上海/上海` or `广东/广州`."""
     if not region:
@@ -102,11 +130,12 @@ async def add(settings: Settings, pool: asyncpg.Pool, agency: NewAgency) -> None
         await conn.execute(
             """INSERT INTO agency (symbol, name, roles, province, city, email, finance_email,
                                    password_hash, iso18626_url, iso18626_version,
-                                   iso18626_profile)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+                                   iso18626_profile, iso18626_ca)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
             agency.symbol, agency.name, list(agency.roles), agency.province, agency.city,
             agency.email, agency.finance_email, hash_password(agency.password),
             agency.iso18626_url, agency.iso18626_version, agency.iso18626_profile,
+            agency.iso18626_ca,
         )
         # The broker side is created inside the DB transaction, so a broker failure
         # leaves no agency row; a DB failure after it is undone below.
@@ -118,7 +147,7 @@ async def add(settings: Settings, pool: asyncpg.Pool, agency: NewAgency) -> None
                 await mgmt.put_user(agency.symbol, agency.password)
                 await mgmt.set_permissions(settings.vhost, agency.symbol,
                                            **permissions(settings, agency.symbol))
-                connection = await aio_pika.connect(settings.amqp.url.get_secret_value())
+                connection = await aio_pika.connect(settings.amqp_broker_url)
                 async with connection:
                     await declare_agency_queue(await connection.channel(), settings,
                                                agency.symbol)
@@ -147,12 +176,13 @@ class PeerChange:
     profile: str | None = None
     iso18626_url: str | None = None
     iso18626_version: str | None = None
+    iso18626_ca: str | None = None  # a PEM (read_ca_pem)
 
     def check(self) -> None:
         if self.profile is None and self.iso18626_url is None and \
-                self.iso18626_version is None:
-            raise AgencyError("nothing to set: give --profile, --iso18626-url or "
-                              "--iso18626-version")
+                self.iso18626_version is None and self.iso18626_ca is None:
+            raise AgencyError("nothing to set: give --profile, --iso18626-url, "
+                              "--iso18626-version or --iso18626-ca")
         check_peer(self.iso18626_url, self.iso18626_version, self.profile)
 
 
@@ -161,15 +191,17 @@ async def change(pool: asyncpg.Pool, symbol: str, what: PeerChange) -> asyncpg.R
 
     Messages already in the outbox go out with the new settings (broker/peers.py reads
     them when it sends); messages received are normalised with the new profile from the
-    next one on."""
+    next one on; a new CA is trusted from the next POST on."""
     what.check()
     row = await pool.fetchrow(
         """UPDATE agency SET iso18626_profile = coalesce($2, iso18626_profile),
                              iso18626_url = coalesce($3, iso18626_url),
-                             iso18626_version = coalesce($4, iso18626_version)
+                             iso18626_version = coalesce($4, iso18626_version),
+                             iso18626_ca = coalesce($5, iso18626_ca)
            WHERE symbol = $1
-           RETURNING symbol, iso18626_profile, iso18626_url, iso18626_version""",
-        symbol, what.profile, what.iso18626_url, what.iso18626_version)
+           RETURNING symbol, iso18626_profile, iso18626_url, iso18626_version,
+                     iso18626_ca IS NOT NULL AS iso18626_own_ca""",
+        symbol, what.profile, what.iso18626_url, what.iso18626_version, what.iso18626_ca)
     if row is None:
         raise AgencyError(f"no agency {symbol}")
     return row
@@ -178,7 +210,8 @@ async def change(pool: asyncpg.Pool, symbol: str, what: PeerChange) -> asyncpg.R
 async def listing(pool: asyncpg.Pool) -> list[asyncpg.Record]:
     return await pool.fetch(
         """SELECT symbol, name, roles, province, city, email, finance_email, enabled, created_at,
-                  iso18626_url, iso18626_version, iso18626_profile
+                  iso18626_url, iso18626_version, iso18626_profile,
+                  iso18626_ca IS NOT NULL AS iso18626_own_ca
            FROM agency ORDER BY symbol""")
 
 
@@ -192,19 +225,22 @@ class PeerRegistration:
     iso18626_url: str | None
     iso18626_version: str
     iso18626_profile: str
+    iso18626_ca: str | None = None  # the PEM of its own CA, for its https:// URL
 
 
 async def registration(pool: asyncpg.Pool, symbol: str) -> PeerRegistration | None:
     """An agency's roles and HTTP peer settings, or None if no agency has this symbol."""
     row = await pool.fetchrow(
-        """SELECT symbol, roles, enabled, iso18626_url, iso18626_version, iso18626_profile
+        """SELECT symbol, roles, enabled, iso18626_url, iso18626_version, iso18626_profile,
+                  iso18626_ca
            FROM agency WHERE symbol = $1""", symbol)
     if row is None:
         return None
     return PeerRegistration(symbol=row["symbol"], roles=tuple(row["roles"]),
                             enabled=row["enabled"], iso18626_url=row["iso18626_url"],
                             iso18626_version=row["iso18626_version"],
-                            iso18626_profile=row["iso18626_profile"])
+                            iso18626_profile=row["iso18626_profile"],
+                            iso18626_ca=row["iso18626_ca"])
 
 
 async def enabled_symbols(pool: asyncpg.Pool) -> list[str]:

@@ -18,6 +18,13 @@ adjustments; the row keeps the hub's own form). A row the profile says not to se
 all (an ExpectToSupply to Alma) is closed with `peer_status` SKIPPED and the reason in
 `peer_answer`. For a profile that numbers notes (ReShare's `#seq:N#`), the last number
 sent per transaction is kept in `peer_note_sequence` and counts only confirmed rows.
+
+An https:// peer's certificate and host name are always verified: against the system's
+CAs and ILLHUB_HTTP__PEERS_CA_FILE, or, for an agency registered with a CA of its own
+(`run.py agency set SYMBOL --iso18626-ca FILE`), against that CA as well. A certificate
+that cannot be verified is retried like a peer that is down (the row says why) and
+raises a `peer_error` flag, since only an operator can fix it; nothing is ever sent
+unverified.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl as _ssl
 from collections import defaultdict
 from urllib.parse import urlsplit, urlunsplit
 
@@ -37,10 +45,11 @@ from infra.flags import FlagKind, raise_flag
 from infra.locks import Lock, try_transaction_lock
 from infra.observability import MESSAGES_OUT
 from infra.relay import MAX_BACKOFF_SECONDS
+from infra.tls import TlsSettingError, peers_context, pem_client_context
 from schemas.iso18626 import CONFIRMATION_OF
 from schemas.iso18626_codes import MessageType
 from schemas.iso18626_xml import XmlMessageError, read_xml, to_xml
-from schemas.settings import Settings
+from schemas.settings import Settings, env_name
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +61,7 @@ TRANSPORT = "iso18626-http"
 _PENDING = """
 SELECT o.id, o.routing_key, o.message_id, o.message_type, o.headers, o.body, o.attempts,
        o.available_at <= now() AS due, a.iso18626_url, a.iso18626_version,
-       a.iso18626_profile
+       a.iso18626_profile, a.iso18626_ca
 FROM (SELECT *, row_number() OVER (PARTITION BY routing_key ORDER BY id) AS n
       FROM outbox WHERE published_at IS NULL AND transport = 'iso18626-http') o
 JOIN agency a ON a.symbol = o.routing_key
@@ -91,6 +100,11 @@ class Retry:
         self.reason = reason
 
 
+class Untrusted(Retry):
+    """The peer's TLS certificate could not be verified: retried (the fix may be a CA
+    the operators add, or the peer's renewed certificate), and flagged."""
+
+
 Result = Sent | Skipped | Refused | Retry
 
 # The last `#seq:N#` sent to each peer, per transaction (profiles that number notes).
@@ -104,11 +118,16 @@ ON CONFLICT (agency, transaction_id) DO UPDATE SET last_seq = EXCLUDED.last_seq"
 
 class PeerRelay:
     def __init__(self, pool: asyncpg.Pool, settings: Settings, *, timeout: float = 30.0,
-                 per_peer: int = 50) -> None:
+                 per_peer: int = 50, ssl: _ssl.SSLContext | None = None) -> None:
+        """`ssl`: what https:// peers are verified with (default: built from settings,
+        `infra.tls.peers_context`); a peer with its own CA gets a context of its own."""
         self.pool = pool
         self.settings = settings
         self.timeout = timeout
         self.per_peer = per_peer
+        self.ssl = ssl if ssl is not None else peers_context(settings)
+        # Per peer CA (its PEM): building a context parses the PEM, so once per CA.
+        self._own_ca: dict[str, _ssl.SSLContext] = {}
         self._wake = asyncio.Event()
         self._stopping = False
         self._session: aiohttp.ClientSession | None = None
@@ -124,7 +143,7 @@ class PeerRelay:
 
     async def _listen_and_send(self) -> None:
         listener = await asyncpg.connect(self.settings.database_url)
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        self._session = self._new_session()
         try:
             await listener.add_listener(PEER_NOTIFY_CHANNEL, lambda *_: self._wake.set())
             while not self._stopping:
@@ -148,12 +167,27 @@ class PeerRelay:
         self._stopping = True
         self._wake.set()
 
+    def _new_session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout),
+                                     connector=aiohttp.TCPConnector(ssl=self.ssl))
+
+    def _context_for(self, row: asyncpg.Record) -> _ssl.SSLContext:
+        """What the row's peer is verified with: its own CA (besides the system's), if
+        its agency has one; otherwise the relay's."""
+        pem = row["iso18626_ca"]
+        if not pem:
+            return self.ssl
+        context = self._own_ca.get(pem)
+        if context is None:
+            context = pem_client_context(pem, f"the ISO 18626 CA of {row['routing_key']}")
+            self._own_ca[pem] = context
+        return context
+
     async def send_due(self) -> int:
         """One round: each peer's due messages in order until one fails; returns how many
         rows were settled (confirmed or refused)."""
         own_session = self._session is None
-        session = self._session or aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.timeout))
+        session = self._session or self._new_session()
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 if not await try_transaction_lock(conn, Lock.PEER_RELAY):
@@ -227,12 +261,20 @@ class PeerRelay:
         headers = {"Content-Type": "application/xml; charset=utf-8",
                    "X-ILLHub-Message-Id": row["message_id"]}
         try:
-            async with session.post(row["iso18626_url"], data=out.data,
-                                    headers=headers) as response:
+            context = self._context_for(row)
+        except TlsSettingError as exc:  # the migration's CHECK lets a broken PEM through
+            return Untrusted(f"cannot verify {_masked(row['iso18626_url'])}: {exc}; set "
+                             f"it again with run.py agency set {row['routing_key']} "
+                             "--iso18626-ca FILE")
+        try:
+            async with session.post(row["iso18626_url"], data=out.data, headers=headers,
+                                    ssl=context) as response:
                 answer = await response.read()
                 if response.status // 100 != 2:
                     return Retry(f"HTTP {response.status} from {_masked(row['iso18626_url'])}: "
                                  f"{answer[:200].decode('utf-8', 'replace')}")
+        except aiohttp.ClientConnectorCertificateError as exc:
+            return Untrusted(_untrusted(row, exc))
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             return Retry(f"{type(exc).__name__} posting to {_masked(row['iso18626_url'])}: "
                          f"{exc}")
@@ -261,6 +303,13 @@ class PeerRelay:
                           peer_status = 'SKIPPED', peer_answer = $2
                    WHERE id = $1""", row["id"], result.reason)
             return
+        if isinstance(result, Untrusted):
+            # Once per message: a peer stuck on one message is not flagged every round.
+            await raise_flag(conn, FlagKind.PEER_ERROR, row["routing_key"],
+                             f"{row['routing_key']}: {row['message_type']} "
+                             f"{row['message_id']} not sent: {result.reason}",
+                             key=f"certificate:{row['message_id']}",
+                             transaction_id=_transaction_of(row))
         if isinstance(result, Retry):
             delay = min(MAX_BACKOFF_SECONDS, 2 ** min(row["attempts"], 12))
             log.warning("to ISO 18626 peer %s: %s (%s); retry in %ss", row["routing_key"],
@@ -334,6 +383,17 @@ def _judge(row: asyncpg.Record, answer: bytes) -> Result:
     detail = f"{first.get('errorType', '?')}: {first.get('errorValue', '')}" \
         if isinstance(first, dict) else "ERROR without errorData"
     return Refused(f"peer answered ERROR: {detail}", text)
+
+
+def _untrusted(row: asyncpg.Record, exc: aiohttp.ClientConnectorCertificateError) -> str:
+    """Why a peer's certificate failed, and where the CA that would verify it goes."""
+    cause = exc.certificate_error
+    detail = getattr(cause, "verify_message", None) or str(cause)
+    setting = env_name("http", "peers_ca_file")
+    own = "its own CA" if row["iso18626_ca"] else f"the system's CAs and {setting}"
+    return (f"the TLS certificate of {_masked(row['iso18626_url'])} could not be verified "
+            f"({detail}) against {own}; if its CA is to be trusted: run.py agency set "
+            f"{row['routing_key']} --iso18626-ca FILE, or add it to {setting}")
 
 
 def _masked(url: str) -> str:

@@ -6,6 +6,18 @@ lexically; `ConfinedPathIO` then resolves symlinks on every file-system call and
 refuses (or hides, for existence checks and listings) anything whose real path
 is outside the home. Each upload is recorded in `ftp_upload` so intake can tell a
 finished file from one still arriving.
+
+FTPS is explicit TLS (RFC 4217): a session starts in cleartext, `AUTH TLS` turns the
+control connection to TLS, `PBSZ 0` and `PROT P` then protect every data connection.
+With `ftp.require_tls` (the default) USER and PASS before AUTH TLS, and data
+connections without PROT P, are refused. aioftp 0.28's server has implicit TLS only
+(its `ssl` wraps every socket from the first byte, a mode RFC 4217 does not describe,
+and clients offer it only on port 990), and its PBSZ and PROT answer 200 without
+protecting anything. So `DropServer` leaves aioftp's `ssl` unset and does the upgrade
+itself, with asyncio's `StreamWriter.start_tls`: AUTH TLS upgrades the command stream
+in place, and each passive data connection is upgraded as it is accepted when its
+session chose PROT P. PASV and EPSV are aioftp's own, so `ftp.announce_address` and
+`ftp.passive_ports` work as without TLS.
 """
 
 from __future__ import annotations
@@ -15,10 +27,12 @@ import errno
 import logging
 import os
 import secrets
+import ssl
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from ssl import SSLContext
 from typing import Any
 
 import aioftp
@@ -32,11 +46,20 @@ from aioftp.server import (
 
 from delivery.paths import ftp_root, home_of, is_inside
 from infra.credentials import hash_password, verify_password
-from schemas.settings import Settings
+from infra.tls import TlsSettingError
+from schemas.settings import Settings, env_name
 
 log = logging.getLogger(__name__)
 
 BLOCK_SIZE = 64 * 1024
+# How long a TLS handshake (control or data connection) may take.
+HANDSHAKE_SECONDS = 30.0
+# How long a transfer command waits for its data connection. aioftp's default (1 s) is
+# too short once the connection is accepted only after a TLS handshake, which the
+# client starts only after the 150 reply, across a slow link.
+DATA_CONNECTION_WAIT = 10.0
+TLS_FIRST = "TLS required: AUTH TLS first (use FTPS, explicit TLS)"
+PROT_P_FIRST = "data connection must be protected: PBSZ 0 and PROT P first"
 _PASSWORD_REQUIRED = aioftp.AbstractUserManager.GetUserResponse.PASSWORD_REQUIRED
 
 
@@ -232,15 +255,48 @@ class _Upload:
     limit: int
 
 
-class DropServer(aioftp.Server):
-    """aioftp.Server with upload size limit and upload tracking."""
+@dataclass
+class _Tls:
+    """One session's FTPS state, kept on aioftp's Connection (as `tls`)."""
 
-    def __init__(self, logins: SupplierLogins, tracker: UploadTracker, max_bytes: int,
+    control: bool = False        # AUTH TLS done: commands and replies are encrypted
+    protected: bool = False      # PROT P: data connections are encrypted too
+    # The session's reply queue: AUTH TLS waits for its 234 to be sent before the
+    # handshake (aioftp's dispatcher keeps the queue to itself; response_writer gets it).
+    responses: asyncio.Queue[Any] | None = None
+    # Set from the moment AUTH TLS is read until the upgrade is over: the next command
+    # is read only after it, from the TLS stream.
+    upgrading: asyncio.Future[None] | None = None
+
+
+def _tls_of(connection: Any) -> _Tls:
+    if "tls" not in connection:
+        connection.tls = _Tls()
+    state: _Tls = connection.tls
+    return state
+
+
+DataHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class DropServer(aioftp.Server):
+    """aioftp.Server with upload size limit, upload tracking and explicit FTPS."""
+
+    def __init__(self, logins: SupplierLogins, tracker: UploadTracker, max_bytes: int, *,
+                 tls: ssl.SSLContext | None = None, require_tls: bool = False,
                  **kwargs: Any) -> None:
         super().__init__(logins, path_io_factory=ConfinedPathIO, block_size=BLOCK_SIZE,
-                         **kwargs)
+                         wait_future_timeout=DATA_CONNECTION_WAIT, **kwargs)
+        if require_tls and tls is None:
+            raise TlsSettingError(env_name("ftp", "require_tls"),
+                                  "on, but the drop has no TLS context")
         self.tracker = tracker
         self.max_bytes = max_bytes
+        self.tls = tls
+        self.require_tls = require_tls
+        self.commands_mapping["feat"] = self.feat
+        if tls is not None:
+            self.commands_mapping["auth"] = self.auth
 
     # ignore[override]: returns False for a hang-up. aioftp's dispatcher ends the session
     # on a falsy result, but its parse_command is annotated as returning a tuple only.
@@ -248,20 +304,165 @@ class DropServer(aioftp.Server):
                             censor_commands: tuple[str] = ("pass",)) -> tuple[str, str] | bool:
         # aioftp raises when the client hangs up; its dispatcher then logs an ERROR with
         # a traceback, or (after QUIT) leaves the exception unretrieved in a dead task.
-        # A hang-up is how FTP sessions end: finish the session quietly instead.
+        # A hang-up (or a TLS session that broke) is how FTP sessions end: finish the
+        # session quietly instead.
+        connection = self.connections.get(stream)
+        state = _tls_of(connection) if connection is not None else None
+        if state is not None and state.upgrading is not None:
+            await state.upgrading  # AUTH TLS is under way: the next command comes over TLS
         try:
-            return await super().parse_command(stream, censor_commands)
-        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+            command = await super().parse_command(stream, censor_commands)
+        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError, ssl.SSLError):
             return False
+        if command[0] == "auth" and state is not None and self.tls is not None:
+            # Stop reading before the 234 goes out: what the client sends after it is its
+            # TLS handshake, which must reach the TLS layer, not this cleartext reader.
+            stream.writer.transport.pause_reading()
+            state.upgrading = asyncio.get_running_loop().create_future()
+        return command
 
     async def response_writer(self, stream: Any, response_queue: asyncio.Queue[Any]) -> None:
+        connection = self.connections.get(stream)
+        if connection is not None:
+            _tls_of(connection).responses = response_queue
         try:
             await super().response_writer(stream, response_queue)
-        except (ConnectionError, TimeoutError):
+        except (ConnectionError, TimeoutError, ssl.SSLError):
             # The client is gone: keep emptying the queue so the dispatcher's join() returns.
             while True:
                 await response_queue.get()
                 response_queue.task_done()
+
+    # --- FTPS (RFC 4217) -----------------------------------------------------------------
+
+    async def feat(self, connection: Any, rest: str | PurePosixPath) -> bool:
+        tls = ["AUTH TLS", "PBSZ", "PROT"] if self.tls is not None else []
+        connection.response("211", ["Features:", *tls, "EPSV", "PASV", "End"], True)
+        return True
+
+    async def auth(self, connection: Any, rest: str | PurePosixPath) -> bool:
+        """AUTH TLS: answer 234, then turn the command stream to TLS in place."""
+        state = _tls_of(connection)
+        stream = connection.command_connection
+        try:
+            refusal = self._auth_refusal(connection, state, str(rest))
+            if refusal is not None:
+                stream.writer.transport.resume_reading()
+                connection.response(*refusal)
+                return True
+            connection.response("234", "AUTH TLS accepted: start the TLS handshake")
+            return await self._upgrade(connection, state, stream)
+        finally:
+            if state.upgrading is not None:
+                state.upgrading.set_result(None)
+                state.upgrading = None
+
+    @staticmethod
+    def _auth_refusal(connection: Any, state: _Tls, mechanism: str) -> tuple[str, str] | None:
+        if mechanism.strip().upper() not in ("TLS", "TLS-C", "SSL"):
+            return "504", "AUTH TLS only"
+        if state.control:
+            return "503", "already using TLS"
+        if connection.future.user.done():
+            # RFC 4217 would reset the session; refusing is simpler and leaves no doubt
+            # about what was sent in cleartext.
+            return "503", "AUTH TLS must come before USER"
+        return None
+
+    async def _upgrade(self, connection: Any, state: _Tls, stream: Any) -> bool:
+        """The TLS handshake on the command connection; False ends the session."""
+        if state.responses is not None:
+            await state.responses.join()
+        # Bytes read before the 234 went out were sent before the client could know TLS
+        # was accepted: commands injected ahead of the handshake (the STARTTLS
+        # command-injection flaw). They must not run as if they came over TLS.
+        if getattr(stream.reader, "_buffer", b""):
+            log.warning("FTP session from %s ended: data sent ahead of the TLS handshake",
+                        connection.client_host)
+            return False
+        try:
+            await stream.writer.start_tls(self.tls, ssl_handshake_timeout=HANDSHAKE_SECONDS)
+        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            log.info("FTP TLS handshake with %s failed: %s", connection.client_host, exc)
+            return False
+        state.control = True
+        return True
+
+    def _tls_missing(self, connection: Any) -> bool:
+        """Whether a login must wait for AUTH TLS (then the client has been told)."""
+        if self.require_tls and not _tls_of(connection).control:
+            connection.response("530", TLS_FIRST)
+            return True
+        return False
+
+    async def user(self, connection: Any, rest: str) -> bool:
+        if self._tls_missing(connection):
+            return True
+        return await super().user(connection, rest)
+
+    async def pass_(self, connection: Any, rest: str) -> bool:
+        if self._tls_missing(connection):
+            return True
+        return await super().pass_(connection, rest)
+
+    async def pbsz(self, connection: Any, rest: str | PurePosixPath) -> bool:
+        if _tls_of(connection).control:
+            connection.response("200", "PBSZ=0")
+        else:
+            connection.response("503", "PBSZ needs AUTH TLS first")
+        return True
+
+    async def prot(self, connection: Any, rest: str | PurePosixPath) -> bool:
+        state = _tls_of(connection)
+        level = str(rest).strip().upper()
+        if not state.control:
+            connection.response("503", "PROT needs AUTH TLS first")
+        elif level == "P":
+            state.protected = True
+            connection.response("200", "data connections protected (TLS)")
+        elif level == "C" and not self.require_tls:
+            state.protected = False
+            connection.response("200", "data connections in cleartext")
+        elif level == "C":
+            connection.response("534", "PROT C refused: this drop protects data (PROT P)")
+        else:
+            connection.response("504", f"PROT {level[:8]} not supported: use PROT P")
+        return True
+
+    def _data_refused(self, connection: Any) -> bool:
+        if self.require_tls and not _tls_of(connection).protected:
+            connection.response("521", PROT_P_FIRST)
+            return True
+        return False
+
+    async def pasv(self, connection: Any, rest: str | PurePosixPath) -> bool:
+        if self._data_refused(connection):
+            return True
+        return await super().pasv(connection, rest)
+
+    async def epsv(self, connection: Any, rest: str | PurePosixPath) -> bool:
+        if self._data_refused(connection):
+            return True
+        return await super().epsv(connection, rest)
+
+    async def _start_passive_server(self, connection: Any,
+                                    handler_callback: DataHandler) -> asyncio.Server:
+        """aioftp's passive listener, whose connections get TLS when the session chose
+        PROT P at the time each is accepted (a session may change PROT between them)."""
+        state = _tls_of(connection)
+
+        async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if state.protected and self.tls is not None:
+                if not await _data_tls(writer, self.tls, connection.client_host):
+                    return
+            elif self.require_tls:
+                writer.close()  # PROT P was turned off after PASV: no cleartext data
+                return
+            await handler_callback(reader, writer)
+
+        return await super()._start_passive_server(connection, accepted)
+
+    # --- uploads ---------------------------------------------------------------------------
 
     @staticmethod
     def _relative(connection: Any, real_path: Path) -> str:
@@ -396,6 +597,17 @@ class DropServer(aioftp.Server):
         return True
 
 
+async def _data_tls(writer: asyncio.StreamWriter, context: ssl.SSLContext, client: str) -> bool:
+    """The TLS handshake on an accepted data connection; False (and closed) if it failed."""
+    try:
+        await writer.start_tls(context, ssl_handshake_timeout=HANDSHAKE_SECONDS)
+    except (ssl.SSLError, OSError, TimeoutError) as exc:
+        log.info("FTP data connection from %s closed: TLS handshake failed: %s", client, exc)
+        writer.close()
+        return False
+    return True
+
+
 def _size_or_none(path: Path) -> int | None:
     try:
         return path.stat().st_size
@@ -432,13 +644,17 @@ class FtpDrop:
         await self.server.close()
 
 
-async def start_ftp(settings: Settings, pool: asyncpg.Pool,
-) -> FtpDrop:
+async def start_ftp(settings: Settings, pool: asyncpg.Pool, *,
+                    ssl: SSLContext | None = None) -> FtpDrop:
+    """The drop on settings.ftp.host:port; `ssl` (infra.tls.ServerContexts.ftp) offers
+    FTPS, which `settings.ftp.require_tls` makes the only way in."""
     ftp_root(settings).mkdir(parents=True, exist_ok=True)
     server = DropServer(
         SupplierLogins(settings, pool),
         UploadTracker(pool),
         settings.ftp.max_upload_bytes,
+        tls=ssl,
+        require_tls=settings.ftp.require_tls,
         data_ports=settings.ftp.data_ports(),
         ipv4_pasv_forced_response_address=settings.ftp.announce_address,
         idle_timeout=settings.ftp.idle_timeout,
@@ -448,6 +664,15 @@ async def start_ftp(settings: Settings, pool: asyncpg.Pool,
     )
     await server.start(settings.ftp.host, settings.ftp.port)
     host, port = server.address
-    log.info("FTP drop listening on %s:%s (passive ports %s, announced %s)", host, port,
-             settings.ftp.passive_ports or "any", settings.ftp.announce_address or "as bound")
+    log.info("FTP drop listening on %s:%s, %s (passive ports %s, announced %s)", host, port,
+             _security(ssl, settings.ftp.require_tls), settings.ftp.passive_ports or "any",
+             settings.ftp.announce_address or "as bound")
     return FtpDrop(server=server, host=host or settings.ftp.host, port=port)
+
+
+def _security(context: ssl.SSLContext | None, required: bool) -> str:
+    if context is None:
+        return "cleartext FTP only (no certificate: FTPS off)"
+    if required:
+        return "FTPS (AUTH TLS, PROT P) required"
+    return "FTPS (AUTH TLS) offered, cleartext allowed"

@@ -193,14 +193,11 @@ class Gateway:
     guard: BadTokenGuard
     store: Path
 
-    def address(self, request: web.Request) -> str:
-        remote = request.remote or "unknown"
-        if remote in self.settings.http.trusted_proxies:
-            forwarded = request.headers.get("X-Forwarded-For", "")
-            hops = [h.strip() for h in forwarded.split(",") if h.strip()]
-            if hops:
-                return hops[-1]
-        return remote
+    @staticmethod
+    def address(request: web.Request) -> str:
+        # The reader's address: behind a trusted proxy the hub's HTTP app (web/app.py,
+        # forwarded_by) has already put the X-Forwarded-For client here.
+        return request.remote or "unknown"
 
 
 STATE = web.AppKey("delivery.gateway", Gateway)

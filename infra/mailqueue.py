@@ -12,12 +12,21 @@ but before that commit, the row is sent again on restart; receivers can
 de-duplicate on its unchanged Message-ID. While the server is unreachable each
 due row backs off exponentially (30 s, 1 min, 2 min ... up to an hour); a
 permanent refusal (5xx) marks the row failed instead of retrying forever.
+
+Transport security follows `smtp.security` (schemas/settings.py): "starttls" (the
+default) requires STARTTLS, "tls" speaks TLS from the first byte (port 465), "auto" uses
+STARTTLS when the server offers it, "none" is cleartext (a relay on the same host). With
+TLS the server's certificate and name are verified (infra/tls.py: ILLHUB_SMTP__CA_FILE
+or the system's CAs). A server that does not offer the STARTTLS required of it, or
+whose certificate cannot be verified, is treated like one that is down: the mail stays
+queued and backs off, the row and the log say why, and nothing goes out in cleartext.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -30,7 +39,8 @@ import aiosmtplib
 import asyncpg
 
 from infra.database import Connection
-from schemas.settings import Settings
+from infra.tls import smtp_context
+from schemas.settings import Settings, env_name
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +125,38 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
+def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate failure behind an SMTP error (aiosmtplib wraps the one of an
+    implicit-TLS connect in SMTPConnectError), if that is what it was."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _no_starttls(exc: BaseException) -> bool:
+    # aiosmtplib's only sign of it: a bare SMTPException, raised before any TLS.
+    return type(exc) is aiosmtplib.SMTPException and "STARTTLS" in str(exc)
+
+
 class MailSender:
     """Sends due rows of `mail_outbox`; several may run, in one or many processes."""
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings,
                  *,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None,
+                 tls_context: ssl.SSLContext | None = None) -> None:
+        """`tls_context`: what the server's certificate is verified with (default: built
+        from settings, `infra.tls.smtp_context`; unused with security "none")."""
         self.pool = pool
         self.settings = settings
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.tls_context = tls_context if tls_context is not None \
+            else smtp_context(settings)
         self._from_header = settings.smtp.mail_from
         self._envelope_from = parseaddr(settings.smtp.mail_from)[1] or "illhub@localhost"
         self._wake = asyncio.Event()
@@ -138,10 +171,13 @@ class MailSender:
     async def _connect(self) -> aiosmtplib.SMTP:
         mode = self.settings.smtp.security
         password = self.settings.smtp.password
+        # start_tls None is aiosmtplib's "if offered"; True makes connect() fail (before
+        # any login or mail) when the server does not offer it.
         smtp = aiosmtplib.SMTP(
             hostname=self.settings.smtp.host, port=self.settings.smtp.port,
             timeout=self.settings.smtp.timeout, use_tls=mode == "tls",
             start_tls={"auto": None, "starttls": True}.get(mode, False),
+            tls_context=self.tls_context if mode != "none" else None,
             username=self.settings.smtp.user,
             password=password.get_secret_value() if password else None,
         )
@@ -200,10 +236,25 @@ class MailSender:
                     smtp.close()
         return sent
 
+    def _problem(self, exc: BaseException) -> str:
+        """What went wrong, in words that say what to fix when it is TLS."""
+        s = self.settings.smtp
+        server = f"{s.host}:{s.port}"
+        cert = _certificate_error(exc)
+        if cert is not None:
+            return (f"TLS certificate of the mail server {server} could not be verified "
+                    f"({cert.verify_message or cert}): set {env_name('smtp', 'ca_file')} "
+                    "to the CA that signed it; nothing sent")[:500]
+        if _no_starttls(exc):
+            return (f"the mail server {server} does not offer STARTTLS, which "
+                    f"{env_name('smtp', 'security')}={s.security} requires: nothing sent "
+                    "in cleartext")[:500]
+        return _describe(exc)
+
     async def _back_off(self, conn: Connection, failed_id: int, now: datetime,
                         exc: BaseException) -> None:
         """Push back the failed row and every other due row this sender can lock."""
-        error = _describe(exc)
+        error = self._problem(exc)
         rows = await conn.fetch(
             """SELECT id, attempts FROM mail_outbox
                WHERE (id = $1 OR (sent_at IS NULL AND failed_at IS NULL AND available_at <= $2))
@@ -214,8 +265,11 @@ class MailSender:
             await conn.execute(
                 """UPDATE mail_outbox SET attempts = attempts + 1, last_error = $2,
                           available_at = $3 WHERE id = $1""", r["id"], error, now + delay)
-        log.warning("SMTP %s:%s unavailable (%s); %d mail(s) deferred", self.settings.smtp.host,
-                    self.settings.smtp.port, error, len(rows))
+        if error != _describe(exc):  # a TLS problem: an operator must act, so say so loudly
+            log.error("SMTP: %s; %d mail(s) deferred", error, len(rows))
+        else:
+            log.warning("SMTP %s:%s unavailable (%s); %d mail(s) deferred",
+                        self.settings.smtp.host, self.settings.smtp.port, error, len(rows))
 
     async def run(self) -> None:
         """Send until stop(); woken by enqueues, polling as a fallback.

@@ -161,7 +161,7 @@ async def declare_agency_queue(channel: AbstractChannel, settings: Settings, sym
 async def connect_and_declare(settings: Settings, agencies: Sequence[str] = ()
                               ) -> AsyncIterator[AbstractRobustConnection]:
     """A connection to the hub's broker, with the topology (not the intake) declared."""
-    connection = await aio_pika.connect_robust(settings.amqp.url.get_secret_value())
+    connection = await aio_pika.connect_robust(settings.amqp_broker_url)
     try:
         channel = await connection.channel()
         await declare(channel, settings, list(agencies))

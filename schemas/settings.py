@@ -16,7 +16,7 @@ import os
 from enum import StrEnum
 from functools import cached_property
 from typing import Any, Literal
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NestedSecretsSettingsSource, SettingsConfigDict
@@ -70,6 +70,11 @@ class Amqp(_Part):
     # throwaway brokers such as the test suite's, where hundreds of short-lived quorum
     # queues per run overload a small RabbitMQ for no benefit.
     queue_type: Literal["quorum", "classic"] = "quorum"
+    # TLS (with an amqps:// URL): the CA that signed the broker's certificate (default:
+    # the system's CAs), and a client certificate where the broker asks for one.
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
 
 
 class Intake(_Part):
@@ -97,6 +102,12 @@ class Outbox(_Part):
 
 class Database(_Part):
     url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/illhub")
+    # "verify-full": TLS, the server's certificate checked against ca_file (default: the
+    # system's CAs) and its name against the URL's host.
+    tls: Literal["off", "verify-full"] = "off"
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
 
 
 class Http(_Part):
@@ -110,6 +121,14 @@ class Http(_Part):
     # then 429.
     bad_token_limit: int = 20
     bad_token_window_seconds: float = 300.0
+    # HTTPS: the certificate chain and key (PEM). Both set: the server speaks only TLS,
+    # sends Strict-Transport-Security for hsts_seconds, and marks cookies Secure.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    hsts_seconds: int = Field(default=31_536_000, ge=0)
+    # Outbound ISO 18626 peers over https://: the CAs to trust beyond the system's (a
+    # peer with a CA of its own has it on its agency: run.py agency set --iso18626-ca).
+    peers_ca_file: str | None = None
 
 
 def parse_port_range(text: str) -> range:
@@ -144,6 +163,12 @@ class Ftp(_Part):
     # once it has not changed for this long.
     upload_quiet_seconds: float = 10.0
     abandoned_upload_hours: float = 24.0
+    # FTPS (explicit, AUTH TLS, with PROT P data): the certificate chain and key (PEM).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # Refuse USER/PASS before AUTH TLS. On by default: a hub without a certificate for
+    # its drop does not start until one is set or this is turned off.
+    require_tls: bool = True
 
     @field_validator("allowed_types")
     @classmethod
@@ -174,7 +199,11 @@ class Smtp(_Part):
     user: str | None = None
     password: SecretStr | None = None
     mail_from: str = "ILL Hub <illhub@localhost>"
-    security: Literal["auto", "starttls", "tls", "none"] = "auto"
+    # starttls: required and verified; tls: implicit TLS (port 465); none: cleartext
+    # (a local relay only); auto: STARTTLS only if the server offers it.
+    security: Literal["auto", "starttls", "tls", "none"] = "starttls"
+    # The CA that signed the mail server's certificate (default: the system's CAs).
+    ca_file: str | None = None
     timeout: float = 30.0
     poll_seconds: float = 5.0
     backoff_seconds: float = 30.0
@@ -226,6 +255,23 @@ class Operators(_Part):
     def secret(self) -> str | None:
         value = self.password.get_secret_value() if self.password else ""
         return value if value.strip() else None
+
+
+def _with_params(url: str, params: dict[str, str | None]) -> str:
+    """`url` with the query parameters that have a value (those it has already win)."""
+    parts = urlsplit(url)
+    have = {k for k, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    extra = [(k, v) for k, v in params.items() if v and k not in have]
+    if not extra:
+        return url
+    query = "&".join(q for q in (parts.query, urlencode(extra)) if q)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def env_name(group: str, key: str) -> str:
+    """The environment variable of a setting: env_name("ftp", "tls_cert") is
+    ILLHUB_FTP__TLS_CERT (what error messages name)."""
+    return f"{ENV_PREFIX}{group.upper()}{NESTED}{key.upper()}"
 
 
 def _secrets_dir() -> str | None:
@@ -314,14 +360,36 @@ class Settings(BaseSettings):
 
     @property
     def database_url(self) -> str:
-        return self.database.url.get_secret_value()
+        """The PostgreSQL URL every connection uses; with `database.tls` verify-full it
+        carries asyncpg's sslmode, sslrootcert, sslcert and sslkey (so the CLI, the
+        hub's pools and its listeners all verify the server alike)."""
+        url = self.database.url.get_secret_value()
+        d = self.database
+        if d.tls == "off":
+            return url
+        return _with_params(url, {"sslmode": "verify-full", "sslrootcert": d.ca_file,
+                                  "sslcert": d.client_cert, "sslkey": d.client_key})
+
+    @property
+    def amqp_broker_url(self) -> str:
+        """The hub's broker URL; an amqps:// one carries the CA and client certificate
+        files as aiormq reads them (cafile, certfile, keyfile)."""
+        return self._amqp_tls(self.amqp.url.get_secret_value())
+
+    def _amqp_tls(self, url: str) -> str:
+        if not url.startswith("amqps://"):
+            return url
+        a = self.amqp
+        return _with_params(url, {"cafile": a.ca_file, "certfile": a.client_cert,
+                                  "keyfile": a.client_key})
 
     @property
     def public_base_url(self) -> str:
         """What readers' download links start with."""
         if self.http.public_base_url:
             return self.http.public_base_url.rstrip("/")
-        return f"http://{self.http.host}:{self.http.port}"
+        scheme = "https" if self.http.tls_cert else "http"
+        return f"{scheme}://{self.http.host}:{self.http.port}"
 
     def amqp_url_for(self, user: str, password: str) -> str:
         """The hub's broker URL with another user's credentials (for agencies and tests)."""
@@ -330,7 +398,8 @@ class Settings(BaseSettings):
         netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
         if parts.port:
             netloc += f":{parts.port}"
-        return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+        return self._amqp_tls(
+            urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")))
 
     def updated(self, **changes: Any) -> Settings:
         """A copy with some settings changed, each named as in the environment without

@@ -2,13 +2,15 @@
 
 It runs in the caller's event loop (aiosmtpd), hands each accepted mail to
 `on_mail` (the simulated readers), and can be stopped and started again on the
-same port (the chaos harness's SMTP outage).
+same port (the chaos harness's SMTP outage). Given a TLS context it offers STARTTLS
+and requires it before any mail (`run.py demo --tls`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,13 +39,15 @@ class MailFolder:
         return "250 OK: kept in the simulation's mail folder"
 
 
-async def start_mail_folder(folder: Path, on_mail: OnMail, port: int = 0
-                            ) -> tuple[asyncio.Server, int]:
-    """An SMTP server on loopback (a free port unless `port` is given), in this event loop."""
+async def start_mail_folder(folder: Path, on_mail: OnMail, port: int = 0, *,
+                            tls: ssl.SSLContext | None = None) -> tuple[asyncio.Server, int]:
+    """An SMTP server on loopback (a free port unless `port` is given), in this event loop;
+    with `tls`, STARTTLS is offered and required."""
     handler = MailFolder(folder, on_mail)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: SMTP(handler, hostname="illhub-sim.localhost", data_size_limit=50_000_000),
+        lambda: SMTP(handler, hostname="illhub-sim.localhost", data_size_limit=50_000_000,
+                     tls_context=tls, require_starttls=tls is not None),
         "127.0.0.1", port)
     return server, int(server.sockets[0].getsockname()[1])
 
@@ -51,10 +55,12 @@ async def start_mail_folder(folder: Path, on_mail: OnMail, port: int = 0
 class MailCatcher:
     """`start_mail_folder` that can stop and start again on the port it first got."""
 
-    def __init__(self, folder: Path, on_mail: OnMail, port: int = 0) -> None:
+    def __init__(self, folder: Path, on_mail: OnMail, port: int = 0, *,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.folder = folder
         self.on_mail = on_mail
         self.port = port
+        self.tls = tls
         self.server: asyncio.Server | None = None
 
     @property
@@ -64,7 +70,7 @@ class MailCatcher:
     async def start(self) -> int:
         if self.server is None:
             self.server, self.port = await start_mail_folder(self.folder, self.on_mail,
-                                                             self.port)
+                                                             self.port, tls=self.tls)
         return self.port
 
     async def stop(self) -> None:

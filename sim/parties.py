@@ -19,6 +19,7 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from illclient.client import AgencyClient, Received
@@ -41,14 +42,15 @@ class Parties:
     """The simulated requesters and suppliers, their connections, counters and work."""
 
     def __init__(self, settings: Settings, passwords: dict[str, str], *,
-                 where: Callable[[], Server], names: dict[str, str] | None = None) -> None:
+                 where: Callable[[], Server], names: dict[str, str] | None = None,
+                 tls_ca: Path | None = None) -> None:
         self.settings = settings
         self.hub_symbol = settings.hub_symbol
         self.passwords = passwords
         self.names = names or {}              # symbol -> library name, for the PDFs
         self.stats = Stats()
         self.tasks = Tasks(self.stats)
-        self.uploader = Uploader(where, passwords)
+        self.uploader = Uploader(where, passwords, ca_file=tls_ca)
         self.requesters: dict[str, Party] = {}
         self.suppliers: dict[str, Party] = {}
         self.clients: dict[str, AgencyClient] = {}

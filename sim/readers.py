@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -47,13 +48,15 @@ class Readers:
 
     def __init__(self, tasks: Tasks, stats: Stats, *, reading: Reading = download_once,
                  locate: Callable[[str], str] = str, concurrency: int = 8,
-                 attempts: int = 20, timeout: float = 30.0) -> None:
+                 attempts: int = 20, timeout: float = 30.0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.tasks = tasks
         self.stats = stats
         self.reading = reading
         self.locate = locate
         self.attempts = attempts
         self.timeout = timeout
+        self.tls = tls                    # verifies https:// links (None: the system's CAs)
         self.book = MailBook()
         self.busy = 0                     # readers not finished yet
         self.gate = asyncio.Semaphore(concurrency)
@@ -61,7 +64,9 @@ class Readers:
         self.stopping = False
 
     async def start(self) -> None:
-        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        connector = aiohttp.TCPConnector(ssl=self.tls) if self.tls is not None else None
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout),
+                                          connector=connector)
 
     async def stop(self) -> None:
         self.stopping = True

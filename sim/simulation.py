@@ -4,7 +4,9 @@ the chaos harness's (bench/chaos_scenarios.py) are one each, with their own scri
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
+from pathlib import Path
 
 from schemas.settings import Settings
 from sim.parties import Parties
@@ -17,10 +19,14 @@ class Simulation:
     def __init__(self, settings: Settings, passwords: dict[str, str], *,
                  where: Callable[[], Server], names: dict[str, str] | None = None,
                  reading: Reading = download_once, locate: Callable[[str], str] = str,
-                 http_timeout: float = 30.0) -> None:
-        self.parties = Parties(settings, passwords, where=where, names=names)
+                 http_timeout: float = 30.0, tls_ca: Path | None = None) -> None:
+        # tls_ca: the CA of the hub's certificate; suppliers then upload over FTPS and
+        # readers verify the https:// links with it (run.py demo --tls).
+        self.parties = Parties(settings, passwords, where=where, names=names, tls_ca=tls_ca)
         self.readers = Readers(self.parties.tasks, self.parties.stats, reading=reading,
-                               locate=locate, timeout=http_timeout)
+                               locate=locate, timeout=http_timeout,
+                               tls=ssl.create_default_context(cafile=str(tls_ca))
+                               if tls_ca else None)
 
     @property
     def stats(self) -> Stats:

@@ -6,6 +6,10 @@ another server (the chaos harness spreads uploads over several hubs, one of whic
 may just have been killed). The transfers run in threads of the uploader's own: a
 hub in this very process checks FTP passwords in the default executor, and uploads
 waiting there for their login would starve it.
+
+Given a CA file, the uploads go over FTPS as a supplier's client would: AUTH TLS
+before the login, the drop's certificate verified against that CA (and its address),
+then PROT P so the data connections are encrypted too.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import asyncio
 import ftplib
 import io
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +38,13 @@ class UploadFailed(RuntimeError):
 class FtpSession:
     """One supplier's FTP login (blocking: used from the uploader's threads only)."""
 
-    def __init__(self, user: str, password: str, timeout: float = 20.0) -> None:
+    def __init__(self, user: str, password: str, timeout: float = 20.0, *,
+                 tls: ssl.SSLContext | None = None) -> None:
+        """`tls`: log in over FTPS, verifying the drop with this context (None: plain FTP)."""
         self.user = user
         self.password = password
         self.timeout = timeout
+        self.tls = tls
         self.ftp: ftplib.FTP | None = None
         self.server: Server | None = None
         # An upload still running in its thread when the simulation stops finishes
@@ -50,19 +59,28 @@ class FtpSession:
         if self.ftp is not None and self.server != server:
             self.drop()
         if self.ftp is None:
-            ftp = ftplib.FTP(timeout=self.timeout, encoding="utf-8")
-            try:
-                ftp.connect(*server)
-                ftp.login(self.user, self.password)
-            except BaseException:
-                ftp.close()
-                raise
-            self.ftp, self.server = ftp, server
+            self.ftp, self.server = self._login(server), server
         try:
             self.ftp.storbinary(f"STOR {name}", io.BytesIO(content))
         except BaseException:
             self.drop()
             raise
+
+    def _login(self, server: Server) -> ftplib.FTP:
+        ftp = (ftplib.FTP_TLS(context=self.tls, timeout=self.timeout, encoding="utf-8")
+               if self.tls is not None else ftplib.FTP(timeout=self.timeout, encoding="utf-8"))
+        try:
+            ftp.connect(*server)
+            if isinstance(ftp, ftplib.FTP_TLS):
+                ftp.auth()          # the password travels only inside TLS
+                ftp.login(self.user, self.password)
+                ftp.prot_p()
+            else:
+                ftp.login(self.user, self.password)
+        except BaseException:
+            ftp.close()
+            raise
+        return ftp
 
     def drop(self) -> None:
         if self.ftp is not None:
@@ -85,8 +103,11 @@ class Uploader:
     """Uploads for every simulated supplier; `where()` names the FTP drop for each attempt."""
 
     def __init__(self, where: Callable[[], Server], passwords: dict[str, str], *,
-                 threads: int = 8, attempts: int = 60) -> None:
+                 threads: int = 8, attempts: int = 60,
+                 ca_file: str | Path | None = None) -> None:
+        """`ca_file`: upload over FTPS, trusting this CA for the drop (None: plain FTP)."""
         self.where = where
+        self.tls = ssl.create_default_context(cafile=ca_file) if ca_file else None
         self.passwords = passwords
         self.attempts = attempts
         self.sessions: dict[str, FtpSession] = {}
@@ -96,7 +117,7 @@ class Uploader:
     async def upload(self, supplier: str, name: str, content: bytes) -> int:
         """Store `name` in the supplier's FTP home; returns how many attempts failed first."""
         session = self.sessions.setdefault(
-            supplier, FtpSession(supplier, self.passwords[supplier]))
+            supplier, FtpSession(supplier, self.passwords[supplier], tls=self.tls))
         loop = asyncio.get_running_loop()
         async with self.locks.setdefault(supplier, asyncio.Lock()):
             for attempt in range(self.attempts):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from pathlib import Path
 
 from schemas.settings import Settings
 from sim.chance import ChanceReader, ChanceRequester, ChanceSupplier, Item, Odds
@@ -29,14 +30,15 @@ class World(Simulation):
     """Everything the simulated parties share: the network, time, counters, servers."""
 
     def __init__(self, network: Network, clock: SimClock, *, rng: random.Random,
-                 settings: Settings, passwords: dict[str, str]) -> None:
+                 settings: Settings, passwords: dict[str, str],
+                 tls_ca: Path | None = None) -> None:
         self.network = network
         self.clock = clock
         self.odds = Odds(network.requests, rng)
         self.ftp: Server = ("127.0.0.1", 0)     # the hub's FTP drop, once it runs
         super().__init__(settings, passwords, where=lambda: self.ftp,
                          names={a.symbol: a.name for a in network.agencies},
-                         reading=ChanceReader(clock, self.odds))
+                         reading=ChanceReader(clock, self.odds), tls_ca=tls_ca)
         # (requester, request id) -> the catalogue item asked for: the world knows it,
         # the hub reads it from the request.
         self.items: dict[tuple[str, str], Item] = {}

@@ -42,6 +42,7 @@ pytest_plugins = [
     "tests.support.hub",
     "tests.support.network",
     "tests.support.delivery",
+    "tests.support.tls",
 ]
 
 

@@ -12,6 +12,7 @@ import re
 from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
+from urllib.parse import quote
 
 import asyncpg
 import pytest
@@ -23,6 +24,7 @@ from infra.database import with_database
 from schemas.settings import Settings
 from settlement import ledger
 from sim.network import load_network
+from tests.support.tls import AMQPS_BASE, MachineTls
 
 
 @pytest.fixture
@@ -99,3 +101,35 @@ async def test_demo_summary_agrees_with_the_database(small_demo) -> None:
     assert {r["symbol"] for r in await conn.fetch("SELECT symbol FROM agency")} == {
         a.symbol for a in network.agencies}
     assert len(network.requesters) == 8 and len(network.suppliers) == 6
+
+
+async def test_demo_with_tls_encrypts_every_transport(settings: Settings, run_id: str,
+                                                      vhost: str,
+                                                      machine_tls: MachineTls) -> None:
+    """`run.py demo --tls` with the broker's TLS listener and verified PostgreSQL: the
+    suppliers upload over FTPS, readers verify https:// links, mail goes by STARTTLS,
+    and the summary says each transport is encrypted."""
+    s = settings.updated(amqp__url=f"{AMQPS_BASE}/{quote(vhost, safe='')}",
+                         amqp__ca_file=str(machine_tls.ca), database__tls="verify-full",
+                         database__ca_file=str(machine_tls.ca))
+    opts = demo.DemoOptions(
+        requests=12, requesters=4, suppliers=4, speed=86_400, days=2, seed=11, keep=True,
+        tls=True, database=f"illhub_test_{run_id}_tlsdemo",
+        prefix=f"{settings.amqp.name_prefix}tlsdemo.", symbol_tag=f"T{run_id}-tls",
+        progress_seconds=5)
+    lines: list[str] = []
+    try:
+        summary = await asyncio.wait_for(demo.run(s, opts, out=lines.append), 150)
+        assert not summary.problems and summary.open == 0, summary.problems
+        assert summary.transports == [
+            "HTTPS (download links, /iso18626, pages)", "FTPS (cleartext logins refused)",
+            "SMTP starttls", "AMQPS", "PostgreSQL TLS verify-full"]
+        assert any(line.startswith("  transport       HTTPS") for line in lines)
+        assert summary.downloads > 0 and summary.grants > 0
+        texts = [message_from_bytes(p.read_bytes(), policy=default_policy)
+                 .get_body(("plain",)).get_content()
+                 for p in sorted((Path(s.data_dir) / "demo" / "mail").glob("*.eml"))]
+        links = [t for t in texts if "/d/" in t]
+        assert links and all(re.search(r"https://127\.0\.0\.1:\d+/d/", t) for t in links)
+    finally:
+        await demo.teardown(s, opts)

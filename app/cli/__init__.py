@@ -14,6 +14,7 @@ from app.cli import demo, finance, network, peer, server
 from app.cli.commands import EXIT_USAGE, Command, fail
 from infra.observability import JsonFormatter
 from infra.rabbit_admin import ManagementError
+from infra.tls import TlsSettingError
 from infra.topology import MissingPlugin
 from schemas.settings import Settings
 
@@ -85,6 +86,8 @@ def main(argv: Sequence[str] | None = None, extra: Sequence[Command] = ()) -> in
         return _run(command.run(settings, args), fast=command.fast)
     except KeyboardInterrupt:
         return 130
+    except TlsSettingError as exc:  # a TLS file or CA that cannot be used: a bad setting
+        return fail(str(exc), EXIT_USAGE)
     except MissingPlugin as exc:
         return fail(str(exc))
     except OSError as exc:

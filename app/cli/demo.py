@@ -10,7 +10,7 @@ from app.demo import DemoError, DemoOptions, run
 from schemas.settings import Settings
 from sim.network import NetworkError
 
-OPTIONS = ("requests", "speed", "days", "seed", "requesters", "suppliers", "keep", "smtp",
+OPTIONS = ("requests", "speed", "days", "seed", "requesters", "suppliers", "keep", "smtp", "tls",
            "database", "prefix", "symbol_tag", "timeout")
 
 
@@ -58,6 +58,11 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                    help="keep the database and broker queues afterwards, for run.py explain")
     p.add_argument("--smtp", action="store_true",
                    help="send mail to the configured SMTP server instead of the demo's folder")
+    p.add_argument("--tls", action="store_true",
+                   help="encrypt what the demo owns: HTTPS links and pages, FTPS uploads "
+                   "(cleartext refused), SMTP STARTTLS, with a throwaway CA in the demo's "
+                   "data folder; RabbitMQ and PostgreSQL as the hub's settings say (the "
+                   "summary lists each transport)")
     p.add_argument("--database", help="the demo's own database (default illhub_demo)")
     p.add_argument("--prefix", help="the demo's own broker name prefix (default demo.)")
     p.add_argument("--symbol-tag", help="prefix agency symbols with TAG. (two demos on one "

@@ -32,6 +32,11 @@ async def agency(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     pool = await create_pool(settings.database_url, max_size=2)
     try:
+        if args.action in ("add", "set"):
+            try:
+                ca = agencies.read_ca_pem(args.iso18626_ca) if args.iso18626_ca else None
+            except agencies.AgencyError as exc:
+                return fail(str(exc), EXIT_USAGE)
         if args.action == "add":
             province, city = agencies.parse_region(args.region)
             new = agencies.NewAgency(
@@ -40,7 +45,7 @@ async def agency(settings: Settings, args: argparse.Namespace) -> int:
                 password=args.password, province=province, city=city,
                 email=args.email, finance_email=args.finance_email,
                 iso18626_url=args.iso18626_url, iso18626_version=args.iso18626_version,
-                iso18626_profile=args.profile)
+                iso18626_profile=args.profile, iso18626_ca=ca)
             try:
                 await agencies.add(settings, pool, new)
             except agencies.AgencyError as exc:
@@ -48,17 +53,19 @@ async def agency(settings: Settings, args: argparse.Namespace) -> int:
             print(f"agency {args.symbol} added: broker user, queue "
                   f"{settings.name('agency.' + args.symbol)}"
                   + (f"; ISO 18626 {args.iso18626_version} XML to {args.iso18626_url}"
-                     if args.iso18626_url else "") + f"; profile {args.profile}")
+                     if args.iso18626_url else "") + f"; profile {args.profile}"
+                  + ("; its own CA trusted for HTTPS" if ca else ""))
         elif args.action == "set":
             try:
                 row = await agencies.change(pool, args.symbol, agencies.PeerChange(
                     profile=args.profile, iso18626_url=args.iso18626_url,
-                    iso18626_version=args.iso18626_version))
+                    iso18626_version=args.iso18626_version, iso18626_ca=ca))
             except agencies.AgencyError as exc:
                 return fail(str(exc))
             print(f"agency {row['symbol']}: profile {row['iso18626_profile']}"
                   + (f", ISO 18626 {row['iso18626_version']} XML to {row['iso18626_url']}"
-                     if row["iso18626_url"] else ", AMQP"))
+                     if row["iso18626_url"] else ", AMQP")
+                  + (", its own CA trusted for HTTPS" if row["iso18626_own_ca"] else ""))
         elif args.action == "disable":
             try:
                 await agencies.disable(settings, pool, args.symbol)
@@ -71,8 +78,11 @@ async def agency(settings: Settings, args: argparse.Namespace) -> int:
                 region = "/".join(x for x in (r["province"], r["city"]) if x) or "-"
                 state = "enabled" if r["enabled"] else "DISABLED"
                 transport = f"http/{r['iso18626_version']}" if r["iso18626_url"] else "amqp"
+                # "+ca": the peer's https:// certificate is checked against its own CA.
+                if r["iso18626_own_ca"]:
+                    transport += "+ca"
                 print(f"{r['symbol']:<24} {state:<8} {','.join(r['roles']):<18} "
-                      f"{transport:<9} {r['iso18626_profile']:<10} {region:<12} {r['name']}")
+                      f"{transport:<12} {r['iso18626_profile']:<10} {region:<12} {r['name']}")
             print(f"{len(rows)} agencies")
     finally:
         await pool.close()
@@ -88,6 +98,11 @@ def _profiles_text() -> str:
                 lines.append(f"  {direction:<8} {name:<30} "
                              f"{profiles.ADJUSTMENTS[name].summary}")
     return "\n".join(lines) + "\n"
+
+
+_CA_HELP = ("PEM file of the CA that signed the certificate of its https:// ISO 18626 URL, "
+            "when neither the system's CAs nor ILLHUB_HTTP__PEERS_CA_FILE hold it; stored "
+            "with the agency (only its certificates)")
 
 
 def _agency_arguments(p: argparse.ArgumentParser) -> None:
@@ -109,11 +124,13 @@ def _agency_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--profile", choices=profiles.PROFILE_NAMES, default=profiles.DEFAULT_PROFILE,
                    help="the ISO 18626 dialect of its ILL system, adjusted at the edge "
                         f"(default {profiles.DEFAULT_PROFILE}; `agency profiles` lists them)")
+    a.add_argument("--iso18626-ca", metavar="FILE", help=_CA_HELP)
     s = asub.add_parser("set", help="change an agency's profile or ISO 18626 HTTP settings")
     s.add_argument("symbol")
     s.add_argument("--profile", choices=profiles.PROFILE_NAMES)
     s.add_argument("--iso18626-url", metavar="URL")
     s.add_argument("--iso18626-version", choices=("1.2", "2021"))
+    s.add_argument("--iso18626-ca", metavar="FILE", help=_CA_HELP)
     asub.add_parser("list", help="list agencies (transport, profile)")
     pr = asub.add_parser("profiles", help="the profiles and what each adjusts")
     pr.add_argument("--markdown", action="store_true",

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import secrets
 import signal
+import ssl
 from pathlib import Path
 
 from app.cli.commands import EXIT_USAGE, Command, fail
@@ -19,8 +20,9 @@ from app.conformance.as_supplier import FLOWS
 from app.conformance.report import write_report
 from app.conformance.runner import ROLES, run_check
 from app.conformance.session import Options, Target
-from broker.agencies import registration
+from broker.agencies import PeerRegistration, registration
 from infra.database import create_pool
+from infra.tls import peers_context, pem_client_context
 from schemas.settings import Settings
 from sim.peer_mock import MockConfig, PeerMock
 from sim.peer_scenarios import FAULTS, parse_faults
@@ -74,7 +76,8 @@ async def check(settings: Settings, args: argparse.Namespace) -> int:
         try:
             report = await run_check(target, options, roles=roles, listen=listen,
                                      authenticate=Credentials(pool).check,
-                                     public_url=args.public_url)
+                                     public_url=args.public_url, tls=_verifying(settings,
+                                                                               peer_of))
         except OSError as exc:
             return fail(f"cannot listen on {args.listen} for the peer's messages: {exc}",
                         EXIT_USAGE)
@@ -84,6 +87,13 @@ async def check(settings: Settings, args: argparse.Namespace) -> int:
         write_report(report, Path(args.report))
         print(f"report written to {args.report}")
     return report.exit_code
+
+
+def _verifying(settings: Settings, peer_of: PeerRegistration) -> ssl.SSLContext:
+    """What the hub's relay would verify this peer with: its own CA, else the hub's."""
+    if peer_of.iso18626_ca:
+        return pem_client_context(peer_of.iso18626_ca, f"agency {peer_of.symbol}'s CA")
+    return peers_context(settings)
 
 
 async def mock(settings: Settings, args: argparse.Namespace) -> int:

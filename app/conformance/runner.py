@@ -3,6 +3,7 @@ one after the other, every step printed as it ends, a summary, an exit code."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -63,8 +64,10 @@ def flow_names(only: frozenset[str] | None) -> list[str]:
 async def run_check(target: Target, options: Options, *, roles: Sequence[str],
                     listen: tuple[str, int] = ("127.0.0.1", 18626),
                     authenticate: Authenticate | None = None,
-                    say: Say = print, public_url: str | None = None) -> Report:
-    """Check `target` in each of `roles` (the peer's); OSError if `listen` is taken."""
+                    say: Say = print, public_url: str | None = None,
+                    tls: ssl.SSLContext | None = None) -> Report:
+    """Check `target` in each of `roles` (the peer's); OSError if `listen` is taken.
+    `tls` verifies an https:// peer as the hub would (its own CA, or the hub's)."""
     listener = Listener(target.symbol, target.version, authenticate)
     endpoint = await XmlEndpoint(listener.handle, *listen).start()
     report = Report(target, options, tuple(r for r in ROLES if r in roles),
@@ -75,7 +78,8 @@ async def run_check(target: Target, options: Options, *, roles: Sequence[str],
     say(f"the peer's messages to the hub are expected at {report.listen_url} during the check")
     try:
         timeout = aiohttp.ClientTimeout(total=max(30.0, options.wait))
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        connector = aiohttp.TCPConnector(ssl=tls) if tls is not None else None
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             check = Check(target, options, listener, session, say, step_lines)
             for role in report.roles:
                 await _run_role(check, role)

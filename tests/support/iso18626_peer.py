@@ -1,12 +1,14 @@
 """An ILL system that speaks ISO 18626 XML over HTTP: `XmlPeer`, a real aiohttp server
 the hub POSTs to (it answers each message with its confirmation, or an ERROR for the
-requests it is told to refuse), and `HubClient`, a real HTTP client that POSTs to the
-hub's /iso18626 and checks the confirmation."""
+requests it is told to refuse; over HTTPS when given a server context, `https_peer`),
+and `HubClient`, a real HTTP client that POSTs to the hub's /iso18626 and checks the
+confirmation."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ from schemas.iso18626 import CONFIRMATION_OF, confirmation, dump_message
 from schemas.iso18626_codes import Action, ErrorType, MessageType, ReasonForMessage
 from schemas.iso18626_xml import XmlMessage, read_xml, to_xml
 from tests.support.servers import free_port
+from tests.support.tls import ServerPem
 
 
 @dataclass
@@ -37,9 +40,11 @@ class Got:
 class XmlPeer:
     """What the hub POSTs lands in `inbox`; each is answered with its confirmation."""
 
-    def __init__(self, version: str = "1.2", port: int | None = None) -> None:
+    def __init__(self, version: str = "1.2", port: int | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.version = version
         self.port = port or free_port()
+        self.ssl_context = ssl_context
         self.inbox: asyncio.Queue[Got] = asyncio.Queue()
         self.received: list[Got] = []
         # requestingAgencyRequestIds whose messages it answers with ERROR.
@@ -48,14 +53,16 @@ class XmlPeer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/iso18626"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/iso18626"
 
     async def start(self) -> XmlPeer:
         app = web.Application()
         app.router.add_post("/iso18626", self._handle)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port,
+                          ssl_context=self.ssl_context).start()
         return self
 
     async def stop(self) -> None:
@@ -94,6 +101,13 @@ class XmlPeer:
         got = await self.next("supplyingAgencyMessage", timeout)
         assert got.content["statusInfo"]["status"] == status, got.content
         return got
+
+
+def https_peer(pem: ServerPem, version: str = "1.2") -> XmlPeer:
+    """An XmlPeer served over HTTPS with the certificate of `pem` (127.0.0.1, localhost)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pem.cert, pem.key)
+    return XmlPeer(version, ssl_context=context)
 
 
 def basic(symbol: str, password: str) -> dict[str, str]:

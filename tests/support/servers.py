@@ -39,7 +39,10 @@ def settings(database_url: str, vhost: str, prefix: str, tmp_path: Path) -> Sett
               "queue_type": "classic"},
         hub_symbol=f"T{RUN_ID}:HUB",
         http={"port": 0},
-        ftp={"port": 0},
+        # Cleartext FTP and SMTP, as the servers most tests start speak; the TLS tests
+        # (tests/test_tls_*.py) turn TLS on.
+        ftp={"port": 0, "require_tls": False},
+        smtp={"security": "none"},
         data_dir=str(tmp_path / "var"),
     )
 

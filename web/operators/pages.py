@@ -33,8 +33,10 @@ signed with HMAC-SHA256 under a key derived from the password. Every hub process
 with the same password therefore accepts it, and changing the password signs
 everyone out. The cookie is HttpOnly, SameSite=Strict (which also keeps other
 sites from posting the logout form), Path=/ops, and Secure when the request came
-over TLS. Passwords are compared in constant time. Without a valid session a page
-answers 302 to the sign-in form when the client asks for HTML, else 401.
+over TLS: the hub's own (ILLHUB_HTTP__TLS_CERT), or a trusted proxy's that says so
+in X-Forwarded-Proto (web/app.py rewrites such a request before it gets here).
+Passwords are compared in constant time. Without a valid session a page answers 302
+to the sign-in form when the client asks for HTML, else 401.
 
 Pages are plain server-rendered HTML with inline SVG charts and no JavaScript, under
 a Content-Security-Policy that allows no scripts at all.
@@ -165,18 +167,13 @@ class Operators:
     config: OperatorSettings
     sessions: Sessions | None
     guard: LoginGuard
-    trusted_proxies: frozenset[str] = frozenset()
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
-    def address(self, request: web.Request) -> str:
-        """The client, as the download gateway sees it (ILLHUB_HTTP__TRUSTED_PROXIES)."""
-        remote = request.remote or "unknown"
-        if remote in self.trusted_proxies:
-            hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")
-                    if h.strip()]
-            if hops:
-                return hops[-1]
-        return remote
+    @staticmethod
+    def address(request: web.Request) -> str:
+        """The client, as the download gateway sees it: behind a proxy in
+        ILLHUB_HTTP__TRUSTED_PROXIES the hub's app (web/app.py) has put it here."""
+        return request.remote or "unknown"
 
     def signed_in(self, request: web.Request) -> bool:
         return self.sessions is not None and self.sessions.valid(request.cookies.get(COOKIE))
@@ -277,7 +274,8 @@ async def login(request: web.Request) -> web.StreamResponse:
 @public
 async def logout(request: web.Request) -> web.StreamResponse:
     resp = redirect(f"{PREFIX}/login")
-    resp.del_cookie(COOKIE, path=PREFIX)
+    resp.del_cookie(COOKIE, path=PREFIX, secure=request.secure, httponly=True,
+                    samesite="Strict")
     return resp
 
 
@@ -352,7 +350,6 @@ def operators_app(settings: Settings, pool: asyncpg.Pool, *,
     sub = web.Application(middlewares=[_gate])
     sub[OPS] = Operators(settings=settings, pool=pool, config=config, sessions=sessions,
                          guard=LoginGuard(config.login_attempts, config.login_window_seconds),
-                         trusted_proxies=frozenset(settings.http.trusted_proxies),
                          **({"clock": clock} if clock else {}))
     sub.router.add_get("/login", login_form)
     sub.router.add_post("/login", login)
