@@ -362,7 +362,7 @@ def _where(settings: Settings, opts: DemoOptions, data: Path, run: _Running,
              f"holdings:   {data / 'holdings.csv'}",
              f"hub HTTP:   {base_url}/  (download links /d/...; operators' dashboard at "
              f"{base_url}/ops/ while a hub runs: run.py demo --keep, then "
-             "ILLHUB_OPERATORS__PASSWORD=... ILLHUB_DATABASE__URL=.../illhub_demo "
+             "run.py user add ... --role operator, then ILLHUB_DATABASE__URL=.../illhub_demo "
              "ILLHUB_AMQP__NAME_PREFIX=demo. ILLHUB_FTP__REQUIRE_TLS=false run.py hub)"]
     statements = data / "statements" / period
     if statements.is_dir():

@@ -26,7 +26,6 @@ import asyncio
 import errno
 import logging
 import os
-import secrets
 import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,8 +43,8 @@ from aioftp.server import (
     worker,
 )
 
-from delivery.paths import ftp_root, home_of, is_inside
-from infra.credentials import hash_password, verify_password
+from delivery.ftp_logins import SupplierLogins
+from delivery.paths import ftp_root, is_inside
 from infra.tls import TlsSettingError
 from schemas.settings import Settings, env_name
 
@@ -60,7 +59,6 @@ HANDSHAKE_SECONDS = 30.0
 DATA_CONNECTION_WAIT = 10.0
 TLS_FIRST = "TLS required: AUTH TLS first (use FTPS, explicit TLS)"
 PROT_P_FIRST = "data connection must be protected: PBSZ 0 and PROT P first"
-_PASSWORD_REQUIRED = aioftp.AbstractUserManager.GetUserResponse.PASSWORD_REQUIRED
 
 
 class ConfinedPathIO(aioftp.PathIO):
@@ -187,62 +185,6 @@ class UploadTracker:
                                 supplier, path)
 
 
-class SupplierLogins(aioftp.AbstractUserManager):
-    """Agency symbol and password, checked against `agency` (enabled suppliers only)."""
-
-    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
-        super().__init__()
-        self.settings = settings
-        self.pool = pool
-        self.sessions: Counter[str] = Counter()
-        self._counted: set[int] = set()
-        self._dummy_hash: str | None = None
-
-    async def get_user(self, login: str) -> tuple[Any, aioftp.User | None, str]:
-        # Always ask for a password: the answer must not reveal which symbols exist.
-        user = aioftp.User(
-            login=login,
-            base_path=home_of(self.settings, login),
-            home_path="/",
-            permissions=[aioftp.Permission("/", readable=True, writable=True)],
-        )
-        return _PASSWORD_REQUIRED, user, "password required"
-
-    async def authenticate(self, user: aioftp.User, password: str) -> bool:
-        login = user.login or ""
-        row = await self.pool.fetchrow(
-            "SELECT password_hash, enabled, 'supplier' = ANY(roles) AS supplier "
-            "FROM agency WHERE symbol = $1", login)
-        if row is None:
-            # Same scrypt cost for unknown symbols, so timing does not tell them apart.
-            if self._dummy_hash is None:
-                self._dummy_hash = await asyncio.to_thread(hash_password,
-                                                           secrets.token_urlsafe(16))
-            stored = self._dummy_hash
-        else:
-            stored = row["password_hash"]
-        ok = await asyncio.to_thread(verify_password, password, stored)
-        ok = ok and row is not None and row["enabled"] and row["supplier"]
-        if ok and self.sessions[login] >= self.settings.ftp.max_connections_per_supplier:
-            log.warning("FTP login for %s refused: %d sessions already open",
-                        login, self.sessions[login])
-            ok = False
-        if not ok:
-            log.info("FTP login refused for %r", login[:64])
-            await asyncio.sleep(self.settings.ftp.login_failure_delay)
-            return False
-        await asyncio.to_thread(user.base_path.mkdir, mode=0o750, parents=True, exist_ok=True)
-        self.sessions[login] += 1
-        self._counted.add(id(user))
-        log.info("FTP login: %s", login)
-        return True
-
-    async def notify_logout(self, user: aioftp.User) -> None:
-        if id(user) in self._counted:
-            self._counted.discard(id(user))
-            self.sessions[user.login or ""] -= 1
-
-
 @dataclass(frozen=True)
 class _Upload:
     """One STOR: whose file, where it goes, where it starts, how big it may grow."""
@@ -290,6 +232,7 @@ class DropServer(aioftp.Server):
         if require_tls and tls is None:
             raise TlsSettingError(env_name("ftp", "require_tls"),
                                   "on, but the drop has no TLS context")
+        self.logins = logins
         self.tracker = tracker
         self.max_bytes = max_bytes
         self.tls = tls
@@ -403,7 +346,13 @@ class DropServer(aioftp.Server):
     async def pass_(self, connection: Any, rest: str) -> bool:
         if self._tls_missing(connection):
             return True
-        return await super().pass_(connection, rest)
+        if not connection.future.user.done() or connection.future.logged.done():
+            return await super().pass_(connection, rest)  # aioftp's 503 answers
+        refusal = await self.logins.log_in(connection.user, rest, connection.client_host)
+        if refusal is None:
+            connection.logged = True
+        connection.response(*(("230", "normal login") if refusal is None else ("530", refusal)))
+        return True
 
     async def pbsz(self, connection: Any, rest: str | PurePosixPath) -> bool:
         if _tls_of(connection).control:

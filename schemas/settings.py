@@ -38,10 +38,12 @@ RENAMED = {
     "OUTBOX_BATCH": "OUTBOX__BATCH", "OUTBOX_POLL_SECONDS": "OUTBOX__POLL_SECONDS",
     "SETTLEMENT_CRON": "SETTLEMENT__CRON",
     "CENTRE_FINANCE_EMAIL": "SETTLEMENT__CENTRE_FINANCE_EMAIL",
-    "SWEEP_SECONDS": "DEADLINES__SWEEP_SECONDS", "OPERATOR_PASSWORD": "OPERATORS__PASSWORD",
-    "OPERATOR_SESSION_HOURS": "OPERATORS__SESSION_HOURS",
-    "OPERATOR_LOGIN_ATTEMPTS": "OPERATORS__LOGIN_ATTEMPTS",
-    "OPERATOR_LOGIN_WINDOW_SECONDS": "OPERATORS__LOGIN_WINDOW_SECONDS",
+    "SWEEP_SECONDS": "DEADLINES__SWEEP_SECONDS",
+    # The shared operators' password and its session gave way to people's accounts.
+    "OPERATOR_PASSWORD": "OPERATORS__PASSWORD",
+    "OPERATOR_SESSION_HOURS": "ACCOUNTS__SESSION_ABSOLUTE_HOURS",
+    "OPERATOR_LOGIN_ATTEMPTS": "ACCOUNTS__ACCOUNT_FAILURES",
+    "OPERATOR_LOGIN_WINDOW_SECONDS": "ACCOUNTS__FAILURE_WINDOW_MINUTES",
 }
 _OLD_DELIVERY = "DELIVERY_"  # ILLHUB_DELIVERY_X became ILLHUB_{DELIVERY,FTP,HTTP,SMTP}__X
 
@@ -245,16 +247,22 @@ class Settlement(_Part):
 
 
 class Operators(_Part):
-    # The operators' shared password. Unset or empty: the pages are off.
-    password: SecretStr | None = None
-    session_hours: float = 12.0
-    # Failed sign-ins per client address per window before answers become 429.
-    login_attempts: int = 5
-    login_window_seconds: float = 900.0
+    """Retired (issue 16): the operators' shared password is gone. Operators sign in
+    with their own accounts (`run.py user add LOGIN --name NAME --password-stdin --role
+    operator` makes the first). A deployment that still sets the password is told so
+    rather than left to wonder why it no longer opens the pages."""
 
-    def secret(self) -> str | None:
-        value = self.password.get_secret_value() if self.password else ""
-        return value if value.strip() else None
+    password: SecretStr | None = None
+
+    @field_validator("password")
+    @classmethod
+    def _retired(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip():
+            raise ValueError(
+                "ILLHUB_OPERATORS__PASSWORD is gone: operators sign in with their own "
+                "accounts; make the first with `run.py user add LOGIN --name NAME "
+                "--password-stdin --role operator` (README, Accounts and sign-in)")
+        return value
 
 
 def _with_params(url: str, params: dict[str, str | None]) -> str:
@@ -272,6 +280,49 @@ def env_name(group: str, key: str) -> str:
     """The environment variable of a setting: env_name("ftp", "tls_cert") is
     ILLHUB_FTP__TLS_CERT (what error messages name)."""
     return f"{ENV_PREFIX}{group.upper()}{NESTED}{key.upper()}"
+
+
+class Oidc(_Part):
+    """OpenID Connect sign-in against the consortium's identity provider (authorization
+    code flow with PKCE). Off while `issuer` is unset."""
+
+    issuer: str | None = None           # e.g. https://idp.calis.example/ (discovery)
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    # Where the provider sends the browser back; default: <public base URL>/signin/oidc/callback
+    redirect_url: str | None = None
+    scopes: str = "openid profile email"
+    # Which claim names the person's login, and how claims become grants: a JSON object
+    # from a value of `roles_claim` to a role, e.g. {"ill-staff": "library_staff"};
+    # the scope of an agency role is the value of `agency_claim`, of a regional role
+    # the value of `region_claim`.
+    login_claim: str = "preferred_username"
+    roles_claim: str = "groups"
+    role_map: dict[str, str] = {}
+    agency_claim: str = "illhub_agency"
+    region_claim: str = "illhub_region"
+    # Create the account at first sign-in (with the mapped grants); off: only accounts
+    # an operator made (run.py user add) may sign in, matched by login.
+    provision: bool = False
+    ca_file: str | None = None          # the provider's CA, if not a public one
+    timeout: float = 10.0
+
+
+class Accounts(_Part):
+    """People's accounts (issue 16): sessions and sign-in throttling."""
+
+    session_idle_minutes: float = Field(default=30.0, gt=0)
+    session_absolute_hours: float = Field(default=12.0, gt=0)
+    # Wrong passwords for one account within the window lock it until an operator
+    # unlocks it (run.py user unlock); from one address, answers are 429 for a while.
+    account_failures: int = Field(default=20, ge=1)
+    address_failures: int = Field(default=100, ge=1)
+    failure_window_minutes: float = Field(default=60.0, gt=0)
+    address_lock_minutes: float = Field(default=15.0, gt=0)
+    # Agencies' passwords on POST /iso18626 (Basic) and on the FTP drop.
+    agency_failures: int = Field(default=20, ge=1)
+    agency_lock_minutes: float = Field(default=15.0, gt=0)
+    oidc: Oidc = Oidc()
 
 
 def _secrets_dir() -> str | None:
@@ -325,6 +376,7 @@ class Settings(BaseSettings):
     deadlines: Deadlines = Deadlines()
     settlement: Settlement = Settlement()
     operators: Operators = Operators()
+    accounts: Accounts = Accounts()
 
     def __init__(self, **values: Any) -> None:
         # In code a setting named wrongly (or by its flat name of an earlier release)

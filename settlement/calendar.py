@@ -31,6 +31,10 @@ def period_of(day: datetime.date) -> str:
     return f"{day.year:04d}-{day.month:02d}"
 
 
+def is_period(text: str) -> bool:
+    return _PERIOD.fullmatch(text) is not None
+
+
 def check_period(text: str) -> str:
     if not _PERIOD.fullmatch(text):
         raise ValueError(f"period {text!r} is not a calendar month YYYY-MM, e.g. 2026-10")

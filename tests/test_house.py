@@ -12,8 +12,8 @@ from pathlib import Path
 
 from tests.support.paths import ROOT
 
-PRODUCT = ("schemas", "infra", "illclient", "delivery", "settlement", "broker", "web", "sim",
-           "app")
+PRODUCT = ("schemas", "infra", "illclient", "delivery", "settlement", "accounts", "broker",
+           "web", "sim", "app")
 MAX_MODULE_LINES = 700
 
 

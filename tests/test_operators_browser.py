@@ -32,7 +32,12 @@ import pytest
 
 from schemas.settings import Settings
 from tests.support.agencies import MakeAgency
-from tests.support.operators import PASSWORD, operator_network, unfilled_then_copied
+from tests.support.operators import (
+    OPERATOR,
+    PASSWORD,
+    operator_network,
+    unfilled_then_copied,
+)
 from tests.support.paths import ROOT
 
 CHROMIUM = os.environ.get("ILLHUB_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -211,25 +216,28 @@ async def test_an_operator_signs_in_and_reads_the_dashboard(
         async with chromium(tmp_path) as browser:
             # Not signed in: the dashboard sends the browser to the sign-in form.
             await browser.goto(f"{base}/ops/")
-            assert await browser.js("location.pathname") == "/ops/login"
+            assert await browser.js("location.pathname") == "/signin"
             assert await browser.js("document.querySelector('h1').innerText") == \
-                "Operators' sign-in 运营登录"
+                "Sign in 登录"
 
             # A wrong password first, as people do.
+            await browser.type_into("#login", OPERATOR)
             await browser.type_into("#password", "not the password")
             loaded = browser.expect("Page.loadEventFired")
             await browser.click("#sign-in")
             await asyncio.wait_for(loaded, 30)
-            assert await browser.js("location.pathname") == "/ops/login"
-            assert "Wrong password" in await browser.js("document.body.innerText")
+            assert await browser.js("location.pathname") == "/signin"
+            assert "Wrong login or password" in await browser.js("document.body.innerText")
 
+            # The form keeps the login; the password is typed again.
+            assert await browser.js("document.getElementById('login').value") == OPERATOR
             await browser.type_into("#password", PASSWORD)
             loaded = browser.expect("Page.loadEventFired")
             await browser.click("#sign-in")
             await asyncio.wait_for(loaded, 30)
             assert await browser.js("location.pathname") == "/ops/"
             # The session cookie is not readable by scripts (HttpOnly).
-            assert "illhub_ops" not in await browser.js("document.cookie")
+            assert "illhub_session" not in await browser.js("document.cookie")
 
             # What the dashboard shows, computed from the DB right now.
             filled, decided = await fill_figures(pool, settings)
@@ -279,6 +287,19 @@ async def test_an_operator_signs_in_and_reads_the_dashboard(
             assert page["audit"][-1] == "status:CopyCompleted"
             assert "above maximumCosts" in page["excluded"]
             await browser.screenshot(ARTIFACTS / "transaction.png", full=True)
+
+            # The header leads to the account page, whose form signs out (with its
+            # CSRF token); the dashboard then asks for a sign-in again.
+            loaded = browser.expect("Page.loadEventFired")
+            await browser.click("#account")
+            await asyncio.wait_for(loaded, 30)
+            assert await browser.js("document.getElementById('login').innerText") == OPERATOR
+            loaded = browser.expect("Page.loadEventFired")
+            await browser.click("#sign-out")
+            await asyncio.wait_for(loaded, 30)
+            assert await browser.js("location.pathname") == "/signin"
+            await browser.goto(f"{base}/ops/")
+            assert await browser.js("location.pathname") == "/signin"
 
     png = (ARTIFACTS / "dashboard.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000

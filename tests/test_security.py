@@ -30,6 +30,8 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from accounts import people
+from accounts.audit import Actor
 from app.cli import QUIET_LOGGERS
 from app.hub import Hub
 from bench.fuzz_cases import issn as make_issn
@@ -56,6 +58,7 @@ from tests.support.delivery import (
 )
 from tests.support.hub import Party
 from tests.support.messages import requester_action, supplier_message
+from tests.support.names import unique
 from web.app import make_app
 
 
@@ -267,16 +270,16 @@ async def test_download_tokens_are_found_only_by_their_full_hash(
 
 async def test_every_operator_page_refuses_without_a_session(
         settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
-    app = make_app(settings.updated(operators__password="operators' secret 密码"), pool)
+    app = make_app(settings, pool)
     pages = []
     for resource in app.router.resources():
         info = resource.get_info()
         if isinstance(resource, web.PrefixedSubAppResource) and info["prefix"] == "/ops":
             for route in info["app"].router.routes():
                 path = route.resource.canonical if route.resource else ""
-                if not path.endswith(("/login", "/logout")):
-                    pages.append((route.method, path.replace("{txn_id}", "ILL-1")
+                pages.append((route.method, path.replace("{txn_id}", "ILL-1")
                                   .replace("{symbol}", "CALIS:1") + "?q=x"))
+    pages += [("GET", "/account"), ("POST", "/signout/everywhere")]
     assert len(pages) >= 4, pages  # dashboard, transaction, agency, search at least
     server = web.AppRunner(app)
     await server.setup()
@@ -293,7 +296,7 @@ async def test_every_operator_page_refuses_without_a_session(
                 async with http.request(method, url, allow_redirects=False,
                                         headers={"Accept": "text/html"}) as resp:
                     assert resp.status == 302, (method, path, resp.status)
-                    assert resp.headers["Location"].startswith("/ops/login")
+                    assert resp.headers["Location"].startswith("/signin?next=/")
     finally:
         await server.cleanup()
 
@@ -346,8 +349,11 @@ async def test_logs_of_a_whole_flow_hold_no_secret_and_no_patron_data(
                                     "reader's name": surname + given}
     try:
         await dl_smtp.start()
-        s = with_smtp(dl_settings, dl_smtp).updated(operators__password=OPERATOR_PASSWORD)
+        s = with_smtp(dl_settings, dl_smtp)
         dispatcher = Dispatcher(s)
+        async with pool.acquire() as conn:
+            operator = await people.add(conn, Actor.cli("tests"), login=unique("logscan"),
+                                        display_name="日志 Scan", password=OPERATOR_PASSWORD)
         req_symbol, req_pw = await make_agency(roles=("requester",))
         sup_symbol, sup_pw = await make_agency(roles=("supplier",))
         secrets_seen |= {"requester's password": req_pw, "supplier's password": sup_pw,
@@ -362,9 +368,8 @@ async def test_logs_of_a_whole_flow_hold_no_secret_and_no_patron_data(
         try:
             await req.client.connect()
             await sup.client.connect()
-            token = await _whole_flow(hub, req, sup, sup_pw, issn, reader, surname, given,
-                                      dl_smtp)
-            secrets_seen["download token"] = token
+            secrets_seen |= await _whole_flow(hub, req, sup, sup_pw, issn, reader, surname,
+                                              given, dl_smtp, operator.login)
         finally:
             await req.client.close()
             await sup.client.close()
@@ -387,7 +392,8 @@ def _spellings(secret: str) -> set[str]:
 
 
 async def _whole_flow(hub: Hub, req: Party, sup: Party, sup_pw: str, issn: str, reader: str,
-                      surname: str, given: str, smtp) -> str:
+                      surname: str, given: str, smtp, operator: str) -> dict[str, str]:
+    """The flow; returns the secrets it made (download token, session cookie, CSRF)."""
     body = messages.request(req.symbol, request_id="LOG-1", issn=issn, title="红楼梦研究")
     patron = body["request"]["patronInfo"]
     patron.update(surname=surname, givenName=given)
@@ -426,8 +432,28 @@ async def _whole_flow(hub: Hub, req: Party, sup: Party, sup_pw: str, issn: str, 
         wrong = token[:-1] + ("x" if token[-1] != "x" else "y")
         async with http.get(f"{base}/d/{wrong}") as resp:
             assert resp.status == 404
-        for password, status in ((OPERATOR_PASSWORD + "?", 401), (OPERATOR_PASSWORD, 303)):
-            async with http.post(f"{base}/ops/login", data={"password": password},
-                                 allow_redirects=False) as resp:
-                assert resp.status == status
-    return token
+        return {"download token": token, **await _session_secrets(http, base, operator)}
+
+
+async def _session_secrets(http: aiohttp.ClientSession, base: str,
+                           operator: str) -> dict[str, str]:
+    """Sign in (a wrong password first), read the account page, sign out: the session's
+    cookie and CSRF token must not reach a log, nor must the passwords."""
+    for password, status in ((OPERATOR_PASSWORD + "?", 401), (OPERATOR_PASSWORD, 303)):
+        async with http.post(f"{base}/signin", data={"login": operator, "password": password,
+                                                     "next": "/account"},
+                             allow_redirects=False) as resp:
+            assert resp.status == status
+            if status == 303:
+                cookie = resp.cookies["illhub_session"].value
+    # The client's jar keeps no cookies of an IP address: the cookie goes by hand.
+    session = {"Cookie": f"illhub_session={cookie}"}
+    async with http.get(f"{base}/account", headers={"Accept": "text/html", **session},
+                        allow_redirects=False) as resp:
+        page = await resp.text()
+        assert resp.status == 200, page
+    csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    async with http.post(f"{base}/signout", data={"csrf": csrf}, headers=session,
+                         allow_redirects=False) as resp:
+        assert resp.status == 303
+    return {"session cookie": cookie, "CSRF token": csrf}

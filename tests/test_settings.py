@@ -56,23 +56,25 @@ def test_secrets_dir_from_env(clean_env, monkeypatch: pytest.MonkeyPatch) -> Non
     elsewhere = clean_env / "run-secrets"
     elsewhere.mkdir()
     (elsewhere / "database__url").write_text("postgresql://hub:pw@db:5432/illhub")
-    (elsewhere / "operators__password").write_text("操作员的密码 long enough")
+    (elsewhere / "smtp__password").write_text("邮件的密码 long enough")
     monkeypatch.setenv("ILLHUB_SECRETS_DIR", str(elsewhere))
     s = Settings()
     assert s.database_url == "postgresql://hub:pw@db:5432/illhub"
-    assert s.operators.secret() == "操作员的密码 long enough"
+    assert s.smtp.password is not None
+    assert s.smtp.password.get_secret_value() == "邮件的密码 long enough"
 
 
 def test_masked_shows_every_group_but_no_password(clean_env) -> None:
     s = Settings(amqp={"url": "amqp://hub:topsecret@broker:5672/ill"},
-                 smtp={"password": "mailsecret"}, operators={"password": "opsecret"})
+                 smtp={"password": "mailsecret"},
+                 accounts={"oidc": {"client_secret": "opsecret"}})
     shown = s.masked()
     assert "topsecret" not in str(shown) and "mailsecret" not in str(shown)
     assert "opsecret" not in str(shown)
     assert shown["amqp"]["url"] == "amqp://hub:****@broker:5672/ill"
     assert shown["smtp"]["password"] == "**********"
     assert {"amqp", "intake", "outbox", "database", "http", "ftp", "smtp", "delivery",
-            "deadlines", "settlement", "operators"} <= set(shown)
+            "deadlines", "settlement", "accounts"} <= set(shown)
     assert mask_url("http://a@b/") == "http://a@b/"
 
 
@@ -106,7 +108,8 @@ def test_a_setting_under_its_old_flat_name_is_refused(clean_env,
 
 def test_updated_and_environment_round_trip(clean_env, monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings().updated(amqp__name_prefix="t1.", smtp__port=2525,
-                           ftp__allowed_types=["pdf", "tiff"], operators__password="密码 x")
+                           ftp__allowed_types=["pdf", "tiff"],
+                           accounts__oidc__client_secret="密码 x")
     assert s.amqp.name_prefix == "t1." and s.smtp.port == 2525
     with pytest.raises(KeyError):
         s.updated(smtp__hots="typo")
@@ -115,6 +118,11 @@ def test_updated_and_environment_round_trip(clean_env, monkeypatch: pytest.Monke
     for key, value in s.environment().items():
         monkeypatch.setenv(key, value)
     assert Settings() == s  # what a child `run.py hub` process would build
+
+
+def test_the_shared_operators_password_is_refused_with_what_replaced_it(clean_env) -> None:
+    with pytest.raises(ValueError, match="ILLHUB_OPERATORS__PASSWORD is gone"):
+        Settings().updated(operators__password="shared 口令 of old")
 
 
 def test_an_unknown_setting_in_code_is_an_error(clean_env) -> None:

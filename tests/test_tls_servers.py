@@ -37,7 +37,7 @@ from tests.support.delivery import (
 from tests.support.hub import Party
 from tests.support.messages import supplier_message
 from tests.support.network import ISSN
-from tests.support.operators import PASSWORD
+from tests.support.operators import OPERATOR, PASSWORD, ensure_operator
 from tests.support.tls import ServerPem, verifying, write_server_pem
 from web.app import HttpServer, make_app, start_http
 
@@ -255,7 +255,7 @@ def _answer(ftp: ftplib.FTP, command: str) -> str:
 async def _session_cookie(url: str, headers: dict[str, str] | None = None,
                           context: ssl.SSLContext | None = None) -> str:
     async with aiohttp.ClientSession() as http, http.post(
-            f"{url}/ops/login", data={"password": PASSWORD, "next": "/ops/"},
+            f"{url}/signin", data={"login": OPERATOR, "password": PASSWORD, "next": "/ops/"},
             headers=headers or {}, allow_redirects=False, ssl=context or True) as resp:
         assert resp.status == 303
         return resp.headers["Set-Cookie"]
@@ -263,13 +263,13 @@ async def _session_cookie(url: str, headers: dict[str, str] | None = None,
 
 async def test_operator_cookie_is_secure_over_tls_and_behind_a_trusted_proxy(
         settings: Settings, pool: asyncpg.Pool, server_pem: ServerPem) -> None:
-    https = with_tls(settings, server_pem, operators__password=PASSWORD)
+    await ensure_operator(pool)
+    https = with_tls(settings, server_pem)
     server = await start_http(https, make_app(https, pool),
                               ssl=ServerContexts.from_settings(https).http)
-    proxied = settings.updated(operators__password=PASSWORD, http__trusted_proxies=["127.0.0.1"])
+    proxied = settings.updated(http__trusted_proxies=["127.0.0.1"])
     behind = await start_http(proxied, make_app(proxied, pool))
-    direct = settings.updated(operators__password=PASSWORD)
-    plain = await start_http(direct, make_app(direct, pool))
+    plain = await start_http(settings, make_app(settings, pool))
     try:
         assert "Secure" in await _session_cookie(server.base_url,
                                                  context=verifying(server_pem.ca))

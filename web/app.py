@@ -3,6 +3,11 @@
   /d/{token}        readers' downloads (delivery/gateway.py)
   /healthz /readyz /metrics   for load balancers and Prometheus (web/health.py)
   /ops/...          the operators' pages (web/operators/)
+  /signin /signout /account   people's sign-in, sessions (web/signin.py, web/auth.py)
+  /signin/oidc...   single sign-on by OpenID Connect (web/oidc.py)
+  /lib/... /fin/... library staff's and finance pages (web/library/, web/finance/)
+  /api/v1/...       the read-only REST API with its OpenAPI document (web/api/)
+  /audit            the audit of people's actions (web/audit_page.py)
   POST /iso18626    ISO 18626 XML over HTTP (web/iso18626.py), when given an intake
 
 aiohttp serves it: already the hub's HTTP client library, mature, asyncio-native
@@ -22,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from ssl import SSLContext
 
 import asyncpg
@@ -33,8 +38,14 @@ from aiohttp.web_response import StreamResponse
 from broker.intake import Intake
 from delivery.gateway import MaskingAccessLogger, add_download_routes
 from schemas.settings import Settings
+from web.api.routes import add_api_routes
+from web.audit_page import add_audit_routes
+from web.auth import session_middleware
+from web.finance.pages import add_finance_routes
 from web.health import add_health_routes
 from web.iso18626 import Iso18626Endpoint
+from web.library.pages import add_library_routes
+from web.oidc import add_oidc_routes
 from web.operators.pages import add_operator_routes
 
 log = logging.getLogger(__name__)
@@ -48,12 +59,20 @@ def _no_broker() -> bool:
     return False
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def make_app(settings: Settings, pool: asyncpg.Pool, *,
              clock: Callable[[], datetime] | None = None,
              broker_up: Callable[[], bool] = _no_broker,
              intake: Intake | None = None) -> web.Application:
     """The app with every route; `intake` adds `POST /iso18626` (a hub process has one)."""
-    app = web.Application(middlewares=[forwarded_by(settings.http.trusted_proxies)])
+    # Sessions after the proxy rewrite: a person's session is seen with the reader's
+    # address and scheme (web/auth.py).
+    app = web.Application(middlewares=[forwarded_by(settings.http.trusted_proxies),
+                                       session_middleware(settings, pool,
+                                                          clock or _utc_now)])
     if settings.http.tls_cert and settings.http.hsts_seconds > 0:
         # A signal rather than a middleware: it also reaches the answers aiohttp makes
         # itself (404 for an unknown path, 500) and those of the operators' sub-app.
@@ -61,8 +80,13 @@ def make_app(settings: Settings, pool: asyncpg.Pool, *,
     add_download_routes(app, settings, pool, clock=clock)
     add_health_routes(app, pool, broker_up)
     add_operator_routes(app, settings, pool, clock=clock)
+    add_oidc_routes(app, settings, pool, clock=clock)
     if intake is not None:
         Iso18626Endpoint(settings, pool, intake).add_routes(app)
+    add_api_routes(app, settings, pool, clock=clock)
+    add_audit_routes(app, settings, pool)
+    add_library_routes(app, settings, pool, intake, clock=clock)
+    add_finance_routes(app, settings, pool, clock=clock)
     return app
 
 

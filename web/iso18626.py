@@ -10,7 +10,11 @@ Who is calling: HTTP Basic with the agency symbol and its password (the broker a
 FTP password), or else the message's own `requestingAgencyAuthentication`
 (`accountId` = the symbol, or empty for the header's requestingAgencyId;
 `securityCode` = the password). The hub removes that element before it stores or
-forwards anything. Unauthenticated calls get 401 and do nothing.
+forwards anything. Unauthenticated calls get 401 and do nothing. Wrong passwords count
+against the agency and the client address (infra/throttle.py, shared with people's
+sign-in and the FTP drop: `accounts.agency_failures`, `accounts.address_failures`);
+while either is locked every call gets 429 with Retry-After, the right password too,
+and a success clears the agency's counter.
 
 Idempotency: the inbox key of an HTTP message is the SHA-256 of the document's
 bytes, so a peer that re-POSTs the same document (after a timeout, say) gets the same
@@ -26,6 +30,7 @@ import hashlib
 import json
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -34,8 +39,9 @@ from pydantic import BaseModel
 
 from broker import peers, profiles
 from broker.intake import Inbound, Intake
-from infra import observability
+from infra import observability, throttle
 from infra.credentials import verify_password
+from infra.throttle import KeyKind
 from schemas.iso18626 import (
     CONFIRMATION_OF,
     RequestingAgencyMessageConfirmation,
@@ -45,6 +51,7 @@ from schemas.iso18626 import (
 from schemas.iso18626_codes import Action, ErrorType, MessageType, ReasonForMessage
 from schemas.iso18626_xml import XmlMessage, XmlMessageError, read_xml, to_xml
 from schemas.settings import Settings
+from web.signin import retry_after
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +61,61 @@ REALM = 'Basic realm="ILL Hub ISO 18626", charset="UTF-8"'
 _CACHE_LIMIT = 1024
 
 
+STORED_HASH = "SELECT password_hash FROM agency WHERE symbol = $1 AND enabled"
+
+
+class Throttled(Exception):
+    """The agency or the address is locked after too many wrong passwords."""
+
+    def __init__(self, retry_after: str) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
 class Credentials:
-    """Agency passwords checked against their scrypt hashes, with a small cache.
+    """Agency passwords checked against their scrypt hashes, with a small cache, and
+    the failed-login throttle (module docstring).
 
     scrypt costs tens of milliseconds of CPU by design; a peer that POSTs every few
     seconds should not pay it each time. A cached check stays valid only while the
     agency is enabled and its stored hash is unchanged.
     """
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings | None = None) -> None:
         self.pool = pool
+        self.settings = settings     # its `accounts` limits; None: `check` only
         self._verified: dict[tuple[str, bytes], str] = {}
 
     async def check(self, symbol: str, password: str) -> bool:
-        stored = await self.pool.fetchval(
-            "SELECT password_hash FROM agency WHERE symbol = $1 AND enabled", symbol)
-        if stored is None:
+        """Without the throttle: for the conformance kit's short-lived listener."""
+        stored = await self.pool.fetchval(STORED_HASH, symbol)
+        return stored is not None and await self._matches(symbol, password, stored)
+
+    async def login(self, symbol: str, password: str, address: str) -> bool:
+        """`check` counted by the throttle; raises Throttled while the agency or the
+        address is locked."""
+        if self.settings is None:
+            raise RuntimeError("Credentials.login needs the settings (accounts limits)")
+        now = datetime.now(UTC)
+        agency_key = throttle.key(KeyKind.AGENCY, symbol)
+        address_key = throttle.key(KeyKind.ADDRESS, address)
+        async with self.pool.acquire() as conn:
+            until = await throttle.first_lock(conn, (agency_key, address_key), now)
+            if until is not None:
+                raise Throttled(retry_after(until, now))
+            stored = await conn.fetchval(STORED_HASH, symbol)
+            ok = stored is not None and await self._matches(symbol, password, stored)
+            if ok:
+                await throttle.succeed(conn, agency_key)
+                return True
+            await throttle.fail(conn, address_key, now,
+                                throttle.limits(self.settings, KeyKind.ADDRESS))
+            if stored is not None:  # no counters for symbols that are no agency
+                await throttle.fail(conn, agency_key, now,
+                                    throttle.limits(self.settings, KeyKind.AGENCY))
             return False
+
+    async def _matches(self, symbol: str, password: str, stored: str) -> bool:
         key = (symbol, hashlib.sha256(password.encode()).digest())
         if self._verified.get(key) == stored:
             return True
@@ -87,12 +132,21 @@ class Iso18626Endpoint:
         self.settings = settings
         self.pool = pool
         self.intake = intake
-        self.credentials = Credentials(pool)
+        self.credentials = Credentials(pool, settings)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(PATH, self.handle)
 
     async def handle(self, request: web.Request) -> web.Response:
+        try:
+            return await self._handle(request)
+        except Throttled as exc:
+            return web.Response(
+                status=429, headers={"Retry-After": exc.retry_after},
+                text="429: too many failed logins for this agency or from this address; "
+                     f"try again in {exc.retry_after} seconds\n")
+
+    async def _handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         limit = self.settings.intake.max_message_bytes
         raw = await request.content.read(limit + 1)
@@ -105,7 +159,7 @@ class Iso18626Endpoint:
             message = read_xml(raw)
         except XmlMessageError as exc:
             if caller is None:
-                caller, why = await self._body_caller(exc.header)
+                caller, why = await self._body_caller(exc.header, _address(request))
                 if caller is None:
                     return _unauthorised(why)
             log.info("refused ISO 18626 XML from %s: %s: %s", caller, exc.error_type,
@@ -120,8 +174,8 @@ class Iso18626Endpoint:
         header: dict[str, Any] = raw_header if isinstance(raw_header, dict) else {}
         secret = header.pop("requestingAgencyAuthentication", None)
         if caller is None:
-            caller, why = await self._body_caller({**header,
-                                                   "requestingAgencyAuthentication": secret})
+            caller, why = await self._body_caller(
+                {**header, "requestingAgencyAuthentication": secret}, _address(request))
             if caller is None:
                 return _unauthorised(why)
         if message.kind is MessageType.REQUEST and _names_hub(header, self.settings):
@@ -191,12 +245,13 @@ class Iso18626Endpoint:
         # The user is the symbol SCHEME:VALUE, itself with a colon (neither part may
         # contain one); the password is everything after the second colon.
         parts = decoded.split(":", 2)
-        if len(parts) != 3 or not await self.credentials.check(f"{parts[0]}:{parts[1]}",
-                                                               parts[2]):
+        if len(parts) != 3 or not await self.credentials.login(
+                f"{parts[0]}:{parts[1]}", parts[2], _address(request)):
             return None, "HTTP Basic credentials do not match an enabled agency"
         return f"{parts[0]}:{parts[1]}", None
 
-    async def _body_caller(self, header: Any) -> tuple[str | None, str | None]:
+    async def _body_caller(self, header: Any,
+                           address: str) -> tuple[str | None, str | None]:
         header = header if isinstance(header, dict) else {}
         secret = header.get("requestingAgencyAuthentication")
         if not isinstance(secret, dict) or not secret.get("securityCode"):
@@ -207,7 +262,8 @@ class Iso18626Endpoint:
         if isinstance(named, dict) and named.get("agencyIdType") and \
                 named.get("agencyIdValue") and (not symbol or symbol == named["agencyIdValue"]):
             symbol = f"{named['agencyIdType']}:{named['agencyIdValue']}"
-        if not symbol or not await self.credentials.check(symbol, secret["securityCode"]):
+        if not symbol or not await self.credentials.login(symbol, secret["securityCode"],
+                                                          address):
             return None, ("header.requestingAgencyAuthentication does not match an enabled "
                           "agency")
         return symbol, None
@@ -231,6 +287,10 @@ class Iso18626Endpoint:
         return confirmation(kind, header, ok=False,
                             error_type=row["error_type"] or ErrorType.BADLY_FORMED_MESSAGE,
                             error_value=row["error_value"], **echo)
+
+
+def _address(request: web.Request) -> str:
+    return request.remote or "unknown"
 
 
 def _names_hub(header: dict[str, Any], settings: Settings) -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from app.cli import demo, finance, network, peer, server
+from app.cli import audit, demo, finance, network, peer, server, tokens, users
 from app.cli.commands import EXIT_USAGE, Command, fail
 from infra.observability import JsonFormatter
 from infra.rabbit_admin import ManagementError
@@ -31,7 +31,8 @@ except ImportError:
 QUIET_LOGGERS = ("aiormq", "aio_pika", "apscheduler")
 
 COMMANDS: list[Command] = [*server.COMMANDS, *network.COMMANDS, *finance.COMMANDS,
-                           *demo.COMMANDS, *peer.COMMANDS]
+                           *demo.COMMANDS, *peer.COMMANDS, *tokens.COMMANDS,
+                           *audit.COMMANDS, *users.COMMANDS]
 
 
 def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:

@@ -1,8 +1,9 @@
 """The operators' pages for tests: an app to sign in to, pages read as tables, a running
 network to look at, and rows put straight into the database for exact figures.
 
-- `ops_client` serves the hub's HTTP app (make_app, as the hub builds it) with the
-  operators' password `PASSWORD`; `sign_in` and `get_page` use it like a browser.
+- `ops_client` serves the hub's HTTP app (make_app, as the hub builds it) and makes sure
+  the operator account `OPERATOR` (password `PASSWORD`, operator @ consortium) exists;
+  `sign_in` signs in as it through the sign-in form, and `get_page` reads like a browser.
 - `rows_of` / `row_for` read a page's tables; `pct` formats a rate as the pages do.
 - `operator_network` runs a real hub with a requester and four suppliers, and
   `unfilled_then_copied` drives one request through it.
@@ -24,6 +25,9 @@ import aiohttp
 import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
+from accounts import people
+from accounts.audit import Actor
+from accounts.roles import Grant
 from app.hub import Hub
 from illclient.client import AgencyClient
 from schemas.settings import Settings
@@ -31,10 +35,11 @@ from settlement.fees import load_fees
 from tests.support import messages
 from tests.support.agencies import MakeAgency
 from tests.support.hub import Party
-from tests.support.names import fresh_issn
+from tests.support.names import RUN_ID, fresh_issn
 from web.app import make_app
 
 PASSWORD = "correct horse 馆际互借 battery"
+OPERATOR = f"ops-{RUN_ID}"      # this run's operator account (see ensure_operator)
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 
 
@@ -96,11 +101,22 @@ def pct(part: int, whole: int) -> str:
 
 # ---- an app with operator pages ----------------------------------------------------
 
+async def ensure_operator(pool: asyncpg.Pool) -> str:
+    """The operator account `OPERATOR` with `PASSWORD`, made once per run (as `run.py user
+    add ... --role operator` makes the first operator)."""
+    async with pool.acquire() as conn:
+        if await people.find(conn, OPERATOR) is None:
+            by = Actor.cli("tests")
+            person = await people.add(conn, by, login=OPERATOR, display_name="运营 Operator",
+                                      password=PASSWORD)
+            await people.grant(conn, by, person, Grant.parse("operator", None))
+    return OPERATOR
+
+
 @asynccontextmanager
-async def ops_client(settings: Settings, pool: asyncpg.Pool,
-                     password: str | None = PASSWORD) -> AsyncIterator[TestClient]:
-    """The hub's HTTP app (make_app, as the hub builds it) with the operators' password."""
-    settings = settings.updated(operators__password=password)
+async def ops_client(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
+    """The hub's HTTP app (make_app, as the hub builds it), the operator account made."""
+    await ensure_operator(pool)
     client = TestClient(TestServer(make_app(settings, pool)))
     await client.start_server()
     try:
@@ -109,11 +125,15 @@ async def ops_client(settings: Settings, pool: asyncpg.Pool,
         await client.close()
 
 
-async def sign_in(client: TestClient | aiohttp.ClientSession, base: str = "") -> None:
-    async with client.post(f"{base}/ops/login", data={"password": PASSWORD},
+async def sign_in(client: TestClient | aiohttp.ClientSession, base: str = "", *,
+                  login: str = OPERATOR, password: str = PASSWORD,
+                  next_path: str = "/ops/") -> None:
+    """Through the sign-in form, as a browser does; the client keeps the cookie."""
+    async with client.post(f"{base}/signin", data={"login": login, "password": password,
+                                                   "next": next_path},
                            allow_redirects=False) as resp:
         assert resp.status == 303, await resp.text()
-        assert resp.headers["Location"] == "/ops/"
+        assert resp.headers["Location"] == next_path
 
 
 async def get_page(client: Any, path: str, status: int = 200) -> str:
@@ -148,7 +168,8 @@ async def operator_network(settings: Settings, pool: asyncpg.Pool,
     province, 12.00 + 0.50 per page), Beijing (national) and a vendor whose 80.00 per
     copy is above the request's maximumCosts (50.00), so dispatch excludes it.
     """
-    hub = Hub(settings.updated(operators__password=PASSWORD))
+    await ensure_operator(pool)
+    hub = Hub(settings)
     await hub.start()
     clients: list[AgencyClient] = []
     try:

@@ -4,6 +4,11 @@ infra/flags.py, their one store).
 Read-only, set-based and bounded: every query aggregates in PostgreSQL, covers at
 most the last `DAYS` days where it scans transactions, and every list has a LIMIT.
 Days are consortium-local (settings.timezone), stored times are UTC.
+
+Every query takes the reader's `Reach` (accounts/roles.py) and filters by it in SQL:
+an agency is in reach by its symbol or its region (province); a transaction when its
+requester, its current supplier or a supplier it was forwarded to is. A transaction
+or agency out of reach is not found, exactly like an unknown one.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from accounts.roles import Reach
 from infra import flags
 from infra.database import Connection, fetch_one
 from infra.flags import CHARGE_REFUSED, Flag
@@ -98,84 +104,116 @@ class Dashboard:
         return sum(n for _, n in self.open_by_state)
 
 
+EVERYTHING = Reach(everything=True)
+
+
+def agency_in_reach(n: int, a: str = "a") -> str:
+    """SQL: agency row `a` is in the reach given as parameters $n, $n+1, $n+2."""
+    return f"(${n} OR {a}.province = ANY(${n + 1}::text[]) OR {a}.symbol = ANY(${n + 2}::text[]))"
+
+
+def txn_in_reach(n: int, t: str = "t") -> str:
+    """SQL: transaction row `t` is in the reach $n..$n+2 (see the module docstring)."""
+    return f"""(${n} OR EXISTS (
+        SELECT 1 FROM agency ra
+        WHERE (ra.province = ANY(${n + 1}::text[]) OR ra.symbol = ANY(${n + 2}::text[]))
+          AND (ra.symbol IN ({t}.requester, {t}.supplier) OR ra.symbol IN (
+              SELECT e.supplier FROM rota_entry e
+              WHERE e.transaction_id = {t}.id AND e.forwarded_at IS NOT NULL))))"""
+
+
 def local_midnight(day: date, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
 
 
-async def dashboard(conn: Connection, tz: str,
-                    now: datetime | None = None) -> Dashboard:
-    """Every figure of the dashboard; the window is the last DAYS consortium-local days."""
+async def dashboard(conn: Connection, tz: str, now: datetime | None = None,
+                    reach: Reach = EVERYTHING) -> Dashboard:
+    """Every figure of the dashboard; the window is the last DAYS consortium-local days.
+    Dead letters and flags are the consortium's: only a reader who reaches everything
+    sees them (they are not kept per agency in a form a query can filter)."""
     zone = ZoneInfo(tz)
     now = now or datetime.now(UTC)
     today = now.astimezone(zone).date()
     first_day = today - timedelta(days=DAYS - 1)
     since = local_midnight(first_day, zone)
     period = today.strftime("%Y-%m")
+    r = reach.sql_args()
     return Dashboard(
-        today=today, since=since, zone=tz, volume=await _volume(conn, first_day, since, tz),
-        outcomes=await _outcomes(conn, since), turnaround=await _turnaround(conn, since),
-        open_by_state=await _open_by_state(conn),
-        suppliers=await supplier_rows(conn, today, None, SUPPLIER_LIMIT),
-        requesters=await requester_rows(conn, since, None, REQUESTER_LIMIT),
-        budgets=await budget_rows(conn, [period, "total"], None, LIST_LIMIT),
+        today=today, since=since, zone=tz, volume=await _volume(conn, first_day, since, tz, r),
+        outcomes=await _outcomes(conn, since, r), turnaround=await _turnaround(conn, since, r),
+        open_by_state=await _open_by_state(conn, r),
+        suppliers=await supplier_rows(conn, today, None, SUPPLIER_LIMIT, reach),
+        requesters=await requester_rows(conn, since, None, REQUESTER_LIMIT, reach),
+        budgets=await budget_rows(conn, [period, "total"], None, LIST_LIMIT, reach),
         budgets_total=await conn.fetchval(
-            "SELECT count(*) FROM subsidy_budget WHERE period IN ($1, 'total')", period),
-        budget_period=period, dead=await _dead_letters(conn), flags=await _flags(conn, since))
+            "SELECT count(*) FROM subsidy_budget b LEFT JOIN agency a ON a.symbol = b.requester"
+            f" WHERE b.period IN ($1, 'total') AND {agency_in_reach(2)}", period, *r),
+        budget_period=period,
+        dead=await _dead_letters(conn) if reach.everything else DeadLetters(0, 0, []),
+        flags=await _flags(conn, since) if reach.everything else FlagLists(0, [], []))
+
+
+ReachArgs = tuple[bool, list[str], list[str]]
 
 
 async def _volume(conn: Connection, first_day: date, since: datetime,
-                  tz: str) -> list[tuple[date, int]]:
+                  tz: str, r: ReachArgs) -> list[tuple[date, int]]:
     """Requests created per consortium-local day, every day of the window (zeros too)."""
-    per_day = {r["day"]: r["n"] for r in await conn.fetch(
-        """SELECT (created_at AT TIME ZONE $2)::date AS day, count(*) AS n
-           FROM ill_transaction WHERE created_at >= $1 GROUP BY 1""", since, tz)}
+    per_day = {row["day"]: row["n"] for row in await conn.fetch(
+        f"""SELECT (created_at AT TIME ZONE $2)::date AS day, count(*) AS n
+            FROM ill_transaction t WHERE created_at >= $1 AND {txn_in_reach(3)}
+            GROUP BY 1""", since, tz, *r)}
     return [(first_day + timedelta(days=i), per_day.get(first_day + timedelta(days=i), 0))
             for i in range(DAYS)]
 
 
-async def _outcomes(conn: Connection, since: datetime) -> Outcomes:
+async def _outcomes(conn: Connection, since: datetime, r: ReachArgs) -> Outcomes:
     row = await fetch_one(
-        conn, """SELECT count(*) AS requests,
-                        count(*) FILTER (WHERE state = ANY($2::text[])) AS filled,
-                        count(*) FILTER (WHERE state = 'Unfilled') AS unfilled,
-                        count(*) FILTER (WHERE state = 'Cancelled') AS cancelled
-                 FROM ill_transaction WHERE created_at >= $1""", since, list(SUPPLIED))
+        conn, f"""SELECT count(*) AS requests,
+                         count(*) FILTER (WHERE state = ANY($2::text[])) AS filled,
+                         count(*) FILTER (WHERE state = 'Unfilled') AS unfilled,
+                         count(*) FILTER (WHERE state = 'Cancelled') AS cancelled
+                  FROM ill_transaction t WHERE created_at >= $1 AND {txn_in_reach(3)}""",
+        since, list(SUPPLIED), *r)
     return Outcomes(requests=row["requests"], filled=row["filled"], unfilled=row["unfilled"],
                     cancelled=row["cancelled"])
 
 
-# Hours from the first forward to the delivery (the supplied rota entry's answer).
-_TURNAROUND = """
-    WITH t AS (
+# Hours from the first forward to the delivery (the supplied rota entry's answer), of the
+# transactions in reach ($2..$4).
+_TURNAROUND = f"""
+    WITH h AS (
         SELECT extract(epoch FROM s.answered_at - f.first_forward) / 3600.0 AS hours
-        FROM rota_entry s
+        FROM rota_entry s JOIN ill_transaction t ON t.id = s.transaction_id
         CROSS JOIN LATERAL (SELECT min(r.forwarded_at) AS first_forward FROM rota_entry r
                             WHERE r.transaction_id = s.transaction_id) f
         WHERE s.outcome = 'supplied' AND s.answered_at >= $1
-          AND f.first_forward IS NOT NULL)
+          AND f.first_forward IS NOT NULL AND {txn_in_reach(2)})
 """
 
 
-async def _turnaround(conn: Connection, since: datetime) -> Turnaround:
+async def _turnaround(conn: Connection, since: datetime, r: ReachArgs) -> Turnaround:
     """The histogram (TURNAROUND_EDGES) and summary of deliveries since `since`."""
     buckets = [0] * (len(TURNAROUND_EDGES) + 1)
-    for r in await conn.fetch(
-            _TURNAROUND + """SELECT width_bucket(hours, $2::float8[]) AS b, count(*) AS n
-                             FROM t GROUP BY 1""", since, list(map(float, TURNAROUND_EDGES))):
-        buckets[r["b"]] = r["n"]
+    for row in await conn.fetch(
+            _TURNAROUND + """SELECT width_bucket(hours, $5::float8[]) AS b, count(*) AS n
+                             FROM h GROUP BY 1""",
+            since, *r, list(map(float, TURNAROUND_EDGES))):
+        buckets[row["b"]] = row["n"]
     stats = await fetch_one(
         conn, _TURNAROUND + """SELECT count(*) AS n, avg(hours) AS mean,
                                       percentile_cont(0.5) WITHIN GROUP (ORDER BY hours) AS p50,
                                       percentile_cont(0.9) WITHIN GROUP (ORDER BY hours) AS p90
-                               FROM t""", since)
+                               FROM h""", since, *r)
     return Turnaround(buckets=buckets, n=stats["n"], p50=_f(stats["p50"]),
                       p90=_f(stats["p90"]), mean=_f(stats["mean"]))
 
 
-async def _open_by_state(conn: Connection) -> list[tuple[str, int]]:
-    return [(r["state"], r["n"]) for r in await conn.fetch(
-        """SELECT state, count(*) AS n FROM ill_transaction WHERE closed_at IS NULL
-           GROUP BY state ORDER BY n DESC, state LIMIT 50""")]
+async def _open_by_state(conn: Connection, r: ReachArgs) -> list[tuple[str, int]]:
+    return [(row["state"], row["n"]) for row in await conn.fetch(
+        f"""SELECT state, count(*) AS n FROM ill_transaction t
+            WHERE closed_at IS NULL AND {txn_in_reach(1)}
+            GROUP BY state ORDER BY n DESC, state LIMIT 50""", *r)]
 
 
 async def _dead_letters(conn: Connection) -> DeadLetters:
@@ -197,7 +235,7 @@ async def _flags(conn: Connection, since: datetime) -> FlagLists:
         violations=await flags.latest(conn, since=since, limit=20))
 
 
-SUPPLIER_SQL = """
+SUPPLIER_SQL = f"""
     SELECT c.supplier, a.name, a.enabled, c.forwarded, c.filled, c.unfilled,
            c.timed_out, c.open_requests,
            CASE WHEN c.filled + c.unfilled + c.timed_out > 0
@@ -206,11 +244,11 @@ SUPPLIER_SQL = """
            coalesce(d.forwarded, 0) AS today
     FROM scorecard c JOIN agency a ON a.symbol = c.supplier
     LEFT JOIN supplier_day d ON d.supplier = c.supplier AND d.day = $1
-    WHERE $2::text IS NULL OR c.supplier = $2
+    WHERE ($2::text IS NULL OR c.supplier = $2) AND {agency_in_reach(4)}
     ORDER BY a.enabled DESC, c.forwarded DESC, c.supplier LIMIT $3
 """
 
-REQUESTER_SQL = """
+REQUESTER_SQL = f"""
     SELECT t.requester, a.name, count(*) AS requests,
            count(*) FILTER (WHERE t.state = ANY($2::text[])) AS filled,
            count(*) FILTER (WHERE t.state = 'Unfilled') AS unfilled,
@@ -218,15 +256,17 @@ REQUESTER_SQL = """
            count(*) FILTER (WHERE t.closed_at IS NULL) AS open
     FROM ill_transaction t JOIN agency a ON a.symbol = t.requester
     WHERE t.created_at >= $1 AND ($3::text IS NULL OR t.requester = $3)
+      AND {agency_in_reach(5)}
     GROUP BY t.requester, a.name ORDER BY requests DESC, t.requester LIMIT $4
 """
 
 # Budgets running out first: that is what an operator has to act on.
-BUDGET_SQL = """
+BUDGET_SQL = f"""
     SELECT b.name, b.requester, a.name AS requester_name, b.period, b.currency,
            b.limit_minor, b.spent_minor, b.limit_minor - b.spent_minor AS remaining_minor
     FROM subsidy_budget b LEFT JOIN agency a ON a.symbol = b.requester
     WHERE b.period = ANY($1::text[]) AND ($2::text IS NULL OR b.requester = $2)
+      AND {agency_in_reach(4)}
     ORDER BY CASE WHEN b.limit_minor > 0 THEN b.spent_minor::float8 / b.limit_minor
                   ELSE 1 END DESC,
              b.name, b.requester, b.period LIMIT $3
@@ -234,20 +274,23 @@ BUDGET_SQL = """
 
 
 async def supplier_rows(conn: Connection, today: date, symbol: str | None,
-                        limit: int) -> list[asyncpg.Record]:
+                        limit: int, reach: Reach = EVERYTHING) -> list[asyncpg.Record]:
     """Scorecards (since records began), enabled suppliers first, busiest first."""
-    return await conn.fetch(SUPPLIER_SQL, today, symbol, limit)
+    return await conn.fetch(SUPPLIER_SQL, today, symbol, limit, *reach.sql_args())
 
 
 async def requester_rows(conn: Connection, since: datetime, symbol: str | None,
-                         limit: int) -> list[asyncpg.Record]:
+                         limit: int, reach: Reach = EVERYTHING) -> list[asyncpg.Record]:
     """Requests created since `since`, per requester, busiest first."""
-    return await conn.fetch(REQUESTER_SQL, since, list(SUPPLIED), symbol, limit)
+    return await conn.fetch(REQUESTER_SQL, since, list(SUPPLIED), symbol, limit,
+                            *reach.sql_args())
 
 
 async def budget_rows(conn: Connection, periods: list[str], requester: str | None,
-                      limit: int) -> list[asyncpg.Record]:
-    return await conn.fetch(BUDGET_SQL, periods, requester, limit)
+                      limit: int, reach: Reach = EVERYTHING) -> list[asyncpg.Record]:
+    """Budgets; one without a requester (the consortium's) only for a reader who reaches
+    everything (the reach predicate is false on its missing agency row)."""
+    return await conn.fetch(BUDGET_SQL, periods, requester, limit, *reach.sql_args())
 
 
 @dataclass
@@ -262,12 +305,14 @@ class AgencyView:
     flags: list[Flag]           # refused charges it made or was charged
 
 
-async def agency(conn: Connection, symbol: str, tz: str,
-                 now: datetime | None = None) -> AgencyView | None:
-    """One agency's figures: the dashboard's rows for it, its budgets, its recent traffic."""
+async def agency(conn: Connection, symbol: str, tz: str, now: datetime | None = None,
+                 reach: Reach = EVERYTHING) -> AgencyView | None:
+    """One agency's figures: the dashboard's rows for it, its budgets, its recent traffic.
+    None for an unknown agency and for one out of `reach` alike."""
     row = await conn.fetchrow(
-        """SELECT symbol, name, roles, province, city, enabled, created_at, disabled_at
-           FROM agency WHERE symbol = $1""", symbol)
+        f"""SELECT symbol, name, roles, province, city, enabled, created_at, disabled_at
+            FROM agency a WHERE symbol = $1 AND {agency_in_reach(2)}""",
+        symbol, *reach.sql_args())
     if row is None:
         return None
     zone = ZoneInfo(tz)
@@ -318,8 +363,12 @@ class TransactionView:
     flags: list[Flag] = field(default_factory=list)      # its refused charges
 
 
-async def transaction(conn: Connection, txn_id: str) -> TransactionView | None:
-    txn = await conn.fetchrow("SELECT * FROM ill_transaction WHERE id = $1", txn_id)
+async def transaction(conn: Connection, txn_id: str,
+                      reach: Reach = EVERYTHING) -> TransactionView | None:
+    """None for an unknown transaction and for one out of `reach` alike."""
+    txn = await conn.fetchrow(
+        f"SELECT * FROM ill_transaction t WHERE id = $1 AND {txn_in_reach(2)}",
+        txn_id, *reach.sql_args())
     if txn is None:
         return None
     rota = await conn.fetch(
@@ -371,7 +420,8 @@ async def transaction(conn: Connection, txn_id: str) -> TransactionView | None:
         entries=entries, documents=documents, grants=grants, mails=mails, flags=charges)
 
 
-async def search(conn: Connection, q: str) -> list[asyncpg.Record]:
+async def search(conn: Connection, q: str,
+                 reach: Reach = EVERYTHING) -> list[asyncpg.Record]:
     """Transactions whose hub id (any case) or requester request id is exactly `q`.
 
     At most 50, newest first. The request id alone is not indexed (the unique index
@@ -381,5 +431,7 @@ async def search(conn: Connection, q: str) -> list[asyncpg.Record]:
     return await conn.fetch(
         """SELECT t.id, t.requester, a.name, t.request_id, t.state, t.created_at
            FROM ill_transaction t JOIN agency a ON a.symbol = t.requester
-           WHERE t.id = $1 OR t.id = upper($1) OR t.request_id = $1
-           ORDER BY (t.id IN ($1, upper($1))) DESC, t.created_at DESC LIMIT 50""", q)
+           WHERE (t.id = $1 OR t.id = upper($1) OR t.request_id = $1) AND """
+        + txn_in_reach(2) + """
+           ORDER BY (t.id IN ($1, upper($1))) DESC, t.created_at DESC LIMIT 50""",
+        q, *reach.sql_args())

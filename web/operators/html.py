@@ -16,6 +16,8 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+from aiohttp import web
+
 from broker.policy import TIER_NAMES
 from infra.flags import Flag
 from schemas.money import Money
@@ -30,7 +32,27 @@ from web.operators.data import (
 )
 from web.operators.svg import bar_chart, hbar_chart, meter
 
+# Every page's answer (the operators' pages and the sign-in pages): never cached, never
+# framed, no scripts at all.
+HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+}
 VOID = frozenset({"br", "hr", "img", "input", "link", "meta"})
+
+
+def html_response(body: str, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> web.Response:
+    return web.Response(status=status, text=body, content_type="text/html", charset="utf-8",
+                        headers={**HEADERS, **(headers or {})})
+
+
+def redirect(location: str, status: int = 303) -> web.Response:
+    return web.Response(status=status, headers={**HEADERS, "Location": location})
 
 
 class Safe(str):
@@ -152,8 +174,9 @@ def layout(title: str, body: Any, *, signed_in: bool = True, footer: str = "",
                                    aria_label="Find a transaction", size="28"),
                        tag("button", "Find", type="submit"),
                        method="get", action="/ops/search", role="search"))
-        top.append(tag("form", tag("button", "Sign out", type="submit"),
-                       method="post", action="/ops/logout"))
+        # A link, not a form: the account page holds the sign-out forms with their CSRF
+        # token, so no page here needs the session to render.
+        top.append(link("/account", "Account · sign out 账户·退出", id="account"))
     return ("<!doctype html>\n" + tag(
         "html",
         tag("head", Safe('<meta charset="utf-8">'),
@@ -168,21 +191,6 @@ def layout(title: str, body: Any, *, signed_in: bool = True, footer: str = "",
 def message_page(title: str, *paragraphs: Any, signed_in: bool = False) -> str:
     return layout(title, cat([tag("h1", title), *(tag("p", p) for p in paragraphs)]),
                   signed_in=signed_in)
-
-
-def login_page(*, next_path: str, error: str | None = None) -> str:
-    form = tag("form",
-               tag("label", "Operator password 运营口令", for_="password"),
-               tag("input", type="password", id="password", name="password", required=True,
-                   autocomplete="current-password", autofocus=True),
-               tag("input", type="hidden", name="next", value=next_path),
-               tag("button", "Sign in 登录", type="submit", id="sign-in"),
-               method="post", action="/ops/login", class_="login")
-    body = [tag("h1", "Operators' sign-in 运营登录")]
-    if error:
-        body.append(tag("p", error, class_="error", role="alert"))
-    body.append(form)
-    return layout("Sign in · ILL Hub", cat(body), signed_in=False)
 
 
 # ---- formatting -------------------------------------------------------------------
@@ -436,6 +444,36 @@ def _short(text: str | None, n: int) -> str:
 
 # ---- one transaction ---------------------------------------------------------------
 
+def trail_sections(rota: list[Any], excluded: list[Any], audit: list[Any],
+                   names: dict[str, str], clock: Clock, *, quotes: bool) -> list[Safe]:
+    """What `run.py explain` shows of a transaction: its rota with ranks and reasons,
+    the suppliers excluded, the audit trail (the operators' and the library's pages).
+    `quotes`: with each candidate's quoted fee (operators only)."""
+    heads = ["#", "supplier", "tier", "score", *(["quote"] if quotes else []), "outcome",
+             "forwarded", "answered", "reasons"]
+    return [
+        tag("h2", "Rota 轮转表: candidates, ranks and reasons", id="rota"),
+        table(heads,
+              [[e["position"], agency_cell(e["supplier"], names),
+                f"{e['tier']} · {TIER_NAMES.get(e['tier'], '?')}", f"{e['score']:.3f}",
+                *([money(e["quote_minor"], e["quote_currency"])] if quotes else []),
+                tag("span", e["outcome"], class_="badge"), clock(e["forwarded_at"]),
+                clock(e["answered_at"]),
+                tag("ul", *(tag("li", r) for r in e["reasons"]), class_="reasons")]
+               for e in rota],
+              numeric=[0, 3], id="rota-table", empty="no rota (refused before routing)"),
+        tag("h2", "Excluded suppliers 排除", id="excluded"),
+        table(["supplier", "reason"],
+              [[agency_cell(x["supplier"], names), x["reason"]] for x in excluded],
+              id="excluded-table", empty="nobody was excluded"),
+        tag("h2", "Audit trail 审计记录", id="audit"),
+        table(["time", "actor", "event", "from → to", "details"],
+              [[clock(a["at"]), tag("span", a["actor"], class_="mono"), a["event"],
+                f"{a['from_state'] or '—'} → {a['to_state'] or '—'}", _detail(a)]
+               for a in audit], id="audit-table"),
+    ]
+
+
 def transaction_page(v: TransactionView, clock: Clock) -> str:
     t = v.txn
     bib = v.request.get("bibliographicInfo") or {}
@@ -472,26 +510,7 @@ def transaction_page(v: TransactionView, clock: Clock) -> str:
     parts: list[Any] = [
         tag("h1", "Transaction 事务 ", tag("span", t["id"], class_="mono")),
         tag("dl", *(cat([tag("dt", k), tag("dd", val)]) for k, val in facts), class_="facts"),
-        tag("h2", "Rota 轮转表: candidates, ranks and reasons", id="rota"),
-        table(["#", "supplier", "tier", "score", "quote", "outcome", "forwarded", "answered",
-               "reasons"],
-              [[e["position"], agency_cell(e["supplier"], v.names),
-                f"{e['tier']} · {TIER_NAMES.get(e['tier'], '?')}", f"{e['score']:.3f}",
-                money(e["quote_minor"], e["quote_currency"]),
-                tag("span", e["outcome"], class_="badge"), clock(e["forwarded_at"]),
-                clock(e["answered_at"]),
-                tag("ul", *(tag("li", r) for r in e["reasons"]), class_="reasons")]
-               for e in v.rota],
-              numeric=[0, 3], id="rota-table", empty="no rota (refused before routing)"),
-        tag("h2", "Excluded suppliers 排除", id="excluded"),
-        table(["supplier", "reason"],
-              [[agency_cell(x["supplier"], v.names), x["reason"]] for x in v.excluded],
-              id="excluded-table", empty="nobody was excluded"),
-        tag("h2", "Audit trail 审计记录", id="audit"),
-        table(["time", "actor", "event", "from → to", "details"],
-              [[clock(a["at"]), tag("span", a["actor"], class_="mono"), a["event"],
-                f"{a['from_state'] or '—'} → {a['to_state'] or '—'}", _detail(a)]
-               for a in v.audit], id="audit-table"),
+        *trail_sections(v.rota, v.excluded, v.audit, v.names, clock, quotes=True),
     ]
     if v.audit_more:
         parts.append(tag("p", "Only the first 1,000 audit rows are shown; "
