@@ -476,18 +476,28 @@ def to_version(kind: str, inner: dict[str, Any], version: str) -> Bridged:
     return out
 
 
+def _move(inner: dict[str, Any], src: str, dst: str
+          ) -> tuple[dict[str, Any], str, list[Any]] | None:
+    """A renamed element, either way: its values taken out of `src` (emptied holders
+    pruned) and the place `dst` names (made when there is something to put there);
+    None when there is nothing there and nothing to move."""
+    holder, key = _find(inner, src)
+    values = occurrences(holder, key) if holder is not None else []
+    if holder is not None:
+        put(holder, key, [])
+        _prune(inner, src)
+    target, name = _find(inner, dst, create=bool(values))
+    return None if target is None else (target, name, values)
+
+
 def _to_12(kind: str, row: Row, out: Bridged, kept: dict[str, Any], lines: list[str]) -> None:
     inner = out.inner
     if row.to12 is Way.RENAMED and row.v12 and row.v2021 and _applies(kind, row.v2021):
         src, dst = _rel(row.v2021), _rel(row.v12)
-        holder, key = _find(inner, src)
-        theirs = occurrences(holder, key) if holder is not None else []
-        if holder is not None:
-            put(holder, key, [])
-            _prune(inner, src)
-        target, name = _find(inner, dst, create=bool(theirs))
-        if target is None:
+        moved = _move(inner, src, dst)
+        if moved is None:
             return
+        target, name, theirs = moved
         merged = _merge(occurrences(target, name), theirs)
         put(target, name, merged[:1])
         _noted(out, lines, "2021", src, merged[1:])
@@ -506,14 +516,10 @@ def _to_2021(kind: str, row: Row, out: Bridged, kept: dict[str, Any],
     inner = out.inner
     if row.to2021 is Way.RENAMED and row.v12 and row.v2021 and _applies(kind, row.v12):
         src, dst = _rel(row.v12), _rel(row.v2021)
-        holder, key = _find(inner, src)
-        ours = occurrences(holder, key) if holder is not None else []
-        if holder is not None:
-            put(holder, key, [])
-            _prune(inner, src)
-        target, name = _find(inner, dst, create=bool(ours))
-        if target is None:
+        moved = _move(inner, src, dst)
+        if moved is None:
             return
+        target, name, ours = moved
         merged = _merge(ours, occurrences(target, name))
         put(target, name, merged if row.many2021 else merged[:1])
         if len(merged) > 1 and not row.many2021:  # both spellings, and they differ
