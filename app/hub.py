@@ -12,6 +12,7 @@ not acked and go back to their queue when the channel closes.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,9 @@ from infra.mailqueue import MailSender
 from infra.relay import Relay
 from infra.tls import ClientContexts, ServerContexts, first_connection
 from schemas.settings import Settings
+from settlement.calendar import local_date
+from settlement.deposits import sweep_low_balances
+from settlement.dues import send_reminders
 from settlement.run import scheduled_settlement
 from web.app import HttpServer, make_app, start_http
 
@@ -107,6 +111,8 @@ class Hub:
         self._schedule(self._fold_counts, "fold-counts", "interval", seconds=FOLD_SECONDS)
         self._schedule(self._settle, "settlement",
                        CronTrigger.from_crontab(s.settlement.cron, timezone=s.timezone))
+        self._schedule(self._payments, "payments-sweep", "interval",
+                       minutes=s.payments.sweep_minutes)
         self.scheduler.start()
         log.info("hub started: vhost %s, prefix %r, %d agencies; consumer tags name it %s",
                  s.vhost, s.amqp.name_prefix, len(agencies), self.shards.hub_id)
@@ -154,6 +160,17 @@ class Hub:
             centre_email=self.settings.settlement.centre_finance_email)
         if period:
             log.info("settlement of %s done", period)
+
+    async def _payments(self) -> None:
+        """Reminders and overdue notices due today (once per stage, whichever hub sends),
+        and alerts for prepaid deposits running low (once per fall below the threshold)."""
+        today = local_date(datetime.datetime.now(datetime.UTC), self.settings.timezone)
+        async with self._pool().acquire() as conn:
+            sent = await send_reminders(conn, self.settings.payments, today)
+            alerts = await sweep_low_balances(conn, self.settings, today)
+        if sent or alerts:
+            log.info("payments sweep: %d reminder(s) and overdue notice(s), %d low-deposit "
+                     "alert(s) sent", len(sent), len(alerts))
 
     async def _fold_counts(self) -> None:
         await fold(self._pool())

@@ -9,6 +9,7 @@ model). Messages with no one to answer go to the dead letters with their reason.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -19,10 +20,12 @@ from typing import Any, Protocol, TypeVar
 import asyncpg
 from pydantic import BaseModel
 
+from broker.finance_intake import answer_dispute, answer_message
 from broker.profiles import normalise_at_intake
 from infra import observability
 from infra.database import Connection
 from infra.outbox import OUTBOX_INSERT, Outgoing, outbox_columns
+from schemas.finance_messages import FINANCE_INBOUND_KINDS
 from schemas.iso18626 import (
     CONFIRMATION_OF,
     Header,
@@ -36,6 +39,7 @@ from schemas.iso18626 import (
 from schemas.iso18626_codes import ErrorType, MessageType
 from schemas.settings import Settings
 from schemas.wire import DEAD, OUTBOUND
+from settlement.calendar import local_date
 
 log = logging.getLogger(__name__)
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -264,6 +268,8 @@ class Intake:
         gated = await self._gate(conn, batch, inbound, sender, gate)
         if isinstance(gated, IntakeOutcome):
             return gated
+        if inbound.message_type in FINANCE_INBOUND_KINDS:
+            return await self._finance(conn, batch, inbound, sender, gated)
         read = gated or _read_body(inbound)
         if isinstance(read, Problem):
             return await self._refuse_problem(conn, batch, inbound, guess, read)
@@ -285,6 +291,21 @@ class Intake:
         ctx = Context(sender=sender, message_id=message_id, kind=kind, message=message,
                       raw=raw)
         return await self._handle(conn, batch, inbound, ctx, header)
+
+    async def _finance(self, conn: Connection, batch: Batch, inbound: Inbound, sender: str,
+                       gated: Problem | None) -> IntakeOutcome:
+        """A finance message (a dispute of a statement line): its own contract and answer."""
+        if gated is not None:
+            await self._dead(conn, batch, inbound, gated.error_value)
+            return IntakeOutcome.DEAD
+        today = local_date(datetime.datetime.now(datetime.UTC), self.settings.timezone)
+        answer, raw = await answer_dispute(conn, inbound.body, sender, today=today)
+        batch.outgoing.append(answer_message(answer, sender, inbound.message_id))
+        error = answer.dispute_answer.error
+        outcome = IntakeOutcome.OK if error is None else IntakeOutcome.ERROR
+        await _set_outcome(conn, inbound, outcome, body=raw,
+                           error=(error.code, error.message) if error else None)
+        return outcome
 
     async def _gate(self, conn: Connection, batch: Batch, inbound: Inbound,
                     sender: str, gate: Gate | None) -> IntakeOutcome | Problem | None:

@@ -244,6 +244,37 @@ class Settlement(_Part):
     # month, settling the month before) and who at the centre gets the summary.
     cron: str = "5 0 1 * *"
     centre_finance_email: str | None = None
+    # How long a settlement period is: a month (YYYY-MM), two months (YYYY-B1..B6, as
+    # Libraries Australia invoices), a quarter (YYYY-Q1..Q4) or the calendar year (YYYY).
+    # The monthly cron settles a period in the month after it ends (nothing in the
+    # other months); change it only at a boundary (after the last month of a quarter or
+    # year closed): a period overlapping a closed one is refused. Budgets stay monthly.
+    calendar: Literal["monthly", "bimonthly", "quarterly", "annual"] = "monthly"
+
+
+class Payments(_Part):
+    """After a run (issue 17): when statements fall due, the dispute window, reminders,
+    the centre's own bank account and the payment file its bank takes."""
+
+    # A statement falls due this many days after the run issued it, and may be disputed
+    # (line by line) for this many days after issue (Libraries Australia gives two weeks).
+    due_days: int = Field(default=30, ge=0, le=366)
+    dispute_days: int = Field(default=14, ge=0, le=366)
+    # A reminder goes this many days before the due date, and again every
+    # `overdue_every_days` once a statement is overdue (a disputed amount is not dunned).
+    remind_days_before: int = Field(default=7, ge=0, le=366)
+    overdue_every_days: int = Field(default=14, ge=1, le=366)
+    # How often the hub looks for statements to remind, and deposits running low.
+    sweep_minutes: float = Field(default=60.0, gt=0)
+    # The ISO 20022 credit-transfer version the consortium's bank takes.
+    pain001_version: Literal["pain.001.001.03", "pain.001.001.09"] = "pain.001.001.03"
+    # The centre's account, the debtor of every outgoing payment (a bank file needs it).
+    centre_name: str = "CALIS 管理中心 ILL Hub centre"
+    centre_account: str | None = None      # IBAN, or a domestic account number
+    centre_bank_code: str | None = None    # BIC, or a domestic bank code (CN: CNAPS, 12 digits)
+    # A prepaid deposit whose available balance falls below this (minor units) raises a
+    # low-balance alert, unless the agency's deposit account sets its own threshold.
+    deposit_low_minor: int = Field(default=10_000, ge=0)
 
 
 class Operators(_Part):
@@ -375,6 +406,7 @@ class Settings(BaseSettings):
     delivery: Delivery = Delivery()
     deadlines: Deadlines = Deadlines()
     settlement: Settlement = Settlement()
+    payments: Payments = Payments()
     operators: Operators = Operators()
     accounts: Accounts = Accounts()
 

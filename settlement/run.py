@@ -4,7 +4,8 @@ This module decides what is settled and when; what a run writes and sends is in
 settlement/outputs.py (files, ill.finance messages, mails), what it stores and how a
 closed run is read back in record.py, the files' contents in statement_*.py.
 
-`settle(pool, settings, "2026-10")` settles a period whose end has passed:
+`settle(pool, settings, "2026-10")` settles a period whose end has passed (a month, or
+"2026-B5", "2026-Q4", "2026": any calendar's period, settlement/periods.py):
 
 1. Under one advisory lock for all settlement (so concurrent `settle` calls, also
    from several hub processes, produce one run; the others wait, then find the
@@ -57,7 +58,7 @@ import asyncpg
 from infra.database import Connection
 from infra.locks import Lock, try_session_lock, unlock
 from schemas.settings import Settings
-from settlement import periods
+from settlement import deposits, dues, periods
 from settlement.ledger import CENTRE
 from settlement.netting import (
     Netting,
@@ -139,7 +140,8 @@ async def settle(pool: asyncpg.Pool, settings: Settings, period: str | Period, *
                  pdf_workers: int | None = None,
                  max_attachment_bytes: int = MAX_ATTACHMENT_BYTES,
                  progress: Callable[[str], None] | None = None) -> SettlementResult | None:
-    """Settle `period` ('YYYY-MM' or 'current'), or preview it with dry_run.
+    """Settle `period` (its name in any calendar, or 'current': the open period of the
+    configured calendar), or preview it with dry_run.
 
     Returns None only with wait=False when another run holds the settlement lock.
     Raises ValueError for a malformed period, SettlementError when it cannot be
@@ -147,7 +149,8 @@ async def settle(pool: asyncpg.Pool, settings: Settings, period: str | Period, *
     """
     now = now or _now()
     tz = settings.timezone
-    p = period if isinstance(period, Period) else periods.resolve(period, now, tz)
+    p = period if isinstance(period, Period) else periods.resolve(
+        period, now, tz, periods.configured(settings))
     say = progress or (lambda _m: None)
     if dry_run:
         return await preview(pool, settings, p, progress=say)
@@ -177,11 +180,9 @@ async def _locked(pool: asyncpg.Pool, lock: Connection, settings: Settings,
         if st.state == CLOSED:
             return await reproduce(pool, settings, p, verify=opts.verify, workers=opts.workers,
                                    pdf_workers=opts.pdf_workers, progress=say)
-        later = await periods.later_closed(lock, p)
-        if later:
-            raise SettlementError(
-                f"period {p} comes before the closed period {later}: it is not settled "
-                "any more; its late postings land in the next open period")
+        refused = await periods.refusal(lock, p)
+        if refused:
+            raise SettlementError(refused)
         return await _run(pool, lock, settings, p, opts, say)
     finally:
         await unlock(lock, Lock.SETTLEMENT)
@@ -190,17 +191,25 @@ async def _locked(pool: asyncpg.Pool, lock: Connection, settings: Settings,
 async def scheduled_settlement(pool: asyncpg.Pool, settings: Settings,
                                now: datetime.datetime | None = None, *,
                                centre_email: str | None = None) -> str | None:
-    """For the hub's scheduler: settle the previous period once its end has passed.
+    """For the hub's scheduler (monthly): settle the period of the configured calendar
+    that ended at the start of this month; in a month where none ended (quarterly:
+    February, March, May ...) do nothing.
 
-    Returns the period settled by this call, or None (already closed, or another hub
-    process is settling right now: the lock is tried, not waited for).
+    Returns the period settled by this call, or None (none ended, already closed, in the
+    way of a closed period, or another hub process is settling right now: the lock is
+    tried, not waited for).
     """
     now = now or _now()
-    p = Period.containing(now, settings.timezone).previous()
+    p = periods.just_ended(now, settings.timezone, periods.configured(settings))
+    if p is None:
+        return None
     async with pool.acquire() as conn:
         if (await periods.state(conn, p)).state == CLOSED:
             return None
-        if await periods.later_closed(conn, p):
+        refused = await periods.refusal(conn, p)
+        if refused:
+            # E.g. the calendar changed off a boundary: someone has to decide by hand.
+            log.warning("scheduled settlement of %s skipped: %s", p, refused)
             return None
     result = await settle(pool, settings, p, now=now, centre_email=centre_email, wait=False)
     if result is None or not result.created:
@@ -317,6 +326,11 @@ class _Run:
             statements = await _close(lock, p, run_id, netting, record, body, summary_files,
                                       statements, scratch, centre=self.settings.hub_symbol,
                                       opts=self.opts)
+            # What each statement asks to be paid, from the run's date (issue 17).
+            await dues.issue(lock, run_id, p.name, rules=self.settings.payments,
+                             today=generated.date())
+            # Statements of agencies with a prepaid deposit paid from (or into) it.
+            await deposits.net_run(lock, run_id, generated.date())
         self.closed = True
         self.lap("close")
         await asyncio.to_thread(publish_files, scratch, self.directory)

@@ -160,7 +160,9 @@ def lines_sql(where: str, first: int, *, packed_key: bool = True) -> str:
 # the CSV around the lines
 # --------------------------------------------------------------------------
 
-def _csv_row(row: Sequence[Any]) -> bytes:
+def csv_line(row: Sequence[Any]) -> bytes:
+    """One CSV record as UTF-8 bytes (None as an empty field); text fields must already
+    be cleaned (statement_model.clean_text)."""
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(["" if v is None else v for v in row])
     return buf.getvalue().encode("utf-8")
@@ -170,13 +172,13 @@ def _blank(n: int = len(CSV_HEADER)) -> list[str]:
     return [""] * n
 
 
-def _head(header: Sequence[str]) -> bytes:
+def csv_head(header: Sequence[str]) -> bytes:
     """A file's first line: the byte order mark Excel needs for Chinese, the header."""
-    return BOM.encode("utf-8") + _csv_row(header)
+    return BOM.encode("utf-8") + csv_line(header)
 
 
 def statement_head() -> bytes:
-    return _head(CSV_HEADER)
+    return csv_head(CSV_HEADER)
 
 
 def statement_tail(meta: StatementMeta) -> bytes:
@@ -199,13 +201,13 @@ def statement_tail(meta: StatementMeta) -> bytes:
         net[14] = {"receive": "应收 to receive from the centre",
                    "pay": "应付 to pay to the centre",
                    "none": "无需结算 nothing to settle"}[t.direction]
-        out += [_csv_row(earned), _csv_row(owed), _csv_row(net)]
+        out += [csv_line(earned), csv_line(owed), csv_line(net)]
     out.append(b"\n")
-    out.append(_csv_row(["本馆 Agency", meta.symbol, meta.name]))
-    out.append(_csv_row(["结算期 Period", meta.period, f"{meta.date_from} .. {meta.cutoff}",
+    out.append(csv_line(["本馆 Agency", meta.symbol, meta.name]))
+    out.append(csv_line(["结算期 Period", meta.period, f"{meta.date_from} .. {meta.cutoff}",
                          "含此前未结算的迟到入账 including late postings not settled before"]))
-    out.append(_csv_row(["结算批次 Run", meta.run_id, meta.centre]))
-    out.append(_csv_row([GENERATED_LABEL, meta.generated_at]))
+    out.append(csv_line(["结算批次 Run", meta.run_id, meta.centre]))
+    out.append(csv_line([GENERATED_LABEL, meta.generated_at]))
     return b"".join(out)
 
 
@@ -553,44 +555,44 @@ def read_statement_lines(path: Path) -> Iterable[list[str]]:
 
 def write_summary_csv(path: Path, data: SummaryData) -> FileInfo:
     f = _HashingFile(path)
-    f.write(_head(SUMMARY_HEADER))
+    f.write(csv_head(SUMMARY_HEADER))
     for r in data.rows:
         a = r.totals
         c = a.currency
-        f.write(_csv_row([r.symbol, r.name, c, a.lines, a.as_supplier, a.as_requester, a.late,
+        f.write(csv_line([r.symbol, r.name, c, a.lines, a.as_supplier, a.as_requester, a.late,
                           amount(a.earned, c), amount(a.owed, c), amount(a.subsidy, c),
                           amount(a.patron, c), amount(a.net, c), DIRECTION_TEXT[a.direction]]))
     f.write(b"\n")
     for c, t in data.totals.items():
-        f.write(_csv_row(["合计 Total", f"{t['agencies']} 馆 agencies", c, "", "", "", "",
+        f.write(csv_line(["合计 Total", f"{t['agencies']} 馆 agencies", c, "", "", "", "",
                           amount(t["earned"], c), amount(t["owed"], c), amount(t["subsidy"], c),
                           amount(t["patron"], c), amount(t["net"], c), ""]))
-        f.write(_csv_row(["中心应付各馆 The centre pays the agencies", "", c, "", "", "", "", "",
+        f.write(csv_line(["中心应付各馆 The centre pays the agencies", "", c, "", "", "", "", "",
                           "", "", "", amount(t["toReceive"], c), DIRECTION_TEXT["receive"]]))
-        f.write(_csv_row(["各馆应付中心 The agencies pay the centre", "", c, "", "", "", "", "",
+        f.write(csv_line(["各馆应付中心 The agencies pay the centre", "", c, "", "", "", "", "",
                           "", "", "", amount(-t["toPay"], c), DIRECTION_TEXT["pay"]]))
-        f.write(_csv_row(["中心头寸 Centre position (subsidy outlay)", "", c, "", "", "", "",
+        f.write(csv_line(["中心头寸 Centre position (subsidy outlay)", "", c, "", "", "", "",
                           "", "", "", "", amount(t["centre"], c), ""]))
-    f.write(b"\n" + _csv_row(["补贴按规则 Subsidy outlay by rule", "规则 Rule", "币种 Currency",
+    f.write(b"\n" + csv_line(["补贴按规则 Subsidy outlay by rule", "规则 Rule", "币种 Currency",
                               "笔数 Postings", "金额 Amount"]))
     for rule, c, granted, postings in data.by_rule:
-        f.write(_csv_row(["", rule, c, postings, amount(granted, c)]))
-    f.write(b"\n" + _csv_row(["补贴按预算 Subsidy outlay by budget", "预算 Budget",
+        f.write(csv_line(["", rule, c, postings, amount(granted, c)]))
+    f.write(b"\n" + csv_line(["补贴按预算 Subsidy outlay by budget", "预算 Budget",
                               "申请馆 Requester", "预算期 Budget period", "币种 Currency",
                               "金额 Amount"]))
     for name, requester, period, c, granted in data.by_budget:
-        f.write(_csv_row(["", name, requester or "全体 global", period, c, amount(granted, c)]))
-    f.write(_csv_row(["", "注 Note: 一笔补贴计入其规则所列的每个预算 a grant counts against "
+        f.write(csv_line(["", name, requester or "全体 global", period, c, amount(granted, c)]))
+    f.write(csv_line(["", "注 Note: 一笔补贴计入其规则所列的每个预算 a grant counts against "
                           "every budget its rule names"]))
-    f.write(b"\n" + _csv_row(["不变式 Invariant", "结果 Result", "数据 Figures"]))
+    f.write(b"\n" + csv_line(["不变式 Invariant", "结果 Result", "数据 Figures"]))
     for label, result, figures in invariant_lines(data.invariants):
-        f.write(_csv_row([label, result, figures]))
+        f.write(csv_line([label, result, figures]))
     f.write(b"\n")
-    f.write(_csv_row(["结算期 Period", data.period, f"{data.date_from} .. {data.cutoff}"]))
-    f.write(_csv_row(["结算批次 Run", data.run_id, data.centre]))
-    f.write(_csv_row(["记账 Postings", data.postings, f"迟到 late {data.late_postings}",
+    f.write(csv_line(["结算期 Period", data.period, f"{data.date_from} .. {data.cutoff}"]))
+    f.write(csv_line(["结算批次 Run", data.run_id, data.centre]))
+    f.write(csv_line(["记账 Postings", data.postings, f"迟到 late {data.late_postings}",
                       f"分录 entries {data.entries}"]))
-    f.write(_csv_row([GENERATED_LABEL, data.generated_at]))
+    f.write(csv_line([GENERATED_LABEL, data.generated_at]))
     return f.close()
 
 
@@ -600,6 +602,8 @@ __all__ = [
     "STATEMENT_STREAMS",
     "StatementLines",
     "StatementStreamError",
+    "csv_head",
+    "csv_line",
     "lines_sql",
     "read_statement_lines",
     "statement_head",

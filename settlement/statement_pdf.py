@@ -57,7 +57,7 @@ LATIN_FONT = "Helvetica"
 LATIN_BOLD = "Helvetica-Bold"
 
 
-def _register_fonts() -> None:
+def register_fonts() -> None:
     if CJK_FONT not in pdfmetrics.getRegisteredFontNames():
         pdfmetrics.registerFont(UnicodeCIDFont(CJK_FONT))
 
@@ -82,7 +82,7 @@ def _pdf_literal(text: str) -> str:
     return "(" + text.translate(_ESCAPE) + ")"
 
 
-def _bmp(text: str) -> str:
+def in_bmp(text: str) -> str:
     # The UCS-2 CMap of the CID font has no characters outside the BMP.
     return _NOT_BMP.sub("?", text)
 
@@ -104,7 +104,7 @@ class _Pdf:
 
     def __init__(self, path: Path, stamp: RunStamp, *, title: str,
                  head: Callable[[_Pdf], float]) -> None:
-        _register_fonts()
+        register_fonts()
         self.path = path
         self.stamp = stamp
         self._head = head
@@ -139,7 +139,7 @@ class _Pdf:
             return ""
         if cjk or not text.isascii():
             font = CJK_FONT
-            encoded = "<" + _bmp(text).encode("utf-16-be").hex() + ">"
+            encoded = "<" + in_bmp(text).encode("utf-16-be").hex() + ">"
         else:
             font = LATIN_BOLD if bold else LATIN_FONT
             encoded = _pdf_literal(text)
@@ -425,5 +425,5 @@ async def render_pdfs(metas: list[StatementMeta], directory: Path, *,
     return out
 
 
-__all__ = ["PDF_INLINE_LINES", "fit", "render_pdfs", "render_statement_pdf",
-           "render_summary_pdf"]
+__all__ = ["CJK_FONT", "PDF_INLINE_LINES", "fit", "in_bmp", "register_fonts", "render_pdfs",
+           "render_statement_pdf", "render_summary_pdf"]

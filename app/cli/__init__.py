@@ -10,7 +10,19 @@ from typing import Any
 
 import asyncpg
 
-from app.cli import audit, demo, finance, network, peer, server, tokens, users
+from app.cli import (
+    audit,
+    demo,
+    deposits,
+    disputes,
+    finance,
+    network,
+    payments,
+    peer,
+    server,
+    tokens,
+    users,
+)
 from app.cli.commands import EXIT_USAGE, Command, fail
 from infra.observability import JsonFormatter
 from infra.rabbit_admin import ManagementError
@@ -32,7 +44,8 @@ QUIET_LOGGERS = ("aiormq", "aio_pika", "apscheduler")
 
 COMMANDS: list[Command] = [*server.COMMANDS, *network.COMMANDS, *finance.COMMANDS,
                            *demo.COMMANDS, *peer.COMMANDS, *tokens.COMMANDS,
-                           *audit.COMMANDS, *users.COMMANDS]
+                           *audit.COMMANDS, *users.COMMANDS, *payments.COMMANDS,
+                           *disputes.COMMANDS, *deposits.COMMANDS]
 
 
 def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:

@@ -111,7 +111,8 @@ async def budgets(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _budgets_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--period", help="YYYY-MM (default: the current month)")
+    p.add_argument("--period", help="YYYY-MM (default: the current month; budgets renew "
+                   "monthly whatever the settlement calendar)")
 
 
 async def ledger_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -257,8 +258,10 @@ async def settle_period(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _settle_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--period", required=True, help="YYYY-MM, or 'current' (with --dry-run: "
-                   "what the open period would settle to now)")
+    p.add_argument("--period", required=True, help="YYYY-MM (a month), YYYY-B1..B6 (two "
+                   "months), YYYY-Q1..Q4 (a quarter), YYYY (a year), or 'current' (the open "
+                   "period of settings.settlement.calendar; with --dry-run: what it would "
+                   "settle to now)")
     p.add_argument("--dry-run", action="store_true", help="compute and show, write nothing")
 
 
