@@ -257,6 +257,13 @@ async def issue(conn: Connection, run_id: int, period: str, *, rules: Payments,
     return [p for p in await positions(conn, run_id=run_id) if p.due_id in issued]
 
 
+def by_agency(issued: Sequence[Position]) -> dict[str, list[Position]]:
+    out: dict[str, list[Position]] = {}
+    for p in issued:
+        out.setdefault(p.agency, []).append(p)
+    return out
+
+
 # --------------------------------------------------------------------------
 # payments
 # --------------------------------------------------------------------------
@@ -492,7 +499,7 @@ def _message(kind: str, p: Position, today: datetime.date, extra: dict[str, Any]
 __all__ = [
     "AGING_BUCKETS", "AgingRow", "Direction", "DueState", "Event", "EventKind",
     "PaymentRefused", "PaymentResult", "PaymentSource", "Position", "aging", "aging_rows",
-    "bucket_of", "by_reference", "finance_message", "history", "issue", "position",
+    "bucket_of", "by_agency", "by_reference", "finance_message", "history", "issue", "position",
     "positions", "record_event", "record_payment", "reference_for", "reminder_mail",
     "reminder_stage", "send_reminders",
 ]

@@ -19,7 +19,7 @@ import functools
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from infra.mailqueue import enqueue_mail
 from infra.outbox import Outgoing, enqueue
 from schemas.symbols import split_symbol
 from schemas.wire import FINANCE
+from settlement.dues import Direction, Position
 from settlement.ledger import CENTRE
 from settlement.netting import Netting, Scope
 from settlement.periods import Period
@@ -141,8 +142,8 @@ def _agency_id(symbol: str) -> dict[str, str]:
     return {"agencyIdType": scheme, "agencyIdValue": value}
 
 
-def statement_message(p: Period, run_id: int, generated_at: str, s: AgencyStatement
-                      ) -> dict[str, Any]:
+def statement_message(p: Period, run_id: int, generated_at: str, s: AgencyStatement,
+                      due: Sequence[Position] = ()) -> dict[str, Any]:
     return {
         "period": p.name, "runId": run_id, "agency": s.symbol, "agencyId": _agency_id(s.symbol),
         "name": s.name, "dateFrom": p.first_day.isoformat(), "cutoff": p.last_day.isoformat(),
@@ -157,11 +158,17 @@ def statement_message(p: Period, run_id: int, generated_at: str, s: AgencyStatem
                    "asRequester": sum(t.as_requester for t in s.totals),
                    "late": sum(t.late for t in s.totals)},
         "files": [f.to_json() for f in s.files],
+        # What the statement asks to be paid, and how to quote it (issue 17).
+        "payments": [{"reference": d.reference, "direction": d.direction.value,
+                      "amount": d.amount.amount_text(), "currencyCode": d.currency,
+                      "dueOn": d.due_on.isoformat(),
+                      "disputeUntil": d.dispute_until.isoformat()} for d in due],
     }
 
 
 async def queue_messages(conn: Connection, p: Period, run_id: int,
-                         body: dict[str, Any], statements: list[AgencyStatement]) -> None:
+                         body: dict[str, Any], statements: list[AgencyStatement],
+                         issued: Mapping[str, Sequence[Position]]) -> None:
     """The summary and one message an agency, in the outbox (in the caller's transaction)."""
     generated_at = body["generatedAt"]
     messages = [Outgoing(exchange=FINANCE, routing_key=f"settlement.{p}", body=body,
@@ -169,7 +176,8 @@ async def queue_messages(conn: Connection, p: Period, run_id: int,
                          message_id=f"settlement:{p}:{run_id}",
                          headers={"period": p.name, "run-id": run_id})]
     messages += [Outgoing(exchange=FINANCE, routing_key=f"statement.{s.symbol}",
-                          body=statement_message(p, run_id, generated_at, s),
+                          body=statement_message(p, run_id, generated_at, s,
+                                                 issued.get(s.symbol, ())),
                           message_type="statement", correlation_id=p.name,
                           message_id=f"statement:{p}:{run_id}:{s.symbol}",
                           headers={"period": p.name, "run-id": run_id, "agency": s.symbol})
@@ -183,7 +191,8 @@ async def queue_messages(conn: Connection, p: Period, run_id: int,
 
 async def mail_statements(conn: Connection, p: Period,
                           statements: list[AgencyStatement], scratch: Path, *, centre: str,
-                          max_attachment_bytes: int) -> list[AgencyStatement]:
+                          max_attachment_bytes: int,
+                          issued: Mapping[str, Sequence[Position]]) -> list[AgencyStatement]:
     """Each agency's statement to its finance contact; the statements with their mail ids."""
     out: list[AgencyStatement] = []
     for s in statements:
@@ -193,7 +202,8 @@ async def mail_statements(conn: Connection, p: Period,
                                   f"馆际互借结算对账单 ILL settlement statement {p} — {s.name}",
                                   list(s.files), scratch, max_attachment_bytes,
                                   functools.partial(_mail_text, p, s, list(s.files),
-                                                    centre=centre),
+                                                    centre=centre,
+                                                    due=issued.get(s.symbol, ())),
                                   kind="settlement_statement")
         out.append(AgencyStatement(s.symbol, s.name, s.finance_email, s.totals, s.files,
                                    mail_id))
@@ -231,8 +241,19 @@ _MAIL_NET = {
 
 
 def _mail_text(p: Period, s: AgencyStatement, files: list[FileInfo], attached: bool,
-               centre: str) -> str:
+               centre: str, due: Sequence[Position] = ()) -> str:
     zh, en = [], []
+    for d in due:
+        money = f"{d.amount.amount_text()} {d.currency}"
+        if d.direction is Direction.TO_CENTRE:
+            zh.append(f"请于 {d.due_on} 前支付 {money}，付款时注明参考号 {d.reference}。")
+            en.append(f"Please pay {money} by {d.due_on}, quoting the reference "
+                      f"{d.reference}.")
+        else:
+            zh.append(f"中心将支付 {money}（参考号 {d.reference}）。")
+            en.append(f"The centre will pay you {money} (reference {d.reference}).")
+        zh.append(f"  如对明细有异议，请于 {d.dispute_until} 前就具体记账行提出争议。")
+        en.append(f"  To dispute a line, do so by {d.dispute_until}, naming its posting id.")
     for t in s.totals:
         c = t.currency
         net_zh, net_en = _MAIL_NET[t.direction]

@@ -47,7 +47,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ from infra.database import Connection
 from infra.locks import Lock, try_session_lock, unlock
 from schemas.settings import Settings
 from settlement import deposits, dues, periods
+from settlement.dues import by_agency
 from settlement.ledger import CENTRE
 from settlement.netting import (
     Netting,
@@ -323,12 +324,13 @@ class _Run:
         body = summary_body(p, run_id, stamp.generated_at, netting, record, summary_files,
                             statements)
         async with lock.transaction():
+            # What each statement asks to be paid, from the run's date (issue 17): before
+            # the messages and mails, which quote each one's reference and due date.
+            issued = await dues.issue(lock, run_id, p.name, rules=self.settings.payments,
+                                      today=generated.date())
             statements = await _close(lock, p, run_id, netting, record, body, summary_files,
                                       statements, scratch, centre=self.settings.hub_symbol,
-                                      opts=self.opts)
-            # What each statement asks to be paid, from the run's date (issue 17).
-            await dues.issue(lock, run_id, p.name, rules=self.settings.payments,
-                             today=generated.date())
+                                      opts=self.opts, issued=by_agency(issued))
             # Statements of agencies with a prepaid deposit paid from (or into) it.
             await deposits.net_run(lock, run_id, generated.date())
         self.closed = True
@@ -398,12 +400,14 @@ class _Run:
 async def _close(conn: Connection, p: Period, run_id: int, netting: Netting,
                  record: dict[str, Any], body: dict[str, Any], summary: list[FileInfo],
                  statements: list[AgencyStatement], scratch: Path, *, centre: str,
-                 opts: _Options) -> list[AgencyStatement]:
+                 opts: _Options, issued: Mapping[str, Sequence[dues.Position]]
+                 ) -> list[AgencyStatement]:
     """The closing transaction: run record, outbox messages, mail, period closed."""
     await store_run(conn, run_id, netting, record, body, summary, len(statements))
-    await queue_messages(conn, p, run_id, body, statements)
+    await queue_messages(conn, p, run_id, body, statements, issued)
     out = await mail_statements(conn, p, statements, scratch, centre=centre,
-                                max_attachment_bytes=opts.max_attachment_bytes)
+                                max_attachment_bytes=opts.max_attachment_bytes,
+                                issued=issued)
     await store_statement_files(conn, run_id, out)
     if opts.centre_email:
         await mail_summary(conn, p, opts.centre_email, body, summary, scratch,

@@ -134,6 +134,13 @@ async def test_lifecycle_part_payment_reminder_dispute_adjustment_aging(
     assert (earned.direction, earned.amount) == (Direction.TO_AGENCY, cny("50.00"))
     issued = owed.issued_on
     assert owed.due_on == issued + datetime.timedelta(days=settings.payments.due_days)
+    message = json.loads(await pool.fetchval(
+        "SELECT body FROM outbox WHERE routing_key = $1 AND message_type = 'statement' "
+        "AND correlation_id = $2", f"statement.{a}", period))
+    assert message["payments"] == [{
+        "reference": owed.reference, "direction": "to_centre", "amount": "50.00",
+        "currencyCode": "CNY", "dueOn": owed.due_on.isoformat(),
+        "disputeUntil": owed.dispute_until.isoformat()}]
 
     async with pool.acquire() as conn:
         # part payment
