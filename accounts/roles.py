@@ -30,6 +30,8 @@ class Permission(StrEnum):
     MANAGE_PEOPLE = "manage_people"            # accounts, grants, unlocks
     MANAGE_TOKENS = "manage_tokens"            # API tokens of the agencies in reach
     VIEW_AUDIT = "view_audit"                  # the audit of people's actions
+    DISPUTE_STATEMENTS = "dispute_statements"  # contest a line of a statement in reach
+    SETTLE_ACCOUNTS = "settle_accounts"        # record payments, resolve disputes
 
 
 class ScopeKind(StrEnum):
@@ -44,14 +46,22 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         Permission.VIEW_DASHBOARD, Permission.VIEW_TRANSACTIONS,
         Permission.ACT_ON_TRANSACTIONS, Permission.VIEW_FINANCE, Permission.VIEW_FLAGS,
         Permission.MANAGE_TOKENS, Permission.VIEW_AUDIT}),
-    Role.FINANCE: frozenset({Permission.VIEW_FINANCE, Permission.MANAGE_TOKENS}),
+    Role.FINANCE: frozenset({Permission.VIEW_FINANCE, Permission.MANAGE_TOKENS,
+                             Permission.DISPUTE_STATEMENTS, Permission.SETTLE_ACCOUNTS}),
     Role.LIBRARY_STAFF: frozenset({
         Permission.VIEW_TRANSACTIONS, Permission.ACT_ON_TRANSACTIONS,
-        Permission.VIEW_FINANCE, Permission.VIEW_FLAGS, Permission.MANAGE_TOKENS}),
+        Permission.VIEW_FINANCE, Permission.VIEW_FLAGS, Permission.MANAGE_TOKENS,
+        Permission.DISPUTE_STATEMENTS}),
     Role.AUDITOR: frozenset({
         Permission.VIEW_DASHBOARD, Permission.VIEW_TRANSACTIONS, Permission.VIEW_FINANCE,
         Permission.VIEW_FLAGS, Permission.VIEW_AUDIT}),
 }
+
+# Permissions that hold only over the whole consortium: the centre settles accounts. A
+# library's own finance officer holds the finance role, but must never record payments
+# against its own statement or resolve its own dispute, so over an agency or a region
+# these reach nothing (`Principal.reach`).
+CONSORTIUM_ONLY: frozenset[Permission] = frozenset({Permission.SETTLE_ACCOUNTS})
 
 # The scopes each role may be granted over (an operator is consortium-wide by nature;
 # a library's staff work for one agency).
@@ -139,13 +149,15 @@ class Principal:
     grants: frozenset[Grant]
 
     def can(self, permission: Permission) -> bool:
-        return any(permission in ROLE_PERMISSIONS[g.role] for g in self.grants)
+        return not self.reach(permission).nothing
 
     def reach(self, permission: Permission) -> Reach:
         """Over which agencies `permission` holds (NO_REACH when it does not at all)."""
         granted = [g for g in self.grants if permission in ROLE_PERMISSIONS[g.role]]
         if any(g.scope_kind is ScopeKind.CONSORTIUM for g in granted):
             return Reach(everything=True)
+        if permission in CONSORTIUM_ONLY:
+            return NO_REACH
         return Reach(everything=False,
                      regions=frozenset(g.scope for g in granted
                                        if g.scope_kind is ScopeKind.REGION),

@@ -1,10 +1,12 @@
-"""API tokens for the read-only REST API (table `api_token`).
+"""API tokens for the REST API (table `api_token`).
 
 A token acts for its person: the person's grants decide which agencies it reaches
 (`Principal.reach`), and the token's scopes narrow that to the kinds of data it may
-read. It is shown once, when made (`illhub_` and 43 URL-safe characters: 256 random
-bits); the table keeps only its SHA-256, so a copy of the database opens nothing, and
-a lookup by hash leaks nothing through timing about a token an attacker could steer.
+read, and the few things it may do (dispute a statement line, settle accounts): a
+token made for reading never writes. It is shown once, when made (`illhub_` and 43
+URL-safe characters: 256 random bits); the table keeps only its SHA-256, so a copy of
+the database opens nothing, and a lookup by hash leaks nothing through timing about a
+token an attacker could steer.
 It is refused once revoked, past its expiry, or when its person is disabled.
 
 Making and revoking a token are audited (accounts/audit.py) with its id, label and
@@ -53,18 +55,22 @@ REVOKE = "UPDATE api_token SET revoked_at = $2 WHERE id = $1 AND revoked_at IS N
 
 
 class Scope(StrEnum):
-    """What a token may read (the API's routes each need one)."""
+    """What a token may read or do (the API's routes each need one)."""
 
     TRANSACTIONS_READ = "transactions:read"
     STATEMENTS_READ = "statements:read"
     BUDGETS_READ = "budgets:read"
+    STATEMENTS_DISPUTE = "statements:dispute"    # open disputes of statement lines
+    STATEMENTS_SETTLE = "statements:settle"      # record payments, resolve disputes
 
 
-# The permission of the token's person each scope reads under.
+# The permission of the token's person each scope reads (or acts) under.
 SCOPE_PERMISSION: dict[Scope, Permission] = {
     Scope.TRANSACTIONS_READ: Permission.VIEW_TRANSACTIONS,
     Scope.STATEMENTS_READ: Permission.VIEW_FINANCE,
     Scope.BUDGETS_READ: Permission.VIEW_FINANCE,
+    Scope.STATEMENTS_DISPUTE: Permission.DISPUTE_STATEMENTS,
+    Scope.STATEMENTS_SETTLE: Permission.SETTLE_ACCOUNTS,
 }
 
 

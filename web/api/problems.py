@@ -21,6 +21,9 @@ TITLES: dict[int, tuple[str, str]] = {
     403: ("forbidden", "Token lacks the scope"),
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
+    409: ("conflict", "Not possible in the current state"),
+    415: ("unsupported-media-type", "Send application/json"),
+    422: ("unprocessable", "Refused"),
     500: ("internal-error", "Internal error"),
 }
 
@@ -29,12 +32,13 @@ class ApiProblem(Exception):
     """An answer other than 2xx, with what to tell the client."""
 
     def __init__(self, status: int, detail: str, *, parameter: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, code: str | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.parameter = parameter
         self.headers = headers or {}
+        self.code = code
 
 
 def bad_parameter(name: str, detail: str) -> ApiProblem:
@@ -45,15 +49,17 @@ def not_found(detail: str) -> ApiProblem:
     return ApiProblem(404, detail)
 
 
-def problem_body(status: int, detail: str, parameter: str | None = None) -> Problem:
+def problem_body(status: int, detail: str, parameter: str | None = None,
+                 code: str | None = None) -> Problem:
     slug, title = TITLES.get(status, ("http-" + str(status), f"HTTP {status}"))
     return Problem(type=TYPE_BASE + slug, title=title, status=status, detail=detail,
-                   parameter=parameter)
+                   parameter=parameter, code=code)
 
 
 def problem_response(status: int, detail: str, *, parameter: str | None = None,
-                     headers: dict[str, str] | None = None) -> web.Response:
-    body = problem_body(status, detail, parameter)
+                     headers: dict[str, str] | None = None, code: str | None = None
+                     ) -> web.Response:
+    body = problem_body(status, detail, parameter, code)
     return web.Response(status=status, headers=headers,
                         text=body.model_dump_json(exclude_none=True),
                         content_type=PROBLEM_TYPE, charset="utf-8")

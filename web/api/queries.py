@@ -7,8 +7,9 @@ reach is indistinguishable from one that does not exist.
 Owners' tables read here (no published function returns them filtered by reach yet;
 see docs/api.md "Sources"): dispatch's `ill_transaction`, `rota_entry`, `audit_log`;
 settlement's `settlement_run`, `settlement_statement`, `settlement_net` and
-`subsidy_budget`. Budgets for the whole consortium come from settlement's own
-`budgets_report`.
+`subsidy_budget`; and the view `statement_position` settlement publishes for readers.
+Budgets for the whole consortium come from settlement's own `budgets_report`; dues
+from `dues.positions`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import asyncpg
 
 from accounts.roles import Reach
 from infra.database import Connection
+from settlement import dues
 from settlement.subsidy import budgets_report
 
 # The agencies in reach: all, those of these provinces, these symbols.
@@ -58,7 +60,7 @@ TRAIL = """SELECT at, actor, event, from_state, to_state, detail
            FROM audit_log WHERE transaction_id = $1 ORDER BY id"""
 
 # Closed runs only: an open period has no statements yet. Newest period first.
-_STATEMENT_ROWS = f"""SELECT r.period, s.agency, s.name, s.files,
+_STATEMENT_ROWS = f"""SELECT r.id AS run_id, r.period, s.agency, s.name, s.files,
            coalesce(json_agg(json_build_object(
                'currency', n.currency, 'net_minor', n.net_minor,
                'earned_minor', n.earned_minor, 'owed_minor', n.owed_minor,
@@ -72,12 +74,15 @@ _STATEMENT_ROWS = f"""SELECT r.period, s.agency, s.name, s.files,
 STATEMENTS = f"""{_STATEMENT_ROWS}
       AND ($4::text IS NULL OR r.period = $4)
       AND ($5::text IS NULL OR r.period < $5 OR (r.period = $5 AND s.agency > $6::text))
-    GROUP BY r.period, s.agency, s.name, s.files
+      AND (NOT $8::boolean OR EXISTS (
+          SELECT 1 FROM statement_position sp
+          WHERE sp.run_id = r.id AND sp.agency = s.agency AND sp.outstanding_minor > 0))
+    GROUP BY r.id, r.period, s.agency, s.name, s.files
     ORDER BY r.period DESC, s.agency
     LIMIT $7"""
 
 STATEMENT = f"""{_STATEMENT_ROWS} AND r.period = $4 AND s.agency = $5
-    GROUP BY r.period, s.agency, s.name, s.files"""
+    GROUP BY r.id, r.period, s.agency, s.name, s.files"""
 
 # A library's own budgets: those drawn for requesters in reach (the consortium's shared
 # budgets, requester '', are the centre's and only reach everything).
@@ -117,10 +122,25 @@ async def transaction(conn: Connection, reach: Reach, txn_id: str
 
 
 async def statements(conn: Connection, reach: Reach, *, period: str | None,
-                     after: StatementCursor | None, limit: int) -> list[asyncpg.Record]:
+                     after: StatementCursor | None, limit: int, open_only: bool = False
+                     ) -> list[asyncpg.Record]:
+    """`open_only`: only statements with a due not paid in full (settlement's
+    `statement_position` view)."""
     return list(await conn.fetch(
         STATEMENTS, *reach.sql_args(), period, after.period if after else None,
-        after.agency if after else None, limit))
+        after.agency if after else None, limit, open_only))
+
+
+async def dues_of(conn: Connection, rows: list[asyncpg.Record]
+                  ) -> dict[tuple[int, str], list[dues.Position]]:
+    """The dues of the statements `rows`, by (run, agency): one read per run."""
+    wanted = {(r["run_id"], r["agency"]) for r in rows}
+    found: dict[tuple[int, str], list[dues.Position]] = {}
+    for run_id in sorted({run for run, _ in wanted}):
+        for p in await dues.positions(conn, run_id=run_id):
+            if (run_id, p.agency) in wanted:
+                found.setdefault((run_id, p.agency), []).append(p)
+    return found
 
 
 async def statement(conn: Connection, reach: Reach, period: str, symbol: str

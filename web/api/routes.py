@@ -1,11 +1,22 @@
-"""The read-only REST API under `/api/v1/` (docs/api.md; the document: /api/v1/openapi.json).
+"""The REST API under `/api/v1/` (docs/api.md; the document: /api/v1/openapi.json).
 
   GET /api/v1/transactions?state=&updated_since=&limit=&cursor=   transactions:read
   GET /api/v1/transactions/{id}                                   transactions:read
-  GET /api/v1/statements?period=&limit=&cursor=                   statements:read
+  GET /api/v1/statements?period=&open=&limit=&cursor=             statements:read
   GET /api/v1/statements/{period}/{symbol}.csv|.pdf               statements:read
+  GET /api/v1/statements/{reference}                              statements:read
+  GET /api/v1/aging                                               statements:read
+  GET /api/v1/disputes?open=                                      statements:read
   GET /api/v1/budgets?period=                                     budgets:read
   GET /api/v1/openapi.json                                        (no token)
+  POST /api/v1/disputes                                           statements:dispute
+  POST /api/v1/disputes/{id}/resolution                           statements:settle
+  POST /api/v1/statements/{reference}/payments                    statements:settle
+
+Reading is all GET; the three POSTs (issue 17) do what the finance and library pages
+do, through the same code (web/finance/dues_actions.py), audited the same; settling
+needs a person who reaches the whole consortium. A bearer token is no cookie, so no
+CSRF token is asked for.
 
 Every call but the document carries `Authorization: Bearer <token>` (accounts/tokens.py):
 the token's person decides which agencies it reaches, its scopes what it may read.
@@ -22,14 +33,16 @@ import binascii
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import asyncpg
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
+from accounts import audit
 from accounts.roles import Reach
 from accounts.tokens import (
     SCOPE_PERMISSION,
@@ -39,16 +52,35 @@ from accounts.tokens import (
     principal_for_token,
 )
 from broker.states import State
+from schemas.money import Money
 from schemas.settings import Settings
+from settlement import dues
+from settlement.calendar import FORMS, is_period, local_date
+from settlement.disputes import Channel, Outcome
 from settlement.periods import Period
+from settlement.statement_lines import StatementLine as Line
+from settlement.statement_lines import statement_lines
 from settlement.statement_model import statement_name, statements_dir
 from web.api import queries
 from web.api.models import (
+    Aging,
+    AgingItem,
     Budget,
     BudgetList,
+    Dispute,
+    DisputeList,
+    Due,
+    DueDetail,
+    DueEvent,
     Net,
+    NewDispute,
+    NewPayment,
+    Payment,
+    PaymentRecorded,
+    Resolution,
     Statement,
     StatementFiles,
+    StatementLine,
     StatementPage,
     TrailEvent,
     Transaction,
@@ -57,6 +89,8 @@ from web.api.models import (
 )
 from web.api.openapi import BASE, document
 from web.api.problems import ApiProblem, bad_parameter, not_found, problem_response
+from web.finance import dues_actions, dues_data
+from web.finance.dues_actions import ActionRefused
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +125,9 @@ async def _problems(request: web.Request, handler: Handler) -> web.StreamRespons
         return await handler(request)
     except ApiProblem as p:
         return problem_response(p.status, p.detail, parameter=p.parameter,
-                                headers={**HEADERS, **p.headers})
+                                headers={**HEADERS, **p.headers}, code=p.code)
+    except ActionRefused as r:
+        return problem_response(r.status, r.message, headers=HEADERS, code=r.code)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -108,8 +144,10 @@ def _from_aiohttp(request: web.Request, exc: web.HTTPException) -> web.Response:
     if exc.status == 404:
         detail = f"no API route {request.path}; the routes are in {BASE}/openapi.json"
     elif exc.status == 405:
-        detail = f"the API is read-only: {request.method} is not allowed here, only GET"
-        headers["Allow"] = exc.headers.get("Allow", "GET, HEAD")
+        allow = exc.headers.get("Allow", "GET, HEAD")
+        detail = (f"{request.method} is not allowed on {request.path}, only {allow}"
+                  + ("" if "POST" in allow else ": it is read-only"))
+        headers["Allow"] = allow
     else:
         detail = exc.reason
     return problem_response(exc.status, detail, headers=headers)
@@ -173,9 +211,9 @@ async def _read(api: Api, work: Callable[[Any], Awaitable[Any]]) -> Any:
         return await work(conn)
 
 
-def _json(body: Any) -> web.Response:
-    return web.Response(text=body.model_dump_json(), content_type="application/json",
-                        charset="utf-8", headers=HEADERS)
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=body.model_dump_json(),
+                        content_type="application/json", charset="utf-8", headers=HEADERS)
 
 
 # ---- parameters ---------------------------------------------------------------------
@@ -215,7 +253,16 @@ def _period(text: str | None, name: str = "period") -> str | None:
     try:
         return Period.parse(text).name
     except ValueError:
-        raise bad_parameter(name, f"a settlement period YYYY-MM, not {text!r}") from None
+        raise bad_parameter(name, f"a settlement period ({FORMS}), not {text!r}") from None
+
+
+def _month(text: str | None) -> str | None:
+    """A budget period: budgets renew by calendar month whatever the settlement calendar."""
+    if text is None:
+        return None
+    if not is_period(text):
+        raise bad_parameter("period", f"a budget month YYYY-MM, not {text!r}")
+    return text
 
 
 def encode_cursor(*values: str) -> str:
@@ -288,25 +335,33 @@ def statement_href(period: str, symbol: str, ext: str) -> str:
     return f"{BASE}/statements/{period}/{quote(symbol, safe=':')}.{ext}"
 
 
-def _statement(row: Any) -> Statement:
+def _statement(row: Any, owed: list[dues.Position], today: date) -> Statement:
     totals = json.loads(row["totals"]) if isinstance(row["totals"], str) else row["totals"]
     return Statement(period=row["period"], agency=row["agency"], name=row["name"],
                      totals=[Net(**t) for t in totals],
                      files=StatementFiles(**{ext: statement_href(row["period"], row["agency"],
-                                                                 ext) for ext in FILE_TYPES}))
+                                                                 ext) for ext in FILE_TYPES}),
+                     dues=[Due(**p.to_json(today)) for p in owed])
 
 
 async def list_statements(request: web.Request) -> web.StreamResponse:
     reach = reach_of(request, Scope.STATEMENTS_READ)
     period = _period(request.query.get("period"))
+    open_only = _flag(request, "open")
     limit = _limit(request)
     values = decode_cursor(request.query.get("cursor"), 2)
     after = queries.StatementCursor(*values) if values else None
-    rows = await _read(request.app[API], lambda conn: queries.statements(
-        conn, reach, period=period, after=after, limit=limit + 1))
+
+    async def work(conn: Any) -> Any:
+        rows = await queries.statements(conn, reach, period=period, after=after,
+                                        limit=limit + 1, open_only=open_only)
+        return rows, await queries.dues_of(conn, rows[:limit])
+
+    rows, owed = await _read(request.app[API], work)
     page = rows[:limit]
+    today = _today(request)
     return _json(StatementPage(
-        items=[_statement(r) for r in page],
+        items=[_statement(r, owed.get((r["run_id"], r["agency"]), []), today) for r in page],
         next_cursor=encode_cursor(page[-1]["period"], page[-1]["agency"])
         if len(rows) > limit else None))
 
@@ -346,13 +401,184 @@ def _file(path: Path, name: str, ext: str) -> web.StreamResponse:
 async def list_budgets(request: web.Request) -> web.StreamResponse:
     reach = reach_of(request, Scope.BUDGETS_READ)
     api = request.app[API]
-    period = _period(request.query.get("period")) or \
+    period = _month(request.query.get("period")) or \
         Period.containing(api.clock(), api.settings.timezone).name
     rows = await _read(api, lambda conn: queries.budgets(conn, reach, period))
     return _json(BudgetList(period=period, items=[Budget(
         name=r["name"], requester=r["requester"] or None, period=r["period"],
         currency=r["currency"], limit_minor=r["limit_minor"], spent_minor=r["spent_minor"],
         remaining_minor=r["limit_minor"] - r["spent_minor"]) for r in rows]))
+
+
+# ---- dues, disputes, aging, payments (issue 17) ------------------------------------------
+
+def _today(request: web.Request) -> date:
+    api = request.app[API]
+    return local_date(api.clock(), api.settings.timezone)
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    text = request.query.get(name)
+    if text is None or text in ("false", "0"):
+        return False
+    if text in ("true", "1"):
+        return True
+    raise bad_parameter(name, f"true or false, not {text!r}")
+
+
+def _actor(request: web.Request) -> audit.Actor:
+    who = request[TOKEN].principal
+    return audit.Actor(who.person_id, who.login, request.remote or "unknown")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def _body(request: web.Request, model: type[M]) -> M:
+    """The request's JSON body as `model`; 415 or 422 saying what is wrong."""
+    if request.content_type != "application/json":
+        raise ApiProblem(415, "send the body as application/json (UTF-8)")
+    try:
+        return model.model_validate_json(await request.read())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "body"
+        raise ApiProblem(422, f"the body is not a {model.__name__}: {where}: "
+                              f"{first['msg']} (see {BASE}/openapi.json)") from None
+
+
+def _dispute(d: Any) -> Dispute:
+    return Dispute(**d.to_json())
+
+
+def _line(x: Line, agency: str) -> StatementLine:
+    # Validated: `kind` and `disputeState` are text from the ledger, checked here.
+    return StatementLine.model_validate({
+        "postingId": x.posting_id, "transactionId": x.transaction_id, "event": x.event,
+        "kind": x.kind, "requester": x.requester, "supplier": x.supplier,
+        "serviceKind": x.service_kind, "title": x.title, "fee": x.fee.amount_text(),
+        "subsidy": x.subsidy.amount_text(), "effect": x.effect(agency).amount_text(),
+        "localDate": x.local_date, "disputable": x.disputable_by(agency),
+        "disputeId": x.dispute_id, "disputeState": x.dispute_state})
+
+
+def _no_statement(reference: str) -> ApiProblem:
+    return not_found(f"there is no statement {reference!r} (or none this token may see)")
+
+
+async def one_due(request: web.Request) -> web.StreamResponse:
+    reach = reach_of(request, Scope.STATEMENTS_READ)
+    reference = request.match_info["reference"]
+
+    async def work(conn: Any) -> Any:
+        p = await dues_data.by_reference(conn, reach, reference)
+        if p is None:
+            return None
+        return (p, await dues.history(conn, p.due_id), await statement_lines(conn, p),
+                await dues_data.dispute_list(conn, reach, due_id=p.due_id))
+
+    found = await _read(request.app[API], work)
+    if found is None:
+        raise _no_statement(reference)
+    p, events, lines, disputes = found
+    return _json(DueDetail(
+        **p.to_json(_today(request)),
+        history=[DueEvent(id=e.id, kind=e.kind, stage=e.stage, actor=e.actor, at=e.at,
+                          detail=e.detail, amount=None if e.amount_minor is None else
+                          dues_money(e.amount_minor, p.currency)) for e in events],
+        lines=[_line(x, p.agency) for x in lines],
+        disputes=[_dispute(d) for d in disputes]))
+
+
+def dues_money(minor: int, currency: str) -> str:
+    return Money(minor, currency).amount_text()
+
+
+async def aging(request: web.Request) -> web.StreamResponse:
+    reach = reach_of(request, Scope.STATEMENTS_READ)
+    today = _today(request)
+    rows = await _read(request.app[API], lambda conn: dues_data.aging(conn, reach, today))
+    names = [b[0] for b in dues.AGING_BUCKETS]
+
+    def buckets(values: tuple[int, ...], currency: str) -> dict[str, str]:
+        return {n: dues_money(v, currency) for n, v in zip(names, values, strict=True)}
+
+    return _json(Aging(date=today, buckets=names, items=[AgingItem(
+        agency=r.agency, currencyCode=r.currency,
+        owedToCentre=buckets(r.owed_to_centre, r.currency),
+        owedByCentre=buckets(r.owed_by_centre, r.currency),
+        overdue=dues_money(r.overdue_minor, r.currency),
+        disputed=dues_money(r.disputed_minor, r.currency)) for r in rows]))
+
+
+async def list_disputes(request: web.Request) -> web.StreamResponse:
+    reach = reach_of(request, Scope.STATEMENTS_READ)
+    open_only = _flag(request, "open")
+    found = await _read(request.app[API], lambda conn: dues_data.dispute_list(
+        conn, reach, open_only=open_only))
+    return _json(DisputeList(items=[_dispute(d) for d in found]))
+
+
+async def open_dispute(request: web.Request) -> web.StreamResponse:
+    reach = reach_of(request, Scope.STATEMENTS_DISPUTE)
+    body = await _body(request, NewDispute)
+    p = await _read(request.app[API],
+                    lambda conn: dues_data.by_reference(conn, reach, body.reference))
+    if p is None:
+        raise ApiProblem(404, f"there is no statement {body.reference!r} (or none this "
+                              "token may dispute)", code="no_statement")
+    opened = await dues_actions.open_dispute(
+        request.app[API].pool, request[TOKEN].principal, _actor(request), p,
+        posting_id=body.postingId, reason=body.reason, channel=Channel.API,
+        today=_today(request))
+    return _json(_dispute(opened), 201)
+
+
+def _settling(request: web.Request) -> Reach:
+    reach = reach_of(request, Scope.STATEMENTS_SETTLE)
+    if not dues_actions.may_settle(request[TOKEN].principal):
+        raise ApiProblem(403, dues_actions.SETTLE_REFUSED)
+    return reach
+
+
+async def resolve_dispute(request: web.Request) -> web.StreamResponse:
+    reach = _settling(request)
+    text = request.match_info["id"]
+    if not text.isdigit():
+        raise not_found(f"there is no dispute {text!r}")
+    d = await _read(request.app[API], lambda conn: dues_data.dispute(conn, reach, int(text)))
+    if d is None:
+        raise ApiProblem(404, f"there is no dispute {text}", code="no_dispute")
+    body = await _body(request, Resolution)
+    api = request.app[API]
+    corrected = None if body.correctedFee is None else dues_actions.amount_of(
+        body.correctedFee, d.amount.currency, "correctedFee")
+    done = await dues_actions.resolve(
+        api.pool, request[TOKEN].principal, _actor(request), d,
+        outcome=Outcome(body.outcome), reason=body.reason, corrected_fee=corrected,
+        on=api.clock(), tz=api.settings.timezone)
+    return _json(_dispute(done))
+
+
+async def record_payment(request: web.Request) -> web.StreamResponse:
+    reach = _settling(request)
+    reference = request.match_info["reference"]
+    p = await _read(request.app[API],
+                    lambda conn: dues_data.by_reference(conn, reach, reference))
+    if p is None:
+        raise _no_statement(reference)
+    body = await _body(request, NewPayment)
+    today = _today(request)
+    paid_on = body.paidOn or today
+    amount = dues_actions.amount_of(body.amount, p.currency)
+    result = await dues_actions.record_payment(
+        request.app[API].pool, request[TOKEN].principal, _actor(request), p, amount,
+        paid_on=paid_on, bank_reference=body.bankReference, today=today)
+    after = result.position
+    return _json(PaymentRecorded(
+        payment=Payment(paymentId=result.payment_id or 0, amount=amount.amount_text(),
+                        paidOn=paid_on, bankReference=body.bankReference),
+        statement=Due(**after.to_json(today))), 201)
 
 
 # ---- the document, and what is not a route ------------------------------------------
@@ -368,8 +594,17 @@ ROUTES: tuple[tuple[str, Handler], ...] = (
     ("/transactions/{id}", one_transaction),
     ("/statements", list_statements),
     ("/statements/{period}/{file}", statement_file),
+    ("/statements/{reference}", one_due),
+    ("/aging", aging),
+    ("/disputes", list_disputes),
     ("/budgets", list_budgets),
     ("/openapi.json", openapi_json),
+)
+# The writes (POST), each a JSON body in and a JSON body out.
+WRITES: tuple[tuple[str, Handler], ...] = (
+    ("/disputes", open_dispute),
+    ("/disputes/{id}/resolution", resolve_dispute),
+    ("/statements/{reference}/payments", record_payment),
 )
 
 
@@ -378,6 +613,8 @@ def api_app(settings: Settings, pool: asyncpg.Pool, clock: Clock) -> web.Applica
     sub[API] = Api(settings, pool, clock)
     for path, handler in ROUTES:
         sub.router.add_get(path, handler)
+    for path, handler in WRITES:
+        sub.router.add_post(path, handler)
     return sub
 
 
@@ -391,4 +628,4 @@ def add_api_routes(app: web.Application, settings: Settings, pool: asyncpg.Pool,
     app.add_subapp(BASE, api_app(settings, pool, clock or _utc_now))
 
 
-__all__ = ["add_api_routes", "api_app"]
+__all__ = ["ROUTES", "WRITES", "add_api_routes", "api_app"]

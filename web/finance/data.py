@@ -28,8 +28,10 @@ PERIOD_LIMIT = 36
 # An agency row `a` in the reach $1 (everything), $2 (regions), $3 (symbols).
 _IN_REACH = "($1 OR a.province = ANY($2::text[]) OR a.symbol = ANY($3::text[]))"
 
+# Newest first by date: names of different calendars do not sort by time (as text
+# '2026-Q1' comes after '2026-12').
 CLOSED_PERIODS = """SELECT period FROM settlement_run WHERE closed_at IS NOT NULL
-                    ORDER BY period DESC LIMIT $1"""
+                    ORDER BY cutoff DESC LIMIT $1"""
 
 # Each statement in reach of the period $4, one row per currency of its figures.
 STATEMENTS = f"""

@@ -20,7 +20,9 @@ def file_href(period: str, name: str) -> str:
 
 def layout(title: str, body: Any, *, who: str, footer: str = "") -> str:
     return page(title, body, home=(f"{FIN}/", "ILL Hub · 财务 Finance"),
-                nav=[link(f"{FIN}/", "Statements and budgets 结算与预算")], who=who,
+                nav=[link(f"{FIN}/", "Statements and budgets 结算与预算"),
+                     link(f"{FIN}/payments", "Payments 付款"), link(f"{FIN}/aging", "Aging 账龄"),
+                     link(f"{FIN}/disputes", "Disputes 争议")], who=who,
                 footer=footer)
 
 
@@ -88,11 +90,11 @@ def budget_table(rows: Sequence[BudgetRow], period: str) -> Safe:
 
 def finance_page(s: Statements, budgets: Sequence[BudgetRow], budget_period: str, *,
                  who: str, scope: str, action: str = f"{FIN}/",
-                 extra: dict[str, str] | None = None) -> str:
+                 extra: dict[str, str] | None = None, after_statements: Any = "") -> str:
     parts = [tag("h1", "Finance 财务"), tag("p", scope, class_="muted", id="scope"),
              period_form(s, action, extra or {}),
              tag("h2", "Statements 对账单", id="statements"), statements_table(s),
-             summary_section(s),
+             after_statements, summary_section(s),
              tag("h2", "Subsidy budgets 补贴预算", id="budgets"),
              budget_table(budgets, budget_period)]
     return layout("Finance · ILL Hub", cat(parts), who=who,

@@ -1,11 +1,14 @@
 """The finance pages on the hub's HTTP server (permission `view_finance`).
 
-  GET /fin/                         statements of a settled period (`?period=YYYY-MM`,
-                                    default the latest) for the agencies in reach, with
-                                    their CSV and PDF; the centre's summary for whoever
-                                    reaches every agency; subsidy budgets
+  GET /fin/                         statements of a settled period (`?period=2026-10`,
+                                    2026-B5, 2026-Q4 or 2026; default the latest) for
+                                    the agencies in reach, with their CSV and PDF; the
+                                    centre's summary for whoever reaches every agency;
+                                    subsidy budgets
   GET /fin/files/{period}/{name}    one statement file, only of an agency in reach (the
                                     summary's files only for the centre); else 404
+  /fin/payments, /fin/aging, /fin/disputes: payments and disputes after the run
+                                    (web/finance/payments.py)
 
 The centre's finance office (finance @ consortium) sees every agency; a library's
 finance officer (finance @ agency) their own; a regional centre its province's. The
@@ -27,11 +30,13 @@ from aiohttp import web
 from accounts.roles import Permission, Principal, Reach
 from infra.database import Connection
 from schemas.settings import Settings
-from settlement.calendar import is_period, period_of
+from settlement.calendar import FORMS, period_of
+from settlement.periods import period_or_none
 from settlement.statement_model import statements_dir
 from web.auth import principal_of, require
 from web.finance import data
 from web.finance.html import FIN, finance_page, message_page
+from web.finance.payments import add_payment_routes
 from web.operators.pages import HEADERS, html_response, redirect
 
 STATEMENT_TIMEOUT = "15s"
@@ -69,12 +74,13 @@ class FinancePages:
         reach = require(request, Permission.VIEW_FINANCE)
         who = who_of(principal_of(request))
         period = request.query.get("period") or None
-        if period is not None and not is_period(period):
+        chosen = None if period is None else period_or_none(period)
+        if period is not None and chosen is None:
             return html_response(message_page(
-                "Bad period 结算期有误", f"“{period}” is not a period: say YYYY-MM, e.g. "
-                "2026-10.", who=who), 400)
-        # Budgets of the period asked for; without one, of this month (what is left now).
-        month = period or self.budget_period()
+                "Bad period 结算期有误", f"“{period}” is not a period: say {FORMS}.",
+                who=who), 400)
+        # Budgets renew monthly: those of the period's last month, or of this month.
+        month = chosen.budget_month if chosen else self.budget_period()
 
         async def work(conn: Connection) -> tuple[data.Statements, list[Any]]:
             return (await data.statements(conn, reach, period),
@@ -88,7 +94,7 @@ class FinancePages:
         reach = require(request, Permission.VIEW_FINANCE)
         period, name = request.match_info["period"], request.match_info["name"]
         ext = name.rsplit(".", 1)[-1]
-        allowed = is_period(period) and ext in CONTENT_TYPES and await self.read(
+        allowed = period_or_none(period) is not None and ext in CONTENT_TYPES and await self.read(
             lambda conn: data.file_in_reach(conn, reach, period, name))
         path = statements_dir(self.settings, period) / name if allowed else None
         if path is None or not path.is_file():
@@ -109,6 +115,7 @@ def add_finance_routes(app: web.Application, settings: Settings, pool: asyncpg.P
     app.router.add_get(FIN, _to_index)
     app.router.add_get(f"{FIN}/", pages.index)
     app.router.add_get(FIN + "/files/{period}/{name}", pages.file)
+    add_payment_routes(app, settings, pool, pages.clock)
 
 
 __all__ = ["FinancePages", "add_finance_routes"]

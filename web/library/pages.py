@@ -11,7 +11,10 @@
   POST /lib/t/{id}/answer           as current supplier: WillSupply, or Unfilled with a
                                     reasonUnfilled (form fields `answer`, `reasonUnfilled`)
   POST /lib/t/{id}/returned         as current supplier: LoanCompleted (the item is back)
-  GET  /lib/statements              the library's settlement statements and budgets
+  GET  /lib/statements              the library's settlement statements and budgets, and
+                                    what each statement asks to be paid (its due)
+  GET  /lib/statements/{reference}  one statement's lines; POST .../dispute disputes one
+                                    (web/library/statement_pages.py)
 
 Reading needs `view_transactions` (statements `view_finance`), acting
 `act_on_transactions`; every query is filtered by the person's reach (web/library/data.py),
@@ -40,9 +43,11 @@ from broker.intake import Intake
 from infra.database import Connection
 from schemas.iso18626_codes import Action, MessageType, ReasonForMessage, Status
 from schemas.settings import Settings
-from settlement.calendar import is_period, period_of
+from settlement.calendar import period_of
+from settlement.periods import period_or_none
 from web.auth import csrf_input, principal_of, require
 from web.finance import data as finance_data
+from web.finance import dues_data
 from web.finance.html import finance_page
 from web.library import actions, data
 from web.library.actions import Kind, Parties, Result, Side
@@ -57,6 +62,8 @@ from web.library.html import (
     transaction_page,
     txn_href,
 )
+from web.library.statement_html import dues_section
+from web.library.statement_pages import add_statement_routes
 from web.operators.html import Clock
 from web.operators.pages import html_response, redirect
 
@@ -172,7 +179,8 @@ class LibraryPages:
         reach = require(request, Permission.VIEW_FINANCE)
         who = principal_of(request)
         period = request.query.get("period") or None
-        month = period or \
+        chosen = None if period is None else period_or_none(period)
+        month = chosen.budget_month if chosen else \
             period_of(self.clock().astimezone(ZoneInfo(self.settings.timezone)).date())
 
         async def work(conn: Connection) -> Any:
@@ -182,18 +190,20 @@ class LibraryPages:
             # Narrowed to the library shown: its own statements and budgets.
             mine = Reach(everything=False, agencies=frozenset({agency["symbol"]}))
             return (agency, await finance_data.statements(conn, mine, period),
-                    await finance_data.budgets(conn, mine, month))
+                    await finance_data.budgets(conn, mine, month),
+                    await dues_data.positions(conn, mine))
 
-        found = await self.read(work) if period is None or is_period(period) else None
+        found = await self.read(work) if period is None or chosen else None
         if found is None:
             return html_response(message_page(
                 "Unknown library or period 找不到", "Choose one of your libraries, and a "
-                "period as YYYY-MM.", who=who_of(who)), 404)
-        agency, statements, budgets = found
+                "period as YYYY-MM, YYYY-Bn, YYYY-Qn or YYYY.", who=who_of(who)), 404)
+        agency, statements, budgets, owed = found
+        today = self.clock().astimezone(ZoneInfo(self.settings.timezone)).date()
         return html_response(finance_page(
             statements, budgets, month, who=who_of(who),
             scope=f"{agency['name']} ({agency['symbol']})", action=f"{LIB}/statements",
-            extra={"agency": agency["symbol"]}))
+            extra={"agency": agency["symbol"]}, after_statements=dues_section(owed, today)))
 
     # ---- acting ---------------------------------------------------------------------
 
@@ -317,6 +327,7 @@ def add_library_routes(app: web.Application, settings: Settings, pool: asyncpg.P
     app.router.add_get(LIB, _to_index)
     app.router.add_get(f"{LIB}/", pages.index)
     app.router.add_get(f"{LIB}/statements", pages.statements)
+    add_statement_routes(app, settings, pool, pages.clock)
     app.router.add_get(LIB + "/t/{txn_id}", pages.transaction)
     app.router.add_post(LIB + "/t/{txn_id}/{action}", pages.act)
 
