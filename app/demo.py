@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from app.demo_payments import CENTRE_ACCOUNT, CENTRE_BANK_CODE, after_the_run
 from app.demo_report import (
     Summary,
     compute,
@@ -59,7 +60,10 @@ from app.hub import Hub
 from infra.database import create_pool, drop_database, with_database
 from infra.migrations import migrate
 from schemas.settings import Settings, mask_url
+from settlement.bank_accounts import BankAccountError
+from settlement.dues import PaymentRefused
 from settlement.netting import InvariantViolation
+from settlement.pain001 import PaymentFileError
 from settlement.periods import Period
 from settlement.record import SettlementError
 from settlement.run import settle
@@ -154,6 +158,8 @@ def demo_settings(settings: Settings, opts: DemoOptions) -> Settings:
         deadlines__normal=d.normal / speed, deadlines__sweep_seconds=sweep,
         outbox__poll_seconds=min(settings.outbox.poll_seconds, 0.2),
         smtp__poll_seconds=0.5, smtp__backoff_seconds=2.0,
+        payments__centre_account=settings.payments.centre_account or CENTRE_ACCOUNT,
+        payments__centre_bank_code=settings.payments.centre_bank_code or CENTRE_BANK_CODE,
     )
 
 
@@ -274,6 +280,11 @@ async def settle_period(settings: Settings, pool: asyncpg.Pool, period: str,
         lines.append(f"                agencies receive {yuan(t['toReceive'])} {currency}, pay "
                      f"{yuan(t['toPay'])} {currency}; the centre's subsidy outlay "
                      f"{yuan(-t['centre'])} {currency}")
+    if result.run_id is not None:
+        try:
+            lines += await after_the_run(settings, pool, result.run_id, out)
+        except (PaymentFileError, BankAccountError, PaymentRefused) as exc:
+            raise DemoError(f"after the settlement of {period}: {exc}") from exc
     return lines
 # ---- end of the settlement call site ---------------------------------------------------------
 
