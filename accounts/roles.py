@@ -148,6 +148,11 @@ class Principal:
     display_name: str
     grants: frozenset[Grant]
 
+    @property
+    def label(self) -> str:
+        """How pages name the person: display name and login."""
+        return f"{self.display_name} ({self.login})"
+
     def can(self, permission: Permission) -> bool:
         return not self.reach(permission).nothing
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -14,6 +15,20 @@ from asyncpg.pool import PoolConnectionProxy
 # Connection (and passes isinstance(x, asyncpg.Connection)), but asyncpg-stubs types the
 # two apart, so a function that takes either says so with this alias.
 Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+
+# What a page or an API answer may spend on its queries before PostgreSQL stops them.
+READ_TIMEOUT = "15s"
+
+
+async def read_snapshot(pool: asyncpg.Pool, work: Callable[[Connection], Awaitable[Any]],
+                        *, timeout: str = READ_TIMEOUT) -> Any:
+    """Run `work` in one consistent, read-only snapshot with a statement timeout (the
+    pages and the API: every figure on one answer agrees with the others)."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
+                                                        readonly=True):
+        await conn.execute(f"SET LOCAL statement_timeout = '{timeout}'")
+        return await work(conn)
+
 
 class NoRowError(RuntimeError):
     """A statement that returns a row by its form (an aggregate without GROUP BY, an

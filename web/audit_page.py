@@ -13,7 +13,6 @@ actions of, and on, people who hold a grant over an agency or region in their re
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -24,7 +23,7 @@ import asyncpg
 from aiohttp import web
 
 from accounts.roles import Permission, Reach
-from infra.database import Connection
+from infra.database import Connection, read_snapshot
 from schemas.settings import Settings
 from web.auth import require
 from web.operators.html import Clock, Safe, cat, esc, layout, link, table, tag
@@ -176,18 +175,10 @@ def add_audit_routes(app: web.Application, settings: Settings, pool: asyncpg.Poo
             f = parse_filters(request.query)
         except FilterError as exc:
             return html_response(error_page(str(exc)), 400)
-        rows = await _read(pool, lambda conn: read_page(conn, reach, f, settings.timezone))
+        rows = await read_snapshot(pool, lambda conn: read_page(conn, reach, f, settings.timezone))
         return html_response(audit_page(rows, f, clock))
 
     app.router.add_get(PATH, audit)
-
-
-async def _read(pool: asyncpg.Pool,
-                work: Callable[[Connection], Awaitable[list[asyncpg.Record]]]
-                ) -> list[asyncpg.Record]:
-    async with pool.acquire() as conn, conn.transaction(readonly=True):
-        await conn.execute("SET LOCAL statement_timeout = '15s'")
-        return await work(conn)
 
 
 __all__ = ["add_audit_routes", "audit_page", "parse_filters", "read_page"]

@@ -91,6 +91,14 @@ def wants_html(request: web.Request) -> bool:
     return "text/html" in request.headers.get("Accept", "")
 
 
+def reach_text(reach: Reach) -> str:
+    """What the pages say a person sees (above a table filtered by reach)."""
+    if reach.everything:
+        return "All agencies of the consortium 全体成员馆"
+    parts = [f"region {r}" for r in sorted(reach.regions)] + sorted(reach.agencies)
+    return "Agencies in your reach 可见范围: " + ", ".join(parts)
+
+
 def principal_of(request: web.Request) -> Principal:
     """The signed-in person; a browser is sent to the sign-in form, others get 401."""
     if PRINCIPAL in request:

@@ -52,6 +52,7 @@ from accounts.tokens import (
     principal_for_token,
 )
 from broker.states import State
+from infra.database import read_snapshot
 from schemas.money import Money
 from schemas.settings import Settings
 from settlement import dues
@@ -99,7 +100,6 @@ Clock = Callable[[], datetime]
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
-STATEMENT_TIMEOUT = "15s"
 HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 FILE_TYPES = {"csv": "text/csv", "pdf": "application/pdf"}
 
@@ -203,12 +203,6 @@ def reach_of(request: web.Request, scope: Scope) -> Reach:
     return reach
 
 
-async def _read(api: Api, work: Callable[[Any], Awaitable[Any]]) -> Any:
-    """One consistent, read-only snapshot with a statement timeout."""
-    async with api.pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
-                                                            readonly=True):
-        await conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
-        return await work(conn)
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -305,7 +299,7 @@ async def list_transactions(request: web.Request) -> web.StreamResponse:
     since = _instant("updated_since", request.query.get("updated_since"))
     limit = _limit(request)
     after = _txn_cursor(request.query.get("cursor"))
-    rows = await _read(request.app[API], lambda conn: queries.transactions(
+    rows = await read_snapshot(request.app[API].pool, lambda conn: queries.transactions(
         conn, reach, state=state, updated_since=since, after=after, limit=limit + 1))
     page = rows[:limit]
     more = len(rows) > limit
@@ -318,7 +312,7 @@ async def list_transactions(request: web.Request) -> web.StreamResponse:
 async def one_transaction(request: web.Request) -> web.StreamResponse:
     reach = reach_of(request, Scope.TRANSACTIONS_READ)
     txn_id = request.match_info["id"]
-    found = await _read(request.app[API],
+    found = await read_snapshot(request.app[API].pool,
                         lambda conn: queries.transaction(conn, reach, txn_id))
     if found is None:
         raise not_found(f"there is no transaction {txn_id!r} (or none this token may see)")
@@ -357,7 +351,7 @@ async def list_statements(request: web.Request) -> web.StreamResponse:
                                         limit=limit + 1, open_only=open_only)
         return rows, await queries.dues_of(conn, rows[:limit])
 
-    rows, owed = await _read(request.app[API], work)
+    rows, owed = await read_snapshot(request.app[API].pool, work)
     page = rows[:limit]
     today = _today(request)
     return _json(StatementPage(
@@ -374,7 +368,7 @@ async def statement_file(request: web.Request) -> web.StreamResponse:
         raise not_found("a statement file is <symbol>.csv or <symbol>.pdf")
     if _period(period, "period") is None:
         raise not_found(f"no period {period!r}")
-    row = await _read(request.app[API],
+    row = await read_snapshot(request.app[API].pool,
                       lambda conn: queries.statement(conn, reach, period, symbol))
     name = statement_name(symbol, period, ext)
     path = statements_dir(request.app[API].settings, period) / name
@@ -403,7 +397,7 @@ async def list_budgets(request: web.Request) -> web.StreamResponse:
     api = request.app[API]
     period = _month(request.query.get("period")) or \
         Period.containing(api.clock(), api.settings.timezone).name
-    rows = await _read(api, lambda conn: queries.budgets(conn, reach, period))
+    rows = await read_snapshot(api.pool, lambda conn: queries.budgets(conn, reach, period))
     return _json(BudgetList(period=period, items=[Budget(
         name=r["name"], requester=r["requester"] or None, period=r["period"],
         currency=r["currency"], limit_minor=r["limit_minor"], spent_minor=r["spent_minor"],
@@ -477,7 +471,7 @@ async def one_due(request: web.Request) -> web.StreamResponse:
         return (p, await dues.history(conn, p.due_id), await statement_lines(conn, p),
                 await dues_data.dispute_list(conn, reach, due_id=p.due_id))
 
-    found = await _read(request.app[API], work)
+    found = await read_snapshot(request.app[API].pool, work)
     if found is None:
         raise _no_statement(reference)
     p, events, lines, disputes = found
@@ -497,7 +491,8 @@ def dues_money(minor: int, currency: str) -> str:
 async def aging(request: web.Request) -> web.StreamResponse:
     reach = reach_of(request, Scope.STATEMENTS_READ)
     today = _today(request)
-    rows = await _read(request.app[API], lambda conn: dues_data.aging(conn, reach, today))
+    rows = await read_snapshot(request.app[API].pool,
+                               lambda conn: dues_data.aging(conn, reach, today))
     names = [b[0] for b in dues.AGING_BUCKETS]
 
     def buckets(values: tuple[int, ...], currency: str) -> dict[str, str]:
@@ -514,7 +509,7 @@ async def aging(request: web.Request) -> web.StreamResponse:
 async def list_disputes(request: web.Request) -> web.StreamResponse:
     reach = reach_of(request, Scope.STATEMENTS_READ)
     open_only = _flag(request, "open")
-    found = await _read(request.app[API], lambda conn: dues_data.dispute_list(
+    found = await read_snapshot(request.app[API].pool, lambda conn: dues_data.dispute_list(
         conn, reach, open_only=open_only))
     return _json(DisputeList(items=[_dispute(d) for d in found]))
 
@@ -522,7 +517,7 @@ async def list_disputes(request: web.Request) -> web.StreamResponse:
 async def open_dispute(request: web.Request) -> web.StreamResponse:
     reach = reach_of(request, Scope.STATEMENTS_DISPUTE)
     body = await _body(request, NewDispute)
-    p = await _read(request.app[API],
+    p = await read_snapshot(request.app[API].pool,
                     lambda conn: dues_data.by_reference(conn, reach, body.reference))
     if p is None:
         raise ApiProblem(404, f"there is no statement {body.reference!r} (or none this "
@@ -546,7 +541,8 @@ async def resolve_dispute(request: web.Request) -> web.StreamResponse:
     text = request.match_info["id"]
     if not text.isdigit():
         raise not_found(f"there is no dispute {text!r}")
-    d = await _read(request.app[API], lambda conn: dues_data.dispute(conn, reach, int(text)))
+    d = await read_snapshot(request.app[API].pool,
+                            lambda conn: dues_data.dispute(conn, reach, int(text)))
     if d is None:
         raise ApiProblem(404, f"there is no dispute {text}", code="no_dispute")
     body = await _body(request, Resolution)
@@ -563,7 +559,7 @@ async def resolve_dispute(request: web.Request) -> web.StreamResponse:
 async def record_payment(request: web.Request) -> web.StreamResponse:
     reach = _settling(request)
     reference = request.match_info["reference"]
-    p = await _read(request.app[API],
+    p = await read_snapshot(request.app[API].pool,
                     lambda conn: dues_data.by_reference(conn, reach, reference))
     if p is None:
         raise _no_statement(reference)

@@ -19,7 +19,7 @@ agency in reach, so no path from the URL reaches the disk unchecked.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,31 +27,21 @@ from zoneinfo import ZoneInfo
 import asyncpg
 from aiohttp import web
 
-from accounts.roles import Permission, Principal, Reach
-from infra.database import Connection
+from accounts.roles import Permission
+from infra.database import Connection, read_snapshot
 from schemas.settings import Settings
 from settlement.calendar import FORMS, period_of
 from settlement.periods import period_or_none
 from settlement.statement_model import statements_dir
-from web.auth import principal_of, require
+from web.auth import principal_of, reach_text, require
 from web.finance import data
 from web.finance.html import FIN, finance_page, message_page
 from web.finance.payments import add_payment_routes
 from web.operators.pages import HEADERS, html_response, redirect
 
-STATEMENT_TIMEOUT = "15s"
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "pdf": "application/pdf"}
 
 
-def who_of(p: Principal) -> str:
-    return f"{p.display_name} ({p.login})"
-
-
-def scope_text(reach: Reach) -> str:
-    if reach.everything:
-        return "All agencies of the consortium 全体成员馆"
-    parts = [f"region {r}" for r in sorted(reach.regions)] + sorted(reach.agencies)
-    return "Agencies in your reach 可见范围: " + ", ".join(parts)
 
 
 class FinancePages:
@@ -61,18 +51,13 @@ class FinancePages:
         self.pool = pool
         self.clock = clock
 
-    async def read(self, work: Callable[[Connection], Awaitable[Any]]) -> Any:
-        async with self.pool.acquire() as conn, conn.transaction(
-                isolation="repeatable_read", readonly=True):
-            await conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
-            return await work(conn)
 
     def budget_period(self) -> str:
         return period_of(self.clock().astimezone(ZoneInfo(self.settings.timezone)).date())
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         reach = require(request, Permission.VIEW_FINANCE)
-        who = who_of(principal_of(request))
+        who = principal_of(request).label
         period = request.query.get("period") or None
         chosen = None if period is None else period_or_none(period)
         if period is not None and chosen is None:
@@ -86,16 +71,17 @@ class FinancePages:
             return (await data.statements(conn, reach, period),
                     await data.budgets(conn, reach, month))
 
-        found, budgets = await self.read(work)
+        found, budgets = await read_snapshot(self.pool, work)
         return html_response(finance_page(found, budgets, month, who=who,
-                                          scope=scope_text(reach)))
+                                          scope=reach_text(reach)))
 
     async def file(self, request: web.Request) -> web.StreamResponse:
         reach = require(request, Permission.VIEW_FINANCE)
         period, name = request.match_info["period"], request.match_info["name"]
         ext = name.rsplit(".", 1)[-1]
-        allowed = period_or_none(period) is not None and ext in CONTENT_TYPES and await self.read(
-            lambda conn: data.file_in_reach(conn, reach, period, name))
+        allowed = period_or_none(period) is not None and ext in CONTENT_TYPES and \
+            await read_snapshot(self.pool,
+                                lambda conn: data.file_in_reach(conn, reach, period, name))
         path = statements_dir(self.settings, period) / name if allowed else None
         if path is None or not path.is_file():
             raise web.HTTPNotFound(text=f"404: no statement file {name!r} of {period!r} "

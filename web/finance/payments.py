@@ -17,7 +17,7 @@ consortium (web/finance/dues_actions.py), else 403. Forms carry the CSRF token
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
@@ -25,13 +25,13 @@ import asyncpg
 from aiohttp import web
 
 from accounts import audit
-from accounts.roles import Permission, Principal, Reach
-from infra.database import Connection
+from accounts.roles import Permission, Principal
+from infra.database import Connection, read_snapshot
 from schemas.settings import Settings
 from settlement import dues
 from settlement.calendar import local_date
 from settlement.disputes import Outcome
-from web.auth import csrf_input, principal_of, require
+from web.auth import csrf_input, principal_of, reach_text, require
 from web.finance import dues_actions, dues_data
 from web.finance.dues_actions import ActionRefused
 from web.finance.html import FIN, message_page
@@ -45,20 +45,10 @@ from web.finance.payments_html import (
 from web.operators.html import Clock
 from web.operators.pages import html_response, redirect
 
-STATEMENT_TIMEOUT = "15s"
 DONE = {"payment": "Payment recorded. 付款已登记。",
         "resolved": "Dispute resolved; both libraries are told. 争议已处理，已通知双方。"}
 
 
-def who_of(p: Principal) -> str:
-    return f"{p.display_name} ({p.login})"
-
-
-def scope_text(reach: Reach) -> str:
-    if reach.everything:
-        return "All agencies of the consortium 全体成员馆"
-    parts = [f"region {r}" for r in sorted(reach.regions)] + sorted(reach.agencies)
-    return "Agencies in your reach 可见范围: " + ", ".join(parts)
 
 
 def actor_of(request: web.Request, who: Principal) -> audit.Actor:
@@ -78,11 +68,6 @@ class PaymentPages:
         self.clock = clock
         self.times = Clock(settings.timezone)
 
-    async def read(self, work: Callable[[Connection], Awaitable[Any]]) -> Any:
-        async with self.pool.acquire() as conn, conn.transaction(
-                isolation="repeatable_read", readonly=True):
-            await conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
-            return await work(conn)
 
     def today(self) -> date:
         return local_date(self.clock(), self.settings.timezone)
@@ -100,10 +85,10 @@ class PaymentPages:
             rows = await dues_data.positions(conn, reach, agency=agency, open_only=open_only)
             return sorted({p.agency for p in everyone}), rows
 
-        agencies, rows = await self.read(work)
+        agencies, rows = await read_snapshot(self.pool, work)
         return html_response(payments_page(rows, self.today(), agencies=agencies,
                                            agency=agency, open_only=open_only,
-                                           who=who_of(who), scope=scope_text(reach)))
+                                           who=who.label, scope=reach_text(reach)))
 
     async def due(self, request: web.Request) -> web.StreamResponse:
         require(request, Permission.VIEW_FINANCE)
@@ -123,28 +108,28 @@ class PaymentPages:
             return (p, await dues.history(conn, p.due_id),
                     await dues_data.dispute_list(conn, reach, due_id=p.due_id))
 
-        found = await self.read(work)
+        found = await read_snapshot(self.pool, work)
         if found is None:
             return self._no_due(who, due_id)
         p, events, disputes = found
         return html_response(due_page(
             p, events, disputes, self.today(), self.times, csrf=csrf_input(request),
-            settle=dues_actions.may_settle(who), who=who_of(who), notice=notice,
+            settle=dues_actions.may_settle(who), who=who.label, notice=notice,
             error=error), status)
 
     @staticmethod
     def _no_due(who: Principal, due_id: int) -> web.Response:
         return html_response(message_page(
             "Unknown statement 找不到结算单", f"There is no statement due {due_id} among "
-            "the agencies you may see.", who=who_of(who)), 404)
+            "the agencies you may see.", who=who.label), 404)
 
     async def aging(self, request: web.Request) -> web.StreamResponse:
         reach = require(request, Permission.VIEW_FINANCE)
         who = principal_of(request)
         today = self.today()
-        rows = await self.read(lambda conn: dues_data.aging(conn, reach, today))
-        return html_response(aging_page(rows, today, who=who_of(who),
-                                        scope=scope_text(reach)))
+        rows = await read_snapshot(self.pool, lambda conn: dues_data.aging(conn, reach, today))
+        return html_response(aging_page(rows, today, who=who.label,
+                                        scope=reach_text(reach)))
 
     async def disputes(self, request: web.Request) -> web.StreamResponse:
         return await self._disputes_page(
@@ -156,18 +141,18 @@ class PaymentPages:
         reach = require(request, Permission.VIEW_FINANCE)
         who = principal_of(request)
         open_only = request.query.get("open") in ("1", "true", "on")
-        found = await self.read(lambda conn: dues_data.dispute_list(conn, reach,
+        found = await read_snapshot(self.pool, lambda conn: dues_data.dispute_list(conn, reach,
                                                                     open_only=open_only))
         return html_response(disputes_page(
             found, self.times, csrf=csrf_input(request), settle=dues_actions.may_settle(who),
-            open_only=open_only, who=who_of(who), scope=scope_text(reach), notice=notice,
+            open_only=open_only, who=who.label, scope=reach_text(reach), notice=notice,
             error=error), status)
 
     # ---- acting ---------------------------------------------------------------------
 
     def _forbidden(self, who: Principal) -> web.Response:
         return html_response(message_page("Not allowed 无权操作", dues_actions.SETTLE_REFUSED,
-                                          who=who_of(who)), 403)
+                                          who=who.label), 403)
 
     async def record(self, request: web.Request) -> web.StreamResponse:
         reach = require(request, Permission.VIEW_FINANCE)
@@ -175,7 +160,7 @@ class PaymentPages:
         due_id = int(request.match_info["due_id"])
         if not dues_actions.may_settle(who):
             return self._forbidden(who)
-        p = await self.read(lambda conn: dues_data.position(conn, reach, due_id))
+        p = await read_snapshot(self.pool, lambda conn: dues_data.position(conn, reach, due_id))
         if p is None:
             return self._no_due(who, due_id)
         form = await request.post()
@@ -197,11 +182,11 @@ class PaymentPages:
         dispute_id = int(request.match_info["dispute_id"])
         if not dues_actions.may_settle(who):
             return self._forbidden(who)
-        d = await self.read(lambda conn: dues_data.dispute(conn, reach, dispute_id))
+        d = await read_snapshot(self.pool, lambda conn: dues_data.dispute(conn, reach, dispute_id))
         if d is None:
             return html_response(message_page(
                 "Unknown dispute 找不到争议", f"There is no dispute {dispute_id}.",
-                who=who_of(who)), 404)
+                who=who.label), 404)
         form = await request.post()
         try:
             outcome = _outcome(_form_text(form, "outcome"))

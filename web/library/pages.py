@@ -29,7 +29,7 @@ after. Forms carry the session's CSRF token (web/auth.py refuses a POST without 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -40,7 +40,7 @@ from aiohttp import web
 from accounts import audit
 from accounts.roles import Permission, Principal, Reach
 from broker.intake import Intake
-from infra.database import Connection
+from infra.database import Connection, read_snapshot
 from schemas.iso18626_codes import Action, MessageType, ReasonForMessage, Status
 from schemas.settings import Settings
 from settlement.calendar import period_of
@@ -69,13 +69,9 @@ from web.operators.pages import html_response, redirect
 
 log = logging.getLogger(__name__)
 
-STATEMENT_TIMEOUT = "15s"
 QUERY_LIMIT = 200
 DONE = {k.path: k for k in actions.KINDS.values()}
 
-
-def who_of(p: Principal) -> str:
-    return f"{p.display_name} ({p.login})"
 
 
 class LibraryPages:
@@ -87,12 +83,6 @@ class LibraryPages:
         self.clock = clock
         self.times = Clock(settings.timezone)
 
-    async def read(self, work: Callable[[Connection], Awaitable[Any]]) -> Any:
-        """One consistent, read-only snapshot with a statement timeout."""
-        async with self.pool.acquire() as conn, conn.transaction(
-                isolation="repeatable_read", readonly=True):
-            await conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
-            return await work(conn)
 
     # ---- reading ------------------------------------------------------------------
 
@@ -120,15 +110,15 @@ class LibraryPages:
                     await data.transactions(conn, symbol, query=q, page=page, now=now),
                     await data.waiting(conn, symbol), await data.agency_flags(conn, symbol))
 
-        found = await self.read(work)
+        found = await read_snapshot(self.pool, work)
         if found is None:
             return html_response(message_page(
                 "Unknown library 找不到图书馆",
                 "That library is not one you work for; choose one of yours on the list.",
-                who=who_of(who)), 404)
+                who=who.label), 404)
         agencies, agency, listing, waiting, flags = found
         return html_response(list_page(agency, agencies, listing, waiting, flags, self.times,
-                                       who=who_of(who),
+                                       who=who.label,
                                        finance=who.can(Permission.VIEW_FINANCE)))
 
     async def transaction(self, request: web.Request) -> web.StreamResponse:
@@ -142,7 +132,7 @@ class LibraryPages:
         return html_response(page)
 
     def _not_found(self, request: web.Request, txn_id: str) -> web.Response:
-        return html_response(not_found_page(txn_id, who_of(principal_of(request))), 404)
+        return html_response(not_found_page(txn_id, principal_of(request).label), 404)
 
     async def _transaction_page(self, request: web.Request, reach: Reach, txn_id: str, *,
                                 notice: str | None = None, error: str | None = None,
@@ -160,13 +150,13 @@ class LibraryPages:
                      await self._may_act(conn, act, txn["supplier"]))
             return await data.trail(conn, txn, parties), sides
 
-        found = await self.read(work)
+        found = await read_snapshot(self.pool, work)
         if found is None:
             return None
         trail, (as_requester, as_supplier) = found
         block = actions_block(trail.txn, csrf_input(request), as_requester=as_requester,
                               as_supplier=as_supplier)
-        return transaction_page(trail, self.times, who=who_of(who), actions=block,
+        return transaction_page(trail, self.times, who=who.label, actions=block,
                                 finance=who.can(Permission.VIEW_FINANCE), notice=notice,
                                 error=error)
 
@@ -193,15 +183,15 @@ class LibraryPages:
                     await finance_data.budgets(conn, mine, month),
                     await dues_data.positions(conn, mine))
 
-        found = await self.read(work) if period is None or chosen else None
+        found = await read_snapshot(self.pool, work) if period is None or chosen else None
         if found is None:
             return html_response(message_page(
                 "Unknown library or period 找不到", "Choose one of your libraries, and a "
-                "period as YYYY-MM, YYYY-Bn, YYYY-Qn or YYYY.", who=who_of(who)), 404)
+                "period as YYYY-MM, YYYY-Bn, YYYY-Qn or YYYY.", who=who.label), 404)
         agency, statements, budgets, owed = found
         today = self.clock().astimezone(ZoneInfo(self.settings.timezone)).date()
         return html_response(finance_page(
-            statements, budgets, month, who=who_of(who),
+            statements, budgets, month, who=who.label,
             scope=f"{agency['name']} ({agency['symbol']})", action=f"{LIB}/statements",
             extra={"agency": agency["symbol"]}, after_statements=dues_section(owed, today)))
 
@@ -220,11 +210,12 @@ class LibraryPages:
                                                   "messages (no intake): act on a hub "
                                                   "process's pages\n")
         form = await request.post()
-        txn = await self.read(lambda conn: data.transaction_in_reach(conn, act, txn_id))
+        txn = await read_snapshot(self.pool,
+                                  lambda conn: data.transaction_in_reach(conn, act, txn_id))
         if txn is None:
             return self._not_found(request, txn_id)
         sender = txn["requester"] if kind.side is Side.REQUESTER else txn["supplier"]
-        if not await self.read(lambda conn: self._may_act(conn, act, sender)):
+        if not await read_snapshot(self.pool, lambda conn: self._may_act(conn, act, sender)):
             return await self._refused(request, txn_id, 403, _not_your_side(kind, txn))
         built = self._message(kind, txn, who, form)
         if isinstance(built, str):
@@ -232,7 +223,8 @@ class LibraryPages:
         message_type, body = built
         result = await actions.submit(self.pool, self.intake, sender, message_type, body,
                                       txn["request_id"])
-        after = await self.read(lambda conn: data.transaction_in_reach(conn, act, txn_id))
+        after = await read_snapshot(self.pool,
+                                    lambda conn: data.transaction_in_reach(conn, act, txn_id))
         await self._audit(request, who, kind, txn, sender, after, result)
         if not result.ok:
             return await self._refused(request, txn_id, 409, refusal_text(

@@ -16,7 +16,7 @@ Audited like every action of a person (web/finance/dues_actions.py).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ import asyncpg
 from aiohttp import web
 
 from accounts.roles import Permission, Principal
-from infra.database import Connection
+from infra.database import Connection, read_snapshot
 from schemas.settings import Settings
 from settlement.calendar import local_date
 from settlement.disputes import Channel
@@ -38,13 +38,9 @@ from web.library.statement_html import statement_href, statement_page
 from web.operators.html import Clock
 from web.operators.pages import html_response, redirect
 
-STATEMENT_TIMEOUT = "15s"
 DONE = {"dispute": "Dispute opened; the centre and the supplier are told. The amount is "
                    "not asked for while the dispute is open. 争议已提出。"}
 
-
-def who_of(p: Principal) -> str:
-    return f"{p.display_name} ({p.login})"
 
 
 class StatementPages:
@@ -55,11 +51,6 @@ class StatementPages:
         self.clock = clock
         self.times = Clock(settings.timezone)
 
-    async def read(self, work: Callable[[Connection], Awaitable[Any]]) -> Any:
-        async with self.pool.acquire() as conn, conn.transaction(
-                isolation="repeatable_read", readonly=True):
-            await conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
-            return await work(conn)
 
     async def statement(self, request: web.Request) -> web.StreamResponse:
         done = DONE.get(request.query.get("done", ""))
@@ -81,26 +72,27 @@ class StatementPages:
                     not disputing.nothing and await dues_data.in_reach(conn, disputing,
                                                                        p.agency))
 
-        found = await self.read(work)
+        found = await read_snapshot(self.pool, work)
         if found is None:
             return self._not_found(who, reference)
         p, lines, disputes, may_dispute = found
         return html_response(statement_page(
             p, lines, disputes, local_date(self.clock(), self.settings.timezone), self.times,
-            csrf=csrf_input(request), may_dispute=may_dispute, who=who_of(who),
+            csrf=csrf_input(request), may_dispute=may_dispute, who=who.label,
             notice=notice, error=error), status)
 
     @staticmethod
     def _not_found(who: Principal, reference: str) -> web.Response:
         return html_response(message_page(
             "Unknown statement 找不到结算单",
-            f"There is no statement “{reference}” of your library.", who=who_of(who)), 404)
+            f"There is no statement “{reference}” of your library.", who=who.label), 404)
 
     async def dispute(self, request: web.Request) -> web.StreamResponse:
         reach = require(request, Permission.DISPUTE_STATEMENTS)
         who = principal_of(request)
         reference = request.match_info["reference"]
-        p = await self.read(lambda conn: dues_data.by_reference(conn, reach, reference))
+        p = await read_snapshot(self.pool,
+                                lambda conn: dues_data.by_reference(conn, reach, reference))
         if p is None:
             return self._not_found(who, reference)
         form = await request.post()

@@ -31,13 +31,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 from aiohttp import web
 
 from accounts.roles import Permission
-from infra.database import Connection
+from infra.database import read_snapshot
 from schemas.settings import Settings
 from web.auth import require
 from web.operators import data as data
@@ -58,7 +57,6 @@ from web.signin import add_signin_routes
 log = logging.getLogger(__name__)
 
 PREFIX = "/ops"
-STATEMENT_TIMEOUT = "15s"
 
 
 @dataclass
@@ -73,12 +71,6 @@ OPS = web.AppKey("web.operators.pages", Operators)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def _read(ops: Operators, work: Callable[[Connection], Awaitable[Any]]) -> Any:
-    """One consistent, read-only snapshot with a statement timeout."""
-    async with ops.pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
-                                                            readonly=True):
-        await conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
-        return await work(conn)
 
 
 async def dashboard(request: web.Request) -> web.StreamResponse:
@@ -86,7 +78,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     ops = request.app[OPS]
     now = ops.clock()
     tz = ops.settings.timezone
-    d = await _read(ops, lambda conn: data.dashboard(conn, tz, now, reach))
+    d = await read_snapshot(ops.pool, lambda conn: data.dashboard(conn, tz, now, reach))
     return html_response(dashboard_page(d, Clock(tz), now))
 
 
@@ -94,7 +86,7 @@ async def transaction(request: web.Request) -> web.StreamResponse:
     reach = require(request, Permission.VIEW_TRANSACTIONS)
     ops = request.app[OPS]
     txn_id = request.match_info["txn_id"]
-    view = await _read(ops, lambda conn: data.transaction(conn, txn_id, reach))
+    view = await read_snapshot(ops.pool, lambda conn: data.transaction(conn, txn_id, reach))
     if view is None:
         return html_response(message_page(
             "Unknown transaction 找不到事务",
@@ -110,7 +102,7 @@ async def agency(request: web.Request) -> web.StreamResponse:
     symbol = request.match_info["symbol"]
     tz = ops.settings.timezone
     now = ops.clock()
-    view = await _read(ops, lambda conn: data.agency(conn, symbol, tz, now, reach))
+    view = await read_snapshot(ops.pool, lambda conn: data.agency(conn, symbol, tz, now, reach))
     if view is None:
         return html_response(message_page(
             "Unknown agency 找不到成员馆", f"There is no agency “{symbol}”.", signed_in=True),
@@ -124,7 +116,7 @@ async def search(request: web.Request) -> web.StreamResponse:
     q = request.query.get("q", "").strip()[:200]
     if not q:
         return redirect(f"{PREFIX}/")
-    rows = await _read(ops, lambda conn: data.search(conn, q, reach))
+    rows = await read_snapshot(ops.pool, lambda conn: data.search(conn, q, reach))
     if len(rows) == 1:
         return redirect(txn_href(rows[0]["id"]))
     return html_response(search_results_page(q, rows, Clock(ops.settings.timezone)),
