@@ -64,9 +64,24 @@ from broker.policy_file import (
 from schemas.rulefile import SERVICE_KINDS
 
 __all__ = [
-    "ID_TYPES", "SERVICE_KINDS", "SERVICE_TYPES", "TIER_CITY", "TIER_LAST", "TIER_NAMES",
-    "TIER_NATIONAL", "TIER_PROVINCE", "WEEKDAYS", "Excluded", "Policy", "PolicyError",
-    "Ranked", "RequestFacts", "Rota", "Scoring", "SupplierFacts",
+    "ID_TYPES",
+    "SERVICE_KINDS",
+    "SERVICE_TYPES",
+    "TIER_CITY",
+    "TIER_LAST",
+    "TIER_NAMES",
+    "TIER_NATIONAL",
+    "TIER_PROVINCE",
+    "WEEKDAYS",
+    "Availability",
+    "Excluded",
+    "Policy",
+    "PolicyError",
+    "Ranked",
+    "RequestFacts",
+    "Rota",
+    "Scoring",
+    "SupplierFacts",
 ]
 
 _WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -95,6 +110,16 @@ class RequestFacts:
 
 
 @dataclass(frozen=True)
+class Availability:
+    """What the supplier's own catalogue said of the item just before routing (issue 18):
+    True on the shelf, False checked and not available, None no answer (slow, down,
+    circuit open, no record); `reason` says which, for explain."""
+
+    available: bool | None
+    reason: str
+
+
+@dataclass(frozen=True)
 class SupplierFacts:
     symbol: str
     province: str | None
@@ -105,6 +130,12 @@ class SupplierFacts:
     turnaround_hours: float | None
     open_requests: int
     forwarded_today: int
+    # What the hub has learned of its holdings (issue 18): why its holding of this item
+    # is doubted (it answered NotHeld for it since its holdings were last loaded), and
+    # the share of the listed items it was asked for that it did hold (None: no history).
+    doubted: str | None = None
+    holdings_accuracy: float | None = None
+    availability: Availability | None = None
 
 
 @dataclass(frozen=True)
@@ -297,6 +328,12 @@ class Policy:
             # Say "by location" so the operator does not read the old tier as the rank.
             tier_reasons = [f"by location {tier_reasons[0]}",
                             f"rule '{rule}': moved to tier {tier}"]
+        doubt = _doubt(f, named)
+        if doubt is not None:
+            # Learned or checked: ask the others first, this one still before nobody.
+            tier = TIER_LAST
+            tier_reasons = [f"by location {tier_reasons[-1]}",
+                            f"tier 4: {doubt}, so the others are asked first"]
 
         bonus = 0.0
         rule_reasons: list[str] = []
@@ -311,6 +348,16 @@ class Policy:
             tier_reasons=tuple(tier_reasons), rule_reasons=tuple(rule_reasons),
             card=card,
         )
+
+
+def _doubt(f: SupplierFacts, named: bool) -> str | None:
+    """Why this supplier's holding of the item is in doubt (then it goes last), or None.
+    A supplier the requester named keeps its place: the requester knows something."""
+    if named:
+        return None
+    if f.availability is not None and f.availability.available is False:
+        return f.availability.reason
+    return f.doubted if f.holds else None
 
 
 def _score(sc: Scoring, f: SupplierFacts, request: RequestFacts,
@@ -344,14 +391,33 @@ def _score(sc: Scoring, f: SupplierFacts, request: RequestFacts,
                        else f"quote {yuan(q)} CNY, no maximumCosts")
     parts = (sc.fill_weight * fill, sc.speed_weight * speed,
              sc.load_weight * load, sc.cost_weight * cost)
-    raw = parts[0] + parts[1] - parts[2] - parts[3] + bonus
+    learned, learned_reasons = _learned(sc, f)
+    raw = parts[0] + parts[1] - parts[2] - parts[3] + bonus + learned
     # Rounded so that float noise never decides a tie the symbol should break.
     score = round(raw, 6)
     breakdown = (f"score {score:.3f} = fill {parts[0]:.3f} + speed {parts[1]:.3f}"
                  f" - load {parts[2]:.3f} - cost {parts[3]:.3f}")
+    if learned:
+        breakdown += f" {'+' if learned >= 0 else '-'} holdings {abs(learned):.3f}"
     if bonus:
         breakdown += f" {'+' if bonus >= 0 else '-'} rules {abs(bonus):.3f}"
-    return score, (fill_reason, speed_reason, load_reason, cost_reason, breakdown)
+    return score, (fill_reason, speed_reason, load_reason, cost_reason, *learned_reasons,
+                   breakdown)
+
+
+def _learned(sc: Scoring, f: SupplierFacts) -> tuple[float, tuple[str, ...]]:
+    """The score's holdings term: accuracy learned from NotHeld answers, and what the
+    catalogue said (an answer that is not 'available' moves the candidate instead)."""
+    term, reasons = 0.0, []
+    if f.holdings_accuracy is not None:
+        accuracy = min(max(f.holdings_accuracy, 0.0), 1.0)
+        term -= sc.holdings_weight * (1.0 - accuracy)
+        reasons.append(f"holdings accuracy {accuracy:.2f}")
+    if f.availability is not None:
+        if f.availability.available:
+            term += sc.availability_bonus
+        reasons.append(f.availability.reason)
+    return term, tuple(reasons)
 
 
 @dataclass(frozen=True)

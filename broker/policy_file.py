@@ -95,6 +95,11 @@ class Scoring:
     speed_weight: float = 0.5
     load_weight: float = 0.4
     cost_weight: float = 0.2
+    # Issue 18: a supplier whose listed holdings often turn out not held sinks (its
+    # holdings accuracy, 0..1, costs holdings_weight * (1 - accuracy)); a catalogue that
+    # says the item is on the shelf lifts it by availability_bonus.
+    holdings_weight: float = 0.5
+    availability_bonus: float = 0.3
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +111,8 @@ class Scoring:
             "speed_weight": self.speed_weight,
             "load_weight": self.load_weight,
             "cost_weight": self.cost_weight,
+            "holdings_weight": self.holdings_weight,
+            "availability_bonus": self.availability_bonus,
         }
 
 
@@ -296,7 +303,8 @@ class _Parser:
                 raise PolicyError(f"scoring: {key}: {number} is not between 0 and 1")
             if key in ("turnaround_half_hours", "load_half") and number <= 0:
                 raise PolicyError(f"scoring: {key}: must be above 0, not {number}")
-            if key.endswith("_weight") and not 0.0 <= number <= _MAX_BONUS:
+            if (key.endswith("_weight") or key == "availability_bonus") \
+                    and not 0.0 <= number <= _MAX_BONUS:
                 raise PolicyError(f"scoring: {key}: {number} is not between 0 and {_MAX_BONUS:g}")
             values[key] = number
         return Scoring(**values)
