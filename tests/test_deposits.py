@@ -27,7 +27,7 @@ from settlement.run import settle
 from tests.support.agencies import finance_email
 from tests.support.database import check_list
 from tests.support.money import at, cny
-from tests.support.settlement import after, charge, fresh_year, libraries, no_subsidy
+from tests.support.settlement import after, charge, fresh_year, libraries, no_subsidy, sweep
 
 TODAY = datetime.date(2026, 5, 6)
 
@@ -171,6 +171,7 @@ async def test_charges_draw_the_available_balance_down_as_they_are_posted(
     assert (b.deposit, b.unsettled, b.available) == (cny("100.00"), cny("-35.50"),
                                                      cny("64.50"))
     assert (s.deposit, s.unsettled, s.available) == (cny("0.00"), cny("35.50"), cny("35.50"))
+    await sweep(pool, settings, year)
 
 
 async def test_a_run_nets_its_statements_against_the_deposits(
@@ -303,6 +304,7 @@ async def test_the_low_balance_alert_goes_once_per_fall(pool: asyncpg.Pool,
     assert len(await _mails(pool, finance_email(lib))) == 3
     assert await pool.fetchval("SELECT count(*) FROM outbox WHERE routing_key = $1",
                                f"deposit.{lib}") == 3
+    await sweep(pool, settings, year)
 
 
 # --------------------------------------------------------------------------

@@ -22,7 +22,14 @@ from settlement.run import settle
 from tests.support.agencies import finance_email
 from tests.support.camt import build, ntry, tx
 from tests.support.money import at
-from tests.support.settlement import after, charge, fresh_year, libraries, no_subsidy
+from tests.support.settlement import (
+    after,
+    charge,
+    fresh_year,
+    libraries,
+    no_subsidy,
+    sweep,
+)
 
 RULES = Payments(due_days=30, dispute_days=14, remind_days_before=7, overdue_every_days=14)
 
@@ -288,6 +295,7 @@ async def test_dispute_checks_in_order(pool: asyncpg.Pool, settings: Settings) -
             "ORDER BY id DESC LIMIT 1", f"dispute.{b}"))
         assert body["state"] == "accepted" and body["dispute"]["adjustment"] == "18.00"
     await ledger_ok(pool)
+    await sweep(pool, settings, year)
 
 
 async def test_appended_only(pool: asyncpg.Pool, settings: Settings) -> None:

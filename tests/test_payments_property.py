@@ -17,7 +17,14 @@ from settlement.disputes import Channel, DisputeRefused, Outcome
 from settlement.dues import PaymentSource
 from settlement.run import settle
 from tests.support.money import at
-from tests.support.settlement import after, charge, fresh_year, half_subsidy, libraries
+from tests.support.settlement import (
+    after,
+    charge,
+    fresh_year,
+    half_subsidy,
+    libraries,
+    sweep,
+)
 
 EXAMPLES = 40
 ran = {"examples": 0, "settled": 0, "payments": 0, "disputes": 0, "accepted": 0}
@@ -113,7 +120,9 @@ async def test_any_history_keeps_statements_and_ledger_true(
                            settings.timezone)
         async with pool.acquire() as conn:
             await _check(conn, agencies, snapshot)
+    await sweep(pool, settings, year)
     async with pool.acquire() as conn:
+        await _check(conn, agencies, snapshot)
         assert await ledger.check(conn) == []
 
 

@@ -41,7 +41,7 @@ from tests.support.agencies import sql_agencies
 from tests.support.money import at
 from tests.support.operators import rows_of
 from tests.support.people import make_person, signed_in
-from tests.support.settlement import after, charge, fresh_year, no_subsidy
+from tests.support.settlement import after, charge, fresh_year, no_subsidy, sweep
 from web.app import make_app
 
 PROBLEM = "application/problem+json"
@@ -107,6 +107,7 @@ async def settled(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Settl
                       c_line, owed[a], owed[c])
     finally:
         await server.close()
+        await sweep(pool, settings, year)
 
 
 async def _positions(pool: asyncpg.Pool, run_id: int) -> list[Position]:

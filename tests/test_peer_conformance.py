@@ -351,8 +351,10 @@ async def test_run_py_peer_check_against_run_py_peer_mock(settings, registered, 
     symbol, password, port = registered
     listen = free_port()
     extra = ["--break", "wrong-request-id"] if broken else []
-    mock = await _mock_process(settings, "--http", str(port), "--symbol", symbol, "--password",
-                               password, "--hub-url", f"http://127.0.0.1:{listen}/iso18626",
+    # `--password=VALUE`: a generated password may begin with "-", which argparse would
+    # read as an option (the mock then exited 2 before listening, 1 run in 64).
+    mock = await _mock_process(settings, "--http", str(port), "--symbol", symbol,
+                               f"--password={password}", "--hub-url", f"http://127.0.0.1:{listen}/iso18626",
                                "--delay", "0.01", *extra)
     try:
         await eventually(lambda: _listening(port))
