@@ -70,6 +70,7 @@ from settlement.run import settle
 from sim.clock import SimClock
 from sim.mailcatcher import MailCatcher
 from sim.network import DEMO_DIR, Network, NetworkError, load_network, read_agencies
+from sim.routing_lab.demo import compare_on
 from sim.world import World
 
 log = logging.getLogger(__name__)
@@ -441,6 +442,9 @@ async def run(settings: Settings, opts: DemoOptions, out: Out = print) -> Summar
         completed = await _simulate(world, running.pool, opts, out)
         period = datetime.now(ZoneInfo(s.timezone)).strftime("%Y-%m")
         summary = await _summarise(s, opts, world, running.pool, period, out)
+        # Issue 18: static tier order against the hub's ranking on this very network, in
+        # the routing lab (simulated time; about two seconds of CPU, off the hub's loop).
+        summary.ranking = list(await asyncio.to_thread(compare_on, net))
         summary.seconds = time.monotonic() - started
         summary.transports = running.transports
         where = _where(settings, opts, Path(s.data_dir), running, summary, period)

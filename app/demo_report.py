@@ -38,10 +38,21 @@ _REQUESTS = """
 # A supplier answered Unfilled NotHeld for an item its holdings list: the union
 # catalogue was wrong ("our holdings data is not accurate enough").
 _LISTED_NOT_HELD = """
-    SELECT l.actor FROM audit_log l JOIN ill_transaction t ON t.id = l.transaction_id
+    SELECT l.actor, l.transaction_id
+    FROM audit_log l JOIN ill_transaction t ON t.id = l.transaction_id
     WHERE l.event = 'status:Unfilled' AND l.detail->>'reasonUnfilled' = 'NotHeld'
       AND EXISTS (SELECT 1 FROM holding h WHERE h.symbol = l.actor
                   AND h.id_type || ':' || h.id_value = t.item_key)"""
+
+# The same, by the half of the run the request arrived in (transactions in order of
+# arrival): fewer in the second half when the hub learned which holdings are untrue.
+_NOT_HELD_BY_HALF = f"""
+    WITH arrived AS (
+        SELECT id, row_number() OVER (ORDER BY created_at, id) AS k, count(*) OVER () AS n
+        FROM ill_transaction)
+    SELECT count(*) FILTER (WHERE 2 * a.k <= a.n) AS first,
+           count(*) FILTER (WHERE 2 * a.k > a.n) AS second
+    FROM ({_LISTED_NOT_HELD}) x JOIN arrived a ON a.id = x.transaction_id"""
 
 
 @dataclass
@@ -74,6 +85,7 @@ class Summary:
     forwards: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     not_held: int = 0
+    not_held_halves: tuple[int, int] = (0, 0)     # in the first and second half of the run
     no_supplier: int = 0
     turnaround: tuple[float, float] | None = None          # p50, p90 simulated hours
     supplier_turnaround: tuple[float, float] | None = None
@@ -96,6 +108,7 @@ class Summary:
     suppliers: list[SupplierLine] = field(default_factory=list)
     example: str | None = None          # a transaction worth `run.py explain`
     settlement: list[str] = field(default_factory=list)
+    ranking: list[str] = field(default_factory=list)   # static tier order vs the ranking
     refused: int = 0                    # request refusals seen by the requesters
     hub_errors: list[str] = field(default_factory=list)
     transports: list[str] = field(default_factory=list)   # each, and whether encrypted
@@ -165,6 +178,8 @@ async def _rota(conn: Connection, s: Summary, speed: float) -> None:
         s.outcomes[r["outcome"]] = r["n"]
     s.forwards = sum(s.outcomes.values())
     s.not_held = await conn.fetchval(f"SELECT count(*) FROM ({_LISTED_NOT_HELD}) x")
+    halves = await fetch_one(conn, _NOT_HELD_BY_HALF)
+    s.not_held_halves = (halves["first"], halves["second"])
     s.no_supplier = await conn.fetchval(
         f"""SELECT count(*) FROM ({_REQUESTS}) r WHERE state = 'Unfilled'
             AND NOT EXISTS (SELECT 1 FROM rota_entry e WHERE e.transaction_id = r.id
@@ -315,6 +330,13 @@ def format_summary(s: Summary, *, network: str, where: list[str]) -> list[str]:
         f"{o.get('supplied', 0)} supplied, {o.get('unfilled', 0)} unfilled of which "
         f"{s.not_held} 'NotHeld' for items their holdings list, {o.get('timed_out', 0)} "
         f"silent past the deadline, {o.get('cancelled', 0)} cancelled)")
+    first, second = s.not_held_halves
+    learned = ("the hub learned" if second < first
+               else "no fewer: too few repeated requests to learn from")
+    lines.append(f"  holdings        NotHeld for listed items: {first} in the first half, "
+                 f"{second} in the second ({learned}); accuracy by supplier: "
+                 "run.py holdings quality")
+    lines += [f"  {line}" for line in s.ranking]
     if s.turnaround:
         st = s.supplier_turnaround or (0.0, 0.0)
         lines.append(f"  turnaround      p50 {s.turnaround[0]:.1f} h, p90 {s.turnaround[1]:.1f} h "

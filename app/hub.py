@@ -28,6 +28,7 @@ from broker.agencies import enabled_symbols
 from broker.consumer import Batches
 from broker.dispatch.counts import FOLD_SECONDS, fold
 from broker.dispatch.dispatcher import Dispatcher
+from broker.holdings_mail import mail_last_month
 from broker.intake import Intake
 from broker.peers import PeerRelay
 from broker.shards import IntakeLayout, ShardedIntake
@@ -113,6 +114,8 @@ class Hub:
                        CronTrigger.from_crontab(s.settlement.cron, timezone=s.timezone))
         self._schedule(self._payments, "payments-sweep", "interval",
                        minutes=s.payments.sweep_minutes)
+        self._schedule(lambda: mail_last_month(self._pool(), s), "holdings-quality-mail",
+                       CronTrigger(day=2, hour=8, timezone=s.timezone))
         self.scheduler.start()
         log.info("hub started: vhost %s, prefix %r, %d agencies; consumer tags name it %s",
                  s.vhost, s.amqp.name_prefix, len(agencies), self.shards.hub_id)
@@ -219,6 +222,7 @@ class Hub:
             with suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(task, TASK_GRACE_SECONDS)
         self._tasks = []
+        await self.dispatcher.close()
         if self.connection:
             await self.connection.close()
         if self.pool:

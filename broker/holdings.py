@@ -11,8 +11,8 @@ requesters and union catalogues spell the same ISSN/ISBN/DOI in many ways:
 | `title_key`  | see `title_key` below               | `中国图书馆学报`    |
 
 The import (`import_csv`) streams a CSV through Python validation into a
-temporary staging table with binary COPY and then changes `holding` with one or
-two set-based statements, all in one transaction: a failed import changes
+temporary staging table with binary COPY and then changes `holding` with a few
+set-based statements, all in one transaction: a failed import changes
 nothing, and a million lines take seconds (bench/holdings_import.py).
 """
 
@@ -575,6 +575,21 @@ WHERE h.symbol = ANY($1::text[])
                     AND s.symbol = h.symbol)
 """
 
+# A holding loaded again lifts its doubts (broker/holdings_trust.py): a not-held answer
+# older than the holding's loaded_at no longer counts. Only the holdings with such an
+# answer since their last load are touched, so an unchanged re-upload still rewrites
+# nothing else; the doubts are few (a partial index on them), the file is hashed once.
+_RELOADED_SQL = f"""
+UPDATE holding h SET loaded_at = now()
+FROM (SELECT supplier, id_type, id_value, max(answered_at) AS last FROM holding_answer
+      WHERE not_held AND supplier = ANY($1::text[])
+      GROUP BY supplier, id_type, id_value) d
+WHERE h.symbol = d.supplier AND h.id_type = d.id_type AND h.id_value = d.id_value
+  AND d.last > h.loaded_at
+  AND EXISTS (SELECT 1 FROM {_STAGING} s
+              WHERE s.id_type = h.id_type AND s.id_value = h.id_value AND s.symbol = h.symbol)
+"""
+
 
 async def import_csv(conn: Connection, path: str | Path, *, replace: bool,
                      progress: Callable[[int], None] | None = None,
@@ -584,8 +599,10 @@ async def import_csv(conn: Connection, path: str | Path, *, replace: bool,
 
     Merge mode (`replace=False`) adds holdings. Replace mode makes the file the whole
     truth for every symbol that has at least one accepted line: their holdings not in
-    the file are removed. Bad lines are rejected and reported (the first
-    `max_rejections` with line number and reason); the good ones are imported.
+    the file are removed. Either way a holding in the file is loaded afresh: a doubt
+    about it (a NotHeld answer, broker/holdings_trust.py) no longer counts. Bad lines
+    are rejected and reported (the first `max_rejections` with line number and reason);
+    the good ones are imported.
     Everything happens in one transaction (a savepoint if `conn` is already in one).
 
     Raises HoldingsFileError, having changed nothing, if the file is unreadable or its
@@ -626,6 +643,7 @@ async def import_csv(conn: Connection, path: str | Path, *, replace: bool,
                 if row is None:
                     raise HoldingsFileError("the holdings insert returned no counts")
                 report.inserted = row["inserted"]
+                await conn.execute(_RELOADED_SQL, sorted(parser.symbols))
                 report.duplicates = report.accepted - row["distinct_rows"]
                 report.unchanged = row["distinct_rows"] - row["inserted"]
             await conn.execute(f"DROP TABLE {_STAGING}")

@@ -373,6 +373,24 @@ def refuse_renamed(environ: dict[str, str]) -> None:
         raise ValueError("renamed settings: " + "; ".join(sorted(found)))
 
 
+class Catalogues(_Part):
+    """Suppliers' catalogues asked before routing (issue 18, broker/catalogue): an SRU
+    searchRetrieve per supplier that has one (`run.py agency catalogue set`)."""
+
+    # The whole check of one new request, all suppliers at once. It runs inside the
+    # intake's transaction (row locks held), so it stays small: what has not answered
+    # by then counts as "no answer" and routing goes on without it.
+    budget_ms: int = Field(default=300, gt=0, le=10_000)
+    # How long an answer (available, not available, no record) is reused for the same
+    # supplier and identifiers, and how many answers are kept at most.
+    cache_seconds: float = Field(default=300.0, ge=0)
+    cache_size: int = Field(default=10_000, ge=0)
+    # The circuit breaker per catalogue: after this many failures in a row (error,
+    # timeout, SRU diagnostic) it is not asked for cooldown_seconds, then asked once.
+    breaker_failures: int = Field(default=3, gt=0)
+    breaker_cooldown_seconds: float = Field(default=60.0, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -409,6 +427,7 @@ class Settings(BaseSettings):
     payments: Payments = Payments()
     operators: Operators = Operators()
     accounts: Accounts = Accounts()
+    catalogues: Catalogues = Catalogues()
 
     def __init__(self, **values: Any) -> None:
         # In code a setting named wrongly (or by its flat name of an earlier release)

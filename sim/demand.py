@@ -1,7 +1,7 @@
 """What the demo's readers ask for: patrons of each library and ISO 18626 requests.
 
 A request is for an item of the generated catalogue (a popular title more often than
-others, preferably one the library does not hold itself): an article by ISSN, a book
+others, Zipf-like, preferably one the library does not hold itself): an article by ISSN, a book
 by ISBN-13 or, now and then, the ISBN-10 printed in older editions, or a pay-per-view
 article by DOI. `Demand.new` also returns the item as the holdings name it, which
 the simulated world remembers (a supplier's shelves are decided per item).
@@ -9,6 +9,9 @@ the simulated world remembers (a supplier's shelves are decided per item).
 
 from __future__ import annotations
 
+import bisect
+import functools
+import itertools
 import random
 from dataclasses import dataclass
 from decimal import Decimal
@@ -118,7 +121,7 @@ class Demand:
         """A popular title, preferably one this library does not hold itself."""
         held = self.network.holdings.get(self.agency.symbol, set())
         for _ in range(6):
-            item = _popular(self.odds.rng, items)
+            item = _popular(self.odds.rng, items, self.odds.share("popularity", 1.0))
             if key(item) not in held:
                 break
         return item
@@ -136,10 +139,18 @@ class Demand:
         return rng.choice(pool)
 
 
-def _popular(rng: random.Random, items: list[Any]) -> Any:
-    """Some titles are asked for much more often than others (a long tail)."""
-    n = len(items)
-    return items[min(n - 1, int(n * rng.random() ** 1.6))]
+def _popular(rng: random.Random, items: list[Any], exponent: float) -> Any:
+    """Some titles are asked for much more often than others: the k-th most popular in
+    proportion to 1 / k**exponent (Zipf's law, as ILL and document-delivery demand is
+    concentrated on core journals and textbooks), so a popular title is asked for again
+    within weeks, by other readers and other libraries."""
+    cumulative = _zipf(len(items), exponent)
+    return items[bisect.bisect_right(cumulative, rng.random() * cumulative[-1])]
+
+
+@functools.cache
+def _zipf(n: int, exponent: float) -> tuple[float, ...]:
+    return tuple(itertools.accumulate(1 / k ** exponent for k in range(1, n + 1)))
 
 
 def _name(rng: random.Random) -> str:

@@ -5,6 +5,8 @@ Markers (registered in pyproject.toml, `--strict-markers`):
     pg        needs PostgreSQL (ILLHUB_TEST_PG_ADMIN_URL)
     rabbitmq  needs RabbitMQ and its management API (ILLHUB_TEST_AMQP_BASE,
               ILLHUB_TEST_MANAGEMENT_URL)
+    zebra     needs Index Data's Zebra SRU server (the `zebra` fixture starts one;
+              skipped where it is not installed)
 
 A test gets its markers from the fixtures it uses, directly or through other
 fixtures (SERVER_MARKS below): any test whose fixtures include `database_url` (so
@@ -32,7 +34,7 @@ pytest.register_assert_rewrite("tests.support")
 # fixture -> the marker of the server it needs. Every fixture that reaches a server
 # depends on one of these (`pool` on `database_url`; `prefix` on `vhost`; `settings`
 # on both), so a test using any of them, however indirectly, is marked.
-SERVER_MARKS = {"database_url": "pg", "vhost": "rabbitmq"}
+SERVER_MARKS = {"database_url": "pg", "vhost": "rabbitmq", "zebra": "zebra"}
 
 pytest_plugins = [
     "tests.support.database",
@@ -43,6 +45,7 @@ pytest_plugins = [
     "tests.support.network",
     "tests.support.delivery",
     "tests.support.tls",
+    "tests.support.zebra",
 ]
 
 

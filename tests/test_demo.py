@@ -71,6 +71,16 @@ async def test_demo_summary_agrees_with_the_database(small_demo) -> None:
     assert summary.suppliers_tried == pytest.approx(forwards / len(rows))
     assert summary.turnaround is not None and 0 < summary.turnaround[0] <= summary.turnaround[1]
 
+    # Holdings that learn (issue 18): NotHeld for listed items by half of the run (30
+    # requests to accurate suppliers see one or two; the full demo shows the fall).
+    first, second = summary.not_held_halves
+    assert first + second == summary.not_held
+    learned = "the hub learned" if second < first else "no fewer"
+    assert (f"NotHeld for listed items: {first} in the first half, {second} in the second "
+            f"({learned}") in text
+    assert (await conn.fetchval("SELECT count(*) FROM holding_answer WHERE not_held "
+                                "AND reason = 'NotHeld'")) >= summary.not_held
+
     # Mail: every mail the hub sent is a .eml file; one link per delivered copy.
     eml = sorted((data / "mail").glob("*.eml"))
     sent = await conn.fetchval("SELECT count(*) FROM mail_outbox WHERE sent_at IS NOT NULL")

@@ -19,6 +19,7 @@ from app.cli import (
     network,
     payments,
     peer,
+    routing_lab,
     server,
     tokens,
     users,
@@ -45,7 +46,7 @@ QUIET_LOGGERS = ("aiormq", "aio_pika", "apscheduler")
 COMMANDS: list[Command] = [*server.COMMANDS, *network.COMMANDS, *finance.COMMANDS,
                            *demo.COMMANDS, *peer.COMMANDS, *tokens.COMMANDS,
                            *audit.COMMANDS, *users.COMMANDS, *payments.COMMANDS,
-                           *disputes.COMMANDS, *deposits.COMMANDS]
+                           *disputes.COMMANDS, *deposits.COMMANDS, *routing_lab.COMMANDS]
 
 
 def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
 
 from app.cli.commands import EXIT_USAGE, Command, fail
-from broker import agencies, deadletters, profiles
+from broker import agencies, deadletters, holdings_trust, profiles
+from broker.catalogue import store as catalogue_store
+from broker.catalogue.config import (
+    SRU_VERSIONS,
+    CatalogueConfig,
+    CatalogueError,
+    Reader,
+    parse_indexes,
+)
 from broker.dispatch.dispatcher import Dispatcher
 from broker.dispatch.explain import explain
 from broker.dispatch.policies import active_policy, load_policy
@@ -32,6 +47,8 @@ async def agency(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     pool = await create_pool(settings.database_url, max_size=2)
     try:
+        if args.action == "catalogue":
+            return await _catalogue(pool, args)
         if args.action in ("add", "set"):
             try:
                 ca = agencies.read_ca_pem(args.iso18626_ca) if args.iso18626_ca else None
@@ -89,6 +106,56 @@ async def agency(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _catalogue(pool: asyncpg.Pool, args: argparse.Namespace) -> int:
+    """`agency catalogue set|show|remove`: the supplier's SRU catalogue, asked before
+    routing (broker/catalogue)."""
+    if args.what == "show":
+        shown = ([c] if (c := await catalogue_store.get(pool, args.symbol)) else []) \
+            if args.symbol else await catalogue_store.listing(pool)
+        if args.symbol and not shown:
+            return fail(f"{args.symbol} has no catalogue")
+        for c in shown:
+            print(_catalogue_text(c))
+        return 0
+    if args.what == "remove":
+        if not await catalogue_store.remove(pool, args.symbol):
+            return fail(f"{args.symbol} has no catalogue")
+        print(f"agency {args.symbol}: catalogue removed; routing no longer asks it")
+        return 0
+    given: dict[str, Any] = {}
+    try:
+        if args.index:
+            given["indexes"] = parse_indexes(args.index)
+        if args.available:
+            given["available_values"] = tuple(args.available)
+        if args.reader:
+            given["reader"] = Reader(args.reader)
+        for option, name in (("url", "sru_url"), ("sru_version", "sru_version"),
+                             ("schema", "record_schema"), ("item_field", "item_field"),
+                             ("budget_ms", "budget_ms"), ("enabled", "enabled")):
+            if getattr(args, option) is not None:
+                given[name] = getattr(args, option)
+        old = await catalogue_store.get(pool, args.symbol)
+        if old is None and "sru_url" not in given:
+            return fail(f"{args.symbol} has no catalogue yet: --url is required", EXIT_USAGE)
+        new = (dataclasses.replace(old, **given) if old is not None
+               else CatalogueConfig(symbol=args.symbol, **given))
+        await catalogue_store.put(pool, new)
+    except CatalogueError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    print(_catalogue_text(new))
+    return 0
+
+
+def _catalogue_text(c: CatalogueConfig) -> str:
+    where = (f"items {c.item_field}, on shelf: {', '.join(c.available_values)}"
+             if c.reader is Reader.MARC else "ISO 20775 availability")
+    indexes = ", ".join(f"{t}={i}" for t, i in sorted(c.indexes.items()))
+    budget = f"{c.budget_ms} ms" if c.budget_ms else "default budget"
+    return (f"{c.symbol:<24} {'enabled' if c.enabled else 'DISABLED':<8} SRU {c.sru_version} "
+            f"{c.sru_url} schema {c.record_schema} ({where}); {indexes}; {budget}")
+
+
 def _profiles_text() -> str:
     lines = []
     for profile in profiles.PROFILES.values():
@@ -137,11 +204,44 @@ def _agency_arguments(p: argparse.ArgumentParser) -> None:
                     help="the table of docs/peer-profiles.md, with sources")
     d = asub.add_parser("disable", help="revoke an agency's broker access, keep its history")
     d.add_argument("symbol")
+    _catalogue_arguments(asub.add_parser(
+        "catalogue", help="the supplier's SRU catalogue, asked for availability before routing"))
+
+
+def _catalogue_arguments(p: argparse.ArgumentParser) -> None:
+    csub = p.add_subparsers(dest="what", required=True, metavar="ACTION")
+    cs = csub.add_parser("set", help="set or change it (options not given keep their value)")
+    cs.add_argument("symbol")
+    cs.add_argument("--url", help="SRU base URL with its database, e.g. "
+                                  "http://opac.example.edu.cn:210/Default")
+    cs.add_argument("--sru-version", choices=SRU_VERSIONS, help="default 1.2")
+    cs.add_argument("--schema", help="recordSchema as the server names it (default marcxml)")
+    cs.add_argument("--reader", choices=[r.value for r in Reader],
+                    help="where availability is read: MARC items (default) or ISO 20775")
+    cs.add_argument("--item-field", metavar="TAG$CODE",
+                    help="marc: the subfield with each item's status (default 876$j)")
+    cs.add_argument("--available", action="append", metavar="STATUS",
+                    help="marc: an item status meaning on the shelf (repeat; default "
+                         "Available), e.g. --available Available --available 在架")
+    cs.add_argument("--index", action="append", metavar="TYPE=INDEX",
+                    help="the CQL index per identifier type (repeat; default "
+                         "isbn=bath.isbn issn=bath.issn)")
+    cs.add_argument("--budget-ms", type=int,
+                    help="its own time budget, within settings.catalogues.budget_ms")
+    on = cs.add_mutually_exclusive_group()
+    on.add_argument("--enable", dest="enabled", action="store_const", const=True)
+    on.add_argument("--disable", dest="enabled", action="store_const", const=False)
+    sh = csub.add_parser("show", help="print one supplier's catalogue, or all")
+    sh.add_argument("symbol", nargs="?")
+    rm = csub.add_parser("remove", help="stop asking its catalogue")
+    rm.add_argument("symbol")
 
 
 async def holdings(settings: Settings, args: argparse.Namespace) -> int:
-    """0 all imported, 1 some lines rejected (the rest imported), 2 file unreadable or bad
-    header (nothing imported)."""
+    """import: 0 all imported, 1 some lines rejected (the rest imported), 2 file
+    unreadable or bad header (nothing imported). quality: 0, or 1 for an unknown symbol."""
+    if args.action == "quality":
+        return await _holdings_quality(settings, args)
     await migrate(settings.database_url, report=lambda _m: None)
     started = time.monotonic()
 
@@ -162,12 +262,71 @@ async def holdings(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if report.rejected else 0
 
 
+async def _holdings_quality(settings: Settings, args: argparse.Namespace) -> int:
+    """Per supplier (or one): its answers about listed items over the window, per id
+    type, and its holdings in doubt, least accurate first."""
+    conn = await connect(settings.database_url)
+    try:
+        found = await holdings_trust.quality(conn, args.symbol, datetime.now(UTC))
+    except LookupError as exc:
+        return fail(str(exc))
+    finally:
+        await conn.close()
+    zone = ZoneInfo(settings.timezone)
+    if args.json:
+        print(json.dumps([_quality_json(q, zone) for q in found], ensure_ascii=False,
+                         indent=2))
+        return 0
+    for line in _quality_lines(found, zone):
+        print(line)
+    return 0
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _quality_lines(found: list[holdings_trust.SupplierQuality], zone: ZoneInfo) -> list[str]:
+    window = holdings_trust.WINDOW_DAYS
+    lines = [f"holdings accuracy: of the listed items a supplier was asked for and answered "
+             f"in the last {window} days, the share it held ('-': fewer than "
+             f"{holdings_trust.MIN_ASKED} answers); doubted: asked for elsewhere first until "
+             "it supplies the item or loads the holding again"]
+    for q in found:
+        lines += ["", f"{q.symbol}  {q.name}: accuracy {_share(q.accuracy)}, {q.asked} asked "
+                      f"because listed, {q.not_held} not held; {len(q.doubts)} holding(s) "
+                      "in doubt"]
+        lines += [f"  {t.id_type:<11} asked {t.asked:>5}   not held {t.not_held:>5}   "
+                  f"accuracy {_share(t.accuracy)}" for t in q.types]
+        lines += [f"  doubted     {d.id_type} {d.id_value}: {d.reason} on "
+                  f"{d.answered_at.astimezone(zone):%Y-%m-%d %H:%M} ({d.transaction_id})"
+                  for d in q.doubts]
+    if not found:
+        lines.append("no answers about listed holdings yet")
+    return lines
+
+
+def _quality_json(q: holdings_trust.SupplierQuality, zone: ZoneInfo) -> dict[str, Any]:
+    return {
+        "symbol": q.symbol, "name": q.name, "asked": q.asked, "notHeld": q.not_held,
+        "accuracy": q.accuracy, "windowDays": holdings_trust.WINDOW_DAYS,
+        "byIdType": [{"idType": t.id_type, "asked": t.asked, "notHeld": t.not_held,
+                      "accuracy": t.accuracy} for t in q.types],
+        "doubted": [{"idType": d.id_type, "idValue": d.id_value, "reason": d.reason,
+                     "answeredAt": d.answered_at.astimezone(zone).isoformat(),
+                     "transaction": d.transaction_id} for d in q.doubts]}
+
+
 def _holdings_arguments(p: argparse.ArgumentParser) -> None:
     hsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     h = hsub.add_parser("import", help="import a holdings CSV (merge by default)")
     h.add_argument("file")
     h.add_argument("--replace", action="store_true",
                    help="replace all holdings of the symbols in the file")
+    q = hsub.add_parser("quality", help="holdings accuracy per supplier and id type, and the "
+                                        "holdings in doubt (answered NotHeld)")
+    q.add_argument("symbol", nargs="?", help="one supplier (default: all)")
+    q.add_argument("--json", action="store_true", help="a JSON array, one object a supplier")
 
 
 async def policy(settings: Settings, args: argparse.Namespace) -> int:
@@ -278,8 +437,8 @@ def _flags_arguments(p: argparse.ArgumentParser) -> None:
 
 COMMANDS = [
     Command("agency", "register, list and disable agencies", agency, _agency_arguments),
-    Command("holdings", "load suppliers' holdings (CSV: symbol,id_type,id_value)", holdings,
-            _holdings_arguments),
+    Command("holdings", "load suppliers' holdings (CSV: symbol,id_type,id_value); their "
+            "accuracy learned from NotHeld answers", holdings, _holdings_arguments),
     Command("policy", "load and show the routing (and subsidy) policy", policy,
             _policy_arguments),
     Command("explain", "print a transaction's rota, reasons and audit trail",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
+from broker.catalogue.checker import Catalogues
 from broker.dispatch.policies import PolicyStore
 from schemas.settings import Settings
 
@@ -29,11 +30,15 @@ class Desk:
     # The hub process sets it once its HTTP server is up (with port 0 the address is
     # known only then).
     base_url: str
+    # Suppliers' catalogues asked before routing: one HTTP session, cache and breakers
+    # for the process (app/hub.py closes it).
+    catalogues: Catalogues
 
     @classmethod
     def create(cls, settings: Settings, clock: Callable[[], datetime] = utcnow) -> Desk:
         return cls(settings=settings, clock=clock, policies=PolicyStore(),
-                   zone=ZoneInfo(settings.timezone), base_url=settings.public_base_url)
+                   zone=ZoneInfo(settings.timezone), base_url=settings.public_base_url,
+                   catalogues=Catalogues(settings.catalogues, clock))
 
     def today(self, now: datetime) -> date:
         """The consortium-local date (daily caps, fee schedules)."""

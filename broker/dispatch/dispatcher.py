@@ -44,6 +44,10 @@ class Dispatcher:
             return await from_supplier(self.desk, conn, ctx)
         return await from_requester(self.desk, conn, ctx)
 
+    async def close(self) -> None:
+        """Close what lives as long as the process (the catalogues' HTTP session)."""
+        await self.desk.catalogues.close()
+
     async def sweep_deadlines(self, pool: asyncpg.Pool, now: datetime | None = None,
                               batch: int = 100) -> int:
         """Cancel silent suppliers past their deadline and move on; returns how many."""

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
+from broker.catalogue.config import of_candidates
 from broker.dispatch import messages, rota, sql, store
 from broker.dispatch.desk import Desk
+from broker.dispatch.scorecards import scorecard_terms
 from broker.dispatch.store import NewTransaction, Txn
 from broker.holdings import identifiers_of
+from broker.holdings_trust import accuracy
 from broker.intake import Context, Outcome, Refusal
-from broker.policy import Policy, RequestFacts, Rota, SupplierFacts
+from broker.policy import Availability, Policy, RequestFacts, Rota, SupplierFacts
 from broker.states import EntryOutcome, HubEvent, State
 from infra import observability
 from infra.database import Connection
@@ -204,12 +208,25 @@ async def _route(desk: Desk, conn: Connection, ctx: Context, asked: Asked,
         # Only a Retry can name a supplier the first query did not ask about.
         rows = [*rows, *await conn.fetch(sql.CANDIDATES_ONLY, [named], ctx.sender,
                                          str(asked.kind), today)]
-    route, quoted = _rank(desk.policies.policy, facts, rows, pages_of(ctx.raw))
+    answers = await _ask_catalogues(desk, facts, rows, asked)
+    route, quoted = _rank(desk.policies.policy, facts, rows, pages_of(ctx.raw), answers)
     too_dear = None
     if named and max_cost and named in quoted and named not in route.symbols:
         too_dear = max_cost_problem(quoted[named], max_cost)
     return Routed(rota=route, quoted=quoted, policy_version=desk.policies.version,
                   named=named, too_dear=too_dear)
+
+
+async def _ask_catalogues(desk: Desk, facts: RequestFacts, rows: list[asyncpg.Record],
+                          asked: Asked) -> dict[str, Availability]:
+    """What the candidates' own catalogues say of the item (those that have one, among
+    the holders and whom the rules add). This runs inside the intake's transaction, with
+    its row locks held: settings.catalogues.budget_ms (300 ms by default) bounds it, and
+    a catalogue that has not answered by then is ranked as if it had none."""
+    wanted = desk.policies.policy.extra_suppliers(facts)
+    configs = of_candidates(r for r in rows if r["symbol"] is not None
+                            and (r["matched"] is not None or r["symbol"] in wanted))
+    return await desk.catalogues.check(configs, asked.ids) if configs else {}
 
 
 async def _first_step(desk: Desk, conn: Connection, txn: Txn, routed: Routed,
@@ -296,8 +313,10 @@ async def _request_facts(desk: Desk, conn: Connection, requester: str, asked: As
 
 
 def _rank(policy: Policy, facts: RequestFacts, rows: list[asyncpg.Record],
-          pages: int | None) -> tuple[Rota, dict[str, Money]]:
-    """Rank the candidates: the holders, and whom the matching rules add."""
+          pages: int | None, availability: Mapping[str, Availability] | None = None,
+          ) -> tuple[Rota, dict[str, Money]]:
+    """Rank the candidates: the holders, and whom the matching rules add;
+    `availability`, what their catalogues said of the item."""
     wanted = policy.extra_suppliers(facts)
     quoted: dict[str, Money] = {}
     suppliers = []
@@ -308,15 +327,18 @@ def _rank(policy: Policy, facts: RequestFacts, rows: list[asyncpg.Record],
             quoted[r["symbol"]] = fee_terms(r).quote(pages=pages)
         if not r["eligible"]:
             continue
-        answered = (r["filled"] or 0) + (r["unfilled"] or 0) + (r["timed_out"] or 0)
+        fill_rate, turnaround_hours = scorecard_terms(
+            r["filled"] or 0, r["unfilled"] or 0, r["timed_out"] or 0,
+            r["turnaround_total"] or 0.0)
         suppliers.append(SupplierFacts(
             symbol=r["symbol"], province=r["province"], city=r["city"],
             holds=frozenset(r["matched"] or ()),
             quote_minor=quoted[r["symbol"]].minor if r["symbol"] in quoted else None,
-            fill_rate=(r["filled"] / answered) if answered else None,
-            turnaround_hours=(r["turnaround_total"] / r["filled"] / 3600)
-            if r["filled"] else None,
-            open_requests=r["open_requests"], forwarded_today=r["forwarded_today"]))
+            fill_rate=fill_rate, turnaround_hours=turnaround_hours,
+            open_requests=r["open_requests"], forwarded_today=r["forwarded_today"],
+            doubted=r["doubted"],
+            holdings_accuracy=accuracy(r["listed_asked"] or 0, r["listed_not_held"] or 0),
+            availability=(availability or {}).get(r["symbol"])))
     return policy.rota(facts, suppliers), quoted
 
 

@@ -9,7 +9,8 @@ install them.
 
 Dispatch's tables are ill_transaction, rota_entry, rota_excluded, audit_log,
 scorecard, supplier_day and policy_version. Other packages' data is read only through
-what they publish: agency and holding (broker), `fee_terms_in_force()` (settlement,
+what they publish: agency, holding and holding_answer (broker; the answers are written
+through broker/holdings_trust.py), `fee_terms_in_force()` (settlement,
 schemas/migrations/0014_fee_view.sql).
 
 Most statements take positional parameters ($1...). The two that are assembled from
@@ -23,6 +24,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from broker.holdings_trust import WINDOW_DAYS
 from broker.states import AWAITING_SUPPLIER, TERMINAL, EntryOutcome, HubEvent, State
 
 # A string literal (left as it is) or a `:name` parameter (not a `::type` cast).
@@ -272,29 +274,60 @@ def _candidates(types: str, values: str, extra: str, requester: str, kind: str,
                 today: str) -> str:
     """The suppliers that hold the item (an index-only probe of holding) and those the
     policy may add, with what ranking needs: region, scorecard, today's count, the fee
-    terms in force. `eligible` = an enabled supplier other than the requester."""
+    terms in force, and what their answers taught (broker/holdings_trust.py): `doubted`,
+    why a holding of this item is in doubt (its latest answer said not held, after the
+    holding was loaded: the rule of the view `holding_doubt`, probed per identifier; the
+    holding's row is read only then), and `listed_asked` /
+    `listed_not_held`, its answers about listed items of the matched id types over the
+    window. `eligible` = an enabled supplier other than the requester."""
     return f"""
 WITH held AS (
-    SELECT h.symbol, array_agg(DISTINCT h.id_type) AS matched
+    SELECT h.symbol, array_agg(DISTINCT h.id_type) AS matched,
+           (array_agg(format('answered %s for %s %s on %s (%s)', x.reason, h.id_type,
+                             h.id_value, to_char(x.answered_at AT TIME ZONE 'UTC',
+                                                 'YYYY-MM-DD HH24:MI "UTC"'),
+                             x.transaction_id) ORDER BY x.answered_at DESC)
+            FILTER (WHERE x.answered_at IS NOT NULL))[1] AS doubted
     FROM unnest({types}::text[], {values}::text[]) AS q(id_type, id_value)
     JOIN holding h ON h.id_type = q.id_type AND h.id_value = q.id_value
+    LEFT JOIN LATERAL (
+        SELECT last.reason, last.answered_at, last.transaction_id
+        FROM (SELECT ha.not_held, ha.reason, ha.answered_at, ha.transaction_id
+              FROM holding_answer ha
+              WHERE ha.supplier = h.symbol AND ha.id_type = h.id_type
+                AND ha.id_value = h.id_value
+              ORDER BY ha.answered_at DESC LIMIT 1) last
+        WHERE last.not_held AND last.answered_at > (
+            SELECT l.loaded_at FROM holding l WHERE l.id_type = h.id_type
+              AND l.id_value = h.id_value AND l.symbol = h.symbol)) x ON true
     GROUP BY h.symbol),
 cand AS (
-    SELECT symbol, matched FROM held
+    SELECT symbol, matched, doubted FROM held
     UNION ALL
-    SELECT x, NULL FROM unnest({extra}::text[]) AS x WHERE x NOT IN (SELECT symbol FROM held))
-SELECT c.symbol, c.matched, a.province, a.city,
+    SELECT x, NULL, NULL FROM unnest({extra}::text[]) AS x
+    WHERE x NOT IN (SELECT symbol FROM held))
+SELECT c.symbol, c.matched, c.doubted, a.province, a.city,
        coalesce(a.enabled AND 'supplier' = ANY(a.roles), false) AS eligible,
        s.filled, s.unfilled, s.timed_out, s.turnaround_total,
        coalesce(s.open_requests, 0) AS open_requests,
        coalesce(d.forwarded, 0) AS forwarded_today,
        f.entry, f.supplier, f.service_kind, f.currency, f.effective_from, f.effective_to,
-       f.fixed_minor, f.per_page_minor, f.per_hour_minor, f.assumed_pages, f.assumed_hours
+       f.fixed_minor, f.per_page_minor, f.per_hour_minor, f.assumed_pages, f.assumed_hours,
+       k.listed_asked, k.listed_not_held,
+       to_jsonb(cat) AS catalogue
 FROM cand c
 LEFT JOIN agency a ON a.symbol = c.symbol
 LEFT JOIN scorecard s ON s.supplier = c.symbol
 LEFT JOIN supplier_day d ON d.supplier = c.symbol AND d.day = {today}
 LEFT JOIN fee_terms_in_force({kind}, {today}) f ON f.supplier = c.symbol
+-- its catalogue, asked before routing where it has one (broker/catalogue, issue 18)
+LEFT JOIN supplier_catalogue cat ON cat.symbol = c.symbol AND cat.enabled
+LEFT JOIN LATERAL (
+    SELECT count(*)::int AS listed_asked,
+           count(*) FILTER (WHERE ha.not_held)::int AS listed_not_held
+    FROM holding_answer ha
+    WHERE c.matched IS NOT NULL AND ha.supplier = c.symbol AND ha.id_type = ANY(c.matched)
+      AND ha.answered_at >= ({today} - {WINDOW_DAYS})::timestamptz) k ON true
 WHERE c.symbol <> {requester}"""
 
 

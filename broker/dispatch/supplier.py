@@ -13,6 +13,8 @@ from typing import Any
 from broker.dispatch import messages, rota, sql, store
 from broker.dispatch.desk import Desk, iso
 from broker.dispatch.store import Txn
+from broker.holdings import identifiers_of
+from broker.holdings_trust import record_answer
 from broker.intake import Context, Outcome, Refusal
 from broker.states import (
     ADVANCE,
@@ -155,6 +157,10 @@ async def _unfilled(desk: Desk, conn: Connection, ctx: Context, txn: Txn,
     reason = msg.message_info.reason_unfilled or msg.message_info.note or "no reason given"
     await store.close_entry(conn, txn, EntryOutcome.UNFILLED, now)
     await store.score(conn, ctx.sender, unfilled=1, open_requests=-1)
+    # What it says of the holding: NotHeld for a listed item puts that holding in doubt.
+    await record_answer(conn, supplier=ctx.sender, transaction_id=txn.id,
+                        ids=identifiers_of(txn.request_body()), at=now,
+                        unfilled=msg.message_info.reason_unfilled or "")
     await store.audit(conn, desk.clock(), txn.id, ctx.sender, Event.STATUS_UNFILLED, txn.state,
                       txn.state, ctx.message_id, {"reasonUnfilled": reason})
     out = await rota.advance(desk, conn, txn, now, f"{ctx.sender} could not supply ({reason})")
@@ -174,6 +180,9 @@ async def _delivered(desk: Desk, conn: Connection, ctx: Context, txn: Txn,
     forwarded_at = await store.close_entry(conn, txn, EntryOutcome.SUPPLIED, now)
     seconds = (now - forwarded_at).total_seconds() if forwarded_at else 0.0
     await store.score(conn, ctx.sender, filled=1, open_requests=-1, turnaround=seconds)
+    # Supplied: its holding was true (and any doubt about it is lifted).
+    await record_answer(conn, supplier=ctx.sender, transaction_id=txn.id,
+                        ids=identifiers_of(txn.request_body()), at=now, unfilled=None)
     return extensions
 
 

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from accounts.roles import Reach
+from broker.holdings_trust import WINDOW_DAYS, accuracy
 from infra import flags
 from infra.database import Connection, fetch_one
 from infra.flags import CHARGE_REFUSED, Flag
@@ -30,6 +31,7 @@ DAYS = 30
 LIST_LIMIT = 100
 SUPPLIER_LIMIT = 300    # CALIS had 281 supplying libraries
 REQUESTER_LIMIT = 200
+HOLDINGS_LIMIT = 20     # the least accurate suppliers on the dashboard
 AUDIT_LIMIT = 1000
 
 # States in which the supplier has delivered (a copy, or a loan at any later stage).
@@ -82,6 +84,20 @@ class FlagLists:
     violations: list[Flag]      # the latest twenty flags of any kind in the window
 
 
+@dataclass(frozen=True)
+class HoldingsRow:
+    """A supplier's holdings accuracy (broker/holdings_trust.py) and its doubted holdings."""
+    supplier: str
+    name: str
+    asked: int                  # answers about listed items in the window
+    not_held: int
+    doubted: int                # holdings in doubt now
+
+    @property
+    def accuracy(self) -> float | None:
+        return accuracy(self.asked, self.not_held)
+
+
 @dataclass
 class Dashboard:
     today: date
@@ -98,6 +114,7 @@ class Dashboard:
     budget_period: str
     dead: DeadLetters
     flags: FlagLists
+    holdings: list[HoldingsRow]
 
     @property
     def open_total(self) -> int:
@@ -150,7 +167,8 @@ async def dashboard(conn: Connection, tz: str, now: datetime | None = None,
             f" WHERE b.period IN ($1, 'total') AND {agency_in_reach(2)}", period, *r),
         budget_period=period,
         dead=await _dead_letters(conn) if reach.everything else DeadLetters(0, 0, []),
-        flags=await _flags(conn, since) if reach.everything else FlagLists(0, [], []))
+        flags=await _flags(conn, since) if reach.everything else FlagLists(0, [], []),
+        holdings=await holdings_rows(conn, now, HOLDINGS_LIMIT, reach))
 
 
 ReachArgs = tuple[bool, list[str], list[str]]
@@ -271,6 +289,36 @@ BUDGET_SQL = f"""
                   ELSE 1 END DESC,
              b.name, b.requester, b.period LIMIT $3
 """
+
+
+# Suppliers with answers about listed items in the window, or holdings in doubt.
+HOLDINGS_SQL = f"""
+    WITH answers AS (
+        SELECT supplier, count(*)::int AS asked,
+               count(*) FILTER (WHERE not_held)::int AS not_held
+        FROM holding_answer WHERE answered_at >= $1 GROUP BY supplier),
+    doubts AS (SELECT supplier, count(*)::int AS doubted FROM holding_doubt GROUP BY supplier)
+    SELECT a.symbol AS supplier, a.name, coalesce(n.asked, 0) AS asked,
+           coalesce(n.not_held, 0) AS not_held, coalesce(d.doubted, 0) AS doubted
+    FROM agency a
+    LEFT JOIN answers n ON n.supplier = a.symbol
+    LEFT JOIN doubts d ON d.supplier = a.symbol
+    WHERE (n.supplier IS NOT NULL OR d.supplier IS NOT NULL) AND {agency_in_reach(2)}
+"""
+
+
+async def holdings_rows(conn: Connection, now: datetime, limit: int,
+                        reach: Reach = EVERYTHING) -> list[HoldingsRow]:
+    """The least accurate suppliers first (no accuracy yet: last), then the most doubted."""
+    rows = [HoldingsRow(r["supplier"], r["name"], r["asked"], r["not_held"], r["doubted"])
+            for r in await conn.fetch(HOLDINGS_SQL, now - timedelta(days=WINDOW_DAYS),
+                                      *reach.sql_args())]
+
+    def order(h: HoldingsRow) -> tuple[float, int, str]:
+        shown = h.accuracy
+        return (shown if shown is not None else 2.0, -h.doubted, h.supplier)
+
+    return sorted(rows, key=order)[:limit]
 
 
 async def supplier_rows(conn: Connection, today: date, symbol: str | None,

@@ -18,16 +18,19 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from broker.holdings_trust import MIN_ASKED, WINDOW_DAYS
 from broker.policy import TIER_NAMES
 from infra.flags import Flag
 from schemas.money import Money
 from web.operators.data import (
     DAYS,
+    HOLDINGS_LIMIT,
     REQUESTER_LIMIT,
     SUPPLIER_LIMIT,
     TURNAROUND_LABELS,
     AgencyView,
     Dashboard,
+    HoldingsRow,
     TransactionView,
 )
 from web.operators.svg import bar_chart, hbar_chart, meter
@@ -246,7 +249,8 @@ def kpi(label: str, value: Any, ident: str, note: Any = "") -> Safe:
 
 def dashboard_page(d: Dashboard, clock: Clock, generated: datetime) -> str:
     parts = [_dashboard_head(d, clock), _volume_and_turnaround(d), _fill_and_open(d),
-             _agency_tables(d), _dead_letters(d, clock), _flag_tables(d, clock)]
+             _agency_tables(d), _holdings_quality(d.holdings), _dead_letters(d, clock),
+             _flag_tables(d, clock)]
     footer = f"Times in {clock.name}. Generated {clock(generated)}."
     return layout("Dashboard · ILL Hub", cat(parts), footer=footer)
 
@@ -332,6 +336,27 @@ def _agency_tables(d: Dashboard) -> Safe:
             id="budgets"),
         budget_table(d.budgets, caption=(
             f"Most used first; {len(d.budgets)} of {d.budgets_total} shown"))])
+
+
+def _holdings_quality(holdings: Sequence[HoldingsRow]) -> Safe:
+    """The suppliers whose holdings lists are least true (issue 18)."""
+    rows, attrs = [], []
+    for h in holdings:
+        rows.append([agency_link(h.supplier, h.name), tag("span", h.supplier, class_="mono"),
+                     h.asked, h.not_held, pct(h.accuracy),
+                     tag("span", h.doubted, class_="warn") if h.doubted else 0])
+        attrs.append({"data_symbol": h.supplier})
+    return cat([
+        tag("h2", "Holdings quality 馆藏准确性", id="holdings"),
+        table(["supplier", "symbol", "asked because listed", "not held", "accuracy",
+               "holdings in doubt"], rows, numeric=range(2, 6), row_attrs=attrs,
+              id="holdings-table", empty="no answers about listed holdings yet", caption=(
+                  f"Least accurate first, at most {HOLDINGS_LIMIT}. Of the items its holdings "
+                  f"list that a supplier was asked for and answered in the last {WINDOW_DAYS} "
+                  "days, the share it held (NotHeld, NotOnShelf, Missing, Lost count against "
+                  f"it; — below {MIN_ASKED} answers). A holding in doubt is asked for "
+                  "elsewhere first until the supplier supplies it or loads it again; each "
+                  "library is mailed its failed holdings monthly (run.py holdings quality)."))])
 
 
 def _dead_letters(d: Dashboard, clock: Clock) -> Safe:
