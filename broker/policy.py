@@ -55,6 +55,9 @@ from broker.policy_file import (
     WEEKDAYS,
     PolicyContent,
     PolicyError,
+    Quota,
+    QuotaPeriod,
+    QuotaScope,
     Rule,
     Scoring,
     When,
@@ -78,6 +81,9 @@ __all__ = [
     "Excluded",
     "Policy",
     "PolicyError",
+    "Quota",
+    "QuotaPeriod",
+    "QuotaScope",
     "Ranked",
     "RequestFacts",
     "Rota",
@@ -234,6 +240,12 @@ class Policy:
             out.add(request.named_supplier)
         out.discard(request.requester)
         return frozenset(out)
+
+    def quotas(self, request: RequestFacts) -> tuple[tuple[str, Quota], ...]:
+        """The quotas of the rules this request meets, as (rule name, quota), in file order:
+        dispatch counts what each allows and refuses the request past the first one full."""
+        return tuple((r.name, r.quota) for r in self._rules
+                     if r.quota is not None and _applies(r.when, request))
 
     def to_dict(self) -> dict[str, Any]:
         return self.content.to_dict()

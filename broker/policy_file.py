@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from schemas.iso18626_codes import ServiceType
@@ -66,9 +67,10 @@ _MAX_BONUS = 10.0
 _TOP_KEYS = ("version", "description", "groups", "scoring", "rule", "delivery")
 _DELIVERY_KEYS = ("supplier", "service_kind", "downloads", "days")
 _RULE_KEYS = ("name", "note", "when", "include", "exclude", "prefer", "prefer_bonus",
-              "prefer_tier", "last_resort", "daily_cap", "closed", "max_candidates")
+              "prefer_tier", "last_resort", "daily_cap", "closed", "max_candidates", "quota")
 _ACTION_KEYS = ("include", "exclude", "prefer", "last_resort", "daily_cap", "closed",
-                "max_candidates")
+                "max_candidates", "quota")
+_QUOTA_KEYS = ("per", "period", "limit")
 _WHEN_KEYS = ("service_kind", "service_type", "id_type", "requester", "requester_province",
               "max_cost_at_least", "max_cost_below", "date_from", "date_to")
 _CLOSED_KEYS = ("dates", "weekdays", "suppliers")
@@ -154,7 +156,31 @@ class Rule:
     daily_cap: tuple[tuple[Member, int], ...] = ()
     closed: Closed | None = None
     max_candidates: int | None = None
+    quota: Quota | None = None
     normalised: Mapping[str, Any] = field(default_factory=dict)
+
+
+class QuotaScope(StrEnum):
+    LIBRARY = "library"     # the requesting library's requests
+    READER = "reader"       # one reader's (patronId, or name) requests at that library
+
+
+class QuotaPeriod(StrEnum):
+    MONTH = "month"         # consortium-local calendar month
+    YEAR = "year"           # consortium-local calendar year
+
+
+@dataclass(frozen=True)
+class Quota:
+    """`quota = { per = "reader", period = "year", limit = 10 }`: at most `limit` requests
+    of the kinds the rule's `when` selects, per library or reader, per period."""
+
+    per: QuotaScope
+    period: QuotaPeriod
+    limit: int
+
+    def describe(self) -> str:
+        return f"{self.limit} per {self.per.value} per {self.period.value}"
 
 
 @dataclass(frozen=True)
@@ -345,7 +371,29 @@ class _Parser:
                 raise PolicyError(f"{where}: max_candidates: must be an integer of at least 1, "
                                   f"not {n!r}")
             kw["max_candidates"] = norm["max_candidates"] = n
+        if "quota" in raw:
+            kw["quota"], norm["quota"] = self._parse_quota(raw["quota"], where)
         return Rule(index=i, name=name, when=when, normalised=norm, **kw)
+
+    def _parse_quota(self, raw: Any, where: str) -> tuple[Quota, dict[str, Any]]:
+        if not isinstance(raw, Mapping):
+            raise PolicyError(f"{where}: quota: must be a table {{ per = \"reader\" or "
+                              f"\"library\", period = \"month\" or \"year\", limit = N }}")
+        check_keys(raw, _QUOTA_KEYS, where, "quota.")
+        for key in _QUOTA_KEYS:
+            if key not in raw:
+                raise PolicyError(f"{where}: quota.{key}: is required")
+        choices = {"per": [q.value for q in QuotaScope], "period": [q.value for q in QuotaPeriod]}
+        for key, allowed in choices.items():
+            if raw[key] not in allowed:
+                raise PolicyError(f"{where}: quota.{key}: {raw[key]!r} is not one of "
+                                  f"{', '.join(allowed)}")
+        limit = raw["limit"]
+        if not is_int(limit) or limit < 0:
+            raise PolicyError(f"{where}: quota.limit: must be a whole number of requests "
+                              f"(0 or more), not {limit!r}")
+        quota = Quota(QuotaScope(raw["per"]), QuotaPeriod(raw["period"]), limit)
+        return quota, {"per": quota.per.value, "period": quota.period.value, "limit": limit}
 
     def _parse_prefer(self, raw: Mapping[str, Any], where: str,
                       norm: dict[str, Any]) -> dict[str, Any]:

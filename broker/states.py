@@ -111,6 +111,7 @@ class HubEvent(StrEnum):
     DEADLINE = "deadline"
     ROTA_EXHAUSTED = "rota exhausted"
     DOCUMENT_DELIVERED = "document delivered"
+    QUOTA_REACHED = "quota reached"
 
 
 class Step(StrEnum):

@@ -19,13 +19,22 @@ import asyncpg
 
 from broker.catalogue.config import of_candidates
 from broker.dispatch import messages, rota, sql, store
-from broker.dispatch.desk import Desk
+from broker.dispatch.desk import Desk, iso
 from broker.dispatch.scorecards import scorecard_terms
 from broker.dispatch.store import NewTransaction, Txn
 from broker.holdings import identifiers_of
 from broker.holdings_trust import accuracy
 from broker.intake import Context, Outcome, Refusal
-from broker.policy import Availability, Policy, RequestFacts, Rota, SupplierFacts
+from broker.policy import (
+    Availability,
+    Policy,
+    Quota,
+    QuotaPeriod,
+    QuotaScope,
+    RequestFacts,
+    Rota,
+    SupplierFacts,
+)
 from broker.states import EntryOutcome, HubEvent, State
 from infra import observability
 from infra.database import Connection
@@ -67,6 +76,23 @@ class Asked:
 
 
 @dataclass(frozen=True)
+class OverQuota:
+    """A quota of the policy that is full for this request (issue 19): which rule, what it
+    allows, how many requests it has counted, and when the period ends."""
+
+    rule: str
+    quota: Quota
+    used: int
+    next_period: datetime
+
+    @property
+    def note(self) -> str:
+        whose = "this reader's" if self.quota.per is QuotaScope.READER else "the library's"
+        return (f"quota '{self.rule}' reached: {self.used} of {self.quota.limit} "
+                f"{whose} requests this {self.quota.period.value} ({self.quota.describe()})")
+
+
+@dataclass(frozen=True)
 class Routed:
     """The rota for a request, and what it means for the new transaction."""
 
@@ -75,6 +101,7 @@ class Routed:
     policy_version: int | None
     named: str | None
     too_dear: str | None  # why the named supplier's price is above maximumCosts
+    over_quota: OverQuota | None = None   # a policy quota this request would exceed
 
     def ranked(self) -> list[dict[str, Any]]:
         return [{"supplier": r.symbol, "tier": r.tier, "score": r.score,
@@ -134,7 +161,8 @@ async def new_request(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
     answer = confirmation(MessageType.REQUEST, req.header, ok=True)
     # The usual case, a new request forwarded at once to the first supplier, is written
     # by one statement; the others go step by step.
-    straight = retry_of is None and not routed.too_dear and bool(routed.rota.ranked)
+    straight = (retry_of is None and not routed.too_dear and routed.over_quota is None
+                and bool(routed.rota.ranked))
     detail: dict[str, Any] = {"rota": list(routed.rota.symbols),
                               "rules": list(routed.rota.rules_applied),
                               "policyVersion": routed.policy_version}
@@ -213,8 +241,31 @@ async def _route(desk: Desk, conn: Connection, ctx: Context, asked: Asked,
     too_dear = None
     if named and max_cost and named in quoted and named not in route.symbols:
         too_dear = max_cost_problem(quoted[named], max_cost)
+    over = await _over_quota(desk, conn, ctx.sender, asked, facts)
     return Routed(rota=route, quoted=quoted, policy_version=desk.policies.version,
-                  named=named, too_dear=too_dear)
+                  named=named, too_dear=too_dear, over_quota=over)
+
+
+async def _over_quota(desk: Desk, conn: Connection, requester: str, asked: Asked,
+                      facts: RequestFacts) -> OverQuota | None:
+    """The first quota of the policy this request would exceed, or None. A reader quota
+    needs a reader to count: a request without patronInfo is not held to it."""
+    now = desk.clock().astimezone(desk.zone)
+    for rule, quota in desk.policies.policy.quotas(facts):
+        if quota.per is QuotaScope.READER and asked.patron_key is None:
+            continue
+        start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        if quota.period is QuotaPeriod.YEAR:
+            start = start.replace(month=1)
+            nxt = start.replace(year=start.year + 1)
+        else:
+            nxt = (start + timedelta(days=32)).replace(day=1)
+        used = await conn.fetchval(
+            sql.QUOTA_USED, requester, str(asked.kind), start,
+            asked.patron_key if quota.per is QuotaScope.READER else None)
+        if used >= quota.limit:
+            return OverQuota(rule, quota, int(used), nxt)
+    return None
 
 
 async def _ask_catalogues(desk: Desk, facts: RequestFacts, rows: list[asyncpg.Record],
@@ -231,7 +282,10 @@ async def _ask_catalogues(desk: Desk, facts: RequestFacts, rows: list[asyncpg.Re
 
 async def _first_step(desk: Desk, conn: Connection, txn: Txn, routed: Routed,
                       now: datetime) -> list[Outgoing]:
-    """A new transaction not forwarded at once: offer a retry, forward, or give up."""
+    """A new transaction not forwarded at once: refuse it for a quota, offer a retry,
+    forward, or give up."""
+    if routed.over_quota is not None:
+        return await _refuse_for_quota(desk, conn, txn, routed.over_quota, now)
     if routed.too_dear and routed.named:
         # Asked for by name but above the requester's limit: offer a retry at the
         # supplier's price instead of silently routing elsewhere.
@@ -243,6 +297,31 @@ async def _first_step(desk: Desk, conn: Connection, txn: Txn, routed: Routed,
     return await rota.finish_unfilled(
         desk, conn, txn, now, "no supplier in the network can supply this item"
         + (f" ({why})" if why else ""), actor="hub")
+
+
+async def _refuse_for_quota(desk: Desk, conn: Connection, txn: Txn, over: OverQuota,
+                            now: datetime) -> list[Outgoing]:
+    """ISO 18626 has no 'quota' answer: a monthly quota is a RetryPossible
+    (NotCurrentAvailableForILL, retryAfter the next month), a yearly one an Unfilled
+    (PolicyProblem); the note names the quota either way."""
+    monthly = over.quota.period is QuotaPeriod.MONTH
+    state = State.RETRY_POSSIBLE if monthly else State.UNFILLED
+    await store.set_state(conn, txn, state, now)
+    await store.audit(conn, desk.clock(), txn.id, "hub", HubEvent.QUOTA_REACHED, State.NEW,
+                      state, None, {"rule": over.rule, "used": over.used,
+                                    "limit": over.quota.limit, "per": over.quota.per.value,
+                                    "period": over.quota.period.value})
+    if monthly:
+        message = messages.to_requester(
+            desk, txn, ReasonForMessage.REQUEST_RESPONSE, state, now, supplier=None,
+            answer="N", note=over.note,
+            more_info={"reasonRetry": "NotCurrentAvailableForILL",
+                       "retryAfter": iso(over.next_period)})
+    else:
+        message = messages.to_requester(
+            desk, txn, ReasonForMessage.REQUEST_RESPONSE, state, now, supplier=None,
+            answer="N", note=over.note, reason_unfilled="PolicyProblem")
+    return [message, messages.event(txn, State.NEW, state, HubEvent.QUOTA_REACHED, now)]
 
 
 async def _supersede(desk: Desk, conn: Connection, ctx: Context, retry_of: Txn,

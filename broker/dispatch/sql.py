@@ -352,6 +352,18 @@ WHERE r.symbol = $1"""
 # The facts of named suppliers only: $1 symbols, $2 requester, $3 service kind, $4 day.
 CANDIDATES_ONLY = _candidates("'{}'", "'{}'", "$1", "$2", "$3::text", "$4::date")
 
+# ---- quotas ---------------------------------------------------------------------------
+
+# Requests of one kind a library (or, with $4, one of its readers) made since $3, not
+# counting those the hub refused for a quota (they were never served).
+# $1 requester, $2 service kind, $3 period start (instant), $4 patron key or NULL.
+QUOTA_USED = f"""
+SELECT count(*) FROM ill_transaction t
+WHERE t.requester = $1 AND t.service_kind = $2 AND t.created_at >= $3
+  AND ($4::text IS NULL OR t.patron_key = $4)
+  AND NOT EXISTS (SELECT 1 FROM audit_log a
+                  WHERE a.transaction_id = t.id AND a.event = '{HubEvent.QUOTA_REACHED}')"""
+
 # ---- delivery -------------------------------------------------------------------------
 
 AGENCY_NAMES = "SELECT symbol, name FROM agency WHERE symbol = ANY($1)"
