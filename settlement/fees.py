@@ -6,7 +6,7 @@ A fee file (TOML, documented with an example in docs/fees.example.toml) lists
 no `effective_to` = open-ended). What an entry charges depends on its kind:
 
     DocumentDelivery  base + per_page * pages        (pages unknown: assumed_pages, default 10)
-    BookLoan          service_fee + courier_fee
+    BookLoan          service_fee + courier_fee (+ logistics, below)
     PayPerView        per_article
     EBookLoan         per_loan
     ProxySearch       flat + per_hour * hours        (hours unknown: assumed_hours, default 1)
@@ -14,6 +14,12 @@ no `effective_to` = open-ended). What an entry charges depends on its kind:
 Amounts are decimal strings in the entry's currency ("0.30"); the hub keeps integer
 minor units (fen) and never passes an amount through a float. Per-hour fees are
 rounded half up to the minor unit.
+
+Logistics (issue 19): a BookLoan entry, or a DocumentDelivery entry for a CopyOrLoan
+supplied as a loan, may also price the outbound and return legs by zone
+(`logistics`, `return_leg`: settlement/fee_logistics.py); its quote then has parts
+(`quote_parts` -> Quote: service, outbound, return, total). An unknown zone is priced
+as national, unknown items as 1; `quote` stays the total.
 
 Loading is all or nothing: every problem is an error naming the entry (fee[N],
 counted from 1 in file order, with its supplier and kind) and the field, and
@@ -64,6 +70,15 @@ from schemas.rulefile import (
     unknown_key,
 )
 from schemas.symbols import split_symbol
+from schemas.zones import Zone, zone_between
+from settlement.claim_terms import CLAIM_FIELDS, CLAIM_KIND, parse_claim_terms
+from settlement.fee_logistics import (
+    LOGISTICS_KEYS,
+    LOGISTICS_KINDS,
+    LegPrices,
+    Quote,
+    parse_logistics,
+)
 
 DEFAULT_ASSUMED_PAGES = 10
 DEFAULT_ASSUMED_HOURS = Decimal(1)
@@ -106,6 +121,8 @@ class FeeTerms:
     per_hour_minor: int = 0
     assumed_pages: int | None = None
     assumed_hours: Decimal | None = None
+    outbound: LegPrices | None = None      # logistics: None = shipping not priced
+    return_leg: LegPrices | None = None
     terms: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -116,8 +133,35 @@ class FeeTerms:
         return self.effective_from <= day and (self.effective_to is None
                                                or day <= self.effective_to)
 
-    def quote(self, *, pages: int | None = None, hours: float | Decimal | None = None) -> Money:
-        """The fee for one request; unknown pages or hours use the entry's assumption."""
+    def quote(self, *, pages: int | None = None, hours: float | Decimal | None = None,
+              zone: Zone | None = None, items: int | None = None,
+              loan: bool | None = None) -> Money:
+        """The fee for one request; unknown pages or hours use the entry's assumption.
+        The total of `quote_parts` (an entry without logistics: its service fee)."""
+        return self.quote_parts(pages=pages, hours=hours, zone=zone, items=items,
+                                loan=loan).total
+
+    def quote_parts(self, *, pages: int | None = None, hours: float | Decimal | None = None,
+                    zone: Zone | None = None, items: int | None = None,
+                    loan: bool | None = None) -> Quote:
+        """The fee for one request in its parts. The legs are priced when the supply is
+        shipped: `loan` (default: a BookLoan entry; pass True for a CopyOrLoan supplied
+        as a loan) and the entry prices logistics. An unknown `zone` is priced as
+        national, unknown `items` as 1."""
+        service = Money(self._service_minor(pages, hours), self.currency)
+        none = Money.zero(self.currency)
+        shipped = self.service_kind == "BookLoan" if loan is None else loan
+        if not shipped or self.outbound is None:
+            return Quote(service, none, none)
+        if items is not None and (not is_int(items) or items < 1):
+            raise ValueError(f"items must be a whole number, 1 or more, got {items!r}")
+        n = items if items is not None else 1
+        where = zone if zone is not None else Zone.NATIONAL
+        back = self.return_leg.price(where, n) if self.return_leg is not None else 0
+        return Quote(service, Money(self.outbound.price(where, n), self.currency),
+                     Money(back, self.currency), zone=where, items=n)
+
+    def _service_minor(self, pages: int | None, hours: float | Decimal | None) -> int:
         total = self.fixed_minor
         if self.per_page_minor:
             if pages is not None and pages < 0:
@@ -128,7 +172,7 @@ class FeeTerms:
             h = _hours(hours) if hours is not None else (self.assumed_hours
                                                          or DEFAULT_ASSUMED_HOURS)
             total += int((self.per_hour_minor * h).to_integral_value(ROUND_HALF_UP))
-        return Money(total, self.currency)
+        return total
 
 
 @dataclass(frozen=True)
@@ -170,8 +214,14 @@ def parse_fees(text: str) -> list[FeeTerms]:
 def _parse_entry(i: int, raw: Mapping[str, Any], default_currency: str) -> FeeTerms:
     supplier, kind = _supplier_and_kind(i, raw)
     where = f"fee[{i}] ({supplier} {kind})"
-    allowed = (*_COMMON_KEYS, *KIND_FIELDS[kind])
+    ships = kind in LOGISTICS_KINDS
+    allowed = (*_COMMON_KEYS, *KIND_FIELDS[kind], *(LOGISTICS_KEYS if ships else ()))
+    if kind == CLAIM_KIND:  # loss and damage claims: settlement/claim_terms.py
+        allowed = (*allowed, *CLAIM_FIELDS)
     for key in raw:
+        if key in LOGISTICS_KEYS and not ships:
+            raise FeeError(f"{where}: {key}: nothing is shipped for {kind}; logistics prices "
+                           "BookLoan, and DocumentDelivery for a CopyOrLoan supplied as a loan")
         if key not in allowed:
             others = [k for k, fields in KIND_FIELDS.items() if key in fields]
             if others:
@@ -187,7 +237,10 @@ def _parse_entry(i: int, raw: Mapping[str, Any], default_currency: str) -> FeeTe
            if "effective_to" in raw else None)
     check_date_range(start, end, where, ("effective_from", "effective_to"))
     note = optional_text(raw, "note", where)
-    amounts = _amounts(raw, kind, currency, where)
+    outbound, return_leg = parse_logistics(raw, currency, where)
+    # A loan priced by its shipping alone (no service fee) is a whole BookLoan entry.
+    amounts = _amounts(raw, kind, currency, where,
+                       enough=kind == "BookLoan" and outbound is not None)
     assumed_pages, assumed_hours = _assumptions(raw, where)
 
     def minor(key: str) -> int:
@@ -206,12 +259,19 @@ def _parse_entry(i: int, raw: Mapping[str, Any], default_currency: str) -> FeeTe
         terms["assumed_pages"] = assumed_pages
     if assumed_hours is not None:
         terms["assumed_hours"] = str(assumed_hours)
+    if outbound is not None:
+        terms["logistics"] = outbound.to_terms(currency)
+        if return_leg is not None:
+            terms["return_leg"] = (True if return_leg == outbound
+                                   else return_leg.to_terms(currency))
+    terms.update(parse_claim_terms(raw, currency, where))
     if note:
         terms["note"] = note
     return FeeTerms(entry=i, supplier=supplier, service_kind=kind, currency=currency,
                     effective_from=start, effective_to=end, fixed_minor=fixed,
                     per_page_minor=minor("per_page"), per_hour_minor=minor("per_hour"),
-                    assumed_pages=assumed_pages, assumed_hours=assumed_hours, terms=terms)
+                    assumed_pages=assumed_pages, assumed_hours=assumed_hours,
+                    outbound=outbound, return_leg=return_leg, terms=terms)
 
 
 def _supplier_and_kind(i: int, raw: Mapping[str, Any]) -> tuple[str, str]:
@@ -232,12 +292,15 @@ def _supplier_and_kind(i: int, raw: Mapping[str, Any]) -> tuple[str, str]:
                                  SERVICE_KINDS)
 
 
-def _amounts(raw: Mapping[str, Any], kind: str, currency: str, where: str) -> dict[str, Money]:
-    """The amount fields of an entry's kind that it gives (at least one of those required)."""
+def _amounts(raw: Mapping[str, Any], kind: str, currency: str, where: str, *,
+             enough: bool = False) -> dict[str, Money]:
+    """The amount fields of an entry's kind that it gives (at least one of those required,
+    unless the entry is `enough` without: a loan priced by its logistics)."""
     need = _REQUIRED_ONE_OF[kind]
-    if not any(k in raw for k in need):
+    if not enough and not any(k in raw for k in need):
+        hint = " (or price the courier by zone with logistics)" if kind == "BookLoan" else ""
         raise FeeError(f"{where}: {need[0]}: is required" if len(need) == 1 else
-                       f"{where}: {' / '.join(need)}: give at least one of them")
+                       f"{where}: {' / '.join(need)}: give at least one of them{hint}")
     return {key: parse_field(where, key, parse_amount, raw[key], currency)
             for key in KIND_FIELDS[kind] if key in raw and not key.startswith("assumed_")}
 
@@ -319,6 +382,11 @@ async def load_fees(conn: Connection, text: str, *,
             [(load_id, e.entry, e.supplier, e.service_kind, e.currency, e.effective_from,
               e.effective_to, e.fixed_minor, e.per_page_minor, e.per_hour_minor,
               e.assumed_pages, e.assumed_hours, _json(e.terms)) for e in entries])
+        await conn.executemany(_INSERT_LEG, [
+            (load_id, e.entry, leg, p.city_minor, p.province_minor, p.national_minor,
+             p.per_extra_item_minor)
+            for e in entries
+            for leg, p in (("outbound", e.outbound), ("return", e.return_leg)) if p is not None])
     return LoadReport(load_id=load_id, entries=len(entries), suppliers=tuple(suppliers),
                       superseded=superseded)
 
@@ -327,18 +395,47 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-_ACTIVE = """SELECT * FROM fee_schedule
-             WHERE supplier = ANY($1::text[]) AND service_kind = $2 AND superseded_by IS NULL
-               AND effective_from <= $3 AND (effective_to IS NULL OR $3 <= effective_to)"""
+# A leg of the entry just stored by this load ($1), found by its place in the file ($2).
+_INSERT_LEG = """INSERT INTO fee_logistics (schedule_id, leg, city_minor, province_minor,
+                     national_minor, per_extra_item_minor)
+                 SELECT id, $3, $4, $5, $6, $7 FROM fee_schedule
+                 WHERE load_id = $1 AND entry = $2"""
+
+# Which entry applies on a day is the rule of fee_terms_in_force (migrations 0014, 0028),
+# the one dispatch reads too.
+_ACTIVE = """SELECT * FROM fee_terms_in_force($2, $3) WHERE supplier = ANY($1::text[])"""
+
+_AGENCY_PLACES = "SELECT symbol, province, city FROM agency WHERE symbol = ANY($1::text[])"
 
 
 def fee_terms(row: asyncpg.Record) -> FeeTerms:
+    """The terms of a `fee_terms_in_force` row. A row without the leg columns (a query
+    selecting the columns of migration 0014 only) prices no shipping: the old quote."""
     return FeeTerms(entry=row["entry"], supplier=row["supplier"],
                     service_kind=row["service_kind"], currency=row["currency"],
                     effective_from=row["effective_from"], effective_to=row["effective_to"],
                     fixed_minor=row["fixed_minor"], per_page_minor=row["per_page_minor"],
                     per_hour_minor=row["per_hour_minor"], assumed_pages=row["assumed_pages"],
-                    assumed_hours=row["assumed_hours"])
+                    assumed_hours=row["assumed_hours"], outbound=_leg_of(row, "out"),
+                    return_leg=_leg_of(row, "ret"))
+
+
+def _leg_of(row: asyncpg.Record, prefix: str) -> LegPrices | None:
+    if row.get(f"{prefix}_city_minor") is None:
+        return None
+    return LegPrices(city_minor=row[f"{prefix}_city_minor"],
+                     province_minor=row[f"{prefix}_province_minor"],
+                     national_minor=row[f"{prefix}_national_minor"],
+                     per_extra_item_minor=row[f"{prefix}_per_extra_item_minor"])
+
+
+async def zone_of_agencies(conn: Connection, requester: str, supplier: str) -> Zone:
+    """The zone between two registered agencies, from their provinces and cities
+    (an unknown agency or location counts as unknown: national)."""
+    places = {r["symbol"]: (r["province"], r["city"])
+              for r in await conn.fetch(_AGENCY_PLACES, [requester, supplier])}
+    return zone_between(*places.get(requester, (None, None)),
+                        *places.get(supplier, (None, None)))
 
 
 async def schedule(conn: Connection, supplier: str, service_kind: str,
@@ -350,18 +447,34 @@ async def schedule(conn: Connection, supplier: str, service_kind: str,
 
 async def quote(conn: Connection, supplier: str, service_kind: str, *,
                 pages: int | None = None, hours: float | None = None,
-                on: datetime.date) -> Money | None:
+                on: datetime.date, zone: Zone | None = None, items: int | None = None,
+                loan: bool | None = None) -> Money | None:
     """The supplier's fee for one request on a consortium-local date; None = no schedule."""
+    parts = await quote_parts(conn, supplier, service_kind, pages=pages, hours=hours, on=on,
+                              zone=zone, items=items, loan=loan)
+    return parts.total if parts else None
+
+
+async def quote_parts(conn: Connection, supplier: str, service_kind: str, *,
+                      pages: int | None = None, hours: float | None = None,
+                      on: datetime.date, zone: Zone | None = None, items: int | None = None,
+                      loan: bool | None = None) -> Quote | None:
+    """`quote` in its parts (service, outbound, return); None = no schedule."""
     terms = await schedule(conn, supplier, service_kind, on)
-    return terms.quote(pages=pages, hours=hours) if terms else None
+    return terms.quote_parts(pages=pages, hours=hours, zone=zone, items=items,
+                             loan=loan) if terms else None
 
 
 async def quotes(conn: Connection, suppliers: Iterable[str], service_kind: str, *,
                  pages: int | None = None, hours: float | None = None,
-                 on: datetime.date) -> dict[str, Money]:
-    """`quote` for many suppliers in one query (a rota); suppliers without a schedule are absent."""
+                 on: datetime.date, zones: Mapping[str, Zone] | None = None,
+                 items: int | None = None, loan: bool | None = None) -> dict[str, Money]:
+    """`quote` for many suppliers in one query (a rota); suppliers without a schedule are
+    absent. `zones`: each supplier's zone from the requester (absent: national)."""
     rows = await conn.fetch(_ACTIVE, list(suppliers), service_kind, on)
-    return {r["supplier"]: fee_terms(r).quote(pages=pages, hours=hours) for r in rows}
+    return {r["supplier"]: fee_terms(r).quote(pages=pages, hours=hours,
+                                              zone=(zones or {}).get(r["supplier"]),
+                                              items=items, loan=loan) for r in rows}
 
 
 # --------------------------------------------------------------------------
@@ -453,3 +566,12 @@ def fee_to_charge(delivery_costs: Money | None, quote: Money | None) -> Money | 
     return delivery_costs if delivery_costs is not None else quote
 
 
+def logistics_to_charge(fee: Money | None, quote: Quote | None) -> Money | None:
+    """The logistics part of a fee to post (`post_charge(..., logistics=)`): the frozen
+    quote's logistics, never more than the fee. A supplier that charges less than the
+    quote is taken to have cut its service fee first: the shipping was paid for."""
+    if fee is None or quote is None or quote.logistics.minor == 0:
+        return None
+    if quote.logistics.currency != fee.currency:
+        return None
+    return Money(min(quote.logistics.minor, max(fee.minor, 0)), fee.currency)

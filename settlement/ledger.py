@@ -38,11 +38,16 @@ hence an agency's balance is its net position against the centre and all agencie
 positions sum to minus the centre's.
 
 The fee posted is the supplier's deliveryCosts if it sent one, else the frozen
-quote (settlement.fees.fee_to_charge). A fee above the quote (or above the
-request's maximumCosts) is refused with `ChargeAboveQuote` / `ChargeAboveMaxCost`
-(`error_value` is ready for an ISO 18626 UnrecognisedDataValue answer) and flagged:
-one flag (infra/flags.py) whose kind is the refusal's `flag_kind` and whose facts are
-the charge's, with its event `flag.<kind>`. The flag is written on the caller's
+quote (settlement.fees.fee_to_charge). How much of it is logistics (the shipping
+legs of a loan, settlement/fee_logistics.py) is posted with it (`logistics`, default
+0; settlement.fees.logistics_to_charge): subsidy rules with `part = "logistics"` work
+on that part alone, and it always lies between 0 and the fee (`check`).
+
+A fee above the quote (or above the request's maximumCosts) is refused with
+`ChargeAboveQuote` / `ChargeAboveMaxCost` (`error_value` is ready for an ISO 18626
+UnrecognisedDataValue answer) and flagged: one flag (infra/flags.py) whose kind is
+the refusal's `flag_kind` and whose facts are the charge's, with its event
+`flag.<kind>`. The flag is written on the caller's
 connection outside post_charge's own savepoint; a caller that rolls its work back on
 refusal (the intake does) should call `record_flag(conn, exc)` afterwards so the flag
 stays. Either way a refused charge is flagged once (keyed by transaction, event and fee).
@@ -157,6 +162,7 @@ class PostingResult:
     subsidy_version: int | None
     reverses: int | None
     local_date: datetime.date
+    logistics: Money               # the shipping part of the fee (0 if none), signed as it
     # True when this call posted nothing because the key was already posted.
     duplicate: bool = field(default=False, compare=False)
 
@@ -200,16 +206,25 @@ async def post_charge(conn: Connection, *, transaction_id: str, event: str,
                       requester: str, supplier: str, service_kind: str, fee: Money,
                       quote: Money | None, on: datetime.datetime, title: str | None = None,
                       max_cost: Money | None = None, tz: str | ZoneInfo = DEFAULT_TZ,
-                      subsidy_version: int | None = None) -> PostingResult:
+                      subsidy_version: int | None = None,
+                      subsidised: bool = True,
+                      logistics: Money | None = None) -> PostingResult:
     """Post the charge for one billable event, with its subsidy; idempotent per
     (transaction_id, event). Raises ChargeRefused (and flags it) for a fee above the
-    quote or maximumCosts. Uses the latest subsidy version unless one is given."""
+    quote or maximumCosts. Uses the latest subsidy version unless one is given;
+    `subsidised=False` grants nothing whatever the rules say (a loss claim's replacement
+    cost is no ILL fee: a rule without a service-kind condition would match it).
+    `logistics`: how much of the fee is shipping (None: none), between 0 and the fee."""
     if not transaction_id or not event:
         raise ValueError("transaction_id and event must not be empty")
     if event.endswith(REVERSAL_SUFFIX):
         raise ValueError(f"event {event!r}: the suffix {REVERSAL_SUFFIX} is kept for reversals")
     if fee.minor < 0:
         raise ValueError(f"fee {fee} is negative; a refund is a reversal")
+    shipping = logistics if logistics is not None else Money.zero(fee.currency)
+    if shipping.currency != fee.currency or not 0 <= shipping.minor <= fee.minor:
+        raise ValueError(f"logistics part {shipping} must be in the fee's currency and lie "
+                         f"between 0 and the fee {fee}")
     day = local_date(on, tz)
     async with conn.transaction():
         await _lock_key(conn, transaction_id, event)
@@ -221,9 +236,11 @@ async def post_charge(conn: Connection, *, transaction_id: str, event: str,
         refusal = _refusal(transaction_id=transaction_id, event=event, requester=requester,
                            supplier=supplier, fee=fee, quote=quote, max_cost=max_cost)
         if refusal is None:
-            rules, version = await rules_version(conn, subsidy_version)
+            rules, version = ((await rules_version(conn, subsidy_version))
+                              if subsidised else (None, None))
             grants, notes = ((await grant(conn, rules, requester=requester, supplier=supplier,
-                                          service_kind=service_kind, fee=fee, day=day))
+                                          service_kind=service_kind, fee=fee, day=day,
+                                          logistics=shipping))
                              if rules is not None else ([], []))
             subsidy = Money(sum(g.granted for g in grants), fee.currency)
             entries = [Entry(supplier, "receivable", fee), Entry(requester, "payable", -fee),
@@ -233,7 +250,8 @@ async def post_charge(conn: Connection, *, transaction_id: str, event: str,
                 conn, transaction_id=transaction_id, event=event, kind="charge",
                 requester=requester, supplier=supplier, service_kind=service_kind, title=title,
                 fee=fee, subsidy=subsidy, quote=quote, version=version, reverses=None,
-                reason=None, notes=notes, on=on, day=day, entries=entries, grants=grants)
+                reason=None, notes=notes, on=on, day=day, entries=entries, grants=grants,
+                logistics=shipping)
             return await _result(conn, posting_id)
     # Outside our savepoint, so that raising does not undo the flag with it.
     if refusal is None:
@@ -262,7 +280,7 @@ async def reverse(conn: Connection, *, transaction_id: str, event: str, reason: 
             return await _result(conn, done, duplicate=True)
         first = await _result(conn, orig["id"])
         back = [Grant(g.position, g.rule, -g.wanted, -g.granted, g.budgets,
-                      f"reversal of grant {g.position}") for g in first.grants]
+                      f"reversal of grant {g.position}", g.part) for g in first.grants]
         await give_back(conn, first.grants)
         posting_id = await _write(
             conn, transaction_id=transaction_id, event=event + REVERSAL_SUFFIX,
@@ -271,7 +289,7 @@ async def reverse(conn: Connection, *, transaction_id: str, event: str, reason: 
             subsidy=-first.subsidy, quote=first.quote, version=first.subsidy_version,
             reverses=first.posting_id, reason=reason, notes=[reason], on=on, day=day,
             entries=[Entry(e.owner, e.account, -e.amount) for e in first.entries],
-            grants=back)
+            grants=back, logistics=-first.logistics)
         return await _result(conn, posting_id)
 
 
@@ -298,7 +316,7 @@ async def _write(conn: Connection, *, transaction_id: str, event: str, kind: str
                  fee: Money, subsidy: Money, quote: Money | None, version: int | None,
                  reverses: int | None, reason: str | None, notes: Sequence[str],
                  on: datetime.datetime, day: datetime.date, entries: Sequence[Entry],
-                 grants: Sequence[Grant]) -> int:
+                 grants: Sequence[Grant], logistics: Money | None = None) -> int:
     entries = [e for e in entries if e.amount.minor != 0]
     # Double entry, TigerBeetle style: refuse to write anything that does not balance.
     totals: dict[str, int] = {}
@@ -313,13 +331,15 @@ async def _write(conn: Connection, *, transaction_id: str, event: str, kind: str
     posting_id: int = await conn.fetchval(
         """INSERT INTO ledger_posting (transaction_id, event, kind, requester, supplier,
                service_kind, title, currency, fee_minor, subsidy_minor, patron_share_minor,
-               quote_minor, subsidy_version, reverses, reason, notes, occurred_at, local_date)
+               quote_minor, subsidy_version, reverses, reason, notes, occurred_at, local_date,
+               logistics_minor)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                   $17, $18)
+                   $17, $18, $19)
            RETURNING id""",
         transaction_id, event, kind, requester, supplier, service_kind, title, fee.currency,
         fee.minor, subsidy.minor, patron.minor, quote.minor if quote is not None else None,
-        version, reverses, reason, list(notes), on, day)
+        version, reverses, reason, list(notes), on, day,
+        logistics.minor if logistics is not None else 0)
     await conn.executemany(
         """INSERT INTO ledger_entry (posting_id, transaction_id, owner, account, amount_minor,
                                      currency, local_date)
@@ -328,10 +348,10 @@ async def _write(conn: Connection, *, transaction_id: str, event: str, kind: str
           day) for e in entries])
     await conn.executemany(
         """INSERT INTO subsidy_grant (posting_id, position, rule, wanted_minor, granted_minor,
-                                      budgets, note)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        [(posting_id, g.position, g.rule, g.wanted, g.granted, list(g.budgets), g.note)
-         for g in grants])
+                                      budgets, note, part)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+        [(posting_id, g.position, g.rule, g.wanted, g.granted, list(g.budgets), g.note,
+          g.part) for g in grants])
     return posting_id
 
 
@@ -356,9 +376,10 @@ async def _result(conn: Connection, posting_id: int, *,
         entries=tuple(Entry(e["owner"], e["account"], Money(e["amount_minor"], e["currency"]))
                       for e in entries),
         grants=tuple(Grant(g["position"], g["rule"], g["wanted_minor"], g["granted_minor"],
-                           tuple(g["budgets"]), g["note"]) for g in grants),
+                           tuple(g["budgets"]), g["note"], g["part"]) for g in grants),
         notes=tuple(p["notes"]), subsidy_version=p["subsidy_version"],
-        reverses=p["reverses"], local_date=p["local_date"], duplicate=duplicate)
+        reverses=p["reverses"], local_date=p["local_date"],
+        logistics=Money(p["logistics_minor"], cur), duplicate=duplicate)
 
 
 async def postings(conn: Connection, transaction_id: str) -> list[PostingResult]:
@@ -409,7 +430,16 @@ _CHECKS: tuple[tuple[str, str], ...] = (
         WHERE r.transaction_id <> o.transaction_id OR o.kind <> 'charge'
            OR r.fee_minor <> -o.fee_minor OR r.subsidy_minor <> -o.subsidy_minor
            OR r.currency <> o.currency OR r.requester <> o.requester
-           OR r.supplier <> o.supplier"""),
+           OR r.supplier <> o.supplier OR r.logistics_minor <> -o.logistics_minor"""),
+    ("posting {0}: its logistics part {1} is not between 0 and its fee {2}",
+     """SELECT id, logistics_minor, fee_minor FROM ledger_posting
+        WHERE abs(logistics_minor) > abs(fee_minor)
+           OR (logistics_minor <> 0 AND sign(logistics_minor) <> sign(fee_minor))"""),
+    ("posting {0}: its grants on the logistics part sum to {1}, more than that part {2}",
+     """SELECT p.id, sum(g.granted_minor), p.logistics_minor
+        FROM ledger_posting p JOIN subsidy_grant g ON g.posting_id = p.id
+        WHERE g.part = 'logistics'
+        GROUP BY p.id HAVING abs(sum(g.granted_minor)) > abs(p.logistics_minor)"""),
     ("budget {0} '{1}' ({2}, {3}): spent {4} of {5}: below zero or overdrawn",
      """SELECT id, name, coalesce(nullif(requester, ''), 'global'), period, spent_minor,
                limit_minor

@@ -17,6 +17,12 @@ How a fee is subsidised (`grant`), for one billable event:
        wanted = min(floor(left * percent / 100) + fixed, cap, left)
    so the patron share never goes below zero and a 100 % rule leaves nothing for
    later rules. Percent is rounded down to the minor unit (fen).
+   A rule with `part = "logistics"` works on the shipping legs of the fee alone
+   (settlement/fee_logistics.py; the caller says how much of the fee they are):
+       left = min(logistics - what earlier logistics rules gave, patron share left)
+   so "the centre pays 50 % of shipping for western libraries" never touches the
+   service fee; a fee without logistics gets nothing from such a rule. The default,
+   `part = "fee"`, is the whole fee as before. Each grant records its part.
 3. Budgets: a rule may name budgets. Each is `per = "requester"` (every requester
    has its own) or `per = "global"` (one shared pot), and `period = "month"`
    (renews every consortium-local calendar month, 'YYYY-MM') or `period = "total"`
@@ -64,6 +70,7 @@ from schemas.rulefile import (
     named_tables,
     optional_text,
     parse_amount,
+    parse_choice,
     parse_choices,
     parse_currency,
     parse_date,
@@ -76,10 +83,14 @@ from settlement.calendar import check_period, period_of
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _TOP_KEYS = ("version", "description", "currency", "groups", "budget", "rule")
 _BUDGET_KEYS = ("name", "per", "period", "amount", "note")
-_RULE_KEYS = ("name", "note", "when", "percent", "fixed", "cap", "budgets")
+_RULE_KEYS = ("name", "note", "when", "part", "percent", "fixed", "cap", "budgets")
 _WHEN_KEYS = ("date_from", "date_to", "service_kind", "supplier", "requester")
 _PER = ("requester", "global")
 _PERIODS = ("month", "total")
+# What of a fee a rule subsidises: the whole fee, or its shipping legs alone.
+PART_FEE = "fee"
+PART_LOGISTICS = "logistics"
+PARTS = (PART_FEE, PART_LOGISTICS)
 
 
 class SubsidyError(ValueError):
@@ -121,6 +132,7 @@ class Rule:
     service_kinds: frozenset[str] | None = None
     suppliers: frozenset[str] | None = None
     requesters: frozenset[str] | None = None
+    part: str = PART_FEE
     normalised: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def matches(self, *, requester: str, supplier: str, service_kind: str,
@@ -224,6 +236,10 @@ class _Parser:
         kw, when_norm = self._parse_when(raw.get("when", {}), where)
         if when_norm:
             norm["when"] = when_norm
+        if "part" in raw:
+            kw["part"] = parse_field(where, "part", parse_choice, raw["part"], PARTS)
+            if kw["part"] != PART_FEE:
+                norm["part"] = kw["part"]
         if "percent" not in raw and "fixed" not in raw:
             raise SubsidyError(f"{where}: percent / fixed: give at least one of them")
         if "percent" in raw:
@@ -354,6 +370,7 @@ class Grant:
     granted: int
     budgets: tuple[int, ...]     # subsidy_budget ids, each drawn by `granted`
     note: str | None = None
+    part: str = PART_FEE         # what of the fee the rule worked on (PARTS)
 
 
 def _scope(key: tuple[str, str, str]) -> str:
@@ -363,11 +380,14 @@ def _scope(key: tuple[str, str, str]) -> str:
 
 async def grant(conn: Connection, rules: SubsidyRules, *, requester: str,
                 supplier: str, service_kind: str, fee: Money,
-                day: datetime.date) -> tuple[list[Grant], list[str]]:
+                day: datetime.date, logistics: Money | None = None
+                ) -> tuple[list[Grant], list[str]]:
     """Apply the matching rules to a fee and draw their budgets (inside the caller's
-    transaction); returns the grants and notes explaining any shortfall."""
+    transaction); returns the grants and notes explaining any shortfall. `logistics`:
+    how much of the fee is shipping (what `part = "logistics"` rules work on)."""
     if fee.minor <= 0:
         return [], []
+    shipping = _logistics_part(fee, logistics)
     matched = rules.matching(requester=requester, supplier=supplier,
                              service_kind=service_kind, day=day)
     if not matched:
@@ -399,7 +419,8 @@ async def grant(conn: Connection, rules: SubsidyRules, *, requester: str,
     notes: list[str] = []
     left = fee.minor
     for rule in matched:
-        wanted = rule.wanted(left)
+        on_logistics = rule.part == PART_LOGISTICS
+        wanted = rule.wanted(min(shipping, left) if on_logistics else left)
         if wanted <= 0:
             continue
         got, note = wanted, None
@@ -416,11 +437,13 @@ async def grant(conn: Connection, rules: SubsidyRules, *, requester: str,
             rows[key]["left"] -= got
             rows[key]["drawn"] += got
         left -= got
+        if on_logistics:
+            shipping -= got
         if note:
             notes.append(note)
         grants.append(Grant(position=len(grants) + 1, rule=rule.name, wanted=wanted,
                             granted=got, budgets=tuple(rows[k]["id"] for k in rule_keys),
-                            note=note))
+                            note=note, part=rule.part))
     for key in keys:
         if rows[key]["drawn"]:
             await conn.execute(
@@ -430,6 +453,19 @@ async def grant(conn: Connection, rules: SubsidyRules, *, requester: str,
         raise RuntimeError(f"subsidy left a patron share of {left} minor units of a fee of "
                            f"{fee.minor}; it must lie between 0 and the fee")
     return grants, notes
+
+
+def _logistics_part(fee: Money, logistics: Money | None) -> int:
+    """The shipping part of a fee in minor units, checked: in the fee's currency and
+    between 0 and the fee (anything else is a caller's bug, refused)."""
+    if logistics is None:
+        return 0
+    if logistics.currency != fee.currency:
+        raise ValueError(f"logistics part {logistics} is not in the fee's currency "
+                         f"({fee.currency})")
+    if not 0 <= logistics.minor <= fee.minor:
+        raise ValueError(f"logistics part {logistics} must lie between 0 and the fee {fee}")
+    return logistics.minor
 
 
 async def give_back(conn: Connection, grants: Iterable[Grant]) -> None:
@@ -500,5 +536,6 @@ async def budgets_report(conn: Connection, period: str) -> list[BudgetRow]:
 
 
 __all__: Sequence[str] = (
+    "PARTS", "PART_FEE", "PART_LOGISTICS",
     "Budget", "BudgetRow", "Grant", "Rule", "SubsidyError", "SubsidyRules",
     "budgets_report", "give_back", "grant", "load_subsidy", "rules_version")
