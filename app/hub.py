@@ -26,11 +26,14 @@ from apscheduler.triggers.cron import CronTrigger
 
 from broker.agencies import enabled_symbols
 from broker.consumer import Batches
+from broker.copyright import purge_declarations
+from broker.copyright import vocabulary as copyright_vocabulary
 from broker.dispatch.counts import FOLD_SECONDS, fold
 from broker.dispatch.dispatcher import Dispatcher
 from broker.holdings_mail import mail_last_month
 from broker.intake import Intake
 from broker.peers import PeerRelay
+from broker.pull_slip_mail import send_todays_pull_slips
 from broker.shards import IntakeLayout, ShardedIntake
 from delivery.ftp import FtpDrop, start_ftp
 from delivery.intake import release_drops
@@ -87,6 +90,9 @@ class Hub:
         # here, naming its setting (infra/tls.py).
         self.servers = ServerContexts.from_settings(s, drop=self.serve_delivery)
         self.clients = ClientContexts.from_settings(s)
+        # The copyright vocabulary too: a bad file stops the hub here, not at the first
+        # copy request (VocabularyError names the setting; run.py exits 2).
+        copyright_vocabulary(s.copyright)
         # A certificate the CA does not verify is named by its setting, not left as a
         # bare SSL error.
         with first_connection(s, "database"):
@@ -116,6 +122,13 @@ class Hub:
                        minutes=s.payments.sweep_minutes)
         self._schedule(lambda: mail_last_month(self._pool(), s), "holdings-quality-mail",
                        CronTrigger(day=2, hour=8, timezone=s.timezone))
+        # Each supplier's pull slips and shipping labels for the day, at 08:30 local time
+        # (issue 19): once per supplier and day, whichever hub claims it.
+        self._schedule(lambda: send_todays_pull_slips(self._pool(), s), "pull-slips",
+                       CronTrigger(hour=8, minute=30, timezone=s.timezone))
+        # Copyright declarations past their keeping time (issue 19), nightly.
+        self._schedule(self._purge_declarations, "copyright-purge",
+                       CronTrigger(hour=3, minute=10, timezone=s.timezone))
         self.scheduler.start()
         log.info("hub started: vhost %s, prefix %r, %d agencies; consumer tags name it %s",
                  s.vhost, s.amqp.name_prefix, len(agencies), self.shards.hub_id)
@@ -174,6 +187,12 @@ class Hub:
         if sent or alerts:
             log.info("payments sweep: %d reminder(s) and overdue notice(s), %d low-deposit "
                      "alert(s) sent", len(sent), len(alerts))
+
+    async def _purge_declarations(self) -> None:
+        today = local_date(datetime.datetime.now(datetime.UTC), self.settings.timezone)
+        n = await purge_declarations(self._pool(), self.settings, today)
+        if n:
+            log.info("copyright: %d declaration(s) past their keeping time deleted", n)
 
     async def _fold_counts(self) -> None:
         await fold(self._pool())

@@ -53,6 +53,9 @@ from broker.policy_file import (
     TIER_NATIONAL,
     TIER_PROVINCE,
     WEEKDAYS,
+    BorrowerTrust,
+    CopyrightAction,
+    CopyrightLimit,
     PolicyContent,
     PolicyError,
     Quota,
@@ -78,6 +81,9 @@ __all__ = [
     "TIER_PROVINCE",
     "WEEKDAYS",
     "Availability",
+    "BorrowerTrust",
+    "CopyrightAction",
+    "CopyrightLimit",
     "Excluded",
     "Policy",
     "PolicyError",
@@ -89,6 +95,7 @@ __all__ = [
     "Rota",
     "Scoring",
     "SupplierFacts",
+    "distance",
 ]
 
 # Amounts in reasons: a few distinct fees and limits, formatted for every candidate of
@@ -113,6 +120,12 @@ class RequestFacts:
     max_cost_minor: int | None
     named_supplier: str | None
     today: datetime.date
+    # A supplier dispatch puts first whatever its rank, and why (issue 19: the licensed
+    # pay-per-view supplier for a copy past the copyright limit, broker/copyright.py).
+    first: tuple[str, str] | None = None
+    # The borrower's trust score 0..1 (broker/borrower_trust.py); None: not known, and no
+    # `min_borrower_trust` rule excludes anyone for it.
+    borrower_trust: float | None = None
 
     @property
     def weekday(self) -> str:
@@ -226,7 +239,10 @@ class Policy:
 
     def all_extra_suppliers(self) -> frozenset[str]:
         """Every symbol some rule may add: a superset of any request's extra_suppliers."""
-        return frozenset(m.symbol for r in self._rules for m in (*r.include, *r.last_resort))
+        return frozenset({*(m.symbol for r in self._rules
+                            for m in (*r.include, *r.last_resort)),
+                          *(r.copyright.supplier for r in self._rules
+                            if r.copyright is not None and r.copyright.supplier)})
 
     def extra_suppliers(self, request: RequestFacts) -> frozenset[str]:
         """Symbols this request may be routed to without a holdings match.
@@ -238,6 +254,8 @@ class Policy:
                for m in (*r.include, *r.last_resort)}
         if request.named_supplier:
             out.add(request.named_supplier)
+        if request.first:
+            out.add(request.first[0])
         out.discard(request.requester)
         return frozenset(out)
 
@@ -246,6 +264,12 @@ class Policy:
         dispatch counts what each allows and refuses the request past the first one full."""
         return tuple((r.name, r.quota) for r in self._rules
                      if r.quota is not None and _applies(r.when, request))
+
+    def copyright_limits(self, request: RequestFacts) -> tuple[tuple[str, CopyrightLimit], ...]:
+        """The copyright limits of the rules this request meets, as (rule name, limit), in
+        file order: dispatch applies the first (broker/copyright.py)."""
+        return tuple((r.name, r.copyright) for r in self._rules
+                     if r.copyright is not None and _applies(r.when, request))
 
     def to_dict(self) -> dict[str, Any]:
         return self.content.to_dict()
@@ -261,9 +285,11 @@ class Policy:
         matched = [r for r in self._rules if _applies(r.when, request)]
         acts = _Actions.collect(matched, request)
         named = request.named_supplier
+        first = request.first[0] if request.first else None
 
         considered = list(dict.fromkeys(
-            [*facts, *acts.included, *acts.last_resort, *([named] if named else [])]))
+            [*facts, *acts.included, *acts.last_resort, *([named] if named else []),
+             *([first] if first else [])]))
         excluded: dict[str, str] = {}
         cands: dict[str, _Candidate] = {}
         for sym in considered:
@@ -279,6 +305,8 @@ class Policy:
                       key=lambda c: (c.tier, -c.score, c.symbol))
         if named in cands:
             main.sort(key=lambda c: c.symbol != named)  # stable: the rest keep their order
+        if first in cands:
+            main.sort(key=lambda c: c.symbol != first)  # before even the named one
         if acts.max_candidates is not None:
             limit, rule = acts.max_candidates
             for pos, c in enumerate(main[limit:], start=limit + 1):
@@ -304,12 +332,19 @@ class Policy:
             return "is the requester"
         if f is None:
             return "no facts from dispatch: not a known active supplier"
+        first = request.first[0] if request.first else None
         if not (f.holds or sym in acts.included or sym == request.named_supplier
-                or sym in acts.last_resort):
+                or sym in acts.last_resort or sym == first):
             ids = ", ".join(sorted(request.id_types)) or "none"
             return f"holds nothing matching (request identifiers: {ids})"
         why = list(acts.excluded.get(sym, ()))
         why += acts.closed.get(sym, [])
+        trust = request.borrower_trust
+        if trust is not None:
+            for score, rule in (*acts.min_trust.get(sym, ()), *acts.min_trust_all):
+                if trust < score:
+                    why.append(f"borrower trust {trust:.2f} below {score:.2f} required by "
+                               f"rule '{rule}'")
         for cap, rule, via in acts.caps.get(sym, ()):
             if f.forwarded_today >= cap:
                 why.append(f"daily cap {cap} reached: {f.forwarded_today} forwarded today "
@@ -324,7 +359,8 @@ class Policy:
                    acts: _Actions) -> _Candidate:
         named = f.symbol == request.named_supplier
         included = acts.included.get(f.symbol)
-        main = bool(f.holds or included or named)
+        first = request.first if request.first and request.first[0] == f.symbol else None
+        main = bool(f.holds or included or named or first)
 
         if f.holds:
             match = f"holds {', '.join(sorted(f.holds))}"
@@ -345,8 +381,12 @@ class Policy:
             # Say "by location" so the operator does not read the old tier as the rank.
             tier_reasons = [f"by location {tier_reasons[0]}",
                             f"rule '{rule}': moved to tier {tier}"]
-        doubt = _doubt(f, named)
-        if doubt is not None:
+        doubt = _doubt(f, named or first is not None)
+        if first is not None:
+            tier = TIER_CITY
+            tier_reasons = [first[1], f"by location {tier_reasons[-1]}",
+                            "tier 1: put first by dispatch"]
+        elif doubt is not None:
             # Learned or checked: ask the others first, this one still before nobody.
             tier = TIER_LAST
             tier_reasons = [f"by location {tier_reasons[-1]}",
@@ -471,6 +511,9 @@ class _Actions:
     caps: dict[str, list[tuple[int, str, str]]] = field(default_factory=dict)
     closed: dict[str, list[str]] = field(default_factory=dict)
     max_candidates: tuple[int, str] | None = None
+    # min_borrower_trust: (score, rule) per lender that requires it, and for every lender
+    min_trust: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
+    min_trust_all: list[tuple[float, str]] = field(default_factory=list)
 
     @classmethod
     def collect(cls, rules: Sequence[Rule], request: RequestFacts) -> _Actions:
@@ -504,6 +547,12 @@ class _Actions:
                 if why:
                     for m in r.closed.suppliers:
                         a.closed.setdefault(m.symbol, []).append(why)
+            if r.min_borrower_trust is not None:
+                required = r.min_borrower_trust
+                if required.suppliers is None:
+                    a.min_trust_all.append((required.score, r.name))
+                for m in required.suppliers or ():
+                    a.min_trust.setdefault(m.symbol, []).append((required.score, r.name))
             if r.max_candidates is not None and (
                     a.max_candidates is None or r.max_candidates < a.max_candidates[0]):
                 a.max_candidates = (r.max_candidates, r.name)
@@ -512,18 +561,27 @@ class _Actions:
 
 def _location(request: RequestFacts, f: SupplierFacts) -> tuple[int, str]:
     """The location tier of `f` for this requester, and how it was decided."""
-    same_province = request.province is not None and request.province == f.province
+    return distance(request.province, request.city, f.province, f.city)
+
+
+def distance(requester_province: str | None, requester_city: str | None,
+             supplier_province: str | None, supplier_city: str | None) -> tuple[int, str]:
+    """How far apart two libraries are, as a location tier (TIER_CITY, TIER_PROVINCE or
+    TIER_NATIONAL) and how it was decided: the rota's tiers, and a loan's transit time
+    (broker/dispatch/loans.py)."""
+    same_province = requester_province is not None and requester_province == supplier_province
     # Cities with one name in two provinces exist; an unknown province is given the benefit.
-    provinces_agree = same_province or request.province is None or f.province is None
-    if request.city is not None and request.city == f.city and provinces_agree:
-        return TIER_CITY, f"same city {f.city}"
+    provinces_agree = same_province or requester_province is None or supplier_province is None
+    if requester_city is not None and requester_city == supplier_city and provinces_agree:
+        return TIER_CITY, f"same city {supplier_city}"
     if same_province:
-        return TIER_PROVINCE, f"same province {f.province}"
-    if f.province is None:
+        return TIER_PROVINCE, f"same province {supplier_province}"
+    if supplier_province is None:
         return TIER_NATIONAL, "national, supplier location unknown"
-    if request.province is None:
-        return TIER_NATIONAL, f"national, requester location unknown (supplier in {f.province})"
-    return TIER_NATIONAL, f"national, other province {f.province}"
+    if requester_province is None:
+        return TIER_NATIONAL, ("national, requester location unknown (supplier in "
+                               f"{supplier_province})")
+    return TIER_NATIONAL, f"national, other province {supplier_province}"
 
 
 def _applies(when: When, r: RequestFacts) -> bool:

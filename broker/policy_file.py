@@ -67,10 +67,13 @@ _MAX_BONUS = 10.0
 _TOP_KEYS = ("version", "description", "groups", "scoring", "rule", "delivery")
 _DELIVERY_KEYS = ("supplier", "service_kind", "downloads", "days")
 _RULE_KEYS = ("name", "note", "when", "include", "exclude", "prefer", "prefer_bonus",
-              "prefer_tier", "last_resort", "daily_cap", "closed", "max_candidates", "quota")
+              "prefer_tier", "last_resort", "daily_cap", "closed", "max_candidates", "quota",
+              "copyright", "min_borrower_trust")
 _ACTION_KEYS = ("include", "exclude", "prefer", "last_resort", "daily_cap", "closed",
-                "max_candidates", "quota")
+                "max_candidates", "quota", "copyright", "min_borrower_trust")
+_TRUST_KEYS = ("score", "suppliers")
 _QUOTA_KEYS = ("per", "period", "limit")
+_COPYRIGHT_KEYS = ("action", "limit", "recent_years", "supplier", "basis", "undeclared")
 _WHEN_KEYS = ("service_kind", "service_type", "id_type", "requester", "requester_province",
               "max_cost_at_least", "max_cost_below", "date_from", "date_to")
 _CLOSED_KEYS = ("dates", "weekdays", "suppliers")
@@ -157,6 +160,8 @@ class Rule:
     closed: Closed | None = None
     max_candidates: int | None = None
     quota: Quota | None = None
+    copyright: CopyrightLimit | None = None
+    min_borrower_trust: BorrowerTrust | None = None
     normalised: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -181,6 +186,40 @@ class Quota:
 
     def describe(self) -> str:
         return f"{self.limit} per {self.per.value} per {self.period.value}"
+
+
+class CopyrightAction(StrEnum):
+    """What the hub does with a copy past the copyright limit (broker/copyright.py)."""
+
+    ROUTE = "route"     # the licensed pay-per-view supplier first, the others after it
+    HOLD = "hold"       # RetryPossible to the requester, flagged for an operator
+    FLAG = "flag"       # forwarded as usual, flagged
+
+
+@dataclass(frozen=True)
+class CopyrightLimit:
+    """`copyright = { action = "route", supplier = "VENDOR:PPV", limit = 5, recent_years = 5,
+    basis = "CONTU", undeclared = "flag" }`: copies of one journal's recent issues per
+    requesting library per calendar year, for the requests the rule's `when` selects.
+    `limit` and `recent_years` left out: settings.copyright's; `undeclared`: what a copy
+    request without an accepted declaration gets ("flag", or "refuse" it)."""
+
+    action: CopyrightAction
+    limit: int | None = None
+    recent_years: int | None = None
+    supplier: str | None = None
+    basis: str | None = None
+    refuse_undeclared: bool = False
+
+
+@dataclass(frozen=True)
+class BorrowerTrust:
+    """`min_borrower_trust = 0.7`, or `{ score = 0.7, suppliers = [...] }`: the lenders
+    named (all, without a list) lend to a borrower, for the requests the rule's `when`
+    selects, only if its trust score (broker/borrower_trust.py) is at least `score`."""
+
+    score: float
+    suppliers: tuple[Member, ...] | None   # None: every lender
 
 
 @dataclass(frozen=True)
@@ -373,7 +412,34 @@ class _Parser:
             kw["max_candidates"] = norm["max_candidates"] = n
         if "quota" in raw:
             kw["quota"], norm["quota"] = self._parse_quota(raw["quota"], where)
+        if "copyright" in raw:
+            kw["copyright"], norm["copyright"] = self._parse_copyright(raw["copyright"], where)
+        if "min_borrower_trust" in raw:
+            kw["min_borrower_trust"], norm["min_borrower_trust"] = self._parse_trust(
+                raw["min_borrower_trust"], where)
         return Rule(index=i, name=name, when=when, normalised=norm, **kw)
+
+    def _parse_trust(self, raw: Any, where: str) -> tuple[BorrowerTrust, Any]:
+        fld = "min_borrower_trust"
+        if isinstance(raw, Mapping):
+            check_keys(raw, _TRUST_KEYS, where, f"{fld}.")
+            if "score" not in raw:
+                raise PolicyError(f"{where}: {fld}.score: is required")
+            score_raw, fld_score = raw["score"], f"{fld}.score"
+        else:
+            score_raw, fld_score = raw, fld
+        if isinstance(score_raw, bool) or not isinstance(score_raw, int | float) \
+                or not 0.0 <= score_raw <= 1.0:
+            raise PolicyError(f"{where}: {fld_score}: must be a trust score between 0 and 1, "
+                              f"not {score_raw!r}")
+        score = float(score_raw)
+        if not isinstance(raw, Mapping) or "suppliers" not in raw:
+            return BorrowerTrust(score, None), (score if not isinstance(raw, Mapping)
+                                                else {"score": score})
+        refs, members = self.groups.expand(raw["suppliers"], where, f"{fld}.suppliers")
+        if not members:
+            raise PolicyError(f"{where}: {fld}.suppliers: names no supplier")
+        return BorrowerTrust(score, members), {"score": score, "suppliers": refs}
 
     def _parse_quota(self, raw: Any, where: str) -> tuple[Quota, dict[str, Any]]:
         if not isinstance(raw, Mapping):
@@ -394,6 +460,49 @@ class _Parser:
                               f"(0 or more), not {limit!r}")
         quota = Quota(QuotaScope(raw["per"]), QuotaPeriod(raw["period"]), limit)
         return quota, {"per": quota.per.value, "period": quota.period.value, "limit": limit}
+
+    def _parse_copyright(self, raw: Any, where: str) -> tuple[CopyrightLimit, dict[str, Any]]:
+        if not isinstance(raw, Mapping):
+            raise PolicyError(f"{where}: copyright: must be a table {{ action = \"route\", "
+                              f"\"hold\" or \"flag\", limit = N, ... }}")
+        check_keys(raw, _COPYRIGHT_KEYS, where, "copyright.")
+        actions = [a.value for a in CopyrightAction]
+        if raw.get("action") not in actions:
+            raise PolicyError(f"{where}: copyright.action: {raw.get('action')!r} is not one of "
+                              f"{', '.join(actions)}")
+        action = CopyrightAction(raw["action"])
+        norm: dict[str, Any] = {"action": action.value}
+        kw: dict[str, Any] = {}
+        for key, low in (("limit", 0), ("recent_years", 1)):
+            if key in raw:
+                n = raw[key]
+                if not is_int(n) or n < low:
+                    raise PolicyError(f"{where}: copyright.{key}: must be a whole number of "
+                                      f"at least {low}, not {n!r}")
+                kw[key] = norm[key] = n
+        if action is CopyrightAction.ROUTE:
+            if "supplier" not in raw:
+                raise PolicyError(f"{where}: copyright.supplier: is required for action "
+                                  "\"route\" (the licensed pay-per-view supplier)")
+            _, members = self.groups.expand([raw["supplier"]], where, "copyright.supplier")
+            if len(members) != 1:
+                raise PolicyError(f"{where}: copyright.supplier: must name one supplier")
+            kw["supplier"] = members[0].symbol
+            norm["supplier"] = raw["supplier"]
+        elif "supplier" in raw:
+            raise PolicyError(f"{where}: copyright.supplier: only action \"route\" routes to "
+                              "a supplier")
+        basis = optional_text(raw, "basis", f"{where}: copyright")
+        if basis is not None:
+            kw["basis"] = norm["basis"] = basis
+        undeclared = raw.get("undeclared", "flag")
+        if undeclared not in ("flag", "refuse"):
+            raise PolicyError(f"{where}: copyright.undeclared: {undeclared!r} is not one of "
+                              "flag, refuse")
+        if "undeclared" in raw:
+            norm["undeclared"] = undeclared
+        return CopyrightLimit(action=action, refuse_undeclared=undeclared == "refuse",
+                              **kw), norm
 
     def _parse_prefer(self, raw: Mapping[str, Any], where: str,
                       norm: dict[str, Any]) -> dict[str, Any]:

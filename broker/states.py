@@ -112,6 +112,11 @@ class HubEvent(StrEnum):
     ROTA_EXHAUSTED = "rota exhausted"
     DOCUMENT_DELIVERED = "document delivered"
     QUOTA_REACHED = "quota reached"
+    COPYRIGHT_HELD = "copyright held"
+    # The due-date sweep (broker/dispatch/loans.py): once per stage and due date.
+    LOAN_REMINDER = "loan reminder"
+    LOAN_OVERDUE = "loan overdue"
+    LOAN_RECALLED = "loan recalled"
 
 
 class Step(StrEnum):

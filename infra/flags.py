@@ -56,6 +56,9 @@ class FlagKind(StrEnum):
     CANCELLATION_RATE = "cancellation_rate"
     # An ISO 18626 peer answered ERROR to what the hub sent it (broker/peers.py).
     PEER_ERROR = "peer_error"
+    # A copy request without an accepted copyright declaration, or past the consortium's
+    # copyright limit for one journal (broker/copyright.py).
+    COPYRIGHT = "copyright"
 
 
 # The kinds of a refused charge: the operators' "Charge flags" lists these.

@@ -23,6 +23,8 @@ class Lock(IntEnum):
     FEES = 0x494C4C4846454553  # "ILLHFEES": fee schedule loads one after another
     INTAKE_LAYOUT = 0x494C4C48494E544B  # "ILLHINTK": one hub changes the shard layout
     COUNTS = 0x494C4C48434E5453  # "ILLHCNTS": one hub folds counter changes per tick
+    # Keyed (see `keyed_transaction_lock`): one lock per key of the kind.
+    COPYRIGHT_COUNT = 0x494C4C4843505943  # "ILLHCPYC": one library's copies of one journal
 
 
 async def try_transaction_lock(conn: Connection, lock: Lock) -> bool:
@@ -33,6 +35,13 @@ async def try_transaction_lock(conn: Connection, lock: Lock) -> bool:
 async def transaction_lock(conn: Connection, lock: Lock) -> None:
     """Take `lock` until the caller's transaction ends, waiting for it if need be."""
     await conn.execute("SELECT pg_advisory_xact_lock($1)", int(lock))
+
+
+async def keyed_transaction_lock(conn: Connection, lock: Lock, key: str) -> None:
+    """Take `lock` for one key (say, one library and journal) until the caller's
+    transaction ends: writers of that key queue up, writers of other keys do not wait."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($2, $1))", int(lock),
+                       key)
 
 
 async def try_session_lock(conn: Connection, lock: Lock) -> bool:

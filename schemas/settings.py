@@ -239,6 +239,28 @@ class Deadlines(_Part):
     sweep_seconds: float = 30.0
 
 
+class Loans(_Part):
+    """Book loans kept (issue 19): transit time by distance, the due-date sweep's stages,
+    and how a borrower's history makes its trust score (broker/borrower_trust.py)."""
+
+    # Days a parcel takes, by the routing tiers' distance (broker/policy.py `distance`):
+    # a book must be sent back this long before its due date to arrive by it.
+    transit_days_city: int = Field(default=1, ge=0, le=60)
+    transit_days_province: int = Field(default=3, ge=0, le=60)
+    transit_days_national: int = Field(default=5, ge=0, le=60)
+    # The requester is reminded this many days before it must send the book back.
+    reminder_days_before_due: int = Field(default=3, ge=0, le=60)
+    # A loan this many days past its due date (Overdue) is recalled.
+    recall_after_days_overdue: int = Field(default=14, ge=1, le=365)
+    # Trust: each late loan costs min(1, days late / trust_late_days_full), a lost book
+    # (a settled loss claim the borrower paid) trust_loss_weight; the sum is shared over
+    # the borrower's loans plus trust_prior_loans imaginary good ones, so one late book
+    # of a new borrower is not the end of it.
+    trust_late_days_full: int = Field(default=30, ge=1, le=365)
+    trust_loss_weight: float = Field(default=2.0, ge=0.0, le=10.0)
+    trust_prior_loans: int = Field(default=4, ge=0, le=100)
+
+
 class Settlement(_Part):
     # When runs start (cron, consortium time zone; default 00:05 on the 1st of each
     # month, settling the month before) and who at the centre gets the summary.
@@ -391,6 +413,32 @@ class Catalogues(_Part):
     breaker_cooldown_seconds: float = Field(default=60.0, ge=0)
 
 
+class Copyright(_Part):
+    """Copyright on copies (issue 19, broker/copyright.py): each copy request's declaration
+    is kept, and copies are counted per requesting library, journal and calendar year."""
+
+    # Whose declaration categories are accepted: CN (合理使用 CN-FAIR-USE, ...), US (CONTU
+    # guidelines US-CCG, copyright law US-CCL), UK (UK-S42A) or AU (AU-S50, AU-S49); the
+    # lists are data in broker/copyright.py. `categories`, if given, replaces the
+    # country's codes; `vocabulary_file` (TOML: [categories] CODE = "what it means")
+    # replaces both, for a consortium with its own list.
+    country: str = "CN"
+    categories: list[str] = []
+    vocabulary_file: str | None = None
+    # Declarations are kept this long (the British Library keeps them six years), then
+    # the daily purge deletes them.
+    keep_years: int = Field(default=6, ge=1, le=100)
+    # The defaults of a policy `copyright` action that leaves them out: copies allowed per
+    # library, journal and year, and which issues count (published in the last N years).
+    limit: int = Field(default=5, ge=0)
+    recent_years: int = Field(default=5, ge=1, le=100)
+    # What applies to a copy request no policy `copyright` rule matches: "off" (the
+    # declaration is only recorded and counted), "flag" (an undeclared request and a
+    # copy past the limit are flagged), "hold" (past the limit: RetryPossible, flagged).
+    # Routing to a pay-per-view supplier needs a policy rule (it names the supplier).
+    default_action: Literal["off", "flag", "hold"] = "off"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -423,11 +471,13 @@ class Settings(BaseSettings):
     smtp: Smtp = Smtp()
     delivery: Delivery = Delivery()
     deadlines: Deadlines = Deadlines()
+    loans: Loans = Loans()
     settlement: Settlement = Settlement()
     payments: Payments = Payments()
     operators: Operators = Operators()
     accounts: Accounts = Accounts()
     catalogues: Catalogues = Catalogues()
+    copyright: Copyright = Copyright()
 
     def __init__(self, **values: Any) -> None:
         # In code a setting named wrongly (or by its flat name of an earlier release)

@@ -12,6 +12,8 @@ import asyncpg
 
 from app.cli import (
     audit,
+    claims,
+    copyright,
     demo,
     deposits,
     disputes,
@@ -19,12 +21,14 @@ from app.cli import (
     network,
     payments,
     peer,
+    pull_slips,
     routing_lab,
     server,
     tokens,
     users,
 )
 from app.cli.commands import EXIT_USAGE, Command, fail
+from broker.copyright import VocabularyError
 from infra.observability import JsonFormatter
 from infra.rabbit_admin import ManagementError
 from infra.tls import TlsSettingError
@@ -46,7 +50,9 @@ QUIET_LOGGERS = ("aiormq", "aio_pika", "apscheduler")
 COMMANDS: list[Command] = [*server.COMMANDS, *network.COMMANDS, *finance.COMMANDS,
                            *demo.COMMANDS, *peer.COMMANDS, *tokens.COMMANDS,
                            *audit.COMMANDS, *users.COMMANDS, *payments.COMMANDS,
-                           *disputes.COMMANDS, *deposits.COMMANDS, *routing_lab.COMMANDS]
+                           *disputes.COMMANDS, *deposits.COMMANDS, *routing_lab.COMMANDS,
+                           *pull_slips.COMMANDS, *claims.COMMANDS,
+                           *copyright.COMMANDS]
 
 
 def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
@@ -102,6 +108,8 @@ def main(argv: Sequence[str] | None = None, extra: Sequence[Command] = ()) -> in
     except KeyboardInterrupt:
         return 130
     except TlsSettingError as exc:  # a TLS file or CA that cannot be used: a bad setting
+        return fail(str(exc), EXIT_USAGE)
+    except VocabularyError as exc:  # the copyright vocabulary file or country: a bad setting
         return fail(str(exc), EXIT_USAGE)
     except MissingPlugin as exc:
         return fail(str(exc))

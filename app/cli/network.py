@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from app.cli.commands import EXIT_USAGE, Command, fail
-from broker import agencies, deadletters, holdings_trust, profiles
+from broker import agencies, borrower_trust, deadletters, holdings_trust, profiles
+from broker import agency_addresses as addresses
 from broker.catalogue import store as catalogue_store
 from broker.catalogue.config import (
     SRU_VERSIONS,
@@ -49,6 +50,10 @@ async def agency(settings: Settings, args: argparse.Namespace) -> int:
     try:
         if args.action == "catalogue":
             return await _catalogue(pool, args)
+        if args.action == "address":
+            return await _address(pool, args)
+        if args.action == "trust":
+            return await _trust(settings, pool, args)
         if args.action in ("add", "set"):
             try:
                 ca = agencies.read_ca_pem(args.iso18626_ca) if args.iso18626_ca else None
@@ -106,6 +111,23 @@ async def agency(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _trust(settings: Settings, pool: asyncpg.Pool, args: argparse.Namespace) -> int:
+    """Borrower trust scores (broker/borrower_trust.py): one agency's, or every borrower's."""
+    today = datetime.now(UTC).astimezone(ZoneInfo(settings.timezone)).date()
+    async with pool.acquire() as conn:
+        if args.symbol:
+            if await conn.fetchval(borrower_trust.AGENCY_EXISTS, args.symbol) is None:
+                return fail(f"no agency {args.symbol}", EXIT_USAGE)
+            symbols = [args.symbol]
+        else:
+            symbols = [r["symbol"] for r in await conn.fetch(borrower_trust.BORROWERS)]
+        for symbol in symbols:
+            history = await borrower_trust.borrower_history(conn, symbol, today)
+            score = borrower_trust.trust(history, settings.loans)
+            print(f"{symbol:<24} {borrower_trust.describe(history, score)}")
+    return 0
+
+
 async def _catalogue(pool: asyncpg.Pool, args: argparse.Namespace) -> int:
     """`agency catalogue set|show|remove`: the supplier's SRU catalogue, asked before
     routing (broker/catalogue)."""
@@ -154,6 +176,34 @@ def _catalogue_text(c: CatalogueConfig) -> str:
     budget = f"{c.budget_ms} ms" if c.budget_ms else "default budget"
     return (f"{c.symbol:<24} {'enabled' if c.enabled else 'DISABLED':<8} SRU {c.sru_version} "
             f"{c.sru_url} schema {c.record_schema} ({where}); {indexes}; {budget}")
+
+
+async def _address(pool: asyncpg.Pool, args: argparse.Namespace) -> int:
+    """`agency address set|show`: the postal address loans are shipped from and to
+    (broker/agency_addresses.py; the pull slips' labels print it)."""
+    old = await addresses.get(pool, args.symbol)
+    if args.what == "show":
+        if old is None:
+            return fail(f"{args.symbol} has no postal address (set it with `agency address "
+                        "set`)")
+        print(_address_text(args.symbol, old))
+        return 0
+    given = {name: getattr(args, name) for name in
+             ("recipient", "line1", "line2", "city", "province", "postcode", "country",
+              "phone") if getattr(args, name) is not None}
+    base = old if old is not None else addresses.PostalAddress(line1=None)
+    try:
+        new = await addresses.put(pool, args.symbol, dataclasses.replace(base, **given))
+    except addresses.AddressError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    print(_address_text(args.symbol, new))
+    return 0
+
+
+def _address_text(symbol: str, a: addresses.PostalAddress) -> str:
+    return "\n".join([f"{symbol}", *(f"  {x}" for x in (a.recipient, a.street(), a.post(),
+                                                        f"电话 {a.phone}" if a.phone else "")
+                                     if x)])
 
 
 def _profiles_text() -> str:
@@ -206,6 +256,11 @@ def _agency_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("symbol")
     _catalogue_arguments(asub.add_parser(
         "catalogue", help="the supplier's SRU catalogue, asked for availability before routing"))
+    _address_arguments(asub.add_parser(
+        "address", help="the postal address loans are shipped from and to (Chinese welcome)"))
+    t = asub.add_parser("trust", help="borrower trust scores from late returns and losses "
+                                      "(what min_borrower_trust rules compare)")
+    t.add_argument("symbol", nargs="?", help="one agency (default: every requester)")
 
 
 def _catalogue_arguments(p: argparse.ArgumentParser) -> None:
@@ -235,6 +290,25 @@ def _catalogue_arguments(p: argparse.ArgumentParser) -> None:
     sh.add_argument("symbol", nargs="?")
     rm = csub.add_parser("remove", help="stop asking its catalogue")
     rm.add_argument("symbol")
+
+
+def _address_arguments(p: argparse.ArgumentParser) -> None:
+    asub = p.add_subparsers(dest="what", required=True, metavar="ACTION")
+    a = asub.add_parser("set", help="set or change it (options not given keep their value; "
+                                    "the first time --line1, --city, --province, --postcode "
+                                    "and --phone are required)")
+    a.add_argument("symbol")
+    a.add_argument("--recipient", help="who takes the parcel, e.g. 馆际互借部 王老师")
+    a.add_argument("--line1", help="street and number, e.g. 淮海中路1555号")
+    a.add_argument("--line2", help="building, floor, room")
+    a.add_argument("--city", help="e.g. 上海 or 南京")
+    a.add_argument("--province", help="e.g. 上海 or 江苏")
+    a.add_argument("--postcode", help="6 digits in China, e.g. 200031")
+    a.add_argument("--country", help="ISO 3166 two letters (default CN)")
+    a.add_argument("--phone", help="mobile or landline with its area code, e.g. "
+                                   "021-64455555 or 13812345678")
+    sh = asub.add_parser("show", help="print an agency's postal address")
+    sh.add_argument("symbol")
 
 
 async def holdings(settings: Settings, args: argparse.Namespace) -> int:
@@ -366,7 +440,8 @@ def _policy_arguments(p: argparse.ArgumentParser) -> None:
 async def explain_transaction(settings: Settings, args: argparse.Namespace) -> int:
     conn = await connect(settings.database_url)
     try:
-        for line in await explain(conn, args.transaction):
+        today = datetime.now(UTC).astimezone(ZoneInfo(settings.timezone)).date()
+        for line in await explain(conn, args.transaction, settings.loans, today):
             print(line)
     except LookupError as exc:
         return fail(str(exc))

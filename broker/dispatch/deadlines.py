@@ -1,5 +1,6 @@
 """The deadline sweep: a supplier silent past its deadline is sent a Cancel and skipped
-(ARCHITECTURE §3.4 rule 4); one whose requester asked to cancel is cancelled."""
+(ARCHITECTURE §3.4 rule 4); one whose requester asked to cancel is cancelled. After
+them, loans past their stages (broker/dispatch/loans.py): reminders, Overdue, recalls."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from broker import violations
-from broker.dispatch import messages, rota, store
+from broker.dispatch import loans, messages, rota, store
 from broker.dispatch.desk import Desk, iso
 from broker.dispatch.store import Txn
 from broker.states import EntryOutcome, HubEvent, State
@@ -44,6 +45,8 @@ async def sweep_deadlines(desk: Desk, pool: asyncpg.Pool, now: datetime | None =
             async with pool.acquire() as conn, conn.transaction():
                 if await try_transaction_lock(conn, Lock.DEADLINE_SWEEP):
                     await violations.sweep_overdue_loans(conn, now)
+                    # Due dates kept: reminders, Overdue, recalls (not counted here).
+                    await loans.sweep_loans(desk, conn, now)
             return handled
 
 

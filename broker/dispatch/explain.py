@@ -1,16 +1,21 @@
-"""A transaction's full path for operators: rota with reasons, exclusions, audit trail."""
+"""A transaction's full path for operators: rota with reasons, exclusions, a loan's
+parcels, due-date stages and borrower trust, audit trail."""
 
 from __future__ import annotations
 
 import json
+from datetime import date
 
-from broker.dispatch import sql
+from broker.dispatch import loans, sql
 from broker.dispatch.desk import iso
 from infra.database import Connection
+from schemas.settings import Loans
 
 
-async def explain(conn: Connection, txn_id: str) -> list[str]:
-    """The lines `run.py explain` prints; LookupError if there is no such transaction."""
+async def explain(conn: Connection, txn_id: str, terms: Loans | None = None,
+                  today: date | None = None) -> list[str]:
+    """The lines `run.py explain` prints; LookupError if there is no such transaction.
+    With the loans settings and the consortium-local day: the borrower's trust too."""
     txn = await conn.fetchrow(sql.EXPLAIN_TRANSACTION, txn_id)
     if txn is None:
         raise LookupError(f"no transaction {txn_id}")
@@ -29,6 +34,7 @@ async def explain(conn: Connection, txn_id: str) -> list[str]:
     if excluded:
         lines.append("excluded:")
         lines += [f"  {x['supplier']}: {x['reason']}" for x in excluded]
+    lines += await loans.explain_lines(conn, txn_id, terms, today)
     lines.append("audit trail:")
     for a in await conn.fetch(sql.EXPLAIN_AUDIT, txn_id):
         detail = json.loads(a["detail"]) if a["detail"] else {}

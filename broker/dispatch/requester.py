@@ -5,12 +5,15 @@ changes none; with no supplier to tell, it is kept in the audit trail."""
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime
+from typing import Any
 
 from broker import violations
-from broker.dispatch import messages, sql, store
+from broker.dispatch import loans, messages, shipping, sql, store
 from broker.dispatch.desk import Desk
+from broker.dispatch.shipping import Leg, Shipment, ShippingError
 from broker.dispatch.store import Txn
 from broker.intake import Context, Outcome, Refusal
 from broker.states import EntryOutcome, Event, State, allowed_events, iso_status, next_state
@@ -42,7 +45,9 @@ async def from_requester(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
         await store.audit(conn, desk.clock(), txn.id, ctx.sender, event, txn.state,
                           txn.state, ctx.message_id, {})
         return Outcome(outgoing=[answer], transaction_id=txn.id)
-    detail: dict[str, str] = {"note": msg.note} if msg.note else {}
+    # The parcel of a ShippedReturn, checked before anything is written.
+    parcel = _return_parcel(ctx, txn) if msg.action == Action.SHIPPED_RETURN else None
+    detail: dict[str, Any] = {"note": msg.note} if msg.note else {}
     if msg.action == Action.CANCEL and txn.state == State.RETRY_POSSIBLE:
         out = await _cancel_retry(desk, conn, txn, msg.note, now)
     elif msg.action == Action.NOTIFICATION and not _supplier_has_it(txn):
@@ -58,11 +63,29 @@ async def from_requester(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
             await violations.check_cancellation_rate(conn, ctx.sender, now)
         if target != txn.state:
             await store.set_state(conn, txn, target, now)
-        out = [messages.relay_to_supplier(txn, ctx.raw, ctx.message_id)]
+        relayed = ctx.raw
+        if msg.action == Action.SHIPPED_RETURN:
+            await loans.returned(conn, txn.id, now, in_transit=True)
+        if parcel is not None:
+            await loans.shipped(conn, txn.id, Leg.BACK, parcel, ctx.sender, ctx.message_id,
+                                now)
+            detail["shipping"] = parcel.extension()
+            # Whatever the supplier's transport: hubExtensions and the note's line.
+            relayed = json.loads(json.dumps(ctx.raw))
+            shipping.with_shipment(relayed["requestingAgencyMessage"], parcel, "note")
+        out = [messages.relay_to_supplier(txn, relayed, ctx.message_id)]
     out.append(messages.event(txn, txn.state, target, event, now))
     await store.audit(conn, desk.clock(), txn.id, ctx.sender, event, txn.state, target,
                       ctx.message_id, detail)
     return Outcome(outgoing=out, transaction_id=txn.id)
+
+
+def _return_parcel(ctx: Context, txn: Txn) -> Shipment | None:
+    """The parcel a ShippedReturn says the requester sent (broker/dispatch/shipping.py)."""
+    try:
+        return shipping.from_requester(ctx.raw["requestingAgencyMessage"])
+    except ShippingError as problem:
+        raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE, str(problem), txn.id) from problem
 
 
 def _supplier_has_it(txn: Txn) -> bool:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
+from broker import copyright
+from broker.borrower_trust import History, trust
 from broker.catalogue.config import of_candidates
 from broker.dispatch import messages, rota, sql, store
 from broker.dispatch.desk import Desk, iso
@@ -102,6 +104,7 @@ class Routed:
     named: str | None
     too_dear: str | None  # why the named supplier's price is above maximumCosts
     over_quota: OverQuota | None = None   # a policy quota this request would exceed
+    copyright: copyright.Check | None = None  # a copy request's declaration and count
 
     def ranked(self) -> list[dict[str, Any]]:
         return [{"supplier": r.symbol, "tier": r.tier, "score": r.score,
@@ -162,12 +165,15 @@ async def new_request(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
     # The usual case, a new request forwarded at once to the first supplier, is written
     # by one statement; the others go step by step.
     straight = (retry_of is None and not routed.too_dear and routed.over_quota is None
+                and not (routed.copyright and routed.copyright.held)
                 and bool(routed.rota.ranked))
     detail: dict[str, Any] = {"rota": list(routed.rota.symbols),
                               "rules": list(routed.rota.rules_applied),
                               "policyVersion": routed.policy_version}
     if duplicate_of:
         detail["duplicateOf"] = duplicate_of
+    if routed.copyright is not None:
+        detail["copyright"] = routed.copyright.detail()
     txn = await store.insert_transaction(conn, NewTransaction(
         id=new_transaction_id(now), requester=ctx.sender, request_id=asked.request_id,
         service_type=str(asked.service_type), service_kind=str(asked.kind),
@@ -181,6 +187,9 @@ async def new_request(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
         deadline=now + timedelta(hours=desk.deadline_hours(asked.level)) if straight else None,
         today=today))
     observability.transaction_id.set(txn.id)
+    if routed.copyright is not None:
+        await copyright.record(conn, routed.copyright, txn.id, ctx.sender, now,
+                               replaces=retry_of.id if retry_of is not None else None)
     if straight:
         out = messages.forwarded(desk, txn, State.NEW, txn.current_supplier, 1, now,
                                  note=None, first=True)
@@ -231,19 +240,33 @@ async def _route(desk: Desk, conn: Connection, ctx: Context, asked: Asked,
         city=known["requester_city"], service_type=str(asked.service_type),
         service_kind=str(asked.kind), id_types=frozenset(t for t, _ in asked.ids),
         max_cost_minor=max_cost.minor if max_cost else None, named_supplier=named,
-        today=today)
+        today=today,
+        borrower_trust=trust(History.of_row(known, "borrower_"), desk.settings.loans))
     if named and named != ctx.sender and not any(r["symbol"] == named for r in rows):
         # Only a Retry can name a supplier the first query did not ask about.
         rows = [*rows, *await conn.fetch(sql.CANDIDATES_ONLY, [named], ctx.sender,
                                          str(asked.kind), today)]
+    checked = await copyright.check(conn, desk.settings.copyright, desk.policies.policy, facts,
+                                    ctx.raw, asked.ids)
+    if checked is not None and checked.undeclared and checked.rule is not None \
+            and checked.rule.refuse_undeclared:
+        raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
+                      "request.serviceInfo.copyrightCompliance: a copy request needs an "
+                      f"accepted copyright category ({', '.join(checked.accepted)}); "
+                      f"{checked.declaration.given or 'none'!r} is not one")
+    if checked is not None and checked.route_to:
+        facts = replace(facts, first=(checked.route_to, checked.reason()))
     answers = await _ask_catalogues(desk, facts, rows, asked)
     route, quoted = _rank(desk.policies.policy, facts, rows, pages_of(ctx.raw), answers)
+    if checked is not None and checked.route_to and route.symbols[:1] != (checked.route_to,):
+        checked = replace(checked, unrouted=route.excluded_reason(checked.route_to)
+                          or "not a candidate")
     too_dear = None
     if named and max_cost and named in quoted and named not in route.symbols:
         too_dear = max_cost_problem(quoted[named], max_cost)
     over = await _over_quota(desk, conn, ctx.sender, asked, facts)
     return Routed(rota=route, quoted=quoted, policy_version=desk.policies.version,
-                  named=named, too_dear=too_dear, over_quota=over)
+                  named=named, too_dear=too_dear, over_quota=over, copyright=checked)
 
 
 async def _over_quota(desk: Desk, conn: Connection, requester: str, asked: Asked,
@@ -286,6 +309,8 @@ async def _first_step(desk: Desk, conn: Connection, txn: Txn, routed: Routed,
     forward, or give up."""
     if routed.over_quota is not None:
         return await _refuse_for_quota(desk, conn, txn, routed.over_quota, now)
+    if routed.copyright is not None and routed.copyright.held:
+        return await _hold_for_copyright(desk, conn, txn, routed.copyright, now)
     if routed.too_dear and routed.named:
         # Asked for by name but above the requester's limit: offer a retry at the
         # supplier's price instead of silently routing elsewhere.
@@ -322,6 +347,22 @@ async def _refuse_for_quota(desk: Desk, conn: Connection, txn: Txn, over: OverQu
             desk, txn, ReasonForMessage.REQUEST_RESPONSE, state, now, supplier=None,
             answer="N", note=over.note, reason_unfilled="PolicyProblem")
     return [message, messages.event(txn, State.NEW, state, HubEvent.QUOTA_REACHED, now)]
+
+
+async def _hold_for_copyright(desk: Desk, conn: Connection, txn: Txn, held: copyright.Check,
+                              now: datetime) -> list[Outgoing]:
+    """A copy past the copyright limit under a "hold" rule: RetryPossible with the reason
+    (a Retry once permission is obtained or the fee agreed), flagged for an operator.
+    There is no approval queue yet: the transaction is not kept waiting in the hub."""
+    state = State.RETRY_POSSIBLE
+    await store.set_state(conn, txn, state, now)
+    await store.audit(conn, desk.clock(), txn.id, "hub", HubEvent.COPYRIGHT_HELD, State.NEW,
+                      state, None, {"copyright": held.detail()})
+    message = messages.to_requester(
+        desk, txn, ReasonForMessage.REQUEST_RESPONSE, state, now, supplier=None,
+        answer="N", note=held.reason(),
+        more_info={"reasonRetry": "NotCurrentAvailableForILL"})
+    return [message, messages.event(txn, State.NEW, state, HubEvent.COPYRIGHT_HELD, now)]
 
 
 async def _supersede(desk: Desk, conn: Connection, ctx: Context, retry_of: Txn,

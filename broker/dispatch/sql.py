@@ -8,7 +8,8 @@ SQL. Files read by name would need a template language for both, and package dat
 install them.
 
 Dispatch's tables are ill_transaction, rota_entry, rota_excluded, audit_log,
-scorecard, supplier_day and policy_version. Other packages' data is read only through
+scorecard, supplier_day and policy_version, and a loan's loan, loan_shipment and
+loan_notice. Other packages' data is read only through
 what they publish: agency, holding and holding_answer (broker; the answers are written
 through broker/holdings_trust.py), `fee_terms_in_force()` (settlement,
 schemas/migrations/0014_fee_view.sql).
@@ -24,6 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from broker.borrower_trust import history_sql
 from broker.holdings_trust import WINDOW_DAYS
 from broker.states import AWAITING_SUPPLIER, TERMINAL, EntryOutcome, HubEvent, State
 
@@ -332,13 +334,16 @@ WHERE c.symbol <> {requester}"""
 
 
 # In one round trip: an earlier copy of this request, an open duplicate, the requester's
-# region, the policy version in force, and every candidate supplier with its facts.
+# region and its borrowing history (borrower_*, broker/borrower_trust.py), the policy
+# version in force, and every candidate supplier with its facts.
 # $1 requester, $2 request id, $3 patron key, $4 item key, $5/$6 identifier types and
 # values, $7 suppliers the policy may add, $8 service kind, $9 consortium-local day.
 REQUEST_FACTS = f"""
 SELECT t.id AS earlier_id, t.confirmation AS earlier_confirmation,
        dup.id AS duplicate_of, dup.request_id AS duplicate_request_id,
        r.province AS requester_province, r.city AS requester_city,
+       bt.loans AS borrower_loans, bt.late_days AS borrower_late_days,
+       bt.losses AS borrower_losses,
        (SELECT max(version) FROM policy_version) AS policy_version, c.*
 FROM agency r
 LEFT JOIN ill_transaction t ON t.requester = $1 AND t.request_id = $2
@@ -346,6 +351,7 @@ LEFT JOIN LATERAL (
     SELECT id, request_id FROM ill_transaction
     WHERE requester = $1 AND patron_key = $3 AND item_key = $4 AND closed_at IS NULL
     LIMIT 1) dup ON true
+LEFT JOIN LATERAL ({history_sql("$1", "$9::date")}) bt ON true
 LEFT JOIN LATERAL ({_candidates("$5", "$6", "$7", "$1", "$8::text", "$9::date")}) c ON true
 WHERE r.symbol = $1"""
 
@@ -355,14 +361,70 @@ CANDIDATES_ONLY = _candidates("'{}'", "'{}'", "$1", "$2", "$3::text", "$4::date"
 # ---- quotas ---------------------------------------------------------------------------
 
 # Requests of one kind a library (or, with $4, one of its readers) made since $3, not
-# counting those the hub refused for a quota (they were never served).
+# counting those the hub refused for a quota or held for copyright (never served).
 # $1 requester, $2 service kind, $3 period start (instant), $4 patron key or NULL.
 QUOTA_USED = f"""
 SELECT count(*) FROM ill_transaction t
 WHERE t.requester = $1 AND t.service_kind = $2 AND t.created_at >= $3
   AND ($4::text IS NULL OR t.patron_key = $4)
-  AND NOT EXISTS (SELECT 1 FROM audit_log a
-                  WHERE a.transaction_id = t.id AND a.event = '{HubEvent.QUOTA_REACHED}')"""
+  AND NOT EXISTS (SELECT 1 FROM audit_log a WHERE a.transaction_id = t.id
+                  AND a.event IN ('{HubEvent.QUOTA_REACHED}', '{HubEvent.COPYRIGHT_HELD}'))"""
+
+# ---- loans (broker/dispatch/loans.py; migration 0031) ---------------------------------
+
+LOAN_PLACES = "SELECT symbol, province, city FROM agency WHERE symbol = ANY($1)"
+# The loan starts once: a re-sent Loaned (or a renewal) keeps its distance.
+LOAN_START = """
+INSERT INTO loan (transaction_id, distance, transit_days, loaned_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (transaction_id) DO NOTHING"""
+LOAN_SHIPMENT = """
+INSERT INTO loan_shipment (transaction_id, leg, carrier, tracking_number, shipped_on, parcels,
+                           sent_via, item_id, sender, message_id, recorded_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (transaction_id, leg) DO UPDATE SET
+    carrier = excluded.carrier, tracking_number = excluded.tracking_number,
+    shipped_on = excluded.shipped_on, parcels = excluded.parcels,
+    sent_via = excluded.sent_via, item_id = excluded.item_id, sender = excluded.sender,
+    message_id = excluded.message_id, recorded_at = excluded.recorded_at"""
+# The book went back at $2 ($3: with its transit still to go, true for a ShippedReturn,
+# false when the supplier says LoanCompleted without one): the first time only. Days
+# late: by when it could be back at the supplier, after the due date, rounded up.
+LOAN_RETURNED = """
+UPDATE loan l SET returned_at = $2,
+       days_late = CASE WHEN t.due_at IS NULL THEN 0 ELSE greatest(0, ceil(extract(epoch FROM
+           $2::timestamptz + CASE WHEN $3 THEN l.transit_days ELSE 0 END * interval '1 day'
+           - t.due_at) / 86400))::int END
+FROM ill_transaction t
+WHERE l.transaction_id = $1 AND t.id = l.transaction_id AND l.returned_at IS NULL"""
+
+# Open loans at a stage the sweep has not taken for their due date yet, locked, those
+# another process holds skipped. $1 now, $2 reminder days, $3 recall days, $4 batch.
+LOANS_DUE = f"""
+SELECT {TXN_COLUMNS}, due_at, transit_days, stage
+FROM ill_transaction JOIN loan ON loan.transaction_id = ill_transaction.id
+CROSS JOIN LATERAL (SELECT CASE
+    WHEN state IN ('{State.LOANED}', '{State.RECEIVED}') AND due_at <= $1 THEN 'overdue'
+    WHEN state = '{State.OVERDUE}' AND due_at + $3 * interval '1 day' <= $1 THEN 'recall'
+    WHEN state IN ('{State.LOANED}', '{State.RECEIVED}')
+         AND due_at - (transit_days + $2) * interval '1 day' <= $1 THEN 'reminder'
+    END AS stage) s
+WHERE closed_at IS NULL AND due_at IS NOT NULL AND s.stage IS NOT NULL
+  AND state IN ('{State.LOANED}', '{State.RECEIVED}', '{State.OVERDUE}')
+  AND NOT EXISTS (SELECT 1 FROM loan_notice n WHERE n.transaction_id = ill_transaction.id
+                  AND n.stage = s.stage AND n.due_at = ill_transaction.due_at)
+ORDER BY due_at LIMIT $4 FOR UPDATE OF ill_transaction SKIP LOCKED"""
+LOAN_NOTICE_CLAIM = """
+INSERT INTO loan_notice (transaction_id, stage, due_at, at) VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING RETURNING stage"""
+LOAN_NOTICE_MAIL = """
+UPDATE loan_notice SET mail_id = $4 WHERE transaction_id = $1 AND stage = $2 AND due_at = $3"""
+LOAN_CONTACT = "SELECT name, email FROM agency WHERE symbol = $1"
+
+EXPLAIN_LOAN = """
+SELECT l.*, t.due_at, t.requester FROM loan l JOIN ill_transaction t ON t.id = l.transaction_id
+WHERE l.transaction_id = $1"""
+EXPLAIN_SHIPMENTS = "SELECT * FROM loan_shipment WHERE transaction_id = $1 ORDER BY leg DESC"
+EXPLAIN_NOTICES = "SELECT * FROM loan_notice WHERE transaction_id = $1 ORDER BY at, stage"
 
 # ---- delivery -------------------------------------------------------------------------
 

@@ -10,8 +10,9 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from broker.dispatch import messages, rota, sql, store
+from broker.dispatch import loans, messages, rota, shipping, sql, store
 from broker.dispatch.desk import Desk, iso
+from broker.dispatch.shipping import Leg, Shipment, ShippingError
 from broker.dispatch.store import Txn
 from broker.holdings import identifiers_of
 from broker.holdings_trust import record_answer
@@ -88,6 +89,9 @@ async def from_supplier(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
         return await _unfilled(desk, conn, ctx, txn, msg, now)
     if not isinstance(target, State):
         raise TypeError(f"state table: {target!r} is no state")
+    # A physical loan's parcel, checked before anything is written.
+    lends = status == Status.LOANED and txn.service_kind != ServiceKind.E_BOOK_LOAN
+    parcel = _outbound(ctx, txn) if lends else None
     extensions: dict[str, Any] = {}
     if target in _DELIVERED and txn.state in AWAITING_SUPPLIER:
         extensions = await _delivered(desk, conn, ctx, txn, msg, target, now)
@@ -99,17 +103,39 @@ async def from_supplier(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
     due = msg.status_info.due_date if msg.status_info else None
     if status == Status.LOANED and due is not None:
         await conn.execute(sql.SET_DUE, txn.id, due if due.tzinfo else due.replace(tzinfo=UTC))
+    if lends:
+        await loans.started(desk, conn, txn, now)
+    if parcel is not None:
+        await loans.shipped(conn, txn.id, Leg.OUT, parcel, ctx.sender, ctx.message_id, now)
+    if target == State.LOAN_COMPLETED:
+        await loans.returned(conn, txn.id, now, in_transit=False)
+    detail = _brief(ctx.raw)
+    if parcel is not None:
+        detail["shipping"] = parcel.extension()
     await store.audit(conn, desk.clock(), txn.id, ctx.sender, event, txn.state, target,
-                      ctx.message_id, _brief(ctx.raw))
+                      ctx.message_id, detail)
     relayed = ctx.raw
-    if extensions:
+    # Parcel data outside the standard's elements: relayed in both forms (JSON, XML).
+    relay_parcel = parcel is not None and shipping.beyond_iso(ctx.raw["supplyingAgencyMessage"])
+    if extensions or relay_parcel:
         # The requester learns the link's limits, never its token (the patron's mail has it).
         relayed = json.loads(json.dumps(ctx.raw))
         inner = relayed["supplyingAgencyMessage"]
-        inner.setdefault("hubExtensions", {}).update(extensions)
+        if extensions:
+            inner.setdefault("hubExtensions", {}).update(extensions)
+        if parcel is not None and relay_parcel:
+            shipping.with_shipment(inner, parcel, "messageInfo")
     out = [messages.relay_to_requester(txn, relayed, ctx.message_id),
            messages.event(txn, txn.state, target, event, now)]
     return Outcome(outgoing=out, transaction_id=txn.id)
+
+
+def _outbound(ctx: Context, txn: Txn) -> Shipment | None:
+    """The parcel a Loaned says the supplier sent (broker/dispatch/shipping.py)."""
+    try:
+        return shipping.from_supplier(ctx.raw["supplyingAgencyMessage"])
+    except ShippingError as problem:
+        raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE, str(problem), txn.id) from problem
 
 
 async def _kept(desk: Desk, conn: Connection, ctx: Context, txn: Txn, event: Event,
