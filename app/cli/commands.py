@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+import asyncpg
+
+from infra.database import Connection, connect
 from schemas.settings import Settings
 from schemas.text import display_width
 
@@ -26,6 +29,13 @@ def no_arguments(parser: argparse.ArgumentParser) -> None:
     pass
 
 
+# An action that works on one database connection the command opens for it.
+ConnectedRun = Callable[[Settings, argparse.Namespace, Connection], Coroutine[Any, Any, int]]
+# name -> (help, run, arguments)
+ConnectedActions = Mapping[str, tuple[str, ConnectedRun,
+                                      Callable[[argparse.ArgumentParser], None]]]
+
+
 @dataclass(frozen=True)
 class Command:
     name: str
@@ -35,6 +45,29 @@ class Command:
     # The hub process and the benchmarks run on uvloop where it is installed (less CPU
     # per message: bench/ measures it).
     fast: bool = False
+
+
+def connected_command(name: str, text: str, actions: ConnectedActions) -> Command:
+    """`run.py NAME ACTION ...` whose actions each need one database connection: the
+    parser of the actions, and a run that connects, runs the chosen one and closes."""
+
+    def arguments(p: argparse.ArgumentParser) -> None:
+        sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+        for action, (helptext, _run, add) in actions.items():
+            add(sub.add_parser(action, help=helptext, description=helptext))
+
+    async def run(settings: Settings, args: argparse.Namespace) -> int:
+        _help, chosen, _add = actions[args.action]
+        try:
+            conn = await connect(settings.database_url)
+        except (OSError, asyncpg.PostgresConnectionError) as exc:
+            return fail(f"cannot reach the database: {exc}")
+        try:
+            return await chosen(settings, args, conn)
+        finally:
+            await conn.close()
+
+    return Command(name, text, run, arguments)
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> int:

@@ -13,16 +13,19 @@ CSV file Excel opens with its Chinese intact (the statements' form).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import asyncpg
-
-from app.cli.commands import EXIT_USAGE, Command, fail, table
+from app.cli.commands import (
+    EXIT_USAGE,
+    ConnectedActions,
+    connected_command,
+    fail,
+    table,
+)
 from broker import copyright
-from infra.database import connect
+from infra.database import Connection
 from schemas.settings import Settings
 from settlement.statement_csv import csv_head, csv_line
 from settlement.statement_model import clean_text
@@ -32,7 +35,6 @@ HEADER = ("年份 Year", "申请馆 Requester", "期刊 Journal", "复制请求 
           "无声明 Undeclared")
 _TEXT_MAX = 200
 
-_Run = Callable[[Settings, argparse.Namespace, asyncpg.Connection], Awaitable[int]]
 
 
 def _cells(r: copyright.ReportRow) -> tuple[object, ...]:
@@ -50,7 +52,7 @@ def _write(path: Path, data: bytes) -> str | None:
 
 
 async def _report(settings: Settings, args: argparse.Namespace,
-                  conn: asyncpg.Connection) -> int:
+                  conn: Connection) -> int:
     if args.year is not None and not 1000 <= args.year <= 9999:
         return fail(f"--year {args.year}: a four-digit year", EXIT_USAGE)
     requester = args.requester.strip() if args.requester else None
@@ -73,7 +75,7 @@ async def _report(settings: Settings, args: argparse.Namespace,
 
 
 async def _purge(settings: Settings, args: argparse.Namespace,
-                 conn: asyncpg.Connection) -> int:
+                 conn: Connection) -> int:
     today = datetime.now(ZoneInfo(settings.timezone)).date()
     deleted = await copyright.purge_declarations(conn, settings, today)
     print(f"{deleted} declaration(s) older than {settings.copyright.keep_years} years deleted")
@@ -91,7 +93,7 @@ def _no_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # name: (help, run, arguments)
-ACTIONS: dict[str, tuple[str, _Run, Callable[[argparse.ArgumentParser], None]]] = {
+ACTIONS: ConnectedActions = {
     "report": ("copies per requesting library, journal and year: counts, the limit, what "
                "was done", _report, _report_arguments),
     "purge": ("delete copyright declarations older than settings.copyright.keep_years",
@@ -99,24 +101,6 @@ ACTIONS: dict[str, tuple[str, _Run, Callable[[argparse.ArgumentParser], None]]] 
 }
 
 
-def _arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    for name, (text, _run, arguments) in ACTIONS.items():
-        arguments(sub.add_parser(name, help=text, description=text))
-
-
-async def copyright_command(settings: Settings, args: argparse.Namespace) -> int:
-    _help, run, _arguments_of = ACTIONS[args.action]
-    try:
-        conn = await connect(settings.database_url)
-    except (OSError, asyncpg.PostgresConnectionError) as exc:
-        return fail(f"cannot reach the database: {exc}")
-    try:
-        return await run(settings, args, conn)
-    finally:
-        await conn.close()
-
-
-COMMANDS = [Command("copyright", "copyright on copies: the counts per library and journal "
-                    "for an audit, the purge of old declarations", copyright_command,
-                    _arguments)]
+COMMANDS = [connected_command("copyright", "copyright on copies: the counts per library "
+                              "and journal for an audit, the purge of old declarations",
+                              ACTIONS)]

@@ -8,20 +8,20 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-from collections.abc import Callable, Coroutine
-from typing import Any
 
-import asyncpg
-
-from app.cli.commands import EXIT_USAGE, Command, fail, table
+from app.cli.commands import (
+    EXIT_USAGE,
+    ConnectedActions,
+    connected_command,
+    fail,
+    table,
+)
 from app.cli.finance_actions import parse_amount, today
-from infra.database import Connection, connect
+from infra.database import Connection
 from schemas.money import DEFAULT_CURRENCY, Money
 from schemas.settings import Settings
 from settlement import deposits
 from settlement.deposits import DepositBalance, DepositError
-
-_Run = Callable[[Settings, argparse.Namespace, Connection], Coroutine[Any, Any, int]]
 
 
 def _money(m: Money) -> str:
@@ -175,7 +175,7 @@ def _no_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # name: (help, run, arguments)
-ACTIONS: dict[str, tuple[str, _Run, Callable[[argparse.ArgumentParser], None]]] = {
+ACTIONS: ConnectedActions = {
     "open": ("open an agency's prepaid deposit account", _open, _open_arguments),
     "topup": ("record money the agency paid into its deposit", _topup, _topup_arguments),
     "refund": ("record money paid back out of the deposit", _refund, _money_arguments),
@@ -188,23 +188,5 @@ ACTIONS: dict[str, tuple[str, _Run, Callable[[argparse.ArgumentParser], None]]] 
 }
 
 
-def _arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    for name, (text, _run, arguments) in ACTIONS.items():
-        arguments(sub.add_parser(name, help=text, description=text))
-
-
-async def deposit_command(settings: Settings, args: argparse.Namespace) -> int:
-    _help, run, _arguments_of = ACTIONS[args.action]
-    try:
-        conn = await connect(settings.database_url)
-    except (OSError, asyncpg.PostgresConnectionError) as exc:
-        return fail(f"cannot reach the database: {exc}")
-    try:
-        return await run(settings, args, conn)
-    finally:
-        await conn.close()
-
-
-COMMANDS = [Command("deposit", "prepaid deposit accounts: open, top up, balances, low-balance "
-                    "alerts", deposit_command, _arguments)]
+COMMANDS = [connected_command("deposit", "prepaid deposit accounts: open, top up, balances, "
+                    "low-balance alerts", ACTIONS)]
