@@ -271,6 +271,12 @@ class Policy:
         return tuple((r.name, r.copyright) for r in self._rules
                      if r.copyright is not None and _applies(r.when, request))
 
+    def recall_after_days(self, request: RequestFacts) -> tuple[int, str] | None:
+        """Days after the due date an overdue loan of this request is recalled, and the
+        rule that says so (the first matching rule that sets it); None: the setting."""
+        return next(((r.recall_after_days, r.name) for r in self._rules
+                     if r.recall_after_days is not None and _applies(r.when, request)), None)
+
     def to_dict(self) -> dict[str, Any]:
         return self.content.to_dict()
 

@@ -68,9 +68,10 @@ _TOP_KEYS = ("version", "description", "groups", "scoring", "rule", "delivery")
 _DELIVERY_KEYS = ("supplier", "service_kind", "downloads", "days")
 _RULE_KEYS = ("name", "note", "when", "include", "exclude", "prefer", "prefer_bonus",
               "prefer_tier", "last_resort", "daily_cap", "closed", "max_candidates", "quota",
-              "copyright", "min_borrower_trust")
+              "copyright", "min_borrower_trust", "recall_after_days")
 _ACTION_KEYS = ("include", "exclude", "prefer", "last_resort", "daily_cap", "closed",
-                "max_candidates", "quota", "copyright", "min_borrower_trust")
+                "max_candidates", "quota", "copyright", "min_borrower_trust",
+                "recall_after_days")
 _TRUST_KEYS = ("score", "suppliers")
 _QUOTA_KEYS = ("per", "period", "limit")
 _COPYRIGHT_KEYS = ("action", "limit", "recent_years", "supplier", "basis", "undeclared")
@@ -162,6 +163,8 @@ class Rule:
     quota: Quota | None = None
     copyright: CopyrightLimit | None = None
     min_borrower_trust: BorrowerTrust | None = None
+    # Days after its due date that an overdue loan is recalled (settings.loans otherwise).
+    recall_after_days: int | None = None
     normalised: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -414,6 +417,12 @@ class _Parser:
             kw["quota"], norm["quota"] = self._parse_quota(raw["quota"], where)
         if "copyright" in raw:
             kw["copyright"], norm["copyright"] = self._parse_copyright(raw["copyright"], where)
+        if "recall_after_days" in raw:
+            n = raw["recall_after_days"]
+            if not is_int(n) or not 0 <= n <= 365:
+                raise PolicyError(f"{where}: recall_after_days: a whole number of days from 0 "
+                                  f"to 365, not {n!r}")
+            kw["recall_after_days"] = norm["recall_after_days"] = n
         if "min_borrower_trust" in raw:
             kw["min_borrower_trust"], norm["min_borrower_trust"] = self._parse_trust(
                 raw["min_borrower_trust"], where)

@@ -21,8 +21,8 @@ from tests.support.paths import ROOT
 
 DISPATCH = ROOT / "broker" / "dispatch"
 # Settlement's and delivery's tables: dispatch reads none of them directly.
-FOREIGN = ("fee_load", "fee_schedule", "subsidy_version", "subsidy_budget", "ledger_posting",
-           "ledger_entry", "subsidy_grant", "charge_flag", "settlement_period",
+FOREIGN = ("fee_load", "fee_schedule", "fee_logistics", "subsidy_version", "subsidy_budget",
+           "ledger_posting", "ledger_entry", "subsidy_grant", "charge_flag", "settlement_period",
            "settlement_run", "settlement_item", "settlement_net", "settlement_statement",
            "ftp_upload", "document", "download_grant", "download", "mail_outbox",
            "retention_log")

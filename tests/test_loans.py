@@ -352,3 +352,51 @@ min_borrower_trust = {{ score = 0.99, suppliers = ["{sh.symbol}"] }}
                 "'Shanghai lends to trusted borrowers'") in text
     finally:
         await load_policy(pool, 'version = "no rules"', "reset.toml")
+
+
+def test_recall_after_days_is_a_policy_rule() -> None:
+    p = Policy.from_toml('[[rule]]\nname = "珍本 rare books"\n'
+                         'when = { service_kind = ["BookLoan"] }\nrecall_after_days = 3\n')
+    loan = RequestFacts(requester="CALIS:A", province=None, city=None, service_type="Loan",
+                        service_kind="BookLoan", id_types=frozenset(), max_cost_minor=None,
+                        named_supplier=None, today=date(2026, 9, 16))
+    assert p.recall_after_days(loan) == (3, "珍本 rare books")
+    copy = RequestFacts(**{**loan.__dict__, "service_kind": "DocumentDelivery"})
+    assert p.recall_after_days(copy) is None
+    with pytest.raises(PolicyError, match="recall_after_days"):
+        Policy.from_toml('[[rule]]\nname = "x"\nrecall_after_days = -1\n')
+
+
+async def test_a_policy_rule_recalls_sooner_than_the_setting(network, hub, pool) -> None:
+    req, sh = network["req"], network["sh"]
+    await load_policy(pool, f'''
+version = "test-recall"
+[[rule]]
+name = "short loans"
+when = {{ requester = ["{req.symbol}"] }}
+recall_after_days = 3
+''', "recall.toml")
+    try:
+        await start(network, "RC-1", service_type="Loan", title="水浒传")
+        await sh.next("request")
+        due = (datetime.now(UTC) + timedelta(days=5)).replace(microsecond=0)
+        loaned = supplier_message(sh.symbol, req.symbol, "RC-1", "Loaned")
+        loaned["supplyingAgencyMessage"]["statusInfo"]["dueDate"] = _stamp(due)
+        await sh.send("supplyingAgencyMessage", loaned)
+        await sh.confirmed()
+        await req.status("Loaned")
+        txn = await pool.fetchval("SELECT id FROM ill_transaction WHERE request_id = 'RC-1' "
+                                  "AND requester = $1", req.symbol)
+        assert tuple(await pool.fetchrow(
+            "SELECT recall_after_days, recall_rule FROM loan WHERE transaction_id = $1",
+            txn)) == (3, "short loans")
+        await hub.dispatcher.sweep_deadlines(hub.pool, now=due + timedelta(hours=1))
+        await req.status("Overdue", "StatusChange")
+        # The setting would wait 14 days; the rule recalls after 3.
+        await hub.dispatcher.sweep_deadlines(hub.pool, now=due + timedelta(days=2, hours=23))
+        assert await state_of(pool, req.symbol, "RC-1") == "Overdue"
+        await hub.dispatcher.sweep_deadlines(hub.pool, now=due + timedelta(days=3, hours=1))
+        await req.status("Recalled", "StatusChange")
+        assert await state_of(pool, req.symbol, "RC-1") == "Recalled"
+    finally:
+        await load_policy(pool, 'version = "no rules"', "reset.toml")

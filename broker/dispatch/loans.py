@@ -40,7 +40,7 @@ from broker.dispatch import messages, sql, store
 from broker.dispatch.desk import Desk, iso
 from broker.dispatch.shipping import Leg, Shipment
 from broker.dispatch.store import Txn
-from broker.policy import TIER_CITY, TIER_PROVINCE, distance
+from broker.policy import TIER_CITY, TIER_PROVINCE, RequestFacts, distance
 from broker.states import HubEvent, State
 from infra.database import Connection
 from infra.mailqueue import enqueue_mail
@@ -76,7 +76,14 @@ async def started(desk: Desk, conn: Connection, txn: Txn, now: datetime) -> None
     tier, _ = distance(r["province"] if r else None, r["city"] if r else None,
                        s["province"] if s else None, s["city"] if s else None)
     name, days = transit(desk.settings.loans, tier)
-    await conn.execute(sql.LOAN_START, txn.id, name, days, now)
+    facts = RequestFacts(requester=txn.requester, province=r["province"] if r else None,
+                         city=r["city"] if r else None, service_type=txn.service_type,
+                         service_kind=txn.service_kind, id_types=frozenset(),
+                         max_cost_minor=txn.max_cost_minor, named_supplier=None,
+                         today=desk.today(now))
+    recall = desk.policies.policy.recall_after_days(facts)
+    await conn.execute(sql.LOAN_START, txn.id, name, days, now,
+                       recall[0] if recall else None, recall[1] if recall else None)
 
 
 async def shipped(conn: Connection, txn_id: str, leg: Leg, shipment: Shipment, sender: str,

@@ -51,12 +51,17 @@ from schemas.iso18626_codes import (
     ServiceType,
 )
 from schemas.money import Money
+from schemas.zones import zone_between
+from settlement.fee_logistics import Quote
 from settlement.fees import fee_terms, max_cost_problem, pages_of
 
 DEFAULT_KIND = {ServiceType.COPY: ServiceKind.DOCUMENT_DELIVERY,
                 ServiceType.LOAN: ServiceKind.BOOK_LOAN,
                 ServiceType.COPY_OR_LOAN: ServiceKind.DOCUMENT_DELIVERY}
 RETURNABLE = {ServiceType.COPY: False, ServiceType.LOAN: True, ServiceType.COPY_OR_LOAN: None}
+# The requests whose supply may be shipped, so their quote prices the legs (issue 19); a
+# CopyOrLoan is quoted as the loan it may become, the dearer of its two ways.
+SHIPPED = frozenset({ServiceType.LOAN, ServiceType.COPY_OR_LOAN})
 
 
 def new_transaction_id(now: datetime) -> str:
@@ -99,7 +104,7 @@ class Routed:
     """The rota for a request, and what it means for the new transaction."""
 
     rota: Rota
-    quoted: dict[str, Money]
+    quoted: dict[str, Quote]  # in its parts: the service, and a loan's shipping legs
     policy_version: int | None
     named: str | None
     too_dear: str | None  # why the named supplier's price is above maximumCosts
@@ -107,12 +112,21 @@ class Routed:
     copyright: copyright.Check | None = None  # a copy request's declaration and count
 
     def ranked(self) -> list[dict[str, Any]]:
-        return [{"supplier": r.symbol, "tier": r.tier, "score": r.score,
-                 "reasons": list(r.reasons),
-                 "quote_minor": self.quoted[r.symbol].minor if r.symbol in self.quoted else None,
-                 "quote_currency": self.quoted[r.symbol].currency
-                 if r.symbol in self.quoted else None}
-                for r in self.rota.ranked]
+        """The rota entries to store, each with its quote frozen: the total, and the
+        shipping part a charge on it will record (issue 19)."""
+        return [self._entry(r.symbol, r.tier, r.score, r.reasons) for r in self.rota.ranked]
+
+    def _entry(self, symbol: str, tier: int, score: float,
+               reasons: tuple[str, ...]) -> dict[str, Any]:
+        q = self.quoted.get(symbol)
+        # A quote that prices shipping says its parts, so that explain shows what the
+        # total is made of (the policy's own cost reason gives the total only).
+        parts = [f"quote {q.describe()}"] if q is not None and q.zone is not None else []
+        return {"supplier": symbol, "tier": tier, "score": score,
+                "reasons": [*reasons, *parts],
+                "quote_minor": q.total.minor if q is not None else None,
+                "quote_currency": q.total.currency if q is not None else None,
+                "quote_logistics_minor": q.logistics.minor if q is not None else None}
 
     def excluded(self) -> list[dict[str, Any]]:
         return [{"supplier": e.symbol, "reason": e.reason} for e in self.rota.excluded]
@@ -263,7 +277,7 @@ async def _route(desk: Desk, conn: Connection, ctx: Context, asked: Asked,
                           or "not a candidate")
     too_dear = None
     if named and max_cost and named in quoted and named not in route.symbols:
-        too_dear = max_cost_problem(quoted[named], max_cost)
+        too_dear = max_cost_problem(quoted[named].total, max_cost)
     over = await _over_quota(desk, conn, ctx.sender, asked, facts)
     return Routed(rota=route, quoted=quoted, policy_version=desk.policies.version,
                   named=named, too_dear=too_dear, over_quota=over, copyright=checked)
@@ -379,8 +393,10 @@ async def _supersede(desk: Desk, conn: Connection, ctx: Context, retry_of: Txn,
 
 
 async def _offer_retry(desk: Desk, conn: Connection, txn: Txn, supplier: str,
-                       price: Money, now: datetime, why: str) -> list[Outgoing]:
-    await conn.execute(sql.OFFER_RETRY, txn.id, supplier, price.minor, price.currency, now)
+                       quote: Quote, now: datetime, why: str) -> list[Outgoing]:
+    price = quote.total
+    await conn.execute(sql.OFFER_RETRY, txn.id, supplier, price.minor, price.currency, now,
+                       quote.logistics.minor)
     await store.audit(conn, desk.clock(), txn.id, "hub", HubEvent.COST_ABOVE_MAXIMUM,
                       State.NEW, State.RETRY_POSSIBLE, None, {"supplier": supplier, "why": why})
     message = messages.to_requester(
@@ -434,17 +450,23 @@ async def _request_facts(desk: Desk, conn: Connection, requester: str, asked: As
 
 def _rank(policy: Policy, facts: RequestFacts, rows: list[asyncpg.Record],
           pages: int | None, availability: Mapping[str, Availability] | None = None,
-          ) -> tuple[Rota, dict[str, Money]]:
+          ) -> tuple[Rota, dict[str, Quote]]:
     """Rank the candidates: the holders, and whom the matching rules add;
-    `availability`, what their catalogues said of the item."""
+    `availability`, what their catalogues said of the item. A loan (or a CopyOrLoan,
+    which may be supplied as one) is quoted with its shipping legs, priced by the zone
+    between requester and supplier; the policy ranks on the total."""
     wanted = policy.extra_suppliers(facts)
-    quoted: dict[str, Money] = {}
+    # Otherwise the entry's kind decides (a BookLoan entry is shipped).
+    loan = True if facts.service_type in SHIPPED else None
+    quoted: dict[str, Quote] = {}
     suppliers = []
     for r in rows:
         if r["symbol"] is None or (r["matched"] is None and r["symbol"] not in wanted):
             continue
         if r["entry"] is not None:
-            quoted[r["symbol"]] = fee_terms(r).quote(pages=pages)
+            quoted[r["symbol"]] = fee_terms(r).quote_parts(
+                pages=pages, items=1, loan=loan,
+                zone=zone_between(facts.province, facts.city, r["province"], r["city"]))
         if not r["eligible"]:
             continue
         fill_rate, turnaround_hours = scorecard_terms(
@@ -453,7 +475,7 @@ def _rank(policy: Policy, facts: RequestFacts, rows: list[asyncpg.Record],
         suppliers.append(SupplierFacts(
             symbol=r["symbol"], province=r["province"], city=r["city"],
             holds=frozenset(r["matched"] or ()),
-            quote_minor=quoted[r["symbol"]].minor if r["symbol"] in quoted else None,
+            quote_minor=quoted[r["symbol"]].total.minor if r["symbol"] in quoted else None,
             fill_rate=fill_rate, turnaround_hours=turnaround_hours,
             open_requests=r["open_requests"], forwarded_today=r["forwarded_today"],
             doubted=r["doubted"],

@@ -82,7 +82,8 @@ POLICY_INSERT = ("INSERT INTO policy_version (source, normalised, file_name) "
 # What dispatch reads of a transaction (store.Txn has one field for each).
 TXN_COLUMNS = ("id, requester, request_id, service_type, service_kind, service_level, "
                "returnable, state, supplier, rota_position, deadline_at, cancel_requested_at, "
-               "request, max_cost_minor, currency, quote_minor, quote_currency")
+               "request, max_cost_minor, currency, quote_minor, quote_currency, "
+               "quote_logistics_minor")
 
 TXN_FIND = (f"SELECT {TXN_COLUMNS} FROM ill_transaction "
             "WHERE requester = $1 AND request_id = $2 FOR UPDATE")
@@ -102,7 +103,7 @@ SET_DUE = "UPDATE ill_transaction SET due_at = $2 WHERE id = $1"
 SET_CANCEL_REQUESTED = "UPDATE ill_transaction SET cancel_requested_at = $2 WHERE id = $1"
 OFFER_RETRY = f"""
 UPDATE ill_transaction SET supplier = $2, state = '{State.RETRY_POSSIBLE}',
-       quote_minor = $3, quote_currency = $4, updated_at = $5
+       quote_minor = $3, quote_currency = $4, updated_at = $5, quote_logistics_minor = $6
 WHERE id = $1"""
 
 # Another open request of the patron for the item, besides the one a Retry supersedes.
@@ -215,11 +216,12 @@ FORWARD = named(f"""
 WITH e AS (
     UPDATE rota_entry SET outcome = '{EntryOutcome.FORWARDED}', forwarded_at = :now
     WHERE transaction_id = :id AND position = :position
-    RETURNING supplier, quote_minor, quote_currency),
+    RETURNING supplier, quote_minor, quote_currency, quote_logistics_minor),
 t AS (
     UPDATE ill_transaction SET supplier = e.supplier, rota_position = :position,
            deadline_at = :deadline, state = '{State.EXPECT_TO_SUPPLY}', updated_at = :now,
-           quote_minor = e.quote_minor, quote_currency = e.quote_currency
+           quote_minor = e.quote_minor, quote_currency = e.quote_currency,
+           quote_logistics_minor = e.quote_logistics_minor
     FROM e WHERE id = :id),
 {_forwarded_to("e")},
 audit AS ({_AUDIT_INSERT}
@@ -237,22 +239,25 @@ WITH t AS (
     INSERT INTO ill_transaction (id, requester, request_id, service_type, service_kind,
         service_level, returnable, state, request, confirmation, max_cost_minor, currency,
         patron_key, item_key, duplicate_of, policy_version, created_at, updated_at,
-        supplier, rota_position, deadline_at, quote_minor, quote_currency)
+        supplier, rota_position, deadline_at, quote_minor, quote_currency,
+        quote_logistics_minor)
     SELECT :id, :requester, :request_id, :service_type, :service_kind, :service_level,
            :returnable,
            CASE WHEN :forward THEN '{State.EXPECT_TO_SUPPLY}' ELSE '{State.NEW}' END,
            :request::jsonb, :confirmation::jsonb, :max_cost_minor, :currency, :patron_key,
            :item_key, :duplicate_of, :policy_version, :now, :now, first->>'supplier',
            CASE WHEN :forward THEN 1 END, :deadline, (first->>'quote_minor')::bigint,
-           first->>'quote_currency'
+           first->>'quote_currency', (first->>'quote_logistics_minor')::bigint
     FROM (SELECT CASE WHEN :forward THEN :ranked::jsonb->0 END AS first) f
     RETURNING {TXN_COLUMNS}),
 rota AS (
     INSERT INTO rota_entry (transaction_id, position, supplier, tier, score, reasons,
-                            quote_minor, quote_currency, outcome, forwarded_at)
+                            quote_minor, quote_currency, quote_logistics_minor, outcome,
+                            forwarded_at)
     SELECT :id, e.n, e.v->>'supplier', (e.v->>'tier')::int, (e.v->>'score')::float8,
            ARRAY(SELECT jsonb_array_elements_text(e.v->'reasons')),
            (e.v->>'quote_minor')::bigint, e.v->>'quote_currency',
+           (e.v->>'quote_logistics_minor')::bigint,
            CASE WHEN :forward AND e.n = 1 THEN '{EntryOutcome.FORWARDED}'
                 ELSE '{EntryOutcome.PENDING}' END,
            CASE WHEN :forward AND e.n = 1 THEN :now::timestamptz END
@@ -276,12 +281,12 @@ def _candidates(types: str, values: str, extra: str, requester: str, kind: str,
                 today: str) -> str:
     """The suppliers that hold the item (an index-only probe of holding) and those the
     policy may add, with what ranking needs: region, scorecard, today's count, the fee
-    terms in force, and what their answers taught (broker/holdings_trust.py): `doubted`,
-    why a holding of this item is in doubt (its latest answer said not held, after the
-    holding was loaded: the rule of the view `holding_doubt`, probed per identifier; the
-    holding's row is read only then), and `listed_asked` /
-    `listed_not_held`, its answers about listed items of the matched id types over the
-    window. `eligible` = an enabled supplier other than the requester."""
+    terms in force (with their shipping legs, `out_*`/`ret_*`: issue 19), and what their
+    answers taught (broker/holdings_trust.py): `doubted`, why a holding of this item is
+    in doubt (its latest answer said not held, after the holding was loaded: the rule of
+    the view `holding_doubt`, probed per identifier; the holding's row is read only
+    then), and `listed_asked` / `listed_not_held`, its answers about listed items of the
+    matched id types over the window. `eligible` = an enabled supplier other than the requester."""
     return f"""
 WITH held AS (
     SELECT h.symbol, array_agg(DISTINCT h.id_type) AS matched,
@@ -315,6 +320,9 @@ SELECT c.symbol, c.matched, c.doubted, a.province, a.city,
        coalesce(d.forwarded, 0) AS forwarded_today,
        f.entry, f.supplier, f.service_kind, f.currency, f.effective_from, f.effective_to,
        f.fixed_minor, f.per_page_minor, f.per_hour_minor, f.assumed_pages, f.assumed_hours,
+       f.out_city_minor, f.out_province_minor, f.out_national_minor,
+       f.out_per_extra_item_minor, f.ret_city_minor, f.ret_province_minor,
+       f.ret_national_minor, f.ret_per_extra_item_minor,
        k.listed_asked, k.listed_not_held,
        to_jsonb(cat) AS catalogue
 FROM cand c
@@ -375,7 +383,9 @@ WHERE t.requester = $1 AND t.service_kind = $2 AND t.created_at >= $3
 LOAN_PLACES = "SELECT symbol, province, city FROM agency WHERE symbol = ANY($1)"
 # The loan starts once: a re-sent Loaned (or a renewal) keeps its distance.
 LOAN_START = """
-INSERT INTO loan (transaction_id, distance, transit_days, loaned_at) VALUES ($1, $2, $3, $4)
+INSERT INTO loan (transaction_id, distance, transit_days, loaned_at, recall_after_days,
+                  recall_rule)
+VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (transaction_id) DO NOTHING"""
 LOAN_SHIPMENT = """
 INSERT INTO loan_shipment (transaction_id, leg, carrier, tracking_number, shipped_on, parcels,
@@ -398,13 +408,16 @@ FROM ill_transaction t
 WHERE l.transaction_id = $1 AND t.id = l.transaction_id AND l.returned_at IS NULL"""
 
 # Open loans at a stage the sweep has not taken for their due date yet, locked, those
-# another process holds skipped. $1 now, $2 reminder days, $3 recall days, $4 batch.
+# another process holds skipped. $1 now, $2 reminder days, $3 recall days (unless the
+# loan's policy rule set its own), $4 batch.
 LOANS_DUE = f"""
 SELECT {TXN_COLUMNS}, due_at, transit_days, stage
 FROM ill_transaction JOIN loan ON loan.transaction_id = ill_transaction.id
 CROSS JOIN LATERAL (SELECT CASE
     WHEN state IN ('{State.LOANED}', '{State.RECEIVED}') AND due_at <= $1 THEN 'overdue'
-    WHEN state = '{State.OVERDUE}' AND due_at + $3 * interval '1 day' <= $1 THEN 'recall'
+    WHEN state = '{State.OVERDUE}'
+         AND due_at + coalesce(loan.recall_after_days, $3) * interval '1 day' <= $1
+         THEN 'recall'
     WHEN state IN ('{State.LOANED}', '{State.RECEIVED}')
          AND due_at - (transit_days + $2) * interval '1 day' <= $1 THEN 'reminder'
     END AS stage) s

@@ -51,6 +51,7 @@ class Txn(_Head):
     currency: str | None
     quote_minor: int | None
     quote_currency: str | None
+    quote_logistics_minor: int | None  # the shipping part of the quote (issue 19)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Txn:

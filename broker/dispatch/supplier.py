@@ -37,7 +37,8 @@ from infra.flags import FlagKind, raise_flag
 from schemas.iso18626 import SupplyingAgencyMessage
 from schemas.iso18626_codes import ErrorType, MessageType, ServiceKind, Status
 from schemas.money import Money
-from settlement.fees import fee_to_charge
+from settlement.fee_logistics import Quote
+from settlement.fees import fee_to_charge, logistics_to_charge
 from settlement.ledger import ChargeRefused, billable_event, post_charge, record_flag
 
 log = logging.getLogger(__name__)
@@ -281,8 +282,13 @@ async def _charge(desk: Desk, conn: Connection, txn: Txn, msg: SupplyingAgencyMe
     event = billable_event(msg.status or "")
     if event is None:
         return
-    quote = Money(txn.quote_minor, txn.quote_currency or "") \
-        if txn.quote_minor is not None else None
+    frozen = _frozen_quote(txn)
+    if frozen is not None and event != Status.LOANED and frozen.logistics.minor:
+        # A CopyOrLoan quoted as a loan but supplied as a copy: nothing is shipped, so
+        # the quote it is held to is the service part alone.
+        frozen = Quote(service=frozen.service, outbound=Money.zero(frozen.service.currency),
+                       return_leg=Money.zero(frozen.service.currency))
+    quote = frozen.total if frozen is not None else None
     costs = msg.charged_costs
     if costs is None and msg.message_info.offered_costs is not None:
         log.info("%s on %s carries offeredCosts only: an offer, not billed (the quote is)",
@@ -304,13 +310,27 @@ async def _charge(desk: Desk, conn: Connection, txn: Txn, msg: SupplyingAgencyMe
         await post_charge(conn, transaction_id=txn.id, event=event, requester=txn.requester,
                           supplier=supplier, service_kind=txn.service_kind, fee=fee,
                           quote=quote, on=now, title=title, max_cost=max_cost,
-                          tz=desk.settings.timezone)
+                          tz=desk.settings.timezone,
+                          logistics=logistics_to_charge(fee, frozen))
     except ChargeRefused as refused:
         # The intake rolls the handler back, the flag with it: keep it (once) afterwards.
         async def keep_flag(c: Connection, exc: ChargeRefused = refused) -> None:
             await record_flag(c, exc, now=now)
         raise Refusal(ErrorType(refused.error_type), refused.error_value, txn.id,
                       after=keep_flag) from refused
+
+
+def _frozen_quote(txn: Txn) -> Quote | None:
+    """The quote frozen at routing, with its shipping part (issue 19), so that the charge
+    records how much of the fee is logistics. Only the shipping total is frozen, not its
+    legs: it stands as the outbound here, which is all the charge needs. A quote frozen
+    before the column existed has no shipping part."""
+    if txn.quote_minor is None:
+        return None
+    currency = txn.quote_currency or ""
+    shipping = txn.quote_logistics_minor or 0
+    return Quote(service=Money(txn.quote_minor - shipping, currency),
+                 outbound=Money(shipping, currency), return_leg=Money.zero(currency))
 
 
 def _delivered_by_ftp(msg: SupplyingAgencyMessage) -> bool:
