@@ -14,7 +14,9 @@ What it does, in order:
 3. Simulated library systems publish ISO 18626 requests over the arrival period and
    react to what comes back; simulated suppliers answer, upload PDFs over FTP, lend
    books, stay silent or refuse; simulated readers click the mailed links
-   (sim/world.py). Time runs at --speed: the hub's deadlines are scaled so a
+   (sim/world.py). One loan comes back late and one is lost in transit back; the
+   loss is claimed, accepted and settled at the hub (`claim_lost`, sim/mishaps.py).
+   Time runs at --speed: the hub's deadlines are scaled so a
    72 h deadline passes in seconds.
 4. Prints progress, waits until every request is finished, settles the period and
    prints a summary computed from the database (app/demo_report.py).
@@ -43,6 +45,7 @@ from app.demo_report import (
     Summary,
     compute,
     format_summary,
+    loans_report,
     open_transactions,
     pending_mail,
     yuan,
@@ -57,10 +60,13 @@ from app.demo_setup import (
 )
 from app.demo_tls import make_demo_tls, transports, with_tls
 from app.hub import Hub
+from broker import claims as desk_claims
+from broker.dispatch.desk import Desk
 from infra.database import create_pool, drop_database, with_database
 from infra.migrations import migrate
 from schemas.settings import Settings, mask_url
 from settlement.bank_accounts import BankAccountError
+from settlement.claims import ClaimRefused, Kind, Place, Side, Step
 from settlement.dues import PaymentRefused
 from settlement.netting import InvariantViolation
 from settlement.pain001 import PaymentFileError
@@ -69,7 +75,9 @@ from settlement.record import SettlementError
 from settlement.run import settle
 from sim.clock import SimClock
 from sim.mailcatcher import MailCatcher
+from sim.mishaps import LoanMishaps, Mishap
 from sim.network import DEMO_DIR, Network, NetworkError, load_network, read_agencies
+from sim.requesters import Ask
 from sim.routing_lab.demo import compare_on
 from sim.world import World
 
@@ -93,6 +101,9 @@ class DemoOptions:
     prefix: str = "demo."
     symbol_tag: str = ""
     timeout: float | None = None     # real seconds to wait after the last arrival
+    # Share of book loans among the requests instead of simulation.toml's: a small run
+    # needs a few loans for its late and lost one (sim/mishaps.py).
+    book_loans: float | None = None
     progress_seconds: float = 3.0
 
     def check(self) -> None:
@@ -103,6 +114,8 @@ class DemoOptions:
                             "per real second")
         if self.days <= 0:
             raise DemoError("--days must be positive")
+        if self.book_loans is not None and not 0 <= self.book_loans <= 1:
+            raise DemoError("the share of book loans must be between 0 and 1")
         if "demo" not in self.database or not self.database.replace("_", "").isalnum():
             raise DemoError(f"--database {self.database!r}: the demo drops and recreates it, "
                             "so its name must contain 'demo' and only letters, digits and '_'")
@@ -290,6 +303,51 @@ async def settle_period(settings: Settings, pool: asyncpg.Pool, period: str,
 # ---- end of the settlement call site ---------------------------------------------------------
 
 
+# ---- the lost loan's claim ----------------------------------------------------------------
+# The requester whose parcel back never arrived reports the loss to the centre, the
+# supplier accepts the claim and the centre settles it, through the functions
+# `run.py claims open|accept|settle` call: the requester is charged the replacement cost
+# and the processing fee as one ledger line `Claim/<id>` in the settlement run, and the
+# loan closes CompletedWithoutReturn (its requester's system hears it, like any status).
+
+async def claim_lost(desk: Desk, pool: asyncpg.Pool, transaction: str, requester: str,
+                     supplier: str) -> int:
+    """Open, accept and settle a claim for a loan lost in transit back; its id."""
+    async with pool.acquire() as conn:
+        c = await desk_claims.open_claim(
+            desk, conn, transaction, kind=Kind.LOST, place=Place.BACK,
+            happened_on=desk.today(desk.clock()),
+            evidence=f"寄还包裹未送达 {supplier}，快递公司确认丢失 (parcel back lost by the "
+                     "courier)", reported_by=Side.REQUESTER, declared=None, actor=requester)
+        await desk_claims.answer(desk, conn, c.id, Step.ACCEPTED, actor=supplier,
+                                 note="同意按赔偿标准处理")
+        await desk_claims.settle(desk, conn, c.id, actor="centre",
+                                 note="demo: loss in transit back, accepted")
+    return c.id
+
+
+def _reporting_losses(world: World, desk: Desk, pool: asyncpg.Pool) -> None:
+    """The requester's report of a lost loan (sim/mishaps.py) becomes a settled claim."""
+    async def report(ask: Ask) -> None:
+        if ask.transaction is None or ask.supplier is None:
+            world.stats.problems.append(f"lost loan {ask.request_id}: no transaction or "
+                                        "supplier known to claim on")
+            return
+        try:
+            await claim_lost(desk, pool, ask.transaction, ask.requester, ask.supplier)
+        except ClaimRefused as exc:
+            world.stats.problems.append(f"claim for the lost loan {ask.request_id} refused: "
+                                        f"{exc.code}: {exc.message}")
+    world.mishaps.report_lost = report
+
+
+def _missing_mishaps(mishaps: LoanMishaps) -> list[str]:
+    """What the summary says when the run had no loan for a mishap."""
+    had = {c.mishap for c in mishaps.chosen.values()}
+    return [f"no loan in this run to be {'returned late' if m is Mishap.LATE else 'lost'}"
+            for m in Mishap if m not in had]
+
+
 @dataclass
 class _Running:
     """What a run started, so that it can be stopped whatever happened."""
@@ -297,6 +355,7 @@ class _Running:
     pool: asyncpg.Pool
     hub: Hub | None = None
     world: World | None = None
+    desk: Desk | None = None         # the centre's desk, for the lost loan's claim
     mail: MailCatcher | None = None
     base_url: str = ""
     mail_where: str = ""
@@ -318,6 +377,8 @@ class _Running:
             await self.hub.stop()
         if self.mail is not None:
             await self.mail.stop()
+        if self.desk is not None:
+            await self.desk.catalogues.close()
         await self.pool.close()
 
 
@@ -351,6 +412,8 @@ async def _start(settings: Settings, s: Settings, opts: DemoOptions, net: Networ
     if hub.ftp is None or hub.http is None:
         raise DemoError("the demo's hub started without its FTP drop or download gateway")
     world.ftp = (hub.ftp.host, hub.ftp.port)
+    run.desk = Desk.create(s)
+    _reporting_losses(world, run.desk, run.pool)
     run.base_url = hub.http.base_url
     run.mail_where = (f"{data / 'mail'}/ (one .eml per mail)" if not opts.smtp
                       else f"SMTP server {s.smtp.host}:{s.smtp.port}")
@@ -417,6 +480,8 @@ async def _summarise(s: Settings, opts: DemoOptions, world: World, pool: asyncpg
         summary.problems.append(f"{stats.download_failures} download link(s) never "
                                 "answered with the PDF")
     summary.sim_days = sim_days
+    summary.loans = await loans_report(pool, s.loans, datetime.now(ZoneInfo(s.timezone)).date())
+    summary.loans.missing = _missing_mishaps(world.mishaps)
     return summary
 
 
@@ -429,6 +494,8 @@ async def run(settings: Settings, opts: DemoOptions, out: Out = print) -> Summar
                            suppliers=opts.suppliers, tag=opts.symbol_tag)
     except NetworkError as exc:
         raise DemoError(str(exc)) from exc
+    if opts.book_loans is not None:
+        net.requests["BookLoan"] = opts.book_loans
     s = demo_settings(settings, opts)
     provinces = len({a.province for a in net.agencies})
     network_line = (f"{opts.requests} requests from {len(net.requesters)} libraries to "

@@ -14,16 +14,20 @@ Definitions, so the numbers can be checked against the tables:
 
 from __future__ import annotations
 
+import datetime
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
 
+from broker.borrower_trust import borrower_history, trust
 from broker.states import TERMINAL
 from infra import flags
 from infra.database import Connection, fetch_one
-from settlement import ledger
+from schemas.settings import Loans
+from settlement import claims, ledger
+from settlement.claims import Kind
 from settlement.subsidy import budgets_report
 
 DELIVERED = ("CopyCompleted", "LoanCompleted", "CompletedWithoutReturn", "Loaned", "Received",
@@ -53,6 +57,76 @@ _NOT_HELD_BY_HALF = f"""
     SELECT count(*) FILTER (WHERE 2 * a.k <= a.n) AS first,
            count(*) FILTER (WHERE 2 * a.k > a.n) AS second
     FROM ({_LISTED_NOT_HELD}) x JOIN arrived a ON a.id = x.transaction_id"""
+
+
+# Book loans (issue 19): every loan the hub started, and those sent back late, by how
+# many days late the hub reckons them (when they could be back at the supplier).
+_LOANS = "SELECT count(*) FROM loan"
+_LATE_LOANS = """
+    SELECT t.requester, l.days_late FROM loan l JOIN ill_transaction t ON t.id = l.transaction_id
+    WHERE l.days_late > 0 ORDER BY l.returned_at, t.id"""
+_AGENCY_NAME = "SELECT name FROM agency WHERE symbol = $1"
+
+
+@dataclass
+class LateLoan:
+    requester: str
+    days: int
+    trust: float                  # the borrower's trust score after it
+
+
+@dataclass
+class LostLoan:
+    claim: int
+    state: str                    # the claim's state (settled, once the centre settled it)
+    amount: str                   # what the payer was charged, e.g. "170.00 CNY"
+    payer: str                    # the payer's name
+
+
+@dataclass
+class LoanFacts:
+    loaned: int = 0
+    late: list[LateLoan] = field(default_factory=list)
+    lost: list[LostLoan] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)   # mishaps the run had no loan for
+
+
+async def loans_report(pool: asyncpg.Pool, terms: Loans, today: datetime.date) -> LoanFacts:
+    """The loans, the late ones with the borrower's trust, the settled loss claims."""
+    out = LoanFacts()
+    async with pool.acquire() as conn:
+        out.loaned = await conn.fetchval(_LOANS)
+        for r in await conn.fetch(_LATE_LOANS):
+            history = await borrower_history(conn, r["requester"], today)
+            out.late.append(LateLoan(r["requester"], r["days_late"], trust(history, terms)))
+        for c in await claims.claims(conn):
+            if c.kind is not Kind.LOST:
+                continue
+            paid = c.settled_amount
+            payer = c.party(c.payer) if c.payer is not None else ""
+            out.lost.append(LostLoan(
+                c.id, c.state.value, f"{paid.amount_text()} {paid.currency}" if paid else "",
+                (await conn.fetchval(_AGENCY_NAME, payer) or payer) if payer else ""))
+    return out
+
+
+def loans_line(x: LoanFacts) -> str:
+    """E.g. `12 loaned, 1 returned late (6 days, borrower trust 0.90), 1 lost in transit
+    back: claim 1 settled, 170.00 CNY charged to 兰州大学图书馆`."""
+    parts = [f"{x.loaned} loaned"]
+    if x.late:
+        each = "; ".join(f"{d.days} day{'s' if d.days != 1 else ''}, borrower trust "
+                         f"{d.trust:.2f}" for d in x.late)
+        parts.append(f"{len(x.late)} returned late ({each})")
+    if x.lost:
+        each = "; ".join(f"claim {c.claim} {c.state}"
+                         + (f", {c.amount} charged to {c.payer}" if c.amount else "")
+                         for c in x.lost)
+        parts.append(f"{len(x.lost)} lost in transit back: {each}")
+    text = ", ".join(parts)
+    if x.missing:
+        text += f" ({'; '.join(x.missing)})"
+    return text
 
 
 @dataclass
@@ -113,6 +187,7 @@ class Summary:
     hub_errors: list[str] = field(default_factory=list)
     transports: list[str] = field(default_factory=list)   # each, and whether encrypted
     problems: list[str] = field(default_factory=list)
+    loans: LoanFacts | None = None      # book loans, late and lost (issue 19)
     sim_days: float = 0.0
     seconds: float = 0.0
 
@@ -337,6 +412,8 @@ def format_summary(s: Summary, *, network: str, where: list[str]) -> list[str]:
                  f"{second} in the second ({learned}); accuracy by supplier: "
                  "run.py holdings quality")
     lines += [f"  {line}" for line in s.ranking]
+    if s.loans is not None:
+        lines.append(f"  loans           {loans_line(s.loans)}")
     if s.turnaround:
         st = s.supplier_turnaround or (0.0, 0.0)
         lines.append(f"  turnaround      p50 {s.turnaround[0]:.1f} h, p90 {s.turnaround[1]:.1f} h "

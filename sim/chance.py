@@ -21,6 +21,7 @@ from typing import Any
 from settlement.fees import FeeTerms, parse_fees
 from sim.clock import SimClock
 from sim.messages import now_iso, symbol_of
+from sim.mishaps import LoanMishaps, Mishap
 from sim.network import Agency, Network
 from sim.readers import Readers
 from sim.requesters import Ask, Requester, RequesterScript
@@ -72,13 +73,15 @@ class ChanceReader:
 class ChanceRequester(RequesterScript):
     """Readers borrow and return books; a dearer retry is accepted if not too dear."""
 
-    def __init__(self, clock: SimClock, odds: Odds) -> None:
+    def __init__(self, clock: SimClock, odds: Odds, mishaps: LoanMishaps) -> None:
         self.clock = clock
         self.odds = odds
+        self.mishaps = mishaps
 
     async def on_status(self, requester: Requester, ask: Ask, status: str,
                         info: dict[str, Any]) -> None:
         if status == "Loaned" and ask.first(status):
+            self.mishaps.loaned(requester.symbol, ask.request_id)
             requester.parties.tasks.spawn(self._borrow(requester, ask), "loan")
         elif status == "RetryPossible":
             await self._retry_or_cancel(requester, ask, info)
@@ -101,13 +104,23 @@ class ChanceRequester(RequesterScript):
         await requester.action(ask, "Received")
         ask.state = "Received"
         keep = self.odds.span("reading_days", (2, 8)) * 24
-        if self.odds.happens("renew", 0.15):
+        chosen = self.mishaps.of(requester.symbol, ask.request_id)
+        if chosen is not None and chosen.mishap is Mishap.LATE:
+            # Kept past its short due date, no renewal asked for (the hub marks it Overdue).
+            keep = max(keep, self.mishaps.ship_back_at(chosen) - self.clock.hours())
+        elif chosen is None and self.odds.happens("renew", 0.15):
             await self.clock.sleep(keep / 2)
             await requester.action(ask, "Renew", "读者申请续借")
             keep /= 2
         await self.clock.sleep(keep)
         await requester.action(ask, "ShippedReturn")
         ask.state = "ShippedReturn"
+        if chosen is not None and chosen.mishap is Mishap.LOST:
+            # The parcel never arrives; after a courier's time the requester reports it.
+            await self.clock.sleep(self.odds.span("courier_hours", (20, 60)) * 2)
+            if self.mishaps.report_lost is not None:
+                await self.mishaps.report_lost(ask)
+            chosen.reported = True
 
     async def _retry_or_cancel(self, requester: Requester, ask: Ask,
                                info: dict[str, Any]) -> None:
@@ -142,8 +155,9 @@ class ChanceSupplier(SupplierScript):
     """One supplier acting on its profile (hidden from the hub)."""
 
     def __init__(self, agency: Agency, network: Network, clock: SimClock, odds: Odds,
-                 items: dict[tuple[str, str], Item]) -> None:
+                 items: dict[tuple[str, str], Item], mishaps: LoanMishaps) -> None:
         self.agency = agency
+        self.mishaps = mishaps
         self.network = network
         self.clock = clock
         self.odds = odds
@@ -181,7 +195,9 @@ class ChanceSupplier(SupplierScript):
         await supplier.will_supply(job)
         await self.clock.sleep(turnaround - answer)
         if job.kind == "BookLoan":
-            await supplier.lend(job, due_days=35,
+            late = not job.cancelled and self.mishaps.short_due(
+                symbol_of(job.requester) or "", job.request_id)
+            await supplier.lend(job, due_days=self.mishaps.due_days() if late else 35,
                                 item_id=f"{self.rng.randint(10**11, 10**12 - 1)}")
         else:
             await supplier.deliver_copy(job)
@@ -213,5 +229,8 @@ class ChanceSupplier(SupplierScript):
                            note=f"原文实际页码 {start}-{end}，费用超出读者预算")
 
     async def returned(self, supplier: Supplier, job: Job) -> None:
+        chosen = self.mishaps.of(symbol_of(job.requester) or "", job.request_id)
+        if chosen is not None and chosen.mishap is Mishap.LOST:
+            return  # lost in transit back: it never arrives
         await self.clock.sleep(self.odds.span("courier_hours", (20, 60)))
         await supplier.say(job, "LoanCompleted", "StatusChange")

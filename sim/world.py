@@ -19,6 +19,7 @@ from schemas.settings import Settings
 from sim.chance import ChanceReader, ChanceRequester, ChanceSupplier, Item, Odds
 from sim.clock import SimClock
 from sim.demand import Demand
+from sim.mishaps import LoanMishaps
 from sim.network import REQUEST_WEIGHT, Agency, Network
 from sim.requesters import Ask, Requester
 from sim.simulation import Simulation
@@ -42,7 +43,10 @@ class World(Simulation):
         # (requester, request id) -> the catalogue item asked for: the world knows it,
         # the hub reads it from the request.
         self.items: dict[tuple[str, str], Item] = {}
-        self.requesting = ChanceRequester(clock, self.odds)
+        # Two loans go wrong: one late, one lost (sim/mishaps.py); the demo gives
+        # `mishaps.report_lost`, the requester's report of the loss to the hub.
+        self.mishaps = LoanMishaps(network.seed, clock)
+        self.requesting = ChanceRequester(clock, self.odds, self.mishaps)
         self.requesters: dict[str, tuple[Requester, Demand]] = {}
         for a in network.agencies:
             if "requester" in a.roles:
@@ -51,7 +55,8 @@ class World(Simulation):
                     Demand(a, network, self.odds))
             if "supplier" in a.roles:
                 Supplier(self.parties, a.symbol,
-                         ChanceSupplier(a, network, clock, self.odds, self.items),
+                         ChanceSupplier(a, network, clock, self.odds, self.items,
+                                        self.mishaps),
                          label=a.base, name=a.name)
 
     async def ask(self, agency: Agency) -> None:
@@ -68,6 +73,7 @@ class World(Simulation):
                        done: asyncio.Event) -> None:
         """Requests arrive at random over `days`, from bigger libraries more often."""
         rng = random.Random(seed)
+        self.mishaps.plan(requests)
         agencies = self.network.requesters
         weights = [REQUEST_WEIGHT[a.size] for a in agencies]
         times = sorted(rng.uniform(0, days * 24) for _ in range(requests))

@@ -18,19 +18,49 @@ import asyncpg
 import pytest
 
 from app import demo
-from app.demo_report import DELIVERED
+from app.demo_report import DELIVERED, LateLoan, LoanFacts, LostLoan, loans_line
 from broker.states import TERMINAL
 from infra.database import with_database
 from schemas.settings import Settings
-from settlement import ledger
+from settlement import claims, ledger
+from settlement.claims import Kind, Place, Side
+from sim.clock import SimClock
+from sim.mishaps import LoanMishaps, Mishap
 from sim.network import load_network
 from tests.support.tls import AMQPS_BASE, MachineTls
+
+
+def test_mishaps_one_late_loan_and_one_lost_chosen_by_the_seed() -> None:
+    for seed in range(6):
+        m = LoanMishaps(seed, SimClock(3600))
+        # The first lend gets the short due date; others meanwhile do not.
+        assert m.short_due("A", "1") and not m.short_due("B", "2")
+        got = [m.loaned("B", "2"), m.loaned("A", "1"), m.loaned("C", "3"), m.loaned("D", "4")]
+        assert got[1] is not None and got[1].mishap is Mishap.LATE
+        lost = [k for k, c in m.chosen.items() if c.mishap is Mishap.LOST]
+        assert lost == [[("B", "2"), ("C", "3")][m.lost_ordinal - 1]]
+        assert not m.short_due("E", "5")    # one late loan only
+    assert {LoanMishaps(seed, SimClock(1)).lost_ordinal for seed in range(20)} == {1, 2}
+    small = LoanMishaps(7, SimClock(1))
+    small.plan(30)     # a small run may have two loans: the lost one is the first other
+    assert small.lost_ordinal == 1
+
+
+def test_loans_line() -> None:
+    facts = LoanFacts(12, [LateLoan("CALIS:PKU", 3, 0.9)],
+                      [LostLoan(1, "settled", "170.00 CNY", "兰州大学图书馆")])
+    assert loans_line(facts) == ("12 loaned, 1 returned late (3 days, borrower trust 0.90), "
+                                 "1 lost in transit back: claim 1 settled, 170.00 CNY "
+                                 "charged to 兰州大学图书馆")
+    assert loans_line(LoanFacts(1, missing=["no loan in this run to be lost"])) == (
+        "1 loaned (no loan in this run to be lost)")
 
 
 @pytest.fixture
 async def small_demo(settings: Settings, run_id: str):
     opts = demo.DemoOptions(
         requests=30, requesters=8, suppliers=6, speed=86_400, days=3, seed=7, keep=True,
+        book_loans=0.6,  # enough loans for one late and one lost (sim/mishaps.py)
         database=f"illhub_test_{run_id}_demo", prefix=f"{settings.amqp.name_prefix}demo.",
         symbol_tag=f"T{run_id}-demo", progress_seconds=5)
     lines: list[str] = []
@@ -88,8 +118,10 @@ async def test_demo_summary_agrees_with_the_database(small_demo) -> None:
     assert await conn.fetchval("SELECT count(*) FROM mail_outbox WHERE sent_at IS NULL") == 0
     grants = await conn.fetchval("SELECT count(*) FROM download_grant")
     assert summary.patron_mails == grants == summary.grants
-    mail = message_from_bytes(eml[0].read_bytes(), policy=default_policy)
-    assert "文献传递" in str(mail["Subject"])
+    mails = [message_from_bytes(p.read_bytes(), policy=default_policy) for p in eml]
+    # The late loan's reminder and overdue notice are mailed too (issue 19).
+    assert any("Loan overdue" in str(m["Subject"]) for m in mails)
+    mail = next(m for m in mails if "文献传递" in str(m["Subject"]))
     assert re.search(r"/d/[A-Za-z0-9_-]{20,}", mail.get_body(("plain",)).get_content())
 
     # Downloads: the readers' clicks are the gateway's records, never beyond a limit.
@@ -104,6 +136,38 @@ async def test_demo_summary_agrees_with_the_database(small_demo) -> None:
     assert summary.postings == await conn.fetchval("SELECT count(*) FROM ledger_posting")
     assert sum(n for _, _, n in summary.nets) == -summary.centre_minor
     assert summary.centre_minor == -summary.subsidy_minor
+
+    # Loans (issue 19): one sent back late, one lost in transit back and claimed; the
+    # loans line adds up with the loan table, and the claim is in both statements.
+    loans = summary.loans
+    assert loans is not None and not loans.missing, loans
+    assert loans.loaned == await conn.fetchval("SELECT count(*) FROM loan") >= 2
+    late = await conn.fetch("SELECT days_late FROM loan WHERE days_late > 0")
+    # One loan is made late on purpose; under a heavy load a second may come back late too
+    # (sim/mishaps.py): at least one, and the line says how many.
+    assert [d.days for d in loans.late] == [r["days_late"] for r in late] and len(late) >= 1
+    assert 0 < loans.late[0].trust < 1
+    assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE event = 'loan overdue'"
+                               ) >= 1
+    [lost] = await claims.claims(conn)
+    assert (lost.kind, lost.place, lost.payer) == (Kind.LOST, Place.BACK, Side.REQUESTER)
+    assert lost.settled_amount is not None and lost.settled_amount.minor > 0
+    assert await conn.fetchval("SELECT state FROM ill_transaction WHERE id = $1",
+                               lost.transaction_id) == "CompletedWithoutReturn"
+    payer = await conn.fetchval("SELECT name FROM agency WHERE symbol = $1", lost.requester)
+    amount = f"{lost.settled_amount.amount_text()} {lost.settled_amount.currency}"
+    line = next(x for x in lines if x.startswith("  loans "))
+    assert line == f"  loans           {loans_line(loans)}", line
+    assert line.startswith(f"  loans           {loans.loaned} loaned, {len(late)} returned "
+                           f"late ({late[0]['days_late']} days, borrower trust "
+                           f"{loans.late[0].trust:.2f}"), line
+    assert line.endswith(f"1 lost in transit back: claim {lost.id} settled, {amount} charged "
+                         f"to {payer}"), line
+    for symbol in (lost.requester, lost.supplier):
+        [statement] = (data / "statements").glob(f"*/statement-{symbol.replace(':', '_')}-*.csv")
+        rows = [r for r in statement.read_text(encoding="utf-8").splitlines()
+                if f"Claim/{lost.id}" in r]
+        assert len(rows) == 1 and lost.settled_amount.amount_text() in rows[0], rows
 
     # The network chosen: 8 requesters and 6 suppliers (a university may be both),
     # registered under this test's symbol tag.
