@@ -25,6 +25,14 @@ class Lock(IntEnum):
     COUNTS = 0x494C4C48434E5453  # "ILLHCNTS": one hub folds counter changes per tick
     # Keyed (see `keyed_transaction_lock`): one lock per key of the kind.
     COPYRIGHT_COUNT = 0x494C4C4843505943  # "ILLHCPYC": one library's copies of one journal
+    STATEMENT_DUE = 0x494C4C4844554553  # "ILLHDUES": one writer per statement due
+    DISPUTE = 0x494C4C4844495350  # "ILLHDISP": one resolution per dispute
+    DEPOSIT_ACCOUNT = 0x494C4C4844455041  # "ILLHDEPA": one writer per agency's deposit
+    LOAN_CLAIM = 0x494C4C48434C4D54  # "ILLHCLMT": one claim opened per transaction
+    CLAIM_STEP = 0x494C4C48434C4D53  # "ILLHCLMS": one step at a time per claim
+    # Unkeyed:
+    BANK_IMPORT = 0x494C4C4842414E4B  # "ILLHBANK": bank statement imports one at a time
+    PAYMENT_FILE = 0x494C4C4850415946  # "ILLHPAYF": payment files one at a time
 
 
 async def try_transaction_lock(conn: Connection, lock: Lock) -> bool:

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.database import Connection
+from infra.locks import Lock, keyed_transaction_lock
 from infra.mailqueue import enqueue_mail
 from infra.outbox import Outgoing, enqueue
 from schemas.money import Money
@@ -306,9 +307,6 @@ SELECT_CLAIM_TERMS = """SELECT f.terms, f.currency
                        AND f.entry = t.entry AND f.superseded_by IS NULL
     WHERE t.supplier = $1"""
 
-LOCK_TRANSACTION = ("SELECT pg_advisory_xact_lock(hashtextextended('loan_claim:' || $1::text, "
-                    "0))")
-LOCK_CLAIM = "SELECT pg_advisory_xact_lock(hashtextextended('loan_claim_step', $1))"
 
 SELECT_EMAILS = "SELECT symbol, finance_email FROM agency WHERE symbol = ANY($1::text[])"
 
@@ -380,7 +378,7 @@ async def open_claim(conn: Connection, loan: Loan, *, kind: Kind, place: Place,
     if happened_on > today:
         raise ClaimRefused(Refusal.BAD_DATE, f"when: {happened_on} is after today ({today})")
     async with conn.transaction():
-        await conn.execute(LOCK_TRANSACTION, loan.transaction_id)
+        await keyed_transaction_lock(conn, Lock.LOAN_CLAIM, loan.transaction_id)
         for c in await claims(conn, transaction_id=loan.transaction_id):
             if c.kind is kind:
                 raise ClaimRefused(Refusal.ALREADY_CLAIMED,
@@ -413,7 +411,7 @@ async def answer(conn: Connection, claim_id: int, step: Step, *, actor: str,
         raise ClaimRefused(Refusal.WRONG_STEP, "settle a claim with `settle`")
     note = _text(note, "the reason for contesting", required=step is Step.CONTESTED)
     async with conn.transaction():
-        await conn.execute(LOCK_CLAIM, claim_id)
+        await keyed_transaction_lock(conn, Lock.CLAIM_STEP, str(claim_id))
         c = await _must(conn, claim_id)
         check_move(c.state, step)
         await conn.execute(INSERT_STEP, claim_id, step.value, None, None, None, None, note,
@@ -430,7 +428,7 @@ async def settle(conn: Connection, claim_id: int, *, actor: str, note: str,
     centre names the payer, and may set the amount); posts the money (module doc)."""
     note = _text(note, "a note", required=False)
     async with conn.transaction():
-        await conn.execute(LOCK_CLAIM, claim_id)
+        await keyed_transaction_lock(conn, Lock.CLAIM_STEP, str(claim_id))
         c = await _must(conn, claim_id)
         check_move(c.state, Step.SETTLED)
         who, total = _decide(c, payer, amount)

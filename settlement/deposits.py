@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from infra.database import Connection, fetch_one
+from infra.locks import Lock, keyed_transaction_lock
 from infra.mailqueue import enqueue_mail
 from infra.outbox import Outgoing, enqueue
 from schemas.money import Money
@@ -147,9 +148,6 @@ class Alert:
 # named statements
 # --------------------------------------------------------------------------
 
-# One writer per agency's deposit at a time (movements, alerts): the balance read under
-# it is the balance the write changes. Keyed like dues.LOCK_DUE, by the agency's symbol.
-LOCK_ACCOUNT = "SELECT pg_advisory_xact_lock(hashtextextended('deposit_account:' || $1, 0))"
 
 INSERT_ACCOUNT = """INSERT INTO deposit_account (agency, currency, low_balance_minor, opened_by)
     VALUES ($1, $2, $3, $4)
@@ -291,6 +289,12 @@ def low_balance_message(b: DepositBalance, alert_id: int, today: datetime.date) 
 # accounts and balances
 # --------------------------------------------------------------------------
 
+
+async def _lock_account(conn: Connection, agency: str) -> None:
+    """One writer per agency's deposit at a time (movements, alerts): the balance read
+    under it is the balance the write changes."""
+    await keyed_transaction_lock(conn, Lock.DEPOSIT_ACCOUNT, agency)
+
 async def open_account(conn: Connection, agency: str, currency: str, low_minor: int | None,
                        actor: str) -> Account:
     """Open the agency's deposit account; DepositError if it has one (open or closed) or
@@ -371,7 +375,7 @@ async def topup(conn: Connection, agency: str, amount: Money, reference: str | N
     if amount.minor <= 0:
         raise DepositError(f"a top-up must be above zero, not {amount}")
     async with conn.transaction():
-        await conn.execute(LOCK_ACCOUNT, agency)
+        await _lock_account(conn, agency)
         if source_key is not None:
             found = await conn.fetchrow(SELECT_MOVEMENT_BY_KEY, source_key)
             if found is not None:
@@ -397,7 +401,7 @@ async def refund(conn: Connection, agency: str, amount: Money, reference: str | 
     if amount.minor <= 0:
         raise DepositError(f"a refund must be above zero, not {amount}")
     async with conn.transaction():
-        await conn.execute(LOCK_ACCOUNT, agency)
+        await _lock_account(conn, agency)
         await _open(conn, agency, amount.currency)
         held = Money(await conn.fetchval(SELECT_DEPOSIT, agency), amount.currency)
         if amount.minor > held.minor:
@@ -412,7 +416,7 @@ async def close_account(conn: Connection, agency: str, reason: str, actor: str) 
     if not reason.strip():
         raise DepositError("say why the deposit account is closed")
     async with conn.transaction():
-        await conn.execute(LOCK_ACCOUNT, agency)
+        await _lock_account(conn, agency)
         acct = await _open(conn, agency)
         held = Money(await conn.fetchval(SELECT_DEPOSIT, agency), acct.currency)
         if held.minor != 0:
@@ -457,11 +461,11 @@ async def _net_due(conn: Connection, due_id: int, today: datetime.date,
     async with conn.transaction():
         # The due's lock first (as record_payment takes it), so that no payment recorded
         # meanwhile makes the share more than is outstanding; then the deposit's.
-        await conn.execute(dues.LOCK_DUE, due_id)
+        await dues.lock_due(conn, due_id)
         p = await dues.position(conn, due_id)
         if p is None:
             raise DepositError(f"no statement due {due_id}")
-        await conn.execute(LOCK_ACCOUNT, p.agency)
+        await _lock_account(conn, p.agency)
         if await conn.fetchrow(SELECT_MOVEMENT_OF_DUE, due_id) is not None:
             return None
         held = int(await conn.fetchval(SELECT_DEPOSIT, p.agency))
@@ -522,7 +526,7 @@ async def sweep_low_balances(conn: Connection, settings: Settings,
         if acct.closed:
             continue
         async with conn.transaction():
-            await conn.execute(LOCK_ACCOUNT, acct.agency)
+            await _lock_account(conn, acct.agency)
             b = await balance(conn, acct.agency, rules=settings.payments)
             last = await conn.fetchrow(SELECT_LAST_ALERT, acct.agency)
             alerted = last is not None and not last["cleared"]

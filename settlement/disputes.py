@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.database import Connection
+from infra.locks import Lock, keyed_transaction_lock
 from infra.mailqueue import enqueue_mail
 from infra.outbox import Outgoing, enqueue
 from schemas.money import Money
@@ -148,7 +149,6 @@ INSERT_RESOLUTION = """INSERT INTO dispute_resolution (dispute_id, outcome, adju
         reason, resolved_by, reversal_posting, charge_posting)
     VALUES ($1, $2, $3, $4, $5, $6, $7)"""
 
-LOCK_DISPUTE = "SELECT pg_advisory_xact_lock(hashtextextended('statement_dispute', $1))"
 
 SELECT_EMAILS = "SELECT symbol, finance_email, name FROM agency WHERE symbol = ANY($1::text[])"
 
@@ -192,7 +192,7 @@ async def open_dispute(conn: Connection, *, reference: str, posting_id: int, age
         if p is None:
             raise DisputeRefused(Refusal.NO_STATEMENT, f"no statement with reference "
                                  f"{reference!r}")
-        await conn.execute(dues.LOCK_DUE, p.due_id)
+        await dues.lock_due(conn, p.due_id)
         line = await _check_open(conn, p, posting_id, agency, reason, today)
         amount = int(line["patron_share_minor"])
         dispute_id = await conn.fetchval(INSERT_DISPUTE, p.due_id, posting_id, agency, amount,
@@ -260,7 +260,7 @@ async def resolve(conn: Connection, dispute_id: int, *, outcome: Outcome, reason
     reject a dispute, with the reason; once only."""
     reason = reason.strip()
     async with conn.transaction():
-        await conn.execute(LOCK_DISPUTE, dispute_id)
+        await keyed_transaction_lock(conn, Lock.DISPUTE, str(dispute_id))
         d = await dispute(conn, dispute_id)
         if d is None:
             raise DisputeRefused(Refusal.NO_DISPUTE, f"no dispute {dispute_id}")
@@ -271,7 +271,7 @@ async def resolve(conn: Connection, dispute_id: int, *, outcome: Outcome, reason
             raise DisputeRefused(Refusal.NO_REASON, "a resolution needs a reason")
         if outcome is Outcome.REJECTED and corrected_fee is not None:
             raise DisputeRefused(Refusal.BAD_CORRECTION, "a rejected dispute corrects nothing")
-        await conn.execute(dues.LOCK_DUE, d.due_id)
+        await dues.lock_due(conn, d.due_id)
         reversal, charge, adjustment = None, None, 0
         if outcome is Outcome.ACCEPTED:
             reversal, charge, adjustment = await _adjust(conn, d, reason, corrected_fee, on, tz)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.database import Connection
+from infra.locks import Lock, keyed_transaction_lock
 from infra.mailqueue import enqueue_mail
 from infra.outbox import Outgoing, enqueue
 from schemas.money import Money
@@ -157,8 +158,6 @@ INSERT_DUE = """INSERT INTO statement_due (run_id, period, agency, currency, dir
     ON CONFLICT (run_id, agency, currency) DO NOTHING
     RETURNING id"""
 
-# Taken before a payment or a dispute changes what a due asks: one writer per due.
-LOCK_DUE = "SELECT pg_advisory_xact_lock(hashtextextended('statement_due', $1))"
 
 INSERT_PAYMENT = """INSERT INTO statement_payment (due_id, amount_minor, paid_on,
         bank_reference, source, source_key, actor)
@@ -264,6 +263,12 @@ def by_agency(issued: Sequence[Position]) -> dict[str, list[Position]]:
     return out
 
 
+async def lock_due(conn: Connection, due_id: int) -> None:
+    """Taken before a payment, a dispute or a deposit changes what a due asks: one writer
+    per due, to the end of the caller's transaction."""
+    await keyed_transaction_lock(conn, Lock.STATEMENT_DUE, str(due_id))
+
+
 # --------------------------------------------------------------------------
 # payments
 # --------------------------------------------------------------------------
@@ -286,7 +291,7 @@ async def record_payment(conn: Connection, due_id: int, amount: Money, *,
     another currency, or nothing at all is refused (PaymentRefused). A payment whose
     source_key was recorded before records nothing (duplicate)."""
     async with conn.transaction():
-        await conn.execute(LOCK_DUE, due_id)
+        await lock_due(conn, due_id)
         before = await position(conn, due_id)
         if before is not None and source_key is not None and await _recorded(conn, source_key):
             return PaymentResult(None, before)
@@ -308,7 +313,7 @@ async def record_payment(conn: Connection, due_id: int, amount: Money, *,
         if after.outstanding.minor == 0:
             await _event(conn, due_id, EventKind.PAID, actor=actor, amount=after.amount.minor,
                          detail={"paidOn": paid_on.isoformat()})
-        await enqueue(conn, [_message("payment", after, today or paid_on,
+        await enqueue(conn, [finance_message("payment", after, today or paid_on,
                                       {"payment": {"amount": amount.amount_text(),
                                                    **detail}})])
         return PaymentResult(payment_id, after)
@@ -367,7 +372,7 @@ async def send_reminders(conn: Connection, rules: Payments, today: datetime.date
         if stage is None:
             continue
         async with conn.transaction():
-            await conn.execute(LOCK_DUE, p.due_id)
+            await lock_due(conn, p.due_id)
             current = await position(conn, p.due_id)
             if current is None or reminder_stage(current, today, rules) != stage:
                 continue
@@ -378,7 +383,7 @@ async def send_reminders(conn: Connection, rules: Payments, today: datetime.date
             if await _event(conn, p.due_id, kind, actor=actor, stage=stage,
                             amount=current.dunnable.minor, detail=detail) is None:
                 continue
-            await enqueue(conn, [_message("reminder", current, today,
+            await enqueue(conn, [finance_message("reminder", current, today,
                                           {"stage": stage, **detail})])
             email = await conn.fetchval("SELECT finance_email FROM agency WHERE symbol = $1",
                                         p.agency)
@@ -486,10 +491,6 @@ async def record_event(conn: Connection, due_id: int, kind: EventKind, *, actor:
 def finance_message(kind: str, p: Position, today: datetime.date,
                     extra: dict[str, Any]) -> Outgoing:
     """A message on ill.finance about one due: `<kind>.<agency symbol>`."""
-    return _message(kind, p, today, extra)
-
-
-def _message(kind: str, p: Position, today: datetime.date, extra: dict[str, Any]) -> Outgoing:
     return Outgoing(exchange=FINANCE, routing_key=f"{kind}.{p.agency}",
                     body={"kind": kind, "statement": p.to_json(today), **extra},
                     message_type=kind, correlation_id=p.reference,
@@ -499,7 +500,8 @@ def _message(kind: str, p: Position, today: datetime.date, extra: dict[str, Any]
 __all__ = [
     "AGING_BUCKETS", "AgingRow", "Direction", "DueState", "Event", "EventKind",
     "PaymentRefused", "PaymentResult", "PaymentSource", "Position", "aging", "aging_rows",
-    "bucket_of", "by_agency", "by_reference", "finance_message", "history", "issue", "position",
+    "bucket_of", "by_agency", "by_reference", "finance_message", "history", "issue",
+    "lock_due", "position",
     "positions", "record_event", "record_payment", "reference_for", "reminder_mail",
     "reminder_stage", "send_reminders",
 ]

@@ -42,6 +42,7 @@ import xmlschema
 from lxml import etree
 
 from infra.database import Connection
+from infra.locks import Lock, transaction_lock
 from schemas.iso18626_xsd import XSD_DIR
 from schemas.money import Money
 from schemas.settings import Payments, Settings
@@ -332,7 +333,6 @@ def csv_document(payments: Sequence[Payment]) -> bytes:
 
 # One file is made at a time: what earlier files pay is read under this lock, so two
 # at once cannot both pay the same due.
-LOCK_FILES = "SELECT pg_advisory_xact_lock(hashtextextended('payment_file', 0))"
 
 SELECT_FILED = """SELECT id, file_name, message_id, created_at, due_ids FROM payment_file
     WHERE due_ids && $1::bigint[] ORDER BY id"""
@@ -412,7 +412,7 @@ async def _make(conn: Connection, debtor: BankAccount | None, *, run_id: int | N
                 fmt: FileFormat, execution_date: datetime.date, directory: Path, actor: str,
                 now: datetime.datetime, again: bool, written: list[Path]) -> PaymentFile:
     async with conn.transaction():
-        await conn.execute(LOCK_FILES)
+        await transaction_lock(conn, Lock.PAYMENT_FILE)
         found = [p for p in await positions(conn, run_id=run_id, open_only=True)
                  if p.direction is Direction.TO_AGENCY]
         filed = {} if again else await _filed(conn, [p.due_id for p in found])

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.database import Connection
+from infra.locks import Lock, transaction_lock
 from infra.outbox import Outgoing, enqueue
 from schemas.money import Money
 from schemas.wire import FINANCE
@@ -124,7 +125,6 @@ class ImportReport:
 
 # Imports take turns: the sha256 check, duplicate checks and payments of one file see
 # every earlier file whole.
-LOCK_IMPORTS = "SELECT pg_advisory_xact_lock(hashtextextended('bank_import', 0))"
 
 SELECT_IMPORT_BY_SHA = "SELECT id FROM bank_import WHERE sha256 = $1"
 
@@ -220,7 +220,7 @@ async def import_file(conn: Connection, raw: bytes, *, file_name: str, actor: st
                             f"centre's account {bank_accounts.mask(centre_account)}")
     try:
         async with conn.transaction():
-            await conn.execute(LOCK_IMPORTS)
+            await transaction_lock(conn, Lock.BANK_IMPORT)
             earlier = await conn.fetchval(SELECT_IMPORT_BY_SHA, sha)
             if earlier is not None:
                 items = tuple(await import_items(conn, earlier))
