@@ -46,13 +46,11 @@ from typing import Any
 
 from infra.database import Connection
 from infra.locks import Lock, keyed_transaction_lock
-from infra.mailqueue import enqueue_mail
-from infra.outbox import Outgoing, enqueue
 from schemas.money import Money
-from schemas.wire import FINANCE
 from settlement import ledger
 from settlement.calendar import DEFAULT_TZ
 from settlement.claim_terms import CLAIM_KIND, ClaimTerms
+from settlement.notices import tell_both
 
 TEXT_MAX = 4000
 EVENT_PREFIX = "Claim/"
@@ -308,7 +306,6 @@ SELECT_CLAIM_TERMS = """SELECT f.terms, f.currency
     WHERE t.supplier = $1"""
 
 
-SELECT_EMAILS = "SELECT symbol, finance_email FROM agency WHERE symbol = ANY($1::text[])"
 
 
 def _claim(r: Any) -> Claim:
@@ -495,19 +492,10 @@ async def _must(conn: Connection, claim_id: int) -> Claim:
 # --------------------------------------------------------------------------
 
 async def _tell_both(conn: Connection, c: Claim) -> None:
-    state = c.state.value
-    body = {"kind": "claim", "state": state, "claim": c.to_json()}
-    await enqueue(conn, [Outgoing(exchange=FINANCE, routing_key=f"claim.{symbol}", body=body,
-                                  message_type="claim", correlation_id=c.transaction_id,
-                                  message_id=f"claim:{c.id}:{state}:{symbol}",
-                                  headers={"agency": symbol, "claim-id": c.id,
-                                           "hub-transaction-id": c.transaction_id})
-                         for symbol in (c.requester, c.supplier)])
-    subject, text = claim_mail(c)
-    for r in await conn.fetch(SELECT_EMAILS, [c.requester, c.supplier]):
-        if r["finance_email"]:
-            await enqueue_mail(conn, r["finance_email"], subject, text, kind="claim",
-                               transaction_id=c.transaction_id)
+    await tell_both(conn, kind="claim", state=c.state.value, sides=(c.requester, c.supplier),
+                    payload=c.to_json(), ident=c.id, correlation_id=c.transaction_id,
+                    headers={"claim-id": c.id, "hub-transaction-id": c.transaction_id},
+                    mail=claim_mail(c), transaction_id=c.transaction_id)
 
 
 _KIND_TEXT = {Kind.LOST: ("遗失", "lost"), Kind.DAMAGED: ("损坏", "damaged")}

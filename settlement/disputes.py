@@ -24,12 +24,10 @@ from typing import Any
 
 from infra.database import Connection
 from infra.locks import Lock, keyed_transaction_lock
-from infra.mailqueue import enqueue_mail
-from infra.outbox import Outgoing, enqueue
 from schemas.money import Money
-from schemas.wire import FINANCE
 from settlement import dues, ledger
 from settlement.calendar import DEFAULT_TZ
+from settlement.notices import tell_both
 from settlement.record import run_scope
 
 REASON_MAX = 2000
@@ -150,7 +148,6 @@ INSERT_RESOLUTION = """INSERT INTO dispute_resolution (dispute_id, outcome, adju
     VALUES ($1, $2, $3, $4, $5, $6, $7)"""
 
 
-SELECT_EMAILS = "SELECT symbol, finance_email, name FROM agency WHERE symbol = ANY($1::text[])"
 
 
 def _dispute(r: Any) -> Dispute:
@@ -328,18 +325,10 @@ async def _adjust(conn: Connection, d: Dispute, reason: str, corrected: Money | 
 # --------------------------------------------------------------------------
 
 async def _tell_both(conn: Connection, d: Dispute, today: datetime.date) -> None:
-    state = d.outcome.value if d.outcome else "opened"
-    body = {"kind": "dispute", "state": state, "dispute": d.to_json()}
-    await enqueue(conn, [Outgoing(exchange=FINANCE, routing_key=f"dispute.{symbol}", body=body,
-                                  message_type="dispute", correlation_id=d.reference,
-                                  message_id=f"dispute:{d.id}:{state}:{symbol}",
-                                  headers={"agency": symbol, "dispute-id": d.id})
-                         for symbol in (d.agency, d.supplier)])
-    rows = await conn.fetch(SELECT_EMAILS, [d.agency, d.supplier])
-    subject, text = dispute_mail(d)
-    for r in rows:
-        if r["finance_email"]:
-            await enqueue_mail(conn, r["finance_email"], subject, text, kind="dispute")
+    await tell_both(conn, kind="dispute", state=d.outcome.value if d.outcome else "opened",
+                    sides=(d.agency, d.supplier), payload=d.to_json(), ident=d.id,
+                    correlation_id=d.reference, headers={"dispute-id": d.id},
+                    mail=dispute_mail(d))
 
 
 def dispute_mail(d: Dispute) -> tuple[str, str]:
