@@ -9,6 +9,7 @@ test's tmp_path. A test using it needs both servers, and tests/conftest.py marks
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -62,8 +63,23 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0
         await asyncio.sleep(interval)
 
 
+# Below the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 by
+# default): a port handed out by bind(0) is an ephemeral one, which any outgoing
+# connection (to PostgreSQL, RabbitMQ, a mock) may take as its local port before the
+# test binds it; CI met that race ("address already in use"). Ports here are never
+# given to outgoing connections.
+_TEST_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on loopback that nothing listens on right now, outside the ephemeral
+    range, so no outgoing connection can take it before the test binds it."""
+    for _ in range(200):
+        port = random.choice(_TEST_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_TEST_PORTS.start}-{_TEST_PORTS.stop - 1}")
