@@ -20,11 +20,13 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
+from bench import flame
 from bench.network import BenchNetwork, Progress, request_body, say, servers_cpu
 from infra.topology import INBOUND, agency_queue
 
@@ -180,16 +182,44 @@ def _percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
+class CpuMeter:
+    """CPU seconds over a window: the hub processes, this process (the benchmark's
+    clients), RabbitMQ and PostgreSQL, each read from /proc."""
+
+    def __init__(self, net: BenchNetwork) -> None:
+        self.net = net
+        self.hub0 = sum(h.cpu_seconds() for h in net.hubs)
+        self.hub_sys0 = sum(h.sys_seconds() for h in net.hubs)
+        self.servers0 = servers_cpu()
+        self.client0 = time.process_time()
+
+    def per_1000(self, requests: int) -> dict[str, float]:
+        """CPU seconds per 1,000 requests (= CPU-ms per request) of each, and in all."""
+        hub = sum(h.cpu_seconds() for h in self.net.hubs) - self.hub0
+        client = time.process_time() - self.client0
+        split = {"hub": hub, "clients": client,
+                 **{k: v - self.servers0[k] for k, v in servers_cpu().items()}}
+        result = {f"{k}_cpu_s_per_1000": round(v / requests * 1000, 3)
+                  for k, v in split.items()}
+        result["all_cpu_s_per_1000"] = round(sum(split.values()) / requests * 1000, 3)
+        hub_sys = sum(h.sys_seconds() for h in self.net.hubs) - self.hub_sys0
+        result["hub_sys_cpu_s_per_1000"] = round(hub_sys / requests * 1000, 3)
+        return result
+
+
 async def throughput(net: BenchNetwork, requests: int, hubs: int = 1, loans: float = 0.0,
-                     tag: str = "T", progress: Progress = say) -> dict[str, Any]:
-    """Requests routed per second at saturation, and the hub's CPU per 1,000 requests."""
+                     tag: str = "T", progress: Progress = say,
+                     flame_svg: Path | None = None) -> dict[str, Any]:
+    """Requests routed per second at saturation, and the CPU per 1,000 requests of the
+    hubs, RabbitMQ, PostgreSQL and the clients. With `flame_svg`, the first hub process
+    is sampled while it works (bench/flame.py)."""
     await net.reset()
     await net.start_hubs(hubs)
     observer, requesters = Observer(net), Requesters(net)
     await observer.start()
     await requesters.start()
-    cpu0, servers0 = sum(h.cpu_seconds() for h in net.hubs), servers_cpu()
-    client0 = time.process_time()
+    recording = await flame.record(net.hubs[0].process.pid, flame_svg) if flame_svg else None
+    meter = CpuMeter(net)
     observer.expect_total(requests)
     progress(f"{tag}: publishing {requests:,} requests to {hubs} hub process(es) ...")
     start = time.perf_counter()
@@ -197,19 +227,17 @@ async def throughput(net: BenchNetwork, requests: int, hubs: int = 1, loans: flo
     published = time.perf_counter() - start
     await _wait(observer, progress, tag)
     elapsed = observer.last - start
-    cpu = sum(h.cpu_seconds() for h in net.hubs) - cpu0
-    client = time.process_time() - client0
-    servers = {k: v - servers0[k] for k, v in servers_cpu().items()}
+    cpu = meter.per_1000(requests)
+    profile = await recording.stop() if recording else None
     await requesters.close()
     await observer.close()
     await net.stop_hubs()
-    result = {"requests": requests, "hubs": hubs, "seconds": round(elapsed, 2),
-              "publish_seconds": round(published, 2),
-              "requests_per_s": round(requests / elapsed, 1),
-              "hub_cpu_s_per_1000": round(cpu / requests * 1000, 3),
-              "clients_cpu_s_per_1000": round(client / requests * 1000, 3),
-              **{f"{k}_cpu_s_per_1000": round(v / requests * 1000, 3)
-                 for k, v in servers.items()}}
+    result: dict[str, Any] = {
+        "requests": requests, "hubs": hubs, "seconds": round(elapsed, 2),
+        "publish_seconds": round(published, 2),
+        "requests_per_s": round(requests / elapsed, 1), **cpu}
+    if flame_svg:
+        result["flame"] = profile or {"svg": None, "error": "py-spy is not installed"}
     progress(f"{tag}: {result}")
     return result
 
@@ -224,6 +252,7 @@ async def latency(net: BenchNetwork, rate: float = 1000.0, seconds: float = 60.0
     await requesters.start()
     total = int(rate * seconds)
     observer.expect_total(total)
+    meter = CpuMeter(net)
     progress(f"latency: offering {rate:,.0f} requests/s for {seconds:.0f}s ...")
     publisher = asyncio.create_task(requesters.paced(observer, rate, seconds, "L"))
     while not publisher.done():
@@ -231,6 +260,7 @@ async def latency(net: BenchNetwork, rate: float = 1000.0, seconds: float = 60.0
         progress(f"latency: {requesters.sent:,} published, {observer.forwards:,} forwarded")
     achieved = await publisher
     await _wait(observer, progress, "latency")
+    cpu = meter.per_1000(total)
     lat = observer.latencies
     await requesters.close()
     await observer.close()
@@ -240,7 +270,7 @@ async def latency(net: BenchNetwork, rate: float = 1000.0, seconds: float = 60.0
               "p95_ms": round(_percentile(lat, 95) * 1000, 1),
               "p99_ms": round(_percentile(lat, 99) * 1000, 1),
               "max_ms": round(max(lat) * 1000, 1) if lat else None,
-              "mean_ms": round(statistics.fmean(lat) * 1000, 1) if lat else None}
+              "mean_ms": round(statistics.fmean(lat) * 1000, 1) if lat else None, **cpu}
     progress(f"latency: {result}")
     return result
 
@@ -251,7 +281,8 @@ async def main(args: argparse.Namespace) -> None:
     try:
         results: dict[str, Any] = {}
         for hubs in args.hubs:
-            results[f"throughput_{hubs}"] = await throughput(net, args.requests, hubs)
+            results[f"throughput_{hubs}"] = await throughput(
+                net, args.requests, hubs, flame_svg=Path(args.flame) if args.flame else None)
         if args.seconds:
             results["latency"] = await latency(net, args.rate, args.seconds)
         print(json.dumps(results, indent=2))
@@ -268,5 +299,6 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=0.0)
     parser.add_argument("--queue-type", default="quorum", choices=["quorum", "classic"])
+    parser.add_argument("--flame", help="sample the first hub process: the flame graph's SVG")
     asyncio.run(main(parser.parse_args()))
     sys.exit(0)

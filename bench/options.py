@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-STEPS = ("baseline", "throughput", "throughput2", "latency", "replay", "holdings",
+STEPS = ("baseline", "throughput", "throughput2", "throughput3", "latency", "replay", "holdings",
          "settlement")
 
 
