@@ -15,13 +15,14 @@ import json
 import logging
 from datetime import UTC, datetime
 
-import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from aio_pika.exceptions import DeliveryError, PublishError
+from pamqp import commands as spec
 
 from infra.locks import Lock, try_transaction_lock
 from infra.observability import MESSAGES_OUT
+from infra.publisher import Publish, publish_many
 from infra.topology import EXCHANGES
 from schemas.settings import Settings
 from schemas.wire import DEAD, OUTBOUND
@@ -33,6 +34,7 @@ MAX_BACKOFF_SECONDS = 300
 BROKER_RETRY_SECONDS = 0.5
 PUBLISH_TIMEOUT_SECONDS = 10.0
 MANDATORY = frozenset({OUTBOUND, DEAD})
+PERSISTENT = 2  # AMQP delivery mode: written to disk by the broker
 
 
 class Relay:
@@ -114,8 +116,8 @@ class Relay:
             )
             if not rows:
                 return 0
-            results = await asyncio.gather(*(self._publish(r) for r in rows),
-                                           return_exceptions=True)
+            messages = [await self._message(r) for r in rows]
+            results = await publish_many(self.channel, messages, PUBLISH_TIMEOUT_SECONDS)
             done = [r["id"] for r, res in zip(rows, results, strict=True) if res is None]
             failed = [(r, res) for r, res in zip(rows, results, strict=True) if res is not None]
             for r, res in zip(rows, results, strict=True):
@@ -146,27 +148,22 @@ class Relay:
                     row["id"], _describe(exc), float(delay))
             return len(done)
 
-    async def _publish(self, row: asyncpg.Record) -> None:
+    async def _message(self, row: asyncpg.Record) -> Publish:
         exchange = await self._exchange(row["exchange"])
-        headers = json.loads(row["headers"]) if row["headers"] else {}
-        message = aio_pika.Message(
-            body=bytes(row["body"]),
-            content_type="application/json",
-            content_encoding="utf-8",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=row["message_id"],
-            type=row["message_type"],
-            correlation_id=row["correlation_id"],
+        properties = spec.Basic.Properties(
+            content_type="application/json", content_encoding="utf-8",
+            delivery_mode=PERSISTENT, message_id=row["message_id"],
+            message_type=row["message_type"], correlation_id=row["correlation_id"],
             timestamp=datetime.now(UTC),
-            headers=headers,
-        )
+            headers=json.loads(row["headers"]) if row["headers"] else {})
         # An agency's message with no queue to land in is an error to retry; an event or
         # finance summary nobody subscribed to is simply not wanted by anyone yet.
-        mandatory = row["exchange"] in MANDATORY
-        # Bounded: a confirm lost with a dropped connection would otherwise hold the
-        # relay (and its lock) forever; a timeout counts as the broker being away.
-        await asyncio.wait_for(exchange.publish(message, routing_key=row["routing_key"],
-                                                mandatory=mandatory), PUBLISH_TIMEOUT_SECONDS)
+        # Confirms are bounded (PUBLISH_TIMEOUT_SECONDS): a confirm lost with a dropped
+        # connection would otherwise hold the relay (and its lock) forever; a timeout
+        # counts as the broker being away.
+        return Publish(exchange=exchange.name, routing_key=row["routing_key"],
+                       body=bytes(row["body"]), properties=properties,
+                       mandatory=row["exchange"] in MANDATORY)
 
 
 def _describe(exc: BaseException) -> str:
