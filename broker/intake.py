@@ -25,6 +25,7 @@ from broker.profiles import normalise_at_intake
 from infra import observability
 from infra.database import Connection
 from infra.outbox import OUTBOX_INSERT, Outgoing, outbox_columns
+from schemas import jsontext
 from schemas.finance_messages import FINANCE_INBOUND_KINDS
 from schemas.iso18626 import (
     CONFIRMATION_OF,
@@ -357,7 +358,7 @@ class Intake:
         batch.outgoing += [*self._answer(inbound, answer, result.transaction_id),
                            *result.outgoing]
         batch.answered.append((ctx.sender, ctx.message_id,
-                               json.dumps(ctx.raw, ensure_ascii=False)))
+                               jsontext.dumps_text(ctx.raw)))
         return IntakeOutcome.OK
 
     async def _refuse_problem(self, conn: Connection, batch: Batch, inbound: Inbound,

@@ -4,12 +4,13 @@ belong to, in the caller's transaction; infra/relay.py publishes them after comm
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from infra.database import Connection
+from schemas import jsontext
+from schemas.wire import OUTBOUND
 
 
 @dataclass
@@ -27,14 +28,25 @@ class Outgoing:
     def encoded(self) -> bytes:
         if isinstance(self.body, bytes):
             return self.body
-        return json.dumps(self.body, ensure_ascii=False, separators=(",", ":")).encode()
+        return jsontext.dumps(self.body)
 
 
-# One statement for any number of rows; a trigger (migration 0011) wakes the relay.
-OUTBOX_INSERT = """INSERT INTO outbox (exchange, routing_key, message_id, message_type,
-                                       correlation_id, headers, body)
-                   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
-                                        $5::text[], $6::jsonb[], $7::bytea[])"""
+# One statement for any number of rows, inserted in the order given (the relay keeps
+# that order per receiver). Each row's transport, RabbitMQ or HTTP for an agency that
+# is an ISO 18626 peer (the view `iso18626_http_peer`), is chosen here, and a
+# statement-level trigger wakes the relays (migrations 0011 and 0035).
+OUTBOX_INSERT = f"""INSERT INTO outbox (exchange, routing_key, message_id, message_type,
+                                        correlation_id, headers, body, transport)
+                    SELECT m.exchange, m.routing_key, m.message_id, m.message_type,
+                           m.correlation_id, m.headers, m.body,
+                           CASE WHEN p.symbol IS NULL THEN 'amqp' ELSE 'iso18626-http' END
+                    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                $5::text[], $6::jsonb[], $7::bytea[]) WITH ORDINALITY
+                         AS m(exchange, routing_key, message_id, message_type,
+                              correlation_id, headers, body, n)
+                    LEFT JOIN iso18626_http_peer p
+                           ON m.exchange = '{OUTBOUND}' AND p.symbol = m.routing_key
+                    ORDER BY m.n"""
 
 
 def outbox_columns(messages: list[Outgoing]) -> tuple[list[Any], ...]:
@@ -43,7 +55,7 @@ def outbox_columns(messages: list[Outgoing]) -> tuple[list[Any], ...]:
         [m.exchange for m in messages], [m.routing_key for m in messages],
         [m.message_id for m in messages], [m.message_type for m in messages],
         [m.correlation_id for m in messages],
-        [json.dumps(m.headers, ensure_ascii=False) for m in messages],
+        [jsontext.dumps_text(m.headers) for m in messages],
         [m.encoded() for m in messages],
     )
 
