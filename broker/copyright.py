@@ -29,7 +29,6 @@ settings.copyright.keep_years and deleted by `purge_declarations` (a daily job).
 from __future__ import annotations
 
 import functools
-import json
 import re
 import tomllib
 import unicodedata
@@ -46,7 +45,6 @@ from broker.holdings import title_key
 from broker.policy import CopyrightAction, Policy, RequestFacts
 from infra.database import Connection
 from infra.flags import FlagKind, raise_flag
-from infra.locks import Lock, keyed_transaction_lock
 from schemas.settings import Copyright as CopyrightSettings
 from schemas.settings import Settings
 
@@ -364,15 +362,27 @@ class Check:
         return out
 
 
-_COUNTED = """
-SELECT count(*) FROM copyright_copy
-WHERE requester = $1 AND journal_key = $2 AND request_year = $3 AND counted AND recent"""
+# The copy's row, from the JSON object `row()` makes: on its own, or as a part of the
+# statement that writes the new transaction (broker/dispatch/sql.py NEW_TRANSACTION).
+_COLUMNS = ("transaction_id, requester, journal_key, journal, publication_year, request_year, "
+            "recent, category, declaration, copy_number, copy_limit, action, counted, "
+            "created_at")
 
-_INSERT = """
-INSERT INTO copyright_copy (transaction_id, requester, journal_key, journal, publication_year,
-                            request_year, recent, category, declaration, copy_number,
-                            copy_limit, action, counted, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14)"""
+
+def insert_from_json(param: str) -> str:
+    """INSERT of the copy's row given as JSON by the SQL expression `param` (none if it
+    is NULL: a copy request without a journal to count)."""
+    return (f"INSERT INTO copyright_copy ({_COLUMNS}) SELECT {_COLUMNS} "
+            f"FROM jsonb_populate_record(NULL::copyright_copy, {param}::jsonb) "
+            f"WHERE {param}::jsonb IS NOT NULL")
+
+
+# The copies counted so far of one library's journal this year, under the lock two
+# copies of it at once queue up on (migration 0036); asked with routing's facts.
+# Parameters: the lock, the library, the journal key and the year, as SQL expressions.
+def counted_sql(lock: str, library: str, journal: str, year: str) -> str:
+    return f"copyright_copies_counted({lock}, {library}, {journal}, {year})"
+
 
 # A Retry replaces the request it answers: that copy is not counted twice.
 _NOT_COUNTED = "UPDATE copyright_copy SET counted = false WHERE transaction_id = $1"
@@ -394,11 +404,22 @@ GROUP BY requester, journal_key, request_year
 ORDER BY request_year, requester, journal_key"""
 
 
-async def check(conn: Connection, settings: CopyrightSettings, policy: Policy,
-                facts: RequestFacts, request_json: Mapping[str, Any],
-                ids: Sequence[tuple[str, str]]) -> Check | None:
-    """The copyright check of a new request (None if it is not a copy request). Reads
-    only: `record` writes, once the transaction exists."""
+def journal_to_count(service_type: str | None, request_json: Mapping[str, Any],
+                     ids: Sequence[tuple[str, str]]) -> Journal | None:
+    """The journal whose copies a new request's check counts (None: not a copy request,
+    or no journal to count), known before routing reads its facts."""
+    if service_type not in COPY_SERVICE_TYPES:
+        return None
+    return Journal.of(request_json, ids)
+
+
+def check(settings: CopyrightSettings, policy: Policy, facts: RequestFacts,
+          request_json: Mapping[str, Any], ids: Sequence[tuple[str, str]],
+          counted: int | None) -> Check | None:
+    """The copyright check of a new request (None if it is not a copy request).
+    `counted`: the copies of its journal (`journal_to_count`) this year so far, counted
+    under the journal's lock (`counted_sql`, with the request's facts); None when there
+    is no journal. Decides only: the copy's row is written with the transaction (`row`)."""
     if facts.service_type not in COPY_SERVICE_TYPES:
         return None
     rule = rule_for(policy, facts, settings)
@@ -407,30 +428,36 @@ async def check(conn: Connection, settings: CopyrightSettings, policy: Policy,
     year = facts.today.year
     recent = is_recent(published, year,
                        rule.recent_years if rule is not None else settings.recent_years)
-    used = 0
-    if journal is not None and recent:
-        # Two copies of one journal for one library at once must not both be the fifth:
-        # counted and recorded under one lock, held to the intake's transaction's end.
-        await keyed_transaction_lock(conn, Lock.COPYRIGHT_COUNT,
-                                     f"{facts.requester}\x1f{journal.key}")
-        used = int(await conn.fetchval(_COUNTED, facts.requester, journal.key, year))
+    if journal is not None and counted is None:
+        raise ValueError("a copy request with a journal needs its count (counted_sql)")
+    used = counted if journal is not None and recent and counted is not None else 0
     vocab = vocabulary(settings)
     return Check(declaration_of(request_json, vocab), journal, published, year, recent,
                  used + 1, rule, accepted=tuple(vocab.categories))
 
 
+def row(found: Check, transaction_id: str, requester: str, now: datetime
+        ) -> dict[str, Any] | None:
+    """The copy's row as `insert_from_json` reads it: the declaration and the count
+    (None without a journal: nothing to count, nothing to keep)."""
+    if found.journal is None:
+        return None
+    return {"transaction_id": transaction_id, "requester": requester,
+            "journal_key": found.journal.key, "journal": found.journal.label,
+            "publication_year": found.published, "request_year": found.year,
+            "recent": found.recent, "category": found.declaration.category,
+            "declaration": found.declaration.as_json(), "copy_number": found.copy_number,
+            "copy_limit": found.rule.limit if found.rule else None, "action": found.action,
+            "counted": not found.held, "created_at": now.isoformat()}
+
+
 async def record(conn: Connection, found: Check, transaction_id: str, requester: str,
                  now: datetime, *, replaces: str | None = None) -> None:
-    """Keep the declaration and the count, and flag what the rule says to flag; in the
-    new transaction's database transaction."""
+    """After the new transaction (and its copy's row, `row`) is written, in its database
+    transaction: the copy a Retry replaces is no longer counted, and what the rule says
+    to flag is flagged."""
     if replaces is not None:
         await conn.execute(_NOT_COUNTED, replaces)
-    if found.journal is not None:
-        await conn.execute(
-            _INSERT, transaction_id, requester, found.journal.key, found.journal.label,
-            found.published, found.year, found.recent, found.declaration.category,
-            json.dumps(found.declaration.as_json(), ensure_ascii=False), found.copy_number,
-            found.rule.limit if found.rule else None, found.action, not found.held, now)
     facts = {"requester": requester, **found.detail()}
     if found.undeclared:
         given = f" ({found.declaration.given!r} is not an accepted category)" \

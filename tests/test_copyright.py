@@ -5,6 +5,7 @@ RetryPossible, `flag` flags; a copy without an accepted category is flagged."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import secrets
 from pathlib import Path
@@ -20,6 +21,7 @@ from broker.policy import CopyrightAction, Policy, PolicyError, RequestFacts, Su
 from illclient.client import AgencyClient
 from infra import flags
 from infra.flags import FlagKind
+from infra.locks import Lock
 from schemas.settings import Copyright as CopyrightSettings
 from schemas.settings import Settings
 from settlement.statement_model import BOM
@@ -346,3 +348,32 @@ async def test_purge_deletes_declarations_older_than_keep_years(pool: asyncpg.Po
         assert await copyright.purge_declarations(pool, longer, today) == 0
     finally:
         await pool.execute("DELETE FROM copyright_copy WHERE transaction_id LIKE $1", f"%-{tag}")
+
+
+async def test_two_copies_at_once_are_counted_one_after_the_other(pool: asyncpg.Pool) -> None:
+    """The count is taken under the journal's lock and on a snapshot taken after it was
+    granted (migration 0036): the second of two concurrent copies counts the first one,
+    committed while it waited. With the count on the statement's own snapshot (taken
+    before the wait) both would be the first copy."""
+    library, journal = f"CALIS:LOCK-{secrets.token_hex(3)}", f"issn:{NATURE}"
+    count = f"SELECT {copyright.counted_sql('$1', '$2', '$3', '$4')}"
+    args = (int(Lock.COPYRIGHT_COUNT), library, journal, 2026)
+    insert = """INSERT INTO copyright_copy (transaction_id, requester, journal_key, journal,
+                    request_year, recent, copy_number)
+                VALUES ($1, $2, $3, 'ISSN', 2026, true, $4)"""
+    first, second = await pool.acquire(), await pool.acquire()
+    try:
+        t1 = first.transaction()
+        await t1.start()
+        assert await first.fetchval(count, *args) == 0
+        await first.execute(insert, f"{library}-1", library, journal, 1)
+        async with second.transaction():
+            waiting = asyncio.create_task(second.fetchval(count, *args))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()  # queued on the lock
+            await t1.commit()
+            assert await asyncio.wait_for(waiting, 10) == 1
+    finally:
+        await pool.release(first)
+        await pool.release(second)
+        await pool.execute("DELETE FROM copyright_copy WHERE requester = $1", library)

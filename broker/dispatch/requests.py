@@ -40,6 +40,7 @@ from broker.policy import (
 from broker.states import EntryOutcome, HubEvent, State
 from infra import observability
 from infra.database import Connection
+from infra.locks import Lock
 from infra.outbox import Outgoing
 from schemas.iso18626 import Request, RequestConfirmation, confirmation, dump_message
 from schemas.iso18626_codes import (
@@ -158,7 +159,9 @@ async def new_request(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
     asked = _asked(ctx)
     now = desk.clock()
     today = desk.today(now)
-    rows = await _request_facts(desk, conn, ctx.sender, asked, today)
+    journal = copyright.journal_to_count(
+        str(asked.service_type) if asked.service_type else None, ctx.raw, asked.ids)
+    rows = await _request_facts(desk, conn, ctx.sender, asked, today, journal)
     known = rows[0]
     if known["earlier_id"] is not None:
         # A repeat of a request we already have: the same answer, no second transaction.
@@ -188,8 +191,9 @@ async def new_request(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
         detail["duplicateOf"] = duplicate_of
     if routed.copyright is not None:
         detail["copyright"] = routed.copyright.detail()
+    txn_id = new_transaction_id(now)
     txn = await store.insert_transaction(conn, NewTransaction(
-        id=new_transaction_id(now), requester=ctx.sender, request_id=asked.request_id,
+        id=txn_id, requester=ctx.sender, request_id=asked.request_id,
         service_type=str(asked.service_type), service_kind=str(asked.kind),
         service_level=asked.level, returnable=RETURNABLE[asked.service_type],
         request=ctx.raw, confirmation=dump_message(*answer),
@@ -199,7 +203,8 @@ async def new_request(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
         policy_version=routed.policy_version, now=now, ranked=routed.ranked(),
         excluded=routed.excluded(), at=desk.clock(), message_id=ctx.message_id, detail=detail,
         deadline=now + timedelta(hours=desk.deadline_hours(asked.level)) if straight else None,
-        today=today))
+        today=today, copyright=copyright.row(routed.copyright, txn_id, ctx.sender, now)
+        if routed.copyright is not None else None))
     observability.transaction_id.set(txn.id)
     if routed.copyright is not None:
         await copyright.record(conn, routed.copyright, txn.id, ctx.sender, now,
@@ -260,8 +265,8 @@ async def _route(desk: Desk, conn: Connection, ctx: Context, asked: Asked,
         # Only a Retry can name a supplier the first query did not ask about.
         rows = [*rows, *await conn.fetch(sql.CANDIDATES_ONLY, [named], ctx.sender,
                                          str(asked.kind), today)]
-    checked = await copyright.check(conn, desk.settings.copyright, desk.policies.policy, facts,
-                                    ctx.raw, asked.ids)
+    checked = copyright.check(desk.settings.copyright, desk.policies.policy, facts, ctx.raw,
+                              asked.ids, counted=known["copyright_counted"])
     if checked is not None and checked.undeclared and checked.rule is not None \
             and checked.rule.refuse_undeclared:
         raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,
@@ -429,8 +434,10 @@ async def _retry_of(conn: Connection, requester: str, req: Request) -> Txn | Non
 
 
 async def _request_facts(desk: Desk, conn: Connection, requester: str, asked: Asked,
-                         today: date) -> list[asyncpg.Record]:
-    """The facts row(s) of `sql.REQUEST_FACTS`, read with the policy in force.
+                         today: date, journal: copyright.Journal | None
+                         ) -> list[asyncpg.Record]:
+    """The facts row(s) of `sql.REQUEST_FACTS`, read with the policy in force, and the
+    copies of `journal` this year so far, counted under its lock.
 
     Which suppliers the policy may add depends on the policy, and the query tells
     which version is in force: if an operator loaded a new one since, read again.
@@ -442,7 +449,7 @@ async def _request_facts(desk: Desk, conn: Connection, requester: str, asked: As
         rows: list[asyncpg.Record] = await conn.fetch(
             sql.REQUEST_FACTS, requester, asked.request_id, asked.patron_key, asked.item_key,
             [t for t, _ in asked.ids], [v for _, v in asked.ids], extra, str(asked.kind or ""),
-            today)
+            today, int(Lock.COPYRIGHT_COUNT), journal.key if journal else None, today.year)
         if rows[0]["policy_version"] == cached:
             return rows
         await desk.policies.at(rows[0]["policy_version"], conn)

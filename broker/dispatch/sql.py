@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from broker.borrower_trust import history_sql
+from broker.copyright import counted_sql, insert_from_json
 from broker.holdings_trust import WINDOW_DAYS
 from broker.states import AWAITING_SUPPLIER, TERMINAL, EntryOutcome, HubEvent, State
 
@@ -201,6 +202,13 @@ ON CONFLICT (supplier) DO UPDATE SET
         SELECT c.open_requests FROM sums c WHERE c.supplier = s.supplier), 0),
     updated_at = now()"""
 
+# The change tables' dead rows (what folds deleted) removed, so that routing's reads of
+# the views scan a few pages, not every change since autovacuum last came by. Without
+# truncation: that needs an exclusive lock, which would queue every routing read behind
+# it. SKIP_LOCKED: a vacuum already under way (another hub's, autovacuum's) does it.
+VACUUM_CHANGES = ("VACUUM (SKIP_LOCKED, TRUNCATE false) scorecard_change, "
+                  "supplier_day_change")
+
 FOLD_SUPPLIER_DAYS = """
 WITH moved AS (DELETE FROM supplier_day_change RETURNING supplier, day, forwarded)
 INSERT INTO supplier_day_total AS d (supplier, day, forwarded)
@@ -228,7 +236,8 @@ audit AS ({_AUDIT_INSERT}
     {_forward_audit_row("e", ":position::int", ":from_state::text")})
 SELECT supplier FROM e""")
 
-# A new transaction with its rota, exclusions and audit row. With :forward (the usual
+# A new transaction with its rota, exclusions, audit row and a copy request's copyright
+# row (broker/copyright.py `row`; NULL for none). With :forward (the usual
 # case) it is forwarded at once to the rota's first supplier, as FORWARD does: written in
 # ExpectToSupply with that supplier, the first entry forwarded, scorecard and day count
 # bumped, and the audit trail gets both steps (New, then the forward). Without, it stays
@@ -265,6 +274,7 @@ rota AS (
 excluded AS (
     INSERT INTO rota_excluded (transaction_id, supplier, reason)
     SELECT :id, x->>'supplier', x->>'reason' FROM jsonb_array_elements(:excluded::jsonb) AS x),
+copy AS ({insert_from_json(":copyright")}),
 {_forwarded_to("t WHERE t.supplier IS NOT NULL")},
 audit AS ({_AUDIT_INSERT}
     SELECT :id::text, :at::timestamptz, :requester::text, '{HubEvent.REQUEST}', NULL,
@@ -343,16 +353,21 @@ WHERE c.symbol <> {requester}"""
 
 # In one round trip: an earlier copy of this request, an open duplicate, the requester's
 # region and its borrowing history (borrower_*, broker/borrower_trust.py), the policy
-# version in force, and every candidate supplier with its facts.
+# version in force, a copy request's copyright count (taking its journal's lock, see
+# broker/copyright.py; NULL without a journal), and every candidate supplier with its
+# facts.
 # $1 requester, $2 request id, $3 patron key, $4 item key, $5/$6 identifier types and
-# values, $7 suppliers the policy may add, $8 service kind, $9 consortium-local day.
+# values, $7 suppliers the policy may add, $8 service kind, $9 consortium-local day,
+# $10 the copyright count's lock, $11 the journal to count or NULL, $12 the year counted.
 REQUEST_FACTS = f"""
 SELECT t.id AS earlier_id, t.confirmation AS earlier_confirmation,
        dup.id AS duplicate_of, dup.request_id AS duplicate_request_id,
        r.province AS requester_province, r.city AS requester_city,
        bt.loans AS borrower_loans, bt.late_days AS borrower_late_days,
        bt.losses AS borrower_losses,
-       (SELECT max(version) FROM policy_version) AS policy_version, c.*
+       (SELECT max(version) FROM policy_version) AS policy_version,
+       (SELECT {counted_sql("$10::bigint", "$1", "$11::text", "$12::int")}
+        WHERE $11::text IS NOT NULL) AS copyright_counted, c.*
 FROM agency r
 LEFT JOIN ill_transaction t ON t.requester = $1 AND t.request_id = $2
 LEFT JOIN LATERAL (

@@ -16,6 +16,7 @@ from broker.intake import Refusal
 from broker.states import EntryOutcome, Event, HubEvent, State
 from infra import observability
 from infra.database import Connection, fetch_one
+from schemas import jsontext
 from schemas.iso18626_codes import ErrorType, MessageType
 
 
@@ -97,12 +98,14 @@ class NewTransaction(_Head):
     detail: dict[str, Any]
     deadline: datetime | None
     today: date  # consortium-local, for the supplier's day count
+    copyright: dict[str, Any] | None  # a copy request's copyright row (copyright.row)
 
     def params(self) -> dict[str, object]:
         """The statement's named parameters: the one place they are built."""
         values: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
         for name in ("request", "confirmation", "ranked", "excluded"):
             values[name] = _json(values[name])
+        values["copyright"] = _json(self.copyright) if self.copyright is not None else None
         values["detail"] = json.dumps(self.detail, ensure_ascii=False, default=str)
         values["forward"] = self.deadline is not None
         values["deadline_text"] = iso(self.deadline) if self.deadline else None
@@ -110,7 +113,7 @@ class NewTransaction(_Head):
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    return jsontext.dumps_text(value)
 
 
 async def insert_transaction(conn: Connection, new: NewTransaction) -> Txn:
