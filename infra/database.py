@@ -59,9 +59,18 @@ class PooledConnection(asyncpg.Connection):
         return ""
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10,
+                      generic_plans: bool = False) -> asyncpg.Pool:
+    """A pool of the hub's connections. `generic_plans`: its connections plan each prepared
+    statement once and keep that plan (PostgreSQL's plan_cache_mode force_generic_plan),
+    for a pool that runs the same few statements over and over (the intake, issue 20).
+    PostgreSQL plans anew when a table's statistics change (ANALYZE, VACUUM); left to
+    choose, it planned the routing read afresh for nearly every request, a third of that
+    statement's cost, because its estimates for a generic plan come out dearer on paper."""
+    settings = {"plan_cache_mode": "force_generic_plan"} if generic_plans else None
     pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
-                                     connection_class=PooledConnection)
+                                     connection_class=PooledConnection,
+                                     server_settings=settings)
     if pool is None:  # asyncpg's type says it may be; it is not, once awaited
         raise RuntimeError(f"asyncpg created no pool for {dsn!r}")
     return pool
