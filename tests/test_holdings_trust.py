@@ -26,6 +26,7 @@ from broker.dispatch.explain import explain
 from broker.holdings import import_csv
 from broker.holdings_mail import holdings_mail_text, mail_holdings_quality
 from broker.holdings_trust import Doubt, accuracy, is_not_held
+from infra.locks import Lock
 from schemas.settings import Settings
 from tests.support import messages
 from tests.support.agencies import sql_agencies
@@ -166,9 +167,10 @@ async def _supplier_with_answers(pool: asyncpg.Pool, *, issn: str, isbn: str,
 async def _facts(pool: asyncpg.Pool, requester: str, supplier: str,
                  ids: list[tuple[str, str]]) -> asyncpg.Record:
     """The supplier's candidate row of the query a new request makes."""
+    # No journal to count copyright copies of ($11 NULL): no lock, no count.
     rows = await pool.fetch(sql.REQUEST_FACTS, requester, "facts", None, None,
                             [t for t, _ in ids], [v for _, v in ids], [], "DocumentDelivery",
-                            date.today())
+                            date.today(), int(Lock.COPYRIGHT_COUNT), None, date.today().year)
     [row] = [r for r in rows if r["symbol"] == supplier]
     return row
 
