@@ -12,6 +12,7 @@ to the standard library, so nothing that was stored before is refused now.
 
 from __future__ import annotations
 
+import copy as _copy
 import json
 from typing import Any
 
@@ -29,3 +30,13 @@ def dumps(value: Any) -> bytes:
 def dumps_text(value: Any) -> str:
     """`value` as compact JSON text (for a PostgreSQL jsonb or text parameter)."""
     return dumps(value).decode()
+
+
+def copied(value: Any) -> Any:
+    """A deep copy of JSON data (a message body to adjust without touching the original):
+    through orjson, several times faster than copy.deepcopy; what orjson refuses (see
+    above) is copied by copy.deepcopy."""
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except TypeError:
+        return _copy.deepcopy(value)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from schemas.money import Money
@@ -73,11 +74,12 @@ class Quote:
     zone: Zone | None = None       # the zone the legs were priced for; None = no legs
     items: int = 1
 
-    @property
+    # Worked out once per quote: ranking reads them again and again (issue 20).
+    @cached_property
     def logistics(self) -> Money:
         return self.outbound + self.return_leg
 
-    @property
+    @cached_property
     def total(self) -> Money:
         return self.service + self.logistics
 

@@ -7,7 +7,6 @@ as correlation id.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +14,7 @@ from broker.dispatch.desk import Desk, iso
 from broker.dispatch.store import Txn
 from broker.states import Event, HubEvent, State
 from infra.outbox import Outgoing
+from schemas import jsontext
 from schemas.iso18626_codes import Action, MessageType, ReasonForMessage
 from schemas.wire import EVENTS, OUTBOUND
 
@@ -76,7 +76,7 @@ def restated(raw: dict[str, Any], status: str, now: datetime) -> dict[str, Any]:
     passed already) as the requester gets it: with the status the requester knows, so it
     never sees its request go back nor a message without one. The supplier's lastChange
     and dates stay; the original is in the audit trail and the inbox."""
-    body: dict[str, Any] = json.loads(json.dumps(raw))
+    body: dict[str, Any] = jsontext.copied(raw)
     inner = body["supplyingAgencyMessage"]
     info = inner.get("statusInfo")
     info = dict(info) if isinstance(info, dict) else {}

@@ -5,7 +5,6 @@ changes none; with no supplier to tell, it is kept in the audit trail."""
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime
 from typing import Any
@@ -19,6 +18,7 @@ from broker.intake import Context, Outcome, Refusal
 from broker.states import EntryOutcome, Event, State, allowed_events, iso_status, next_state
 from infra.database import Connection
 from infra.outbox import Outgoing
+from schemas import jsontext
 from schemas.iso18626 import RequestingAgencyMessage
 from schemas.iso18626_codes import Action, ErrorType, MessageType, ReasonForMessage
 
@@ -71,7 +71,7 @@ async def from_requester(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
                                 now)
             detail["shipping"] = parcel.extension()
             # Whatever the supplier's transport: hubExtensions and the note's line.
-            relayed = json.loads(json.dumps(ctx.raw))
+            relayed = jsontext.copied(ctx.raw)
             shipping.with_shipment(relayed["requestingAgencyMessage"], parcel, "note")
         out = [messages.relay_to_supplier(txn, relayed, ctx.message_id)]
     out.append(messages.event(txn, txn.state, target, event, now))

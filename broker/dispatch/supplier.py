@@ -4,7 +4,6 @@ copy (ARCHITECTURE §3.4 rules 4 to 7)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ from delivery.intake import CopyProblem, accept_copy
 from delivery.mail import enqueue_patron_mail
 from infra.database import Connection
 from infra.flags import FlagKind, raise_flag
+from schemas import jsontext
 from schemas.iso18626 import SupplyingAgencyMessage
 from schemas.iso18626_codes import ErrorType, MessageType, ServiceKind, Status
 from schemas.money import Money
@@ -120,7 +120,7 @@ async def from_supplier(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
     relay_parcel = parcel is not None and shipping.beyond_iso(ctx.raw["supplyingAgencyMessage"])
     if extensions or relay_parcel:
         # The requester learns the link's limits, never its token (the patron's mail has it).
-        relayed = json.loads(json.dumps(ctx.raw))
+        relayed = jsontext.copied(ctx.raw)
         inner = relayed["supplyingAgencyMessage"]
         if extensions:
             inner.setdefault("hubExtensions", {}).update(extensions)

@@ -15,7 +15,6 @@ body the edge changed.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import re
@@ -26,6 +25,7 @@ import asyncpg
 from broker.profiles.model import Adjusted, Applied, Direction, Work
 from broker.profiles.table import ADJUSTMENTS, DEFAULT_PROFILE, PROFILES, VOCABULARY
 from infra.database import Connection
+from schemas import jsontext
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _apply(names: tuple[str, ...], body: Any, seq: int | None) -> Adjusted:
     (kind, inner), = body.items()
     if not isinstance(inner, dict):
         return Adjusted(body=body)
-    work = Work(kind=str(kind), inner=copy.deepcopy(inner), seq=seq)
+    work = Work(kind=str(kind), inner=jsontext.copied(inner), seq=seq)
     applied: list[Applied] = []
     for name in names:
         applied += [Applied(name, change) for change in ADJUSTMENTS[name].apply(work)]
