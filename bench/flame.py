@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 RATE = 97  # samples per second: not a divisor of the event loop's timers
+# A frame on at least this share of the samples is an entry point (run.py, the event
+# loop), left out of the list by total time.
+ENTRY_SHARE = 0.6
 # "function (path/to/module.py:123)" in a collapsed stack; the line number is dropped, so
 # one function is one frame however many lines of it were sampled.
 _FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
@@ -105,5 +108,7 @@ def top_frames(folded: str, n: int = 5) -> dict[str, Any]:
         return [{"frame": f, "percent": round(100 * k / samples, 1)}
                 for f, k in c.most_common(n)]
 
+    # By total time, the entry points and the event loop (on most stacks) say nothing.
+    inner = Counter({f: k for f, k in total.items() if k < ENTRY_SHARE * samples})
     return {"samples": samples, "top_self": share(own) if samples else [],
-            "top_total": share(total) if samples else []}
+            "top_total": share(inner) if samples else []}
