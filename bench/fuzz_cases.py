@@ -218,8 +218,13 @@ def wrong_type(draw: st.DrawFn, t: Targets) -> Case:
     value = draw(wrong_value(slot))
     put(body, kind, slot.path, value)
     path = wire_path(kind, slot.path)
+    # An empty string is an element left empty, which the hub reads as absent: where
+    # that element is required (statusInfo.status, unless the message is a
+    # Notification), "required element missing" (BadlyFormedMessage) is the answer.
+    types_ = ("UnrecognisedDataValue", "BadlyFormedMessage") if value == "" \
+        else ("UnrecognisedDataValue",)
     return Case("wrong_type", f"{path} := {json.dumps(value, ensure_ascii=False)[:60]}", kind,
-                encode(body), _error(f"{path}: "))
+                encode(body), _error(f"{path}: ", types_=types_))
 
 
 @st.composite
