@@ -55,9 +55,24 @@ async def publish_many(channel: AbstractChannel, messages: Sequence[Publish],
     """Publish `messages` in order; for each, None once the broker confirmed it, else the
     error: aiormq's PublishError (returned: no queue for a mandatory message; the channel
     is opened with on_return_raises), DeliveryError (nacked), TimeoutError, or whatever
-    the channel raised. Needs a channel with publisher confirms."""
+    the channel raised. Needs a channel with publisher confirms. Never waits longer than
+    `timeout` for the write, nor again for the confirms: a connection lost mid-write
+    would otherwise hold the caller (the relay, and its lock) for ever."""
     if not messages:
         return []
+    try:
+        confirmations = await asyncio.wait_for(_write(channel, messages), timeout)
+    except Exception as exc:  # every message failed with it; the caller sorts them out
+        return [exc] * len(messages)
+    done = await asyncio.gather(*(asyncio.wait_for(c, timeout) for c in confirmations),
+                                return_exceptions=True)
+    return [r if isinstance(r, BaseException) else None for r in done]
+
+
+async def _write(channel: AbstractChannel, messages: Sequence[Publish]
+                 ) -> list[asyncio.Future[object]]:
+    """Register each message for its confirm and write all their frames in one piece;
+    the confirmations, in order."""
     underlay: aiormq.Channel = await channel.get_underlay_channel()  # type: ignore[assignment]
     if not underlay.publisher_confirms:
         raise ValueError("publish_many needs a channel with publisher confirms")
@@ -84,7 +99,4 @@ async def publish_many(channel: AbstractChannel, messages: Sequence[Publish],
             frames=frames, channel_number=underlay.number,  # type: ignore[arg-type]
             drain_future=drained))
         await drained
-    done = await asyncio.gather(*(asyncio.wait_for(c, timeout) for c in confirmations),
-                                return_exceptions=True)
-    return [r if isinstance(r, BaseException) else None for r in done]
-
+    return confirmations
