@@ -32,6 +32,12 @@ from bench.options import STEPS, add_arguments
 
 CALIS_YEAR = 100_929  # requests in the CALIS dispatch centre's first year
 HUB_STEPS = (("throughput", 1), ("throughput2", 2), ("throughput3", 3))
+# The baseline rows of the table: result key, label, note.
+BASELINES = (
+    ("baseline", "baseline: consume, commit + outbox, 3 publishes with confirms, ack",
+     "ceiling"),
+    ("baseline_no_publish", "baseline without the 3 publishes", ""),
+    ("baseline_batched", "baseline, a batch's publishes in one write (as the relay now)", ""))
 
 
 def sizes(quick: bool) -> dict[str, Any]:
@@ -140,20 +146,12 @@ def table(r: dict[str, Any]) -> str:
     """The Performance table of the README."""
     rows: list[tuple[str, str, str, str]] = []
     base = r.get("baseline")
-    if base:
-        rows.append(("baseline: consume, commit + outbox, 3 publishes with confirms, ack",
-                     f"{_f(base['messages_per_s'])} msg/s",
-                     f"client CPU {_f(base['client_cpu_s_per_1000'], 3)} s/1000, RabbitMQ "
-                     f"{_f(base['rabbitmq_cpu_s_per_1000'], 3)}", "ceiling"))
-        nb = r["baseline_no_publish"]
-        rows.append(("baseline without the 3 publishes", f"{_f(nb['messages_per_s'])} msg/s",
-                     f"client CPU {_f(nb['client_cpu_s_per_1000'], 3)} s/1000", ""))
-        bb = r.get("baseline_batched")
-        if bb:
-            rows.append(("baseline, a batch's publishes in one write (as the relay now)",
-                         f"{_f(bb['messages_per_s'])} msg/s",
-                         f"client CPU {_f(bb['client_cpu_s_per_1000'], 3)} s/1000, RabbitMQ "
-                         f"{_f(bb['rabbitmq_cpu_s_per_1000'], 3)}", ""))
+    for key, label, note in BASELINES:
+        b = r.get(key)
+        if b:
+            rows.append((label, f"{_f(b['messages_per_s'])} msg/s",
+                         f"client CPU {_f(b['client_cpu_s_per_1000'], 3)} s/1000, RabbitMQ "
+                         f"{_f(b['rabbitmq_cpu_s_per_1000'], 3)}", note))
     for key, hubs in HUB_STEPS:
         t = r.get(key)
         if t:

@@ -414,16 +414,16 @@ def journal_to_count(service_type: str | None, request_json: Mapping[str, Any],
 
 
 def check(settings: CopyrightSettings, policy: Policy, facts: RequestFacts,
-          request_json: Mapping[str, Any], ids: Sequence[tuple[str, str]],
+          request_json: Mapping[str, Any], journal: Journal | None,
           counted: int | None) -> Check | None:
-    """The copyright check of a new request (None if it is not a copy request).
-    `counted`: the copies of its journal (`journal_to_count`) this year so far, counted
+    """The copyright check of a new request (None if it is not a copy request), of
+    `journal` (`journal_to_count`, found before routing's read). `counted`: the copies
+    of that journal this year so far, counted
     under the journal's lock (`counted_sql`, with the request's facts); None when there
     is no journal. Decides only: the copy's row is written with the transaction (`row`)."""
     if facts.service_type not in COPY_SERVICE_TYPES:
         return None
     rule = rule_for(policy, facts, settings)
-    journal = Journal.of(request_json, ids)
     published = publication_year(request_json)
     year = facts.today.year
     recent = is_recent(published, year,

@@ -177,7 +177,8 @@ async def new_request(desk: Desk, conn: Connection, ctx: Context) -> Outcome:
     retry_of = await _retry_of(conn, ctx.sender, req)
     duplicate_of = await _duplicate_of(desk, conn, ctx.sender, asked, known, retry_of)
     routed = await _route(desk, conn, ctx, asked, rows, max_cost,
-                          retry_of.supplier if retry_of is not None else asked.named, today)
+                          retry_of.supplier if retry_of is not None else asked.named, today,
+                          journal)
     answer = confirmation(MessageType.REQUEST, req.header, ok=True)
     # The usual case, a new request forwarded at once to the first supplier, is written
     # by one statement; the others go step by step.
@@ -251,7 +252,7 @@ async def _duplicate_of(desk: Desk, conn: Connection, requester: str, asked: Ask
 
 async def _route(desk: Desk, conn: Connection, ctx: Context, asked: Asked,
                  rows: list[asyncpg.Record], max_cost: Money | None, named: str | None,
-                 today: date) -> Routed:
+                 today: date, journal: copyright.Journal | None) -> Routed:
     """The rota under the policy in force (the one `_request_facts` read with)."""
     known = rows[0]
     facts = RequestFacts(
@@ -266,7 +267,7 @@ async def _route(desk: Desk, conn: Connection, ctx: Context, asked: Asked,
         rows = [*rows, *await conn.fetch(sql.CANDIDATES_ONLY, [named], ctx.sender,
                                          str(asked.kind), today)]
     checked = copyright.check(desk.settings.copyright, desk.policies.policy, facts, ctx.raw,
-                              asked.ids, counted=known["copyright_counted"])
+                              journal, counted=known["copyright_counted"])
     if checked is not None and checked.undeclared and checked.rule is not None \
             and checked.rule.refuse_undeclared:
         raise Refusal(ErrorType.UNRECOGNISED_DATA_VALUE,

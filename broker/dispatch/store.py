@@ -104,16 +104,13 @@ class NewTransaction(_Head):
         """The statement's named parameters: the one place they are built."""
         values: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
         for name in ("request", "confirmation", "ranked", "excluded"):
-            values[name] = _json(values[name])
-        values["copyright"] = _json(self.copyright) if self.copyright is not None else None
+            values[name] = jsontext.dumps_text(values[name])
+        values["copyright"] = (jsontext.dumps_text(self.copyright)
+                               if self.copyright is not None else None)
         values["detail"] = json.dumps(self.detail, ensure_ascii=False, default=str)
         values["forward"] = self.deadline is not None
         values["deadline_text"] = iso(self.deadline) if self.deadline else None
         return values
-
-
-def _json(value: Any) -> str:
-    return jsontext.dumps_text(value)
 
 
 async def insert_transaction(conn: Connection, new: NewTransaction) -> Txn:
